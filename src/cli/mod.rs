@@ -1,0 +1,179 @@
+//! Command line: clap definitions, dispatch, and the one place where errors
+//! become messages and exit codes.
+
+mod plan_cmd;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use std::fmt;
+use std::io::IsTerminal;
+use std::path::PathBuf;
+
+/// Exit codes of DESIGN section 2.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Exit {
+    Ok = 0,
+    /// The work ran but something failed.
+    Failed = 1,
+    /// Usage error or invalid plan; nothing was touched.
+    Usage = 2,
+    /// Environment problem: not a repository, lock held, dirty target, I/O.
+    Env = 3,
+    Interrupted = 130,
+}
+
+/// An error on its way to the user: what to print and how to exit.
+#[derive(Debug)]
+pub struct CliError {
+    pub exit: Exit,
+    pub message: String,
+}
+
+impl CliError {
+    pub fn new(exit: Exit, message: impl Into<String>) -> Self {
+        CliError {
+            exit,
+            message: message.into(),
+        }
+    }
+    pub fn usage(message: impl Into<String>) -> Self {
+        Self::new(Exit::Usage, message)
+    }
+    pub fn env(message: impl Into<String>) -> Self {
+        Self::new(Exit::Env, message)
+    }
+}
+
+impl fmt::Display for CliError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl From<crate::plan::PlanError> for CliError {
+    fn from(e: crate::plan::PlanError) -> Self {
+        CliError::usage(e.to_string())
+    }
+}
+
+impl From<crate::git::GitError> for CliError {
+    fn from(e: crate::git::GitError) -> Self {
+        use crate::git::GitError as G;
+        let exit = match &e {
+            G::UnknownRev { .. } | G::NoCommits { .. } => Exit::Usage,
+            _ => Exit::Env,
+        };
+        CliError::new(exit, e.to_string())
+    }
+}
+
+pub type CliResult = Result<Exit, CliError>;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ColorChoice {
+    Auto,
+    Always,
+    Never,
+}
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "mpw",
+    version,
+    about = "Run several streams of code changes in parallel, one git worktree each, and merge them back safely",
+    propagate_version = true
+)]
+pub struct Cli {
+    /// Repository to work in (default: the one around the current directory).
+    #[arg(long, global = true, value_name = "DIR")]
+    pub repo: Option<PathBuf>,
+    /// Print less: no progress display, only results and errors.
+    #[arg(short, long, global = true)]
+    pub quiet: bool,
+    /// More log output (-v info, -vv debug, -vvv trace); RUST_LOG also works.
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+    /// When to use colours; NO_COLOR is honoured.
+    #[arg(long, global = true, value_enum, default_value_t = ColorChoice::Auto)]
+    pub color: ColorChoice,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Check a plan, print its JSON Schema, or draw its DAG.
+    #[command(subcommand)]
+    Plan(plan_cmd::PlanCmd),
+}
+
+/// What every command gets: the global flags, resolved.
+#[derive(Debug, Clone)]
+pub struct Ctx {
+    pub repo: Option<PathBuf>,
+    pub quiet: bool,
+    pub verbose: u8,
+    pub color: bool,
+    /// Stderr is a terminal: live progress is possible.
+    pub tty: bool,
+}
+
+impl Ctx {
+    fn from_cli(cli: &Cli) -> Self {
+        let tty = std::io::stderr().is_terminal();
+        let color = match cli.color {
+            ColorChoice::Always => true,
+            ColorChoice::Never => false,
+            ColorChoice::Auto => tty && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty()),
+        };
+        Ctx {
+            repo: cli.repo.clone(),
+            quiet: cli.quiet,
+            verbose: cli.verbose,
+            color,
+            tty,
+        }
+    }
+}
+
+fn init_tracing(ctx: &Ctx) {
+    use tracing_subscriber::EnvFilter;
+    let default = match ctx.verbose {
+        0 => "warn",
+        1 => "mpw=info",
+        2 => "mpw=debug",
+        _ => "mpw=trace,gix=debug",
+    };
+    let filter = match std::env::var("RUST_LOG") {
+        Ok(v) if !v.is_empty() => EnvFilter::new(v),
+        _ => EnvFilter::new(default),
+    };
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(ctx.color)
+        .try_init();
+}
+
+/// Entry point of the binary; returns the process exit code.
+pub fn main() -> i32 {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let code = if e.use_stderr() { Exit::Usage as i32 } else { 0 };
+            let _ = e.print();
+            return code;
+        }
+    };
+    let ctx = Ctx::from_cli(&cli);
+    init_tracing(&ctx);
+    let result = match cli.command {
+        Command::Plan(cmd) => plan_cmd::run(cmd, &ctx),
+    };
+    match result {
+        Ok(exit) => exit as i32,
+        Err(e) => {
+            eprintln!("mpw: {}", e.message);
+            e.exit as i32
+        }
+    }
+}

@@ -1,0 +1,171 @@
+//! The plan as users write it (schema 1, DESIGN section 1). The JSON Schema
+//! printed by `mpw plan schema` is derived from these types.
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+pub type Metadata = serde_json::Map<String, serde_json::Value>;
+
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq)]
+#[schemars(title = "mpw plan", description = "A plan of workstreams for mpw (schema 1)")]
+pub struct Plan {
+    /// Link to this schema, for editors.
+    #[serde(rename = "$schema", default, skip_serializing_if = "Option::is_none")]
+    pub schema_url: Option<String>,
+    /// Schema version of the plan format; only 1 exists.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub schema: Option<u32>,
+    /// Run id; a ULID is generated when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub run_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    /// Revision the workstreams start from; default HEAD.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub base: Option<String>,
+    #[serde(default)]
+    pub globals: Globals,
+    pub workstreams: Vec<Workstream>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metadata: Option<Metadata>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema, PartialEq)]
+pub struct Globals {
+    /// Repository root, relative to the plan file; `--repo` overrides.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub repo_root: Option<String>,
+    /// Tasks running at once in the whole run (default 3).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_concurrency: Option<u32>,
+    /// Of which class "cpu" at most this many (default: max_concurrency).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpu_slots: Option<u32>,
+    /// Of which class "io" at most this many (default: max_concurrency).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub io_slots: Option<u32>,
+    /// Where worktrees go; default `<main worktree>.mpw` beside the main worktree.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub worktree_root: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shell: Option<Shell>,
+    /// Default timeout of a task, in seconds (default 1800).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout_s: Option<u64>,
+    /// Default number of extra attempts of a failing task (default 0).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retries: Option<u32>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub env: BTreeMap<String, String>,
+    /// Untracked files copied from the main worktree into each new worktree; never committed.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub copy: Vec<String>,
+    /// Commands run once in each new worktree before its tasks; what they leave is never committed.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub setup: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metadata: Option<Metadata>,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, JsonSchema, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Shell {
+    Sh,
+    Bash,
+    Pwsh,
+    Cmd,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq)]
+pub struct Workstream {
+    /// `[A-Za-z0-9._-]{1,64}`, no `..`, unique.
+    pub id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    /// Workstream ids whose result this one starts from.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub depends_on: Vec<String>,
+    /// Integration order among ready workstreams (lower first).
+    #[serde(default)]
+    pub priority: i64,
+    /// Branch name; default `mpw/<run_id>/<ws_id>`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub branch: Option<String>,
+    /// Globs of the paths its tasks may change; a change elsewhere quarantines the task.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub allowed_paths: Option<Vec<String>>,
+    /// Setup commands of this workstream, run after the global ones.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub setup: Vec<String>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub env: BTreeMap<String, String>,
+    pub tasks: Vec<Task>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metadata: Option<Metadata>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq)]
+pub struct Task {
+    /// Unique within its workstream; same character rules as workstream ids.
+    pub id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// Command line run through the shell. Exactly one of `run` and `argv`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub run: Option<String>,
+    /// Program and arguments, run without a shell.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub argv: Option<Vec<String>>,
+    /// Task ids of the same workstream (`T0`), tasks of another (`WS-2/T3`) or whole workstreams (`WS-2`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub depends_on: Vec<String>,
+    #[serde(default)]
+    pub class: TaskClass,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout_s: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retries: Option<u32>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub env: BTreeMap<String, String>,
+    /// Working directory relative to the worktree.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cwd: Option<String>,
+    /// May run beside other read-only tasks of its workstream; must change nothing.
+    #[serde(default)]
+    pub read_only: bool,
+    /// Its failure fails nothing else.
+    #[serde(default)]
+    pub allow_failure: bool,
+    #[serde(default)]
+    pub guardrails: Guardrails,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub commit_message: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metadata: Option<Metadata>,
+}
+
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, JsonSchema, PartialEq, Eq, Hash)]
+#[serde(rename_all = "lowercase")]
+pub enum TaskClass {
+    Cpu,
+    #[default]
+    Io,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema, PartialEq)]
+pub struct Guardrails {
+    /// Regexes on stdout+stderr; a match fails the task.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub fail_on: Vec<String>,
+    /// Regexes on stdout+stderr; a match quarantines the task's work.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub quarantine_on: Vec<String>,
+    /// Regexes that must each match somewhere in the output, or the task fails.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub require: Vec<String>,
+}

@@ -1,0 +1,212 @@
+//! Test helpers: real repositories in temp dirs and the real `mpw` binary.
+//!
+//! ```ignore
+//! let repo = repo().with_file("src/lib.rs", "fn a() {}\n").commit("init");
+//! let plan = repo.plan("demo", r#"{ "workstreams": [...] }"#);
+//! repo.mpw().args(["run", plan.to_str().unwrap()]).assert().success();
+//! ```
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// A repository being built: files first, then `commit()`.
+pub struct RepoBuilder {
+    dir: tempfile::TempDir,
+    files: Vec<(String, Vec<u8>)>,
+    name: String,
+}
+
+/// A temp dir holding `repo/` (the main worktree) and room beside it
+/// (plans, bare remotes, `repo.mpw/` worktrees).
+pub struct TestRepo {
+    pub dir: tempfile::TempDir,
+    pub path: PathBuf,
+}
+
+pub fn repo() -> RepoBuilder {
+    RepoBuilder {
+        dir: tempfile::tempdir().expect("tempdir"),
+        files: Vec::new(),
+        name: "repo".into(),
+    }
+}
+
+impl RepoBuilder {
+    /// Name of the repository folder (to test spaces and non-ASCII paths).
+    pub fn named(mut self, name: &str) -> Self {
+        self.name = name.into();
+        self
+    }
+
+    pub fn with_file(mut self, path: &str, content: impl AsRef<[u8]>) -> Self {
+        self.files.push((path.into(), content.as_ref().to_vec()));
+        self
+    }
+
+    /// `n` small files under `dir/`, for repositories of a realistic size.
+    pub fn with_many_files(mut self, dir: &str, n: usize) -> Self {
+        for i in 0..n {
+            self.files
+                .push((format!("{dir}/f{i:05}.txt"), format!("line {i}\n").into_bytes()));
+        }
+        self
+    }
+
+    /// `git init` without a commit.
+    pub fn init(self) -> TestRepo {
+        let path = self.dir.path().join(&self.name);
+        std::fs::create_dir_all(&path).unwrap();
+        run_git(&path, &["init", "-q", "-b", "main"]);
+        run_git(&path, &["config", "user.name", "Test User"]);
+        run_git(&path, &["config", "user.email", "test@example.com"]);
+        run_git(&path, &["config", "commit.gpgsign", "false"]);
+        let repo = TestRepo {
+            dir: self.dir,
+            path,
+        };
+        for (p, c) in &self.files {
+            repo.write(p, c);
+        }
+        repo
+    }
+
+    /// `git init`, write the files, commit them on `main`.
+    pub fn commit(self, message: &str) -> TestRepo {
+        let has_files = !self.files.is_empty();
+        let repo = self.init();
+        if !has_files {
+            repo.write("README.md", "test repository\n");
+        }
+        repo.git(&["add", "-A"]);
+        repo.git(&["commit", "-q", "-m", message]);
+        repo
+    }
+}
+
+impl TestRepo {
+    pub fn write(&self, rel: &str, content: impl AsRef<[u8]>) {
+        write_file(&self.path.join(rel), content.as_ref());
+    }
+
+    pub fn read(&self, rel: &str) -> String {
+        std::fs::read_to_string(self.path.join(rel)).unwrap()
+    }
+
+    /// Run git in the main worktree; panics on failure; returns trimmed stdout.
+    pub fn git(&self, args: &[&str]) -> String {
+        run_git(&self.path, args)
+    }
+
+    /// Run git and return (success, stdout, stderr) without panicking.
+    pub fn git_try(&self, args: &[&str]) -> (bool, String, String) {
+        let out = Command::new("git").args(args).current_dir(&self.path).output().unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).trim().to_string(),
+            String::from_utf8_lossy(&out.stderr).trim().to_string(),
+        )
+    }
+
+    pub fn head(&self, rev: &str) -> String {
+        self.git(&["rev-parse", rev])
+    }
+
+    /// Commit everything in the main worktree.
+    pub fn commit_all(&self, message: &str) -> String {
+        self.git(&["add", "-A"]);
+        self.git(&["commit", "-q", "-m", message]);
+        self.head("HEAD")
+    }
+
+    /// Write a plan file beside the repository (not inside it) and return its path.
+    pub fn plan(&self, name: &str, text: &str) -> PathBuf {
+        let p = self.dir.path().join("plans").join(format!("{name}.jsonc"));
+        write_file(&p, text.as_bytes());
+        p
+    }
+
+    /// The `mpw` binary, run inside the repository, colours off.
+    pub fn mpw(&self) -> assert_cmd::Command {
+        let mut c = mpw();
+        c.current_dir(&self.path);
+        c
+    }
+
+    /// The repository's git common dir (`.git`).
+    pub fn common_dir(&self) -> PathBuf {
+        self.path.join(".git")
+    }
+
+    pub fn mpw_dir(&self) -> PathBuf {
+        self.common_dir().join("mpw")
+    }
+
+    /// `run_status.json` of a run, parsed.
+    pub fn run_status(&self, run_id: &str) -> serde_json::Value {
+        let p = self.mpw_dir().join("runs").join(run_id).join("run_status.json");
+        let text = std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+        serde_json::from_str(&text).unwrap()
+    }
+
+    /// Default worktree root: `<repo>.mpw` beside the repository.
+    pub fn worktree_root(&self) -> PathBuf {
+        self.dir.path().join(format!(
+            "{}.mpw",
+            self.path.file_name().unwrap().to_string_lossy()
+        ))
+    }
+
+    /// Files changed by a commit (`git show --name-only`).
+    pub fn files_of(&self, rev: &str) -> Vec<String> {
+        self.git(&["show", "--name-only", "--format=", rev])
+            .lines()
+            .map(str::to_string)
+            .collect()
+    }
+}
+
+/// The `mpw` binary with colours off and no inherited log filter.
+pub fn mpw() -> assert_cmd::Command {
+    let mut c = assert_cmd::Command::cargo_bin("mpw").unwrap();
+    c.env("NO_COLOR", "1").env_remove("RUST_LOG");
+    c
+}
+
+pub fn run_git(dir: &Path, args: &[&str]) -> String {
+    let out = Command::new("git")
+        .args(args)
+        .current_dir(dir)
+        .env("GIT_AUTHOR_DATE", "2026-01-01T00:00:00Z")
+        .env("GIT_COMMITTER_DATE", "2026-01-01T00:00:00Z")
+        .output()
+        .expect("git runs");
+    assert!(
+        out.status.success(),
+        "git {args:?} in {} failed: {}",
+        dir.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+pub fn write_file(path: &Path, content: &[u8]) {
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent).unwrap();
+    }
+    std::fs::write(path, content).unwrap();
+}
+
+/// Path to a file under `testdata/`.
+pub fn testdata(rel: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata").join(rel)
+}
+
+/// Stdout of a finished command as text.
+pub fn stdout_of(out: &std::process::Output) -> String {
+    String::from_utf8_lossy(&out.stdout).to_string()
+}
+
+pub fn stderr_of(out: &std::process::Output) -> String {
+    String::from_utf8_lossy(&out.stderr).to_string()
+}
