@@ -1,8 +1,14 @@
 //! mpw: run several streams of code changes in parallel, one git worktree
 //! each, and merge them back one at a time.
 
+pub mod clean;
 pub mod cli;
 pub mod exec;
 pub mod git;
+pub mod integrate;
 pub mod model;
 pub mod plan;
+pub mod report;
+pub mod runner;
+pub mod scheduler;
+pub mod store;

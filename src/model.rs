@@ -131,6 +131,8 @@ impl TaskState {
             (Running, Succeeded | Failed | Quarantined | Cancelled | Ready) => true,
             // resume: an interrupted attempt sends the task back to be run again
             (Running, Pending) => true,
+            // resume reopens what a cancel stopped or skipped
+            (Skipped | Cancelled, Pending) => true,
             _ => false,
         }
     }
@@ -230,10 +232,11 @@ mod tests {
     }
 
     #[test]
-    fn terminal_tasks_do_not_move() {
+    fn terminal_tasks_do_not_move_except_reopened_by_resume() {
         for s in TaskState::ALL.iter().filter(|s| s.is_terminal()) {
             for n in TaskState::ALL {
-                assert!(!s.can_become(*n), "{s} -> {n}");
+                let reopen = matches!(s, TaskState::Skipped | TaskState::Cancelled) && *n == TaskState::Pending;
+                assert_eq!(s.can_become(*n), reopen, "{s} -> {n}");
             }
         }
     }

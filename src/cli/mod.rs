@@ -1,7 +1,9 @@
 //! Command line: clap definitions, dispatch, and the one place where errors
 //! become messages and exit codes.
 
+mod integrate_cmd;
 mod plan_cmd;
+mod run_cmd;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use std::fmt;
@@ -104,6 +106,24 @@ pub enum Command {
     /// Check a plan, print its JSON Schema, or draw its DAG.
     #[command(subcommand)]
     Plan(plan_cmd::PlanCmd),
+    /// Run a plan: a worktree per workstream, tasks in parallel, a commit per task.
+    Run(run_cmd::RunArgs),
+    /// Continue a run that was interrupted or whose coordinator died.
+    Resume(run_cmd::ResumeArgs),
+    /// Stop a run from another terminal.
+    Cancel(run_cmd::CancelArgs),
+    /// Workstream and task states of a run (default: the latest).
+    Status(run_cmd::StatusArgs),
+    /// List runs, newest first.
+    Runs(run_cmd::RunsArgs),
+    /// A task's captured output.
+    Logs(run_cmd::LogsArgs),
+    /// The event stream of a run.
+    Events(run_cmd::EventsArgs),
+    /// Merge finished workstreams into a branch, one at a time, under a lock.
+    Integrate(integrate_cmd::IntegrateArgs),
+    /// Remove a run's worktrees (and integrated branches).
+    Clean(integrate_cmd::CleanArgs),
 }
 
 /// What every command gets: the global flags, resolved.
@@ -168,6 +188,15 @@ pub fn main() -> i32 {
     init_tracing(&ctx);
     let result = match cli.command {
         Command::Plan(cmd) => plan_cmd::run(cmd, &ctx),
+        Command::Run(a) => run_cmd::run(a, &ctx),
+        Command::Resume(a) => run_cmd::resume(a, &ctx),
+        Command::Cancel(a) => run_cmd::cancel(a, &ctx),
+        Command::Status(a) => run_cmd::status(a, &ctx),
+        Command::Runs(a) => run_cmd::runs(a, &ctx),
+        Command::Logs(a) => run_cmd::logs(a, &ctx),
+        Command::Events(a) => run_cmd::events(a, &ctx),
+        Command::Integrate(a) => integrate_cmd::integrate(a, &ctx),
+        Command::Clean(a) => integrate_cmd::clean(a, &ctx),
     };
     match result {
         Ok(exit) => exit as i32,

@@ -1,0 +1,177 @@
+//! `mpw integrate` and `mpw clean`.
+
+use super::{CliResult, Ctx, Exit};
+use crate::integrate::{self, Forecast, Options, Report, Strategy};
+use crate::model::Event;
+use crate::report::{self, Style};
+use crate::runner::Listener;
+use clap::Args;
+use std::time::Duration;
+
+#[derive(Debug, Args)]
+pub struct IntegrateArgs {
+    /// Run id or prefix (default: the latest run).
+    pub run: Option<String>,
+    /// Branch to merge into (default: the branch the run started from).
+    #[arg(long, value_name = "BRANCH")]
+    pub into: Option<String>,
+    /// Command that must pass on each merge result before the branch moves.
+    #[arg(long, value_name = "CMD")]
+    pub gate: Option<String>,
+    /// Seconds the gate may take.
+    #[arg(long, value_name = "SECS", default_value_t = 1800)]
+    pub gate_timeout: u64,
+    #[arg(long, value_enum, default_value_t = Strategy::Merge)]
+    pub strategy: Strategy,
+    /// Merge in memory only and print a conflict forecast; nothing moves.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Exit 3 instead of waiting when another integration holds the lock.
+    #[arg(long)]
+    pub no_wait: bool,
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct CleanArgs {
+    /// Run id or prefix (default: the latest run).
+    pub run: Option<String>,
+    /// Also delete the branches of integrated workstreams.
+    #[arg(long)]
+    pub branches: bool,
+    /// Also remove worktrees with uncommitted changes and branches not integrated.
+    #[arg(long)]
+    pub force: bool,
+    #[arg(long)]
+    pub json: bool,
+}
+
+struct Lines {
+    quiet: bool,
+}
+
+impl Listener for Lines {
+    fn event(&mut self, ev: &Event) {
+        if !self.quiet {
+            let time = ev.ts.get(11..19).unwrap_or(&ev.ts);
+            eprintln!("{time} {}", report::event_line(ev));
+        }
+    }
+}
+
+pub fn integrate(a: IntegrateArgs, ctx: &Ctx) -> CliResult {
+    if a.dry_run {
+        let f = integrate::forecast(ctx.repo.as_deref(), a.run.as_deref(), a.into.as_deref())?;
+        if a.json {
+            println!("{}", serde_json::to_string_pretty(&f).unwrap());
+        } else {
+            print!("{}", render_forecast(&f));
+        }
+        return Ok(Exit::Ok);
+    }
+    let opts = Options {
+        run: a.run,
+        into: a.into,
+        gate: a.gate,
+        gate_timeout: Duration::from_secs(a.gate_timeout),
+        strategy: a.strategy,
+        no_wait: a.no_wait,
+        grace: Duration::from_secs(5),
+    };
+    let mut lines = Lines { quiet: ctx.quiet };
+    let r = integrate::integrate(ctx.repo.as_deref(), &opts, &mut lines, &mut |m| eprintln!("mpw: {m}"))?;
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&r).unwrap());
+    } else {
+        print!("{}", render_report(&r, Style { color: ctx.color }));
+    }
+    Ok(if r.failed() { Exit::Failed } else { Exit::Ok })
+}
+
+fn render_report(r: &Report, style: Style) -> String {
+    let mut s = format!(
+        "integrate run {} into {} ({:?}): {} -> {}\n",
+        r.run_id,
+        r.into,
+        r.strategy,
+        &r.before[..10],
+        &r.after[..10]
+    );
+    let w = r.outcomes.iter().map(|o| o.workstream.len()).max().unwrap_or(4).max(10);
+    for o in &r.outcomes {
+        s.push_str(&format!(
+            "{:<w$}  {}  {}\n",
+            o.workstream,
+            report::pad_state(&style, &o.state),
+            o.detail
+        ));
+    }
+    s
+}
+
+fn render_forecast(f: &Forecast) -> String {
+    let mut s = format!(
+        "conflict forecast for run {} into {} (at {}); nothing was changed\n\n",
+        f.run_id,
+        f.into,
+        &f.target[..10]
+    );
+    s.push_str(&format!("against {}:\n", f.into));
+    for (ws, c) in &f.against_target {
+        if c.is_empty() {
+            s.push_str(&format!("  {ws}: clean\n"));
+        } else {
+            s.push_str(&format!("  {ws}: CONFLICT on {}\n", c.join(", ")));
+        }
+    }
+    // The matrix: X where two workstreams conflict with each other.
+    let ids: Vec<&String> = f.against_target.keys().collect();
+    if ids.len() > 1 {
+        let w = ids.iter().map(|i| i.len()).max().unwrap_or(2);
+        s.push_str("\nbetween workstreams (X: they conflict):\n");
+        s.push_str(&format!("  {:w$} ", ""));
+        for (i, _) in ids.iter().enumerate() {
+            s.push_str(&format!(" {:>2}", i + 1));
+        }
+        s.push('\n');
+        for (i, a) in ids.iter().enumerate() {
+            s.push_str(&format!("  {a:w$} "));
+            for (j, b) in ids.iter().enumerate() {
+                let hit = f
+                    .pairs
+                    .iter()
+                    .any(|p| (&&p.a == a && &&p.b == b) || (&&p.a == b && &&p.b == a));
+                let cell = if i == j { "-" } else if hit { "X" } else { "." };
+                s.push_str(&format!(" {cell:>2}"));
+            }
+            s.push_str(&format!("   {}\n", i + 1));
+        }
+        for p in &f.pairs {
+            s.push_str(&format!("  {} x {}: {}\n", p.a, p.b, p.paths.join(", ")));
+        }
+    }
+    s.push_str("\nin integration order:\n");
+    for o in &f.sequence {
+        s.push_str(&format!("  {}: {}\n", o.workstream, o.detail));
+    }
+    s
+}
+
+pub fn clean(a: CleanArgs, ctx: &Ctx) -> CliResult {
+    let c = crate::clean::clean(ctx.repo.as_deref(), a.run.as_deref(), a.branches, a.force)?;
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&c).unwrap());
+        return Ok(Exit::Ok);
+    }
+    println!(
+        "run {}: removed {} worktree(s), deleted {} branch(es)",
+        c.run_id,
+        c.removed_worktrees.len(),
+        c.deleted_branches.len()
+    );
+    for k in &c.kept {
+        println!("  {k}");
+    }
+    Ok(Exit::Ok)
+}

@@ -1,0 +1,332 @@
+//! `mpw run`, `resume`, `cancel`, `status`, `runs`, `logs`, `events`.
+
+use super::{CliError, CliResult, Ctx, Exit};
+use crate::model::RunState;
+use crate::report::{self, BarListener, LineListener, Style};
+use crate::runner::{self, Listener, RunOptions};
+use crate::store::{Store, StoreError};
+use clap::Args;
+use std::io::Write;
+use std::path::PathBuf;
+use std::time::Duration;
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// The plan file (JSON or JSONC).
+    pub plan: PathBuf,
+    /// Tasks running at once (overrides globals.max_concurrency).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_concurrency: Option<u32>,
+    /// Run only these workstreams (and what they depend on). Repeatable.
+    #[arg(long = "workstream", value_name = "WS")]
+    pub workstreams: Vec<String>,
+    /// Start nothing new after the first failure.
+    #[arg(long)]
+    pub fail_fast: bool,
+    /// Unknown keys in the plan are errors.
+    #[arg(long)]
+    pub strict: bool,
+    /// Seconds between TERM and KILL when stopping tasks.
+    #[arg(long, value_name = "SECS", default_value_t = 5)]
+    pub grace: u64,
+    /// Print the final status as JSON (run_status.json) on stdout.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ResumeArgs {
+    /// Run id (or an unambiguous prefix).
+    pub run: String,
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct CancelArgs {
+    /// Run id (or an unambiguous prefix).
+    pub run: String,
+    /// Seconds between TERM and KILL for tasks of a run whose coordinator is gone.
+    #[arg(long, value_name = "SECS", default_value_t = 5)]
+    pub grace: u64,
+}
+
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// Run id or prefix (default: the latest run).
+    pub run: Option<String>,
+    /// Print run_status.json.
+    #[arg(long, conflicts_with = "watch")]
+    pub json: bool,
+    /// Redraw the table every second until the run ends.
+    #[arg(long)]
+    pub watch: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct RunsArgs {
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct LogsArgs {
+    /// Run id or prefix.
+    pub run: String,
+    /// `WS/TASK` (setup commands: `WS/_setup1`, ...).
+    pub task: String,
+    /// Which attempt (default: the last one).
+    #[arg(long, value_name = "N")]
+    pub attempt: Option<u32>,
+    /// Show standard error instead of standard output.
+    #[arg(long)]
+    pub stderr: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct EventsArgs {
+    /// Run id or prefix.
+    pub run: String,
+    /// Keep printing new events until the run ends.
+    #[arg(long)]
+    pub follow: bool,
+    /// One JSON object a line (as events.jsonl).
+    #[arg(long)]
+    pub json: bool,
+}
+
+impl From<StoreError> for CliError {
+    fn from(e: StoreError) -> Self {
+        let exit = match &e {
+            StoreError::RunExists(_) | StoreError::NoSuchRun(_) | StoreError::NoRuns | StoreError::NoSuchTask { .. } => {
+                Exit::Usage
+            }
+            _ => Exit::Env,
+        };
+        CliError::new(exit, e.to_string())
+    }
+}
+
+impl From<runner::RunError> for CliError {
+    fn from(e: runner::RunError) -> Self {
+        use runner::RunError as R;
+        match e {
+            R::Plan(e) => e.into(),
+            R::Git(e) => e.into(),
+            R::Store(e) => e.into(),
+            R::Usage(m) => CliError::usage(m),
+            R::Env(m) => CliError::env(m),
+        }
+    }
+}
+
+fn listener(ctx: &Ctx, json: bool) -> Box<dyn Listener> {
+    if ctx.tty && !ctx.quiet && !json && ctx.verbose == 0 {
+        Box::new(BarListener::new())
+    } else {
+        Box::new(LineListener::new(ctx.quiet))
+    }
+}
+
+fn finish(ctx: &Ctx, fin: runner::Finished, json: bool) -> CliResult {
+    let rc = runner::open_repo(Some(&fin.repo))?;
+    let store = Store::open_existing(rc.layout)?;
+    let st = store.run_status(&fin.run_id)?;
+    let mut out = std::io::stdout().lock();
+    if json {
+        let _ = writeln!(out, "{}", serde_json::to_string_pretty(&st).unwrap());
+    } else {
+        let _ = write!(out, "{}", report::summary(&st, Style { color: ctx.color }));
+    }
+    Ok(match fin.state {
+        _ if fin.interrupted => Exit::Interrupted,
+        RunState::Completed => Exit::Ok,
+        _ => Exit::Failed,
+    })
+}
+
+pub fn run(a: RunArgs, ctx: &Ctx) -> CliResult {
+    let opts = RunOptions {
+        plan: a.plan,
+        repo: ctx.repo.clone(),
+        max_concurrency: a.max_concurrency.map(|m| m as usize),
+        workstreams: a.workstreams,
+        fail_fast: a.fail_fast,
+        strict: a.strict,
+        grace: Duration::from_secs(a.grace),
+    };
+    let json = a.json;
+    let fin = runner::run(
+        &opts,
+        listener(ctx, json),
+        &mut |w| eprintln!("mpw: {w}"),
+        &mut |id| {
+            if !json {
+                println!("{id}");
+            } else {
+                eprintln!("run {id}");
+            }
+        },
+    )?;
+    finish(ctx, fin, json)
+}
+
+pub fn resume(a: ResumeArgs, ctx: &Ctx) -> CliResult {
+    let id = {
+        let rc = runner::open_repo(ctx.repo.as_deref())?;
+        Store::open_existing(rc.layout)?.find_run(&a.run)?.id
+    };
+    let fin = runner::resume(ctx.repo.as_deref(), &id, listener(ctx, a.json))?;
+    finish(ctx, fin, a.json)
+}
+
+pub fn cancel(a: CancelArgs, ctx: &Ctx) -> CliResult {
+    let id = {
+        let rc = runner::open_repo(ctx.repo.as_deref())?;
+        Store::open_existing(rc.layout)?.find_run(&a.run)?.id
+    };
+    let state = runner::cancel(ctx.repo.as_deref(), &id, Duration::from_secs(a.grace))?;
+    println!("run {id} {state}");
+    Ok(Exit::Ok)
+}
+
+fn open_store(ctx: &Ctx) -> Result<Store, CliError> {
+    let rc = runner::open_repo(ctx.repo.as_deref())?;
+    Ok(Store::open_existing(rc.layout)?)
+}
+
+pub fn status(a: StatusArgs, ctx: &Ctx) -> CliResult {
+    let store = open_store(ctx)?;
+    let id = store.run_or_latest(a.run.as_deref())?.id;
+    let style = Style { color: ctx.color };
+    if a.watch {
+        loop {
+            let st = store.run_status(&id)?;
+            let mut out = std::io::stdout().lock();
+            // Clear the screen and redraw from the top.
+            let _ = write!(out, "\x1b[2J\x1b[H{}", report::status_table(&st, style));
+            let _ = out.flush();
+            if st.state.is_terminal() {
+                return Ok(Exit::Ok);
+            }
+            drop(out);
+            std::thread::sleep(Duration::from_secs(1));
+        }
+    }
+    let st = store.run_status(&id)?;
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&st).unwrap());
+    } else {
+        print!("{}", report::status_table(&st, style));
+    }
+    Ok(Exit::Ok)
+}
+
+pub fn runs(a: RunsArgs, ctx: &Ctx) -> CliResult {
+    let store = match open_store(ctx) {
+        Err(e) if e.exit == Exit::Usage => {
+            // No database yet: no runs.
+            if a.json {
+                println!("[]");
+            } else {
+                println!("no runs yet");
+            }
+            return Ok(Exit::Ok);
+        }
+        other => other?,
+    };
+    let runs = store.runs()?;
+    if a.json {
+        let rows: Vec<serde_json::Value> = runs
+            .iter()
+            .map(|r| {
+                let st = store.run_status(&r.id).ok();
+                serde_json::json!({
+                    "run_id": r.id, "name": r.name, "state": r.state, "base": r.base,
+                    "created_at": r.created_at, "started_at": r.started_at, "finished_at": r.finished_at,
+                    "counts": st.map(|s| s.counts),
+                })
+            })
+            .collect();
+        println!("{}", serde_json::to_string_pretty(&rows).unwrap());
+        return Ok(Exit::Ok);
+    }
+    if runs.is_empty() {
+        println!("no runs yet");
+    }
+    let style = Style { color: ctx.color };
+    for r in runs {
+        let st = store.run_status(&r.id)?;
+        println!(
+            "{}  {}  {:>3}/{:<3} tasks  {}  {}",
+            r.id,
+            report::pad_state(&style, r.state.as_str()),
+            st.counts.get(crate::model::TaskState::Succeeded),
+            st.counts.tasks,
+            r.created_at.get(..19).unwrap_or(&r.created_at).replace('T', " "),
+            r.name.unwrap_or_default()
+        );
+    }
+    Ok(Exit::Ok)
+}
+
+pub fn logs(a: LogsArgs, ctx: &Ctx) -> CliResult {
+    let store = open_store(ctx)?;
+    let run = store.find_run(&a.run)?.id;
+    let Some((ws, task)) = a.task.split_once('/') else {
+        return Err(CliError::usage(format!("{}: expected WS/TASK", a.task)));
+    };
+    let attempt = match a.attempt {
+        Some(n) => n,
+        None => {
+            let t = store.tasks(&run)?.into_iter().find(|t| t.ws == ws && t.id == task);
+            match t {
+                Some(t) => t.attempts.max(1),
+                None if task.starts_with("_setup") => 1,
+                None => {
+                    return Err(StoreError::NoSuchTask {
+                        run,
+                        task: a.task.clone(),
+                    }
+                    .into());
+                }
+            }
+        }
+    };
+    let path = store.layout.log(&run, ws, task, attempt, a.stderr);
+    let mut f = std::fs::File::open(&path).map_err(|e| {
+        CliError::usage(format!("no log for {} attempt {attempt} ({}: {e})", a.task, path.display()))
+    })?;
+    let mut out = std::io::stdout().lock();
+    std::io::copy(&mut f, &mut out).map_err(|e| CliError::env(format!("writing the log: {e}")))?;
+    Ok(Exit::Ok)
+}
+
+pub fn events(a: EventsArgs, ctx: &Ctx) -> CliResult {
+    let store = open_store(ctx)?;
+    let run = store.find_run(&a.run)?.id;
+    let mut seq = 0;
+    loop {
+        let batch = store.events(&run, seq)?;
+        let mut out = std::io::stdout().lock();
+        for (s, ev) in &batch {
+            seq = *s;
+            let line = if a.json {
+                serde_json::to_string(ev).unwrap()
+            } else {
+                format!("{} {}", ev.ts, report::event_line(ev))
+            };
+            if writeln!(out, "{line}").is_err() {
+                return Ok(Exit::Ok);
+            }
+        }
+        let _ = out.flush();
+        if !a.follow {
+            return Ok(Exit::Ok);
+        }
+        if batch.is_empty() && store.run(&run)?.state.is_terminal() {
+            return Ok(Exit::Ok);
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    }
+}

@@ -1,0 +1,575 @@
+//! `mpw integrate`: a small merge queue. Under an exclusive lock, finished
+//! workstreams are merged into the target branch one at a time, in memory,
+//! optionally gated, and the target moves by compare-and-swap only.
+
+use crate::exec::{self, Cancel, Program, Spec, Verdict};
+use crate::git::{self, Excluded, GitError, MergeSession, Oid};
+use crate::model::{EventKind, RunState, WorkstreamState, now};
+use crate::plan::{self, LoadOptions, Plan};
+use crate::runner::{Listener, RunError, open_repo};
+use crate::store::{IntegrationRow, Store, WsPatch, WsRow};
+use serde::Serialize;
+use serde_json::{Map, json};
+use std::collections::{BTreeMap, BTreeSet};
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+type Result<T, E = RunError> = std::result::Result<T, E>;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Strategy {
+    /// A two-parent merge commit per workstream.
+    Merge,
+    /// One single-parent commit per workstream.
+    Squash,
+}
+
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub run: Option<String>,
+    pub into: Option<String>,
+    pub gate: Option<String>,
+    pub gate_timeout: Duration,
+    pub strategy: Strategy,
+    pub no_wait: bool,
+    pub grace: Duration,
+}
+
+/// What happened to one workstream.
+#[derive(Debug, Clone, Serialize)]
+pub struct Outcome {
+    pub workstream: String,
+    pub state: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub commit: Option<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub conflicts: Vec<String>,
+    pub detail: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    pub run_id: String,
+    pub into: String,
+    pub strategy: Strategy,
+    pub before: String,
+    pub after: String,
+    pub outcomes: Vec<Outcome>,
+}
+
+impl Report {
+    /// A conflict or a gate failure: exit 1.
+    pub fn failed(&self) -> bool {
+        self.outcomes
+            .iter()
+            .any(|o| o.state == "CONFLICT" || o.state == "GATE_FAILED")
+    }
+}
+
+/// The run, its plan and the target branch.
+struct Setup {
+    store: Store,
+    repo: PathBuf,
+    run_id: String,
+    plan: Plan,
+    ws_deps: Vec<Vec<usize>>,
+    into: String,
+}
+
+fn setup(repo: Option<&Path>, run: Option<&str>, into: Option<&str>) -> Result<Setup> {
+    let rc = open_repo(repo)?;
+    let store = Store::open_existing(rc.layout.clone())?;
+    let row = store.run_or_latest(run)?;
+    if !row.state.is_terminal() {
+        return Err(RunError::Usage(format!(
+            "run {} is {}; integrate it when it has finished",
+            row.id, row.state
+        )));
+    }
+    let into = match (into, &row.base_ref) {
+        (Some(i), _) => i.to_string(),
+        (None, Some(b)) => b.clone(),
+        (None, None) => {
+            return Err(RunError::Usage(format!(
+                "run {} did not start from a branch; say which one with --into BRANCH",
+                row.id
+            )));
+        }
+    };
+    let main = PathBuf::from(&row.repo);
+    if git::branch_tip(&main, &into)?.is_none() {
+        return Err(RunError::Usage(format!("--into {into}: no such branch")));
+    }
+    let plan_path = store.layout.plan_json(&row.id);
+    let text = std::fs::read_to_string(&plan_path)
+        .map_err(|e| RunError::Env(format!("{}: {e}", plan_path.display())))?;
+    let loaded = plan::parse_str(&text, &plan_path, LoadOptions::default())?;
+    Ok(Setup {
+        store,
+        repo: main,
+        run_id: row.id,
+        plan: loaded.plan,
+        ws_deps: loaded.dag.ws_deps,
+        into,
+    })
+}
+
+/// Dependencies first, then priority, then plan order.
+fn order(plan: &Plan, deps: &[Vec<usize>]) -> Vec<usize> {
+    let n = plan.workstreams.len();
+    let mut done = vec![false; n];
+    let mut out = Vec::with_capacity(n);
+    while out.len() < n {
+        let next = (0..n)
+            .filter(|&i| !done[i] && deps[i].iter().all(|&d| done[d]))
+            .min_by_key(|&i| (plan.workstreams[i].priority, i));
+        let Some(i) = next else { break };
+        done[i] = true;
+        out.push(i);
+    }
+    out
+}
+
+fn take_lock(path: &Path, no_wait: bool, on_wait: &mut dyn FnMut(&str)) -> Result<File> {
+    if let Some(p) = path.parent() {
+        std::fs::create_dir_all(p).map_err(|e| RunError::Env(format!("{}: {e}", p.display())))?;
+    }
+    let f = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(path)
+        .map_err(|e| RunError::Env(format!("{}: {e}", path.display())))?;
+    match f.try_lock() {
+        Ok(()) => return Ok(f),
+        Err(std::fs::TryLockError::WouldBlock) if no_wait => {
+            return Err(RunError::Env(format!(
+                "another mpw integrate holds the lock {} (--no-wait)",
+                path.display()
+            )));
+        }
+        Err(std::fs::TryLockError::WouldBlock) => {
+            on_wait(&format!("waiting for another mpw integrate to finish (lock {})", path.display()))
+        }
+        Err(std::fs::TryLockError::Error(e)) => {
+            return Err(RunError::Env(format!("{}: {e}", path.display())));
+        }
+    }
+    f.lock().map_err(|e| RunError::Env(format!("{}: {e}", path.display())))?;
+    Ok(f)
+}
+
+/// The worktree that has `branch` checked out, if any; refuse if it has changes.
+fn checked_out_clean(repo: &Path, branch: &str) -> Result<Option<PathBuf>> {
+    let wt = git::list_worktrees(repo)?
+        .into_iter()
+        .find(|w| w.branch.as_deref() == Some(branch));
+    let Some(wt) = wt else { return Ok(None) };
+    let dirty = git::changes(&wt.path, &Excluded::default())?;
+    if !dirty.is_empty() {
+        let paths: Vec<&str> = dirty.iter().take(20).map(|c| c.path.as_str()).collect();
+        return Err(RunError::Env(format!(
+            "{branch} is checked out in {} and it has uncommitted changes ({}{}); commit or stash them first, nothing was merged",
+            wt.path.display(),
+            paths.join(", "),
+            if dirty.len() > 20 { ", ..." } else { "" }
+        )));
+    }
+    Ok(Some(wt.path))
+}
+
+/// Merge the run's finished workstreams into the target branch.
+pub fn integrate(
+    repo: Option<&Path>,
+    opts: &Options,
+    listener: &mut dyn Listener,
+    on_wait: &mut dyn FnMut(&str),
+) -> Result<Report> {
+    let mut s = setup(repo, opts.run.as_deref(), opts.into.as_deref())?;
+    let _lock = take_lock(&s.store.layout.integrate_lock(), opts.no_wait, on_wait)?;
+    let checkout = checked_out_clean(&s.repo, &s.into)?;
+    let target_ref = format!("refs/heads/{}", s.into);
+    let before = git::branch_tip(&s.repo, &s.into)?.expect("checked in setup");
+    let run = s.run_id.clone();
+    let ev = s.store.event(
+        &run,
+        EventKind::IntegrationStarted,
+        None,
+        None,
+        None,
+        Map::from_iter([
+            ("into".to_string(), json!(s.into)),
+            ("strategy".to_string(), json!(opts.strategy)),
+            ("target".to_string(), json!(before.to_string())),
+        ]),
+    )?;
+    listener.event(&ev);
+
+    let rows = s.store.workstreams(&run)?;
+    let history = s.store.integrations(&run)?;
+    let tasks = s.store.tasks(&run)?;
+    let mut session = MergeSession::open(&s.repo)?;
+    let mut outcomes = Vec::new();
+    let mut integrated: BTreeSet<usize> = rows
+        .iter()
+        .enumerate()
+        .filter(|(_, r)| r.state == WorkstreamState::Integrated)
+        .map(|(i, _)| i)
+        .collect();
+    for w in order(&s.plan, &s.ws_deps) {
+        let row = &rows[w];
+        let name = s.plan.workstreams[w].name.clone().unwrap_or_else(|| row.id.clone());
+        let skip = |state: &str, detail: String| Outcome {
+            workstream: row.id.clone(),
+            state: state.into(),
+            commit: None,
+            conflicts: vec![],
+            detail,
+        };
+        if row.state == WorkstreamState::Integrated {
+            outcomes.push(skip("INTEGRATED", "already integrated".into()));
+            continue;
+        }
+        if !row.state.is_mergeable() {
+            outcomes.push(skip(
+                row.state.as_str(),
+                format!(
+                    "not merged: workstream is {}{}",
+                    row.state,
+                    row.reason.as_ref().map(|r| format!(" ({r})")).unwrap_or_default()
+                ),
+            ));
+            continue;
+        }
+        if let Some(&d) = s.ws_deps[w].iter().find(|d| !integrated.contains(d)) {
+            outcomes.push(skip(
+                row.state.as_str(),
+                format!("not merged: it stacks on {}, which is not integrated", rows[d].id),
+            ));
+            continue;
+        }
+        let Some(head) = git::branch_tip(&s.repo, &row.branch)? else {
+            outcomes.push(skip(row.state.as_str(), format!("not merged: branch {} is gone", row.branch)));
+            continue;
+        };
+        // A conflict or gate failure is tried again once the branch has moved.
+        if matches!(row.state, WorkstreamState::Conflict | WorkstreamState::GateFailed)
+            && history
+                .iter()
+                .rev()
+                .find(|h| h.ws == row.id)
+                .is_some_and(|h| h.branch_head == head.to_string())
+        {
+            outcomes.push(skip(
+                row.state.as_str(),
+                format!(
+                    "unchanged since it was {}; fix it in {}, commit, and run mpw integrate again",
+                    row.state, row.worktree
+                ),
+            ));
+            continue;
+        }
+        let task_lines: String = tasks
+            .iter()
+            .filter(|t| t.ws == row.id)
+            .map(|t| format!("- {} {}: {}\n", t.id, t.state, t.name.clone().unwrap_or_default()))
+            .collect();
+        let message = format!(
+            "Merge workstream {}: {name} (run {run})\n\nTasks:\n{task_lines}\nMpw-Run: {run}\nMpw-Workstream: {}\n",
+            row.id, row.id
+        );
+        let result = merge_one(&mut s, &mut session, opts, &target_ref, row, head, &message, checkout.as_deref())?;
+        let (state, commit, conflicts, detail) = result;
+        let at = now();
+        s.store.record_integration(
+            &run,
+            &IntegrationRow {
+                ws: row.id.clone(),
+                into_branch: s.into.clone(),
+                state,
+                branch_head: head.to_string(),
+                commit: commit.map(|c| c.to_string()),
+                conflicts: conflicts.clone(),
+                reason: Some(detail.clone()),
+                at: at.clone(),
+            },
+        )?;
+        let integration = json!({
+            "into": s.into, "commit": commit.map(|c| c.to_string()), "conflicts": conflicts,
+            "at": at, "strategy": opts.strategy, "branch_head": head.to_string(),
+            "detail": detail,
+        });
+        let ev = s.store.transition_ws(
+            &run,
+            &row.id,
+            state,
+            WsPatch {
+                integration: Some(integration),
+                ..Default::default()
+            },
+            Map::from_iter([
+                ("into".to_string(), json!(s.into)),
+                ("conflicts".to_string(), json!(conflicts)),
+                ("detail".to_string(), json!(detail)),
+            ]),
+        )?;
+        if let Some(ev) = ev {
+            listener.event(&ev);
+        }
+        if state == WorkstreamState::Integrated {
+            integrated.insert(w);
+        }
+        outcomes.push(Outcome {
+            workstream: row.id.clone(),
+            state: state.as_str().into(),
+            commit: commit.map(|c| c.to_string()),
+            conflicts,
+            detail,
+        });
+    }
+    let after = git::branch_tip(&s.repo, &s.into)?.expect("target exists");
+    let ev = s.store.event(
+        &run,
+        EventKind::IntegrationCompleted,
+        None,
+        None,
+        None,
+        Map::from_iter([
+            ("into".to_string(), json!(s.into)),
+            ("target".to_string(), json!(after.to_string())),
+        ]),
+    )?;
+    listener.event(&ev);
+    s.store.write_status_files(&run)?;
+    Ok(Report {
+        run_id: run,
+        into: s.into.clone(),
+        strategy: opts.strategy,
+        before: before.to_string(),
+        after: after.to_string(),
+        outcomes,
+    })
+}
+
+type Merged = (WorkstreamState, Option<Oid>, Vec<String>, String);
+
+/// Merge one workstream: in memory, gate, compare-and-swap, update the checkout.
+#[allow(clippy::too_many_arguments)]
+fn merge_one(
+    s: &mut Setup,
+    session: &mut MergeSession,
+    opts: &Options,
+    target_ref: &str,
+    row: &WsRow,
+    head: Oid,
+    message: &str,
+    checkout: Option<&Path>,
+) -> Result<Merged> {
+    for _ in 0..20 {
+        let tip = git::branch_tip(&s.repo, &s.into)?.expect("target exists");
+        if git::is_ancestor(&s.repo, head, tip)? {
+            return Ok((
+                WorkstreamState::Integrated,
+                Some(tip),
+                vec![],
+                format!("already contained in {}", s.into),
+            ));
+        }
+        let m = session.merge(tip, head, &s.into, &row.branch)?;
+        if !m.is_clean() {
+            return Ok((
+                WorkstreamState::Conflict,
+                None,
+                m.conflicts.clone(),
+                format!(
+                    "conflicts with {} on {}; fix it in {} (merge {} there, resolve, commit), then run mpw integrate again",
+                    s.into,
+                    m.conflicts.join(", "),
+                    row.worktree,
+                    s.into
+                ),
+            ));
+        }
+        let parents: Vec<Oid> = match opts.strategy {
+            Strategy::Merge => vec![tip, head],
+            Strategy::Squash => vec![tip],
+        };
+        let commit = session.commit(m.tree, &parents, message)?;
+        session.persist()?;
+        if let Some(gate) = &opts.gate
+            && let Some(reason) = run_gate(s, row, commit, gate, opts)?
+        {
+            return Ok((WorkstreamState::GateFailed, None, vec![], reason));
+        }
+        match git::update_ref_cas(
+            &s.repo,
+            target_ref,
+            tip,
+            commit,
+            &format!("mpw integrate: workstream {}", row.id),
+        ) {
+            Ok(()) => {
+                if let Some(wt) = checkout {
+                    git::checkout_update(wt, tip, commit)?;
+                }
+                return Ok((
+                    WorkstreamState::Integrated,
+                    Some(commit),
+                    vec![],
+                    format!("merged into {}", s.into),
+                ));
+            }
+            // Someone moved the target meanwhile: merge again on the new tip.
+            Err(GitError::RefMoved { .. }) => continue,
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Err(RunError::Env(format!(
+        "{} kept moving while merging {}; try again",
+        s.into, row.id
+    )))
+}
+
+/// Check the candidate out in a scratch worktree and run the gate there.
+/// Returns why it failed, or None when it passed.
+fn run_gate(s: &mut Setup, row: &WsRow, commit: Oid, gate: &str, opts: &Options) -> Result<Option<String>> {
+    let run_row = s.store.run(&s.run_id)?;
+    let n = s.store.integrations(&s.run_id)?.iter().filter(|i| i.ws == row.id).count() + 1;
+    let scratch = PathBuf::from(&run_row.worktree_root)
+        .join(&s.run_id)
+        .join(format!("_gate-{}-{n}", row.id));
+    if scratch.exists() {
+        let _ = git::remove_worktree(&s.repo, &scratch, true);
+    }
+    git::add_detached_worktree(&s.repo, &scratch, commit)?;
+    let layout = &s.store.layout;
+    let spec = Spec {
+        program: Program::Shell {
+            shell: crate::runner::plan_shell(&s.plan),
+            script: gate.to_string(),
+        },
+        cwd: scratch.clone(),
+        env: vec![
+            ("MPW_RUN_ID".into(), s.run_id.clone()),
+            ("MPW_WORKSTREAM".into(), row.id.clone()),
+            ("MPW_WORKTREE".into(), scratch.to_string_lossy().into_owned()),
+        ],
+        timeout: Some(opts.gate_timeout),
+        grace: opts.grace,
+        stdout: layout.run_dir(&s.run_id).join("logs").join("integrate").join(format!("{}.{n}.out", row.id)),
+        stderr: layout.run_dir(&s.run_id).join("logs").join("integrate").join(format!("{}.{n}.err", row.id)),
+        guards: Default::default(),
+    };
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| RunError::Env(format!("cannot start the runtime: {e}")))?;
+    let (_tx, rx) = tokio::sync::watch::channel(Cancel::No);
+    let out = rt.block_on(exec::run(&spec, rx, |_| {}));
+    let _ = git::remove_worktree(&s.repo, &scratch, true);
+    Ok(match out.verdict() {
+        Verdict::Succeeded => None,
+        Verdict::Failed(r) | Verdict::Quarantined(r) => Some(format!(
+            "gate `{gate}` failed: {r} (log: {})",
+            spec.stderr.display()
+        )),
+        Verdict::Cancelled => Some(format!("gate `{gate}` was cancelled")),
+    })
+}
+
+/// The conflict forecast of `--dry-run`.
+#[derive(Debug, Clone, Serialize)]
+pub struct Forecast {
+    pub run_id: String,
+    pub into: String,
+    pub target: String,
+    /// Each candidate merged alone onto the target.
+    pub against_target: BTreeMap<String, Vec<String>>,
+    /// Pairs of candidates whose branches conflict with each other.
+    pub pairs: Vec<PairConflict>,
+    /// Candidates merged one after another in integration order.
+    pub sequence: Vec<Outcome>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct PairConflict {
+    pub a: String,
+    pub b: String,
+    pub paths: Vec<String>,
+}
+
+/// Merge everything in memory, move nothing, and say what would conflict.
+pub fn forecast(repo: Option<&Path>, run: Option<&str>, into: Option<&str>) -> Result<Forecast> {
+    let s = setup(repo, run, into)?;
+    let tip = git::branch_tip(&s.repo, &s.into)?.expect("checked in setup");
+    let rows = s.store.workstreams(&s.run_id)?;
+    let mut session = MergeSession::open(&s.repo)?;
+    let mut heads = Vec::new();
+    for w in order(&s.plan, &s.ws_deps) {
+        let r = &rows[w];
+        if r.state.is_mergeable()
+            && let Some(h) = git::branch_tip(&s.repo, &r.branch)?
+        {
+            heads.push((r.id.clone(), h));
+        }
+    }
+    let mut against_target = BTreeMap::new();
+    for (id, h) in &heads {
+        let m = session.merge(tip, *h, &s.into, id)?;
+        against_target.insert(id.clone(), m.conflicts);
+    }
+    let mut pairs = Vec::new();
+    for (i, (a, ha)) in heads.iter().enumerate() {
+        for (b, hb) in &heads[i + 1..] {
+            if git::is_ancestor(&s.repo, *ha, *hb)? || git::is_ancestor(&s.repo, *hb, *ha)? {
+                continue;
+            }
+            let m = session.merge(*ha, *hb, a, b)?;
+            if !m.is_clean() {
+                pairs.push(PairConflict {
+                    a: a.clone(),
+                    b: b.clone(),
+                    paths: m.conflicts,
+                });
+            }
+        }
+    }
+    let mut acc = tip;
+    let mut sequence = Vec::new();
+    for (id, h) in &heads {
+        let m = session.merge(acc, *h, &s.into, id)?;
+        if m.is_clean() {
+            acc = session.commit(m.tree, &[acc, *h], &format!("forecast {id}"))?;
+            sequence.push(Outcome {
+                workstream: id.clone(),
+                state: "CLEAN".into(),
+                commit: None,
+                conflicts: vec![],
+                detail: "would merge cleanly".into(),
+            });
+        } else {
+            sequence.push(Outcome {
+                workstream: id.clone(),
+                state: "CONFLICT".into(),
+                commit: None,
+                conflicts: m.conflicts.clone(),
+                detail: format!("would conflict on {}", m.conflicts.join(", ")),
+            });
+        }
+    }
+    Ok(Forecast {
+        run_id: s.run_id,
+        into: s.into,
+        target: tip.to_string(),
+        against_target,
+        pairs,
+        sequence,
+    })
+}
+
+/// Is the run one whose work can still change (for `clean`)?
+pub fn run_is_live(state: RunState) -> bool {
+    !state.is_terminal()
+}

@@ -1,0 +1,409 @@
+//! Everything users read about runs: live progress (bars or plain lines),
+//! the status table, the final summary. Listeners only listen to events.
+
+use crate::model::{Event, EventKind, RunState, TaskState, WorkstreamState};
+use crate::runner::Listener;
+use crate::store::RunStatus;
+use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
+use std::collections::HashMap;
+use std::fmt::Write as _;
+use std::io::Write;
+use std::time::{Duration, Instant};
+
+/// Colours, or none.
+#[derive(Debug, Clone, Copy)]
+pub struct Style {
+    pub color: bool,
+}
+
+impl Style {
+    fn paint(&self, code: &str, s: &str) -> String {
+        if self.color {
+            format!("\x1b[{code}m{s}\x1b[0m")
+        } else {
+            s.to_string()
+        }
+    }
+    pub fn state(&self, s: &str) -> String {
+        let code = match s {
+            "SUCCEEDED" | "COMPLETED" | "INTEGRATED" => "32",
+            "FAILED" | "CONFLICT" | "GATE_FAILED" => "31",
+            "QUARANTINED" => "35",
+            "RUNNING" | "READY" => "36",
+            "SKIPPED" | "CANCELLED" | "PENDING" => "33",
+            _ => "0",
+        };
+        self.paint(code, s)
+    }
+    pub fn dim(&self, s: &str) -> String {
+        self.paint("2", s)
+    }
+    pub fn bold(&self, s: &str) -> String {
+        self.paint("1", s)
+    }
+}
+
+/// `1.2s`, `3m04s`, `1h02m`.
+pub fn human_ms(ms: i64) -> String {
+    let s = ms as f64 / 1000.0;
+    if s < 60.0 {
+        format!("{s:.1}s")
+    } else if s < 3600.0 {
+        format!("{}m{:02}s", (s / 60.0) as u64, (s % 60.0) as u64)
+    } else {
+        format!("{}h{:02}m", (s / 3600.0) as u64, ((s % 3600.0) / 60.0) as u64)
+    }
+}
+
+fn short(id: &Option<String>) -> String {
+    id.as_deref().map(|s| s.chars().take(10).collect()).unwrap_or_else(|| "-".into())
+}
+
+fn elapsed_ms(from: &Option<String>, to: &Option<String>) -> Option<i64> {
+    let parse = |s: &str| chrono::DateTime::parse_from_rfc3339(s).ok();
+    let a = parse(from.as_deref()?)?;
+    let b = match to {
+        Some(t) => parse(t)?,
+        None => chrono::Utc::now().into(),
+    };
+    Some((b - a).num_milliseconds())
+}
+
+/// The status table of `mpw status` and of the end of `mpw run`.
+pub fn status_table(st: &RunStatus, style: Style) -> String {
+    let mut out = String::new();
+    let took = elapsed_ms(&st.started_at, &st.finished_at)
+        .map(|ms| format!(", {}", human_ms(ms)))
+        .unwrap_or_default();
+    let _ = writeln!(
+        out,
+        "{} {}{} {}  {}",
+        style.bold("run"),
+        st.run_id,
+        st.name.as_ref().map(|n| format!(" \"{n}\"")).unwrap_or_default(),
+        style.state(st.state.as_str()),
+        style.dim(&format!(
+            "base {}{}{}",
+            st.base_ref.as_deref().map(|b| format!("{b} @ ")).unwrap_or_default(),
+            &st.base[..st.base.len().min(10)],
+            took
+        ))
+    );
+    let w_id = st
+        .workstreams
+        .iter()
+        .flat_map(|w| std::iter::once(w.id.len()).chain(w.tasks.iter().map(|t| t.id.len() + 2)))
+        .max()
+        .unwrap_or(4)
+        .max(10);
+    let _ = writeln!(
+        out,
+        "{}",
+        style.dim(&format!("{:<w_id$}  {:<12}  {:>7}  {:>8}  DETAIL", "WORKSTREAM", "STATE", "TRIES", "TIME"))
+    );
+    for w in &st.workstreams {
+        let done = w.counts.get(TaskState::Succeeded);
+        let detail = match (&w.integration, &w.reason) {
+            (Some(i), _) => format!(
+                "{} into {}{}",
+                w.branch,
+                i.get("into").and_then(|v| v.as_str()).unwrap_or("?"),
+                i.get("conflicts")
+                    .and_then(|c| c.as_array())
+                    .filter(|c| !c.is_empty())
+                    .map(|c| format!(
+                        "; conflicts: {}",
+                        c.iter().filter_map(|p| p.as_str()).collect::<Vec<_>>().join(", ")
+                    ))
+                    .unwrap_or_default()
+            ),
+            (None, Some(r)) if w.state != WorkstreamState::Completed => format!("{}; {r}", w.branch),
+            _ => w.branch.clone(),
+        };
+        let time = elapsed_ms(&w.started_at, &w.finished_at).map(human_ms).unwrap_or_default();
+        let _ = writeln!(
+            out,
+            "{:<w_id$}  {}  {:>7}  {:>8}  {}",
+            style.bold(&w.id),
+            pad(&style.state(w.state.as_str()), w.state.as_str().len(), 12),
+            format!("{done}/{}", w.counts.tasks),
+            time,
+            detail
+        );
+        for t in &w.tasks {
+            let time = t
+                .duration_ms
+                .or_else(|| {
+                    (t.state == TaskState::Running)
+                        .then(|| elapsed_ms(&t.started_at, &None))
+                        .flatten()
+                })
+                .map(human_ms)
+                .unwrap_or_default();
+            let detail = match t.state {
+                TaskState::Succeeded => match &t.commit {
+                    Some(_) => format!("commit {}", short(&t.commit)),
+                    None => style.dim("no change"),
+                },
+                _ => {
+                    let mut d = t.reason.clone().unwrap_or_default();
+                    if let Some(r) = &t.preserved_ref {
+                        let _ = write!(d, "; work kept in {r}");
+                    }
+                    d
+                }
+            };
+            let _ = writeln!(
+                out,
+                "  {:<w$}  {}  {:>7}  {:>8}  {}",
+                t.id,
+                pad(&style.state(t.state.as_str()), t.state.as_str().len(), 12),
+                t.attempts,
+                time,
+                detail,
+                w = w_id - 2
+            );
+        }
+    }
+    out
+}
+
+/// A state name coloured and padded to a column of 12.
+pub fn pad_state(style: &Style, s: &str) -> String {
+    pad(&style.state(s), s.len(), 12)
+}
+
+fn pad(s: &str, visible: usize, width: usize) -> String {
+    format!("{s}{}", " ".repeat(width.saturating_sub(visible)))
+}
+
+/// The closing lines of `mpw run`: counts and where to look next.
+pub fn summary(st: &RunStatus, style: Style) -> String {
+    let mut out = status_table(st, style);
+    let c = &st.counts;
+    let _ = writeln!(
+        out,
+        "\n{} tasks: {} succeeded, {} failed, {} quarantined, {} skipped, {} cancelled",
+        c.tasks,
+        c.get(TaskState::Succeeded),
+        c.get(TaskState::Failed),
+        c.get(TaskState::Quarantined),
+        c.get(TaskState::Skipped),
+        c.get(TaskState::Cancelled)
+    );
+    for w in &st.workstreams {
+        for t in &w.tasks {
+            if matches!(t.state, TaskState::Failed | TaskState::Quarantined | TaskState::Cancelled) {
+                let _ = writeln!(
+                    out,
+                    "  {}/{} {}: mpw logs {} {}/{} --stderr",
+                    w.id,
+                    t.id,
+                    t.state,
+                    st.run_id,
+                    w.id,
+                    t.id
+                );
+            }
+        }
+    }
+    match st.state {
+        RunState::Completed => {
+            let _ = writeln!(out, "next: mpw integrate {}", st.run_id);
+        }
+        RunState::Cancelled | RunState::Failed if st.state == RunState::Cancelled => {
+            let _ = writeln!(out, "continue with: mpw resume {}", st.run_id);
+        }
+        _ => {}
+    }
+    out
+}
+
+/// One line of text for an event, as the plain log shows it.
+pub fn event_line(ev: &Event) -> String {
+    let who = match (&ev.workstream, &ev.task) {
+        (Some(w), Some(t)) => format!("{w}/{t}"),
+        (Some(w), None) => w.clone(),
+        _ => format!("run {}", ev.run),
+    };
+    let mut line = format!("{who} {}", ev.kind.as_str());
+    let d = &ev.data;
+    if let Some(ms) = d.get("duration_ms").and_then(|v| v.as_i64()) {
+        let _ = write!(line, " in {}", human_ms(ms));
+    }
+    if let Some(a) = ev.attempt.filter(|a| *a > 1 || ev.kind == EventKind::TaskRetry) {
+        let _ = write!(line, " (attempt {a})");
+    }
+    if let Some(c) = d.get("commit").and_then(|v| v.as_str()) {
+        let _ = write!(line, " commit {}", &c[..c.len().min(10)]);
+    }
+    if let Some(r) = d.get("reason").and_then(|v| v.as_str()) {
+        let _ = write!(line, ": {r}");
+    }
+    if let Some(p) = d.get("path").and_then(|v| v.as_str()) {
+        let _ = write!(line, " at {p}");
+    }
+    line
+}
+
+/// Plain timestamped lines on stderr (no terminal, `-q`, or `--json`).
+pub struct LineListener {
+    quiet: bool,
+}
+
+impl LineListener {
+    pub fn new(quiet: bool) -> Self {
+        LineListener { quiet }
+    }
+}
+
+impl Listener for LineListener {
+    fn event(&mut self, ev: &Event) {
+        let important = matches!(
+            ev.kind,
+            EventKind::TaskFailed
+                | EventKind::TaskQuarantined
+                | EventKind::SetupFailed
+                | EventKind::WorkstreamFailed
+                | EventKind::WorkstreamQuarantined
+        );
+        if self.quiet && !important {
+            return;
+        }
+        if matches!(ev.kind, EventKind::TaskReady) {
+            return;
+        }
+        let time = ev.ts.get(11..19).unwrap_or(&ev.ts);
+        let _ = writeln!(std::io::stderr().lock(), "{time} {}", event_line(ev));
+    }
+}
+
+/// Live bars on a terminal: one per workstream and one for the run.
+pub struct BarListener {
+    multi: MultiProgress,
+    total: ProgressBar,
+    bars: HashMap<String, ProgressBar>,
+    running: HashMap<String, Vec<String>>,
+    started: Instant,
+}
+
+impl BarListener {
+    pub fn new() -> Self {
+        let multi = MultiProgress::with_draw_target(ProgressDrawTarget::stderr_with_hz(10));
+        let total = multi.add(ProgressBar::new(0));
+        total.set_style(
+            ProgressStyle::with_template("{prefix:.bold} [{bar:30.cyan/blue}] {pos}/{len} tasks  {elapsed}  {msg}")
+                .unwrap()
+                .progress_chars("=> "),
+        );
+        total.set_prefix("run");
+        total.enable_steady_tick(Duration::from_millis(200));
+        BarListener {
+            multi,
+            total,
+            bars: HashMap::new(),
+            running: HashMap::new(),
+            started: Instant::now(),
+        }
+    }
+
+    fn set_msg(&self, ws: &str) {
+        if let Some(b) = self.bars.get(ws) {
+            let r = self.running.get(ws).map(|v| v.join(", ")).unwrap_or_default();
+            if !r.is_empty() {
+                b.set_message(format!("running {r}"));
+            }
+        }
+    }
+}
+
+impl Default for BarListener {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Listener for BarListener {
+    fn start(&mut self, st: &RunStatus) {
+        self.total.set_length(st.counts.tasks as u64);
+        self.total.set_message(st.run_id.clone());
+        let w = st.workstreams.iter().map(|w| w.id.len()).max().unwrap_or(4);
+        let style = ProgressStyle::with_template(&format!(
+            "{{prefix:<{w}.bold}} [{{bar:20.green/white}}] {{pos}}/{{len}} {{elapsed:>4}}  {{msg}}"
+        ))
+        .unwrap()
+        .progress_chars("=> ");
+        for ws in &st.workstreams {
+            let b = self.multi.add(ProgressBar::new(ws.counts.tasks as u64));
+            b.set_style(style.clone());
+            b.set_prefix(ws.id.clone());
+            let done = ws.tasks.iter().filter(|t| t.state.is_terminal()).count() as u64;
+            b.set_position(done);
+            self.total.inc(done);
+            b.set_message(ws.state.as_str().to_string());
+            self.bars.insert(ws.id.clone(), b);
+        }
+    }
+
+    fn event(&mut self, ev: &Event) {
+        let Some(ws) = ev.workstream.clone() else {
+            return;
+        };
+        let task = ev.task.clone().unwrap_or_default();
+        match ev.kind {
+            EventKind::TaskStarted => {
+                self.running.entry(ws.clone()).or_default().push(task);
+                if let Some(b) = self.bars.get(&ws) {
+                    b.reset_elapsed();
+                }
+                self.set_msg(&ws);
+            }
+            EventKind::TaskSucceeded
+            | EventKind::TaskFailed
+            | EventKind::TaskQuarantined
+            | EventKind::TaskSkipped
+            | EventKind::TaskCancelled
+            | EventKind::TaskRetry => {
+                if let Some(r) = self.running.get_mut(&ws) {
+                    r.retain(|t| *t != task);
+                }
+                if ev.kind != EventKind::TaskRetry {
+                    if let Some(b) = self.bars.get(&ws) {
+                        b.inc(1);
+                    }
+                    self.total.inc(1);
+                }
+                if matches!(ev.kind, EventKind::TaskFailed | EventKind::TaskQuarantined) {
+                    let _ = self.multi.println(event_line(ev));
+                }
+                if let Some(b) = self.bars.get(&ws) {
+                    b.set_message(format!("{task} {}", ev.kind.as_str().trim_start_matches("TASK_")));
+                }
+                self.set_msg(&ws);
+            }
+            EventKind::WorktreeCreated => {
+                if let Some(b) = self.bars.get(&ws) {
+                    b.set_message("worktree ready");
+                }
+            }
+            EventKind::SetupFailed => {
+                let _ = self.multi.println(event_line(ev));
+            }
+            EventKind::WorkstreamCompleted
+            | EventKind::WorkstreamFailed
+            | EventKind::WorkstreamQuarantined
+            | EventKind::WorkstreamSkipped => {
+                if let Some(b) = self.bars.get(&ws) {
+                    b.finish_with_message(ev.kind.as_str().trim_start_matches("WORKSTREAM_").to_string());
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn finish(&mut self, _st: &RunStatus) {
+        self.total
+            .finish_with_message(format!("done in {}", human_ms(self.started.elapsed().as_millis() as i64)));
+        let _ = self.multi.clear();
+    }
+}

@@ -1,0 +1,244 @@
+//! One attempt of one task: run it, judge it, and put its work where it
+//! belongs (a commit on the branch, a preserved ref, or discarded for a retry).
+
+use super::coordinator::RunCtx;
+use super::{Result, RunError};
+use crate::exec::{self, Cancel, Guards, ProcInfo, Program, Spec, Verdict};
+use crate::git::{self, CommitTarget, Excluded, Oid};
+use crate::plan::{Plan, Shell, Task, TaskClass, Workstream};
+use regex::bytes::Regex;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::watch;
+
+/// What a task needs to know for the whole run.
+pub(crate) struct TaskCtx {
+    pub ws: usize,
+    pub id: String,
+    pub program: Program,
+    pub env: Vec<(String, String)>,
+    pub cwd: Option<String>,
+    pub timeout: Duration,
+    pub retries: u32,
+    pub class: TaskClass,
+    pub read_only: bool,
+    pub allow_failure: bool,
+    pub guards: Guards,
+    pub message: String,
+}
+
+impl TaskCtx {
+    pub fn new(plan: &Plan, w: &Workstream, t: &Task, ws: usize, shell: Shell) -> Result<Self> {
+        let program = match (&t.run, &t.argv) {
+            (Some(script), None) => Program::Shell {
+                shell,
+                script: script.clone(),
+            },
+            (None, Some(argv)) => Program::Argv(argv.clone()),
+            _ => {
+                return Err(RunError::Usage(format!(
+                    "task {}/{}: needs exactly one of run and argv",
+                    w.id, t.id
+                )));
+            }
+        };
+        let compile = |pats: &[String]| -> Result<Vec<Regex>> {
+            pats.iter()
+                .map(|p| {
+                    Regex::new(p).map_err(|e| {
+                        RunError::Usage(format!("task {}/{}: guardrail /{p}/: {e}", w.id, t.id))
+                    })
+                })
+                .collect()
+        };
+        let mut env: Vec<(String, String)> = plan.globals.env.clone().into_iter().collect();
+        env.extend(w.env.clone());
+        env.extend(t.env.clone());
+        let title = t.name.clone().unwrap_or_else(|| format!("Run task {}", t.id));
+        let message = t
+            .commit_message
+            .clone()
+            .unwrap_or_else(|| format!("{}: {title}", w.id));
+        Ok(TaskCtx {
+            ws,
+            id: t.id.clone(),
+            program,
+            env,
+            cwd: t.cwd.clone(),
+            timeout: Duration::from_secs(t.timeout_s.or(plan.globals.timeout_s).unwrap_or(1800)),
+            retries: t.retries.or(plan.globals.retries).unwrap_or(0),
+            class: t.class,
+            read_only: t.read_only,
+            allow_failure: t.allow_failure,
+            guards: Guards {
+                fail_on: compile(&t.guardrails.fail_on)?,
+                quarantine_on: compile(&t.guardrails.quarantine_on)?,
+                require: compile(&t.guardrails.require)?,
+            },
+            message,
+        })
+    }
+}
+
+pub(crate) struct AttemptResult {
+    pub verdict: Verdict,
+    pub exit_code: Option<i32>,
+    pub commit: Option<Oid>,
+    pub preserved_ref: Option<String>,
+    pub duration: Duration,
+}
+
+/// The commit message of a task's snapshot, with the trailers that let
+/// `resume` recognise it.
+pub(crate) fn commit_message(ctx: &RunCtx, i: usize, attempt: u32) -> String {
+    let t = &ctx.tasks[i];
+    let ws = &ctx.ws[t.ws].id;
+    format!(
+        "{}\n\nMpw-Run: {}\nMpw-Task: {ws}/{}\nMpw-Attempt: {attempt}\n",
+        t.message.trim_end(),
+        ctx.run_id,
+        t.id
+    )
+}
+
+#[allow(clippy::too_many_arguments)]
+pub(crate) async fn run_attempt(
+    ctx: Arc<RunCtx>,
+    i: usize,
+    attempt: u32,
+    start: Oid,
+    excluded: Arc<Excluded>,
+    will_retry: bool,
+    cancel: watch::Receiver<Cancel>,
+    on_start: impl FnOnce(ProcInfo),
+) -> AttemptResult {
+    let t = &ctx.tasks[i];
+    let ws = &ctx.ws[t.ws];
+    let mut env = t.env.clone();
+    env.extend(ws.mpw_env(&ctx.run_id, &t.id, attempt));
+    let spec = Spec {
+        program: t.program.clone(),
+        cwd: match &t.cwd {
+            Some(c) => ws.worktree.join(c),
+            None => ws.worktree.clone(),
+        },
+        env,
+        timeout: Some(t.timeout),
+        grace: ctx.grace,
+        stdout: ctx.layout.log(&ctx.run_id, &ws.id, &t.id, attempt, false),
+        stderr: ctx.layout.log(&ctx.run_id, &ws.id, &t.id, attempt, true),
+        guards: t.guards.clone(),
+    };
+    let outcome = exec::run(&spec, cancel, on_start).await;
+    let verdict = outcome.verdict();
+    let exit_code = outcome.exit_code;
+    let duration = outcome.duration;
+    let c2 = ctx.clone();
+    let settled =
+        tokio::task::spawn_blocking(move || settle(&c2, i, attempt, start, &excluded, verdict, will_retry))
+            .await
+            .unwrap_or_else(|e| (Verdict::Failed(format!("recording the task's work panicked: {e}")), None, None));
+    AttemptResult {
+        verdict: settled.0,
+        exit_code,
+        commit: settled.1,
+        preserved_ref: settled.2,
+        duration,
+    }
+}
+
+/// Check the worktree against the task's rules and put its changes away.
+/// Returns the final verdict, the commit on the branch, the preserved ref.
+fn settle(
+    ctx: &RunCtx,
+    i: usize,
+    attempt: u32,
+    start: Oid,
+    excluded: &Excluded,
+    verdict: Verdict,
+    will_retry: bool,
+) -> (Verdict, Option<Oid>, Option<String>) {
+    match settle_inner(ctx, i, attempt, start, excluded, verdict, will_retry) {
+        Ok(r) => r,
+        Err(e) => (
+            Verdict::Failed(format!("could not record the task's changes: {e}")),
+            None,
+            None,
+        ),
+    }
+}
+
+fn settle_inner(
+    ctx: &RunCtx,
+    i: usize,
+    attempt: u32,
+    start: Oid,
+    excluded: &Excluded,
+    mut verdict: Verdict,
+    will_retry: bool,
+) -> std::result::Result<(Verdict, Option<Oid>, Option<String>), git::GitError> {
+    let t = &ctx.tasks[i];
+    let ws = &ctx.ws[t.ws];
+    let wt = &ws.worktree;
+    if verdict == Verdict::Succeeded {
+        let changes = git::changes(wt, excluded)?;
+        if t.read_only && !changes.is_empty() {
+            verdict = Verdict::Quarantined(format!(
+                "read-only task changed {} path(s): {}",
+                changes.len(),
+                list(changes.iter().map(|c| c.path.as_str()))
+            ));
+        } else if let Some(allowed) = &ws.allowed {
+            let outside: Vec<&str> = changes
+                .iter()
+                .map(|c| c.path.as_str())
+                .filter(|p| !allowed.is_match(p))
+                .collect();
+            if !outside.is_empty() {
+                verdict = Verdict::Quarantined(format!(
+                    "changed path(s) outside allowed_paths: {}",
+                    list(outside.into_iter())
+                ));
+            }
+        }
+    }
+    let message = commit_message(ctx, i, attempt);
+    let preserve = |kind: &str| -> std::result::Result<Option<String>, git::GitError> {
+        let name = format!("refs/mpw/{}/{kind}/{}/{}", ctx.run_id, ws.id, t.id);
+        let kept = git::commit_worktree(wt, excluded, &message, CommitTarget::Ref(&name))?;
+        git::reset_worktree(wt, start, excluded)?;
+        Ok(kept.map(|_| name))
+    };
+    Ok(match &verdict {
+        Verdict::Succeeded => {
+            let c = git::commit_worktree(wt, excluded, &message, CommitTarget::Head)?;
+            (verdict, c, None)
+        }
+        Verdict::Failed(_) if will_retry => {
+            git::reset_worktree(wt, start, excluded)?;
+            (verdict, None, None)
+        }
+        Verdict::Failed(_) => {
+            let r = preserve("failed")?;
+            (verdict, None, r)
+        }
+        Verdict::Quarantined(_) => {
+            let r = preserve("quarantine")?;
+            (verdict, None, r)
+        }
+        Verdict::Cancelled => {
+            let r = preserve("cancelled")?;
+            (verdict, None, r)
+        }
+    })
+}
+
+/// At most ten paths, then a count.
+fn list<'a>(paths: impl Iterator<Item = &'a str>) -> String {
+    let all: Vec<&str> = paths.collect();
+    let mut s = all.iter().take(10).copied().collect::<Vec<_>>().join(", ");
+    if all.len() > 10 {
+        s.push_str(&format!(" and {} more", all.len() - 10));
+    }
+    s
+}

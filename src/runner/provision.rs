@@ -1,0 +1,284 @@
+//! A workstream's branch and worktree: created (or found again on resume),
+//! `copy` files brought in, `setup` commands run, the baseline recorded.
+
+use super::coordinator::RunCtx;
+use super::{Result, RunError};
+use crate::exec::{self, Cancel, Program, Spec, Verdict};
+use crate::git::{self, Excluded, MergeSession, Oid};
+use crate::plan::{Plan, Shell, Workstream};
+use crate::store::WsRow;
+use globset::{Glob, GlobSet, GlobSetBuilder};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::watch;
+
+/// What a workstream needs to know for its whole run.
+pub(crate) struct WsCtx {
+    pub id: String,
+    pub branch: String,
+    pub worktree: PathBuf,
+    pub allowed: Option<GlobSet>,
+    pub copy: Vec<String>,
+    pub setup: Vec<String>,
+    pub env: Vec<(String, String)>,
+    pub shell: Shell,
+    pub setup_timeout: Duration,
+    /// MPW_SLOT: the workstream's index.
+    pub slot: usize,
+}
+
+impl WsCtx {
+    pub fn new(plan: &Plan, w: &Workstream, slot: usize, row: &WsRow, shell: Shell) -> Result<Self> {
+        let allowed = match &w.allowed_paths {
+            None => None,
+            Some(globs) => {
+                let mut b = GlobSetBuilder::new();
+                for g in globs {
+                    let glob = Glob::new(g).map_err(|e| {
+                        RunError::Usage(format!("workstream {}: allowed_paths {g:?}: {e}", w.id))
+                    })?;
+                    b.add(glob);
+                }
+                Some(b.build().map_err(|e| RunError::Usage(format!("workstream {}: {e}", w.id)))?)
+            }
+        };
+        let mut env: Vec<(String, String)> = plan.globals.env.clone().into_iter().collect();
+        env.extend(w.env.clone());
+        Ok(WsCtx {
+            id: w.id.clone(),
+            branch: row.branch.clone(),
+            worktree: PathBuf::from(&row.worktree),
+            allowed,
+            copy: plan.globals.copy.clone(),
+            setup: plan.globals.setup.iter().chain(&w.setup).cloned().collect(),
+            env,
+            shell,
+            setup_timeout: Duration::from_secs(plan.globals.timeout_s.unwrap_or(1800)),
+            slot,
+        })
+    }
+
+    /// The `MPW_*` variables of a command in this workstream.
+    pub fn mpw_env(&self, run_id: &str, task: &str, attempt: u32) -> Vec<(String, String)> {
+        vec![
+            ("MPW_RUN_ID".into(), run_id.into()),
+            ("MPW_WORKSTREAM".into(), self.id.clone()),
+            ("MPW_TASK".into(), task.into()),
+            ("MPW_ATTEMPT".into(), attempt.to_string()),
+            ("MPW_WORKTREE".into(), self.worktree.to_string_lossy().into_owned()),
+            ("MPW_SLOT".into(), self.slot.to_string()),
+        ]
+    }
+}
+
+pub(crate) struct Provisioned {
+    pub start_commit: Oid,
+    pub baseline: Vec<String>,
+    pub missing_copies: Vec<String>,
+    /// A worktree was (re)created, not just found again.
+    pub created: bool,
+    /// The branch was created now (not found from an earlier invocation).
+    pub fresh: bool,
+}
+
+/// Make the workstream ready for its tasks. `from`: heads of the workstreams
+/// it depends on; `known`: the baseline recorded by an earlier invocation.
+pub(crate) async fn provision(
+    ctx: Arc<RunCtx>,
+    w: usize,
+    from: Vec<Oid>,
+    known: Option<Arc<Excluded>>,
+    cancel: watch::Receiver<Cancel>,
+) -> std::result::Result<Provisioned, String> {
+    let c2 = ctx.clone();
+    let prepared = tokio::task::spawn_blocking(move || prepare_worktree(&c2, w, &from, known.as_deref()))
+        .await
+        .map_err(|e| format!("provisioning panicked: {e}"))??;
+    let ws = &ctx.ws[w];
+    let fresh = match prepared {
+        Prep::Ready(p) => return Ok(p),
+        Prep::NeedsSetup { fresh } => fresh,
+    };
+    let missing = copy_files(&ctx.repo, &ws.worktree, &ws.copy)?;
+    for (n, cmd) in ws.setup.iter().enumerate() {
+        let layout = &ctx.layout;
+        let task = format!("_setup{}", n + 1);
+        let mut env = ws.env.clone();
+        env.extend(ws.mpw_env(&ctx.run_id, &task, 1));
+        let spec = Spec {
+            program: Program::Shell {
+                shell: ws.shell,
+                script: cmd.clone(),
+            },
+            cwd: ws.worktree.clone(),
+            env,
+            timeout: Some(ws.setup_timeout),
+            grace: ctx.grace,
+            stdout: layout.log(&ctx.run_id, &ws.id, &task, 1, false),
+            stderr: layout.log(&ctx.run_id, &ws.id, &task, 1, true),
+            guards: Default::default(),
+        };
+        let out = exec::run(&spec, cancel.clone(), |_| {}).await;
+        match out.verdict() {
+            Verdict::Succeeded => {}
+            Verdict::Cancelled => return Err("cancelled during setup".into()),
+            Verdict::Failed(r) | Verdict::Quarantined(r) => {
+                return Err(format!(
+                    "setup command `{cmd}` failed: {r} (see `mpw logs {} {}/{task}`)",
+                    ctx.run_id, ws.id
+                ));
+            }
+        }
+    }
+    let wt = ws.worktree.clone();
+    let baseline = tokio::task::spawn_blocking(move || git::changes(&wt, &Excluded::default()))
+        .await
+        .map_err(|e| e.to_string())?
+        .map_err(|e| format!("reading the worktree after setup: {e}"))?
+        .into_iter()
+        .map(|c| c.path)
+        .collect();
+    let head = git::head_of(&ws.worktree).map_err(|e| e.to_string())?;
+    Ok(Provisioned {
+        start_commit: head,
+        baseline,
+        missing_copies: missing,
+        created: true,
+        fresh,
+    })
+}
+
+enum Prep {
+    Ready(Provisioned),
+    NeedsSetup { fresh: bool },
+}
+
+/// Branch and worktree. `Ready` when an earlier invocation already finished
+/// provisioning (resume): the worktree is only reset to the branch.
+fn prepare_worktree(
+    ctx: &RunCtx,
+    w: usize,
+    from: &[Oid],
+    known: Option<&Excluded>,
+) -> std::result::Result<Prep, String> {
+    let ws = &ctx.ws[w];
+    let repo = &ctx.repo;
+    let e = |what: &str| {
+        let what = what.to_string();
+        move |err: git::GitError| format!("{what}: {err}")
+    };
+    let tip = git::branch_tip(repo, &ws.branch).map_err(e("reading the branch"))?;
+    let fresh = tip.is_none();
+    let start = match tip {
+        Some(t) => t,
+        None => {
+            let start = start_commit(ctx, w, from)?;
+            git::create_branch(repo, &ws.branch, start).map_err(e("creating the branch"))?;
+            start
+        }
+    };
+    let registered = git::list_worktrees(repo)
+        .map_err(e("listing worktrees"))?
+        .into_iter()
+        .find(|t| same_path(&t.path, &ws.worktree));
+    if let Some(t) = &registered {
+        if t.branch.as_deref() != Some(ws.branch.as_str()) {
+            return Err(format!(
+                "{} is a worktree of branch {}, not {}",
+                ws.worktree.display(),
+                t.branch.as_deref().unwrap_or("(detached)"),
+                ws.branch
+            ));
+        }
+        if ws.worktree.exists()
+            && let Some(excluded) = known
+        {
+            // Resume: set up before; drop whatever an interrupted attempt left.
+            git::reset_worktree(&ws.worktree, start, excluded).map_err(e("resetting the worktree"))?;
+            return Ok(Prep::Ready(Provisioned {
+                start_commit: start,
+                baseline: excluded.0.iter().cloned().collect(),
+                missing_copies: Vec::new(),
+                created: false,
+                fresh: false,
+            }));
+        }
+        git::remove_worktree(repo, &ws.worktree, true).map_err(e("removing an unfinished worktree"))?;
+    } else if ws.worktree.exists() {
+        return Err(format!(
+            "worktree path {} already exists and is not mpw's; move it away",
+            ws.worktree.display()
+        ));
+    }
+    git::add_worktree(repo, &ws.worktree, &ws.branch).map_err(e("adding the worktree"))?;
+    Ok(Prep::NeedsSetup { fresh })
+}
+
+fn same_path(a: &Path, b: &Path) -> bool {
+    let canon = |p: &Path| std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf());
+    a == b || canon(a) == canon(b)
+}
+
+/// Where a workstream starts: the run's base, the head of the one workstream
+/// it depends on, or those heads merged in memory.
+fn start_commit(ctx: &RunCtx, w: usize, from: &[Oid]) -> std::result::Result<Oid, String> {
+    match from {
+        [] => Ok(ctx.base),
+        [one] => Ok(*one),
+        [first, rest @ ..] => {
+            let mut s = MergeSession::open(&ctx.repo).map_err(|e| e.to_string())?;
+            let mut acc = *first;
+            for o in rest {
+                let m = s
+                    .merge(acc, *o, "dependencies", "dependency")
+                    .map_err(|e| e.to_string())?;
+                if !m.is_clean() {
+                    return Err(format!(
+                        "the workstreams it depends on conflict with each other on {}",
+                        m.conflicts.join(", ")
+                    ));
+                }
+                let msg = format!(
+                    "Merge dependencies of workstream {}\n\nMpw-Run: {}\n",
+                    ctx.ws[w].id, ctx.run_id
+                );
+                acc = s.commit(m.tree, &[acc, *o], &msg).map_err(|e| e.to_string())?;
+            }
+            s.persist().map_err(|e| e.to_string())?;
+            Ok(acc)
+        }
+    }
+}
+
+/// Copy untracked files (or folders) from the main worktree; missing ones
+/// are reported, not fatal (a `.env` that only some machines have).
+fn copy_files(main: &Path, wt: &Path, entries: &[String]) -> std::result::Result<Vec<String>, String> {
+    let mut missing = Vec::new();
+    for entry in entries {
+        let src = main.join(entry);
+        let dst = wt.join(entry);
+        if !src.exists() {
+            missing.push(entry.clone());
+            continue;
+        }
+        copy_recursive(&src, &dst).map_err(|e| format!("copying {entry}: {e}"))?;
+    }
+    Ok(missing)
+}
+
+fn copy_recursive(src: &Path, dst: &Path) -> std::io::Result<()> {
+    if src.is_dir() {
+        std::fs::create_dir_all(dst)?;
+        for e in std::fs::read_dir(src)? {
+            let e = e?;
+            copy_recursive(&e.path(), &dst.join(e.file_name()))?;
+        }
+        Ok(())
+    } else {
+        if let Some(p) = dst.parent() {
+            std::fs::create_dir_all(p)?;
+        }
+        std::fs::copy(src, dst).map(|_| ())
+    }
+}
