@@ -136,7 +136,7 @@ fn prepare(opts: &RunOptions) -> Result<Prepared> {
         .plan
         .run_id
         .clone()
-        .unwrap_or_else(|| ulid::Ulid::new().to_string());
+        .unwrap_or_else(|| ulid::Ulid::generate().to_string());
     let loaded = select_workstreams(loaded, &opts.workstreams)?;
 
     let mut warnings = Vec::new();
