@@ -1,13 +1,165 @@
-//! `mpw plan check | schema | graph`.
+//! `mpw plan check | schema | graph`. None of them touches anything on disk.
 
-use super::{CliResult, Ctx, Exit};
-use clap::Subcommand;
+use super::{CliError, CliResult, Ctx, Exit};
+use crate::plan::{self, Diagnostic, GraphFormat, LoadOptions, Loaded, PlanError};
+use clap::{Subcommand, ValueEnum};
+use std::path::{Path, PathBuf};
 
 #[derive(Debug, Subcommand)]
-pub enum PlanCmd {}
+pub enum PlanCmd {
+    /// Validate a plan and print its DAG summary.
+    Check {
+        /// The plan file (JSON or JSONC).
+        plan: PathBuf,
+        /// Unknown keys are errors, not warnings.
+        #[arg(long)]
+        strict: bool,
+        /// Print the result as JSON on stdout.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print the JSON Schema of the plan format (for editors and AI tools).
+    Schema,
+    /// Print the task DAG, grouped by workstream, as Graphviz dot or Mermaid.
+    Graph {
+        /// The plan file (JSON or JSONC).
+        plan: PathBuf,
+        #[arg(long, value_enum, default_value_t = FormatArg::Dot)]
+        format: FormatArg,
+        /// Unknown keys are errors, not warnings.
+        #[arg(long)]
+        strict: bool,
+    },
+}
 
-pub fn run(cmd: PlanCmd, _ctx: &Ctx) -> CliResult {
-    match cmd {}
-    #[allow(unreachable_code)]
-    Ok(Exit::Ok)
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum FormatArg {
+    Dot,
+    Mermaid,
+}
+
+pub fn run(cmd: PlanCmd, ctx: &Ctx) -> CliResult {
+    match cmd {
+        PlanCmd::Check { plan, strict, json } => check(&plan, strict, json, ctx),
+        PlanCmd::Schema => {
+            println!("{}", pretty(&plan::schema()));
+            Ok(Exit::Ok)
+        }
+        PlanCmd::Graph {
+            plan,
+            format,
+            strict,
+        } => {
+            let loaded =
+                plan::load(&plan, LoadOptions { strict }).map_err(|e| failure(&plan, e))?;
+            print_warnings(&loaded.warnings);
+            let fmt = match format {
+                FormatArg::Dot => GraphFormat::Dot,
+                FormatArg::Mermaid => GraphFormat::Mermaid,
+            };
+            print!("{}", plan::graph(&loaded, fmt));
+            Ok(Exit::Ok)
+        }
+    }
+}
+
+fn pretty(v: &serde_json::Value) -> String {
+    serde_json::to_string_pretty(v).expect("a Value always serializes")
+}
+
+fn print_warnings(warnings: &[Diagnostic]) {
+    for w in warnings {
+        eprintln!("{w}");
+    }
+}
+
+fn check(path: &Path, strict: bool, json: bool, ctx: &Ctx) -> CliResult {
+    match plan::load(path, LoadOptions { strict }) {
+        Ok(loaded) => {
+            print_warnings(&loaded.warnings);
+            if json {
+                let out = serde_json::json!({
+                    "ok": true,
+                    "plan": loaded.plan,
+                    "summary": plan::summary(&loaded),
+                    "warnings": loaded.warnings,
+                });
+                println!("{}", pretty(&out));
+            } else {
+                print_summary(path, &loaded, ctx);
+            }
+            Ok(Exit::Ok)
+        }
+        Err(PlanError::Invalid(diags)) if json => {
+            let (errors, warnings): (Vec<&Diagnostic>, Vec<&Diagnostic>) = diags
+                .iter()
+                .partition(|d| d.severity == plan::Severity::Error);
+            println!(
+                "{}",
+                pretty(&serde_json::json!({ "ok": false, "errors": errors, "warnings": warnings }))
+            );
+            Err(failure(path, PlanError::Invalid(diags)))
+        }
+        Err(e @ PlanError::Read { .. }) if json => {
+            let message = e.to_string();
+            println!(
+                "{}",
+                pretty(&serde_json::json!({
+                    "ok": false,
+                    "errors": [{ "severity": "error", "pointer": "", "location": null, "message": message }],
+                    "warnings": [],
+                }))
+            );
+            Err(CliError::usage(message))
+        }
+        Err(e) => Err(failure(path, e)),
+    }
+}
+
+/// Every diagnostic on its own line on stderr (`file:line:col: error: ...`,
+/// as editors' problem matchers read them), then a one-line verdict.
+fn failure(path: &Path, e: PlanError) -> CliError {
+    match e {
+        PlanError::Invalid(diags) => {
+            print_warnings(&diags);
+            let n = diags
+                .iter()
+                .filter(|d| d.severity == plan::Severity::Error)
+                .count();
+            CliError::usage(format!("{}: plan is invalid: {n} error(s)", path.display()))
+        }
+        e => e.into(),
+    }
+}
+
+fn print_summary(path: &Path, loaded: &Loaded, ctx: &Ctx) {
+    let s = plan::summary(loaded);
+    let name = s
+        .name
+        .as_deref()
+        .map(|n| format!(" ({n})"))
+        .unwrap_or_default();
+    println!("{}: plan is valid{name}", path.display());
+    println!(
+        "  {} workstream(s), {} task(s), {} level(s), critical path {} task(s)",
+        s.workstreams, s.tasks, s.depth, s.critical_path_len
+    );
+    if ctx.quiet {
+        return;
+    }
+    println!("  critical path: {}", s.critical_path.join(" -> "));
+    let width = s
+        .per_workstream
+        .iter()
+        .map(|w| w.id.len())
+        .max()
+        .unwrap_or(0);
+    for w in &s.per_workstream {
+        let after = if w.depends_on.is_empty() {
+            String::new()
+        } else {
+            format!(", after {}", w.depends_on.join(", "))
+        };
+        println!("  {:width$}  {} task(s){after}", w.id, w.tasks);
+    }
 }

@@ -1,12 +1,25 @@
 //! Plan files: parse (JSON/JSONC), validate, and the task DAG.
 
+mod dag;
+mod graph;
+mod load;
+mod source;
 mod types;
+mod validate;
 
+pub use graph::{GraphFormat, Summary, WorkstreamSummary, graph, summary, task_name};
+pub use load::{load, parse_str};
 pub use types::*;
+pub use validate::{branch_problem, id_problem, relative_path_problem};
+
+/// JSON Schema (draft 2020-12) of the plan format, derived from the types.
+pub fn schema() -> serde_json::Value {
+    schemars::schema_for!(Plan).to_value()
+}
 
 use std::fmt;
 use std::ops::Range;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 /// Where in the plan file something is (1-based).
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
@@ -40,7 +53,14 @@ impl fmt::Display for Diagnostic {
             Severity::Warning => "warning",
         };
         match &self.location {
-            Some(l) => write!(f, "{}:{}:{}: {sev}: {}", l.file.display(), l.line, l.col, self.message),
+            Some(l) => write!(
+                f,
+                "{}:{}:{}: {sev}: {}",
+                l.file.display(),
+                l.line,
+                l.col,
+                self.message
+            ),
             None => write!(f, "{sev}: {}", self.message),
         }
     }

@@ -1,0 +1,262 @@
+//! Summary of a loaded plan and its DAG as Graphviz dot or Mermaid.
+
+use super::Loaded;
+use serde::Serialize;
+use std::collections::HashMap;
+use std::fmt::Write as _;
+
+/// What `mpw plan check` reports about a valid plan.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Summary {
+    pub name: Option<String>,
+    pub workstreams: usize,
+    pub tasks: usize,
+    pub per_workstream: Vec<WorkstreamSummary>,
+    /// Number of levels of the task DAG.
+    pub depth: usize,
+    /// Longest chain of tasks, as `WS/T`, first to last.
+    pub critical_path: Vec<String>,
+    pub critical_path_len: usize,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct WorkstreamSummary {
+    pub id: String,
+    pub tasks: usize,
+    pub depends_on: Vec<String>,
+}
+
+/// Task `WS/T` name of a global task index.
+pub fn task_name(loaded: &Loaded, g: usize) -> String {
+    let n = &loaded.dag.tasks[g];
+    let ws = &loaded.plan.workstreams[n.ws];
+    format!("{}/{}", ws.id, ws.tasks[n.task].id)
+}
+
+pub fn summary(loaded: &Loaded) -> Summary {
+    let plan = &loaded.plan;
+    let dag = &loaded.dag;
+    let critical_path: Vec<String> = dag
+        .critical_path
+        .iter()
+        .map(|&g| task_name(loaded, g))
+        .collect();
+    Summary {
+        name: plan.name.clone(),
+        workstreams: plan.workstreams.len(),
+        tasks: dag.tasks.len(),
+        per_workstream: plan
+            .workstreams
+            .iter()
+            .enumerate()
+            .map(|(w, ws)| WorkstreamSummary {
+                id: ws.id.clone(),
+                tasks: ws.tasks.len(),
+                depends_on: dag.ws_deps[w]
+                    .iter()
+                    .map(|&x| plan.workstreams[x].id.clone())
+                    .collect(),
+            })
+            .collect(),
+        depth: dag.levels.iter().max().map_or(0, |m| m + 1),
+        critical_path_len: critical_path.len(),
+        critical_path,
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum GraphFormat {
+    #[default]
+    Dot,
+    Mermaid,
+}
+
+enum Edge {
+    /// task → task (global indices; from is the dependency)
+    Task(usize, usize),
+    /// whole workstream → task
+    WsToTask(usize, usize),
+    /// workstream → workstream (`depends_on` of the second)
+    Ws(usize, usize),
+}
+
+/// Edges as written in the plan (not the expanded DAG): a workstream
+/// `depends_on` is one edge between clusters, not one per task pair.
+fn edges(loaded: &Loaded) -> Vec<Edge> {
+    let plan = &loaded.plan;
+    let dag = &loaded.dag;
+    let ws_index: HashMap<&str, usize> = plan
+        .workstreams
+        .iter()
+        .enumerate()
+        .map(|(i, w)| (w.id.as_str(), i))
+        .collect();
+    let find_task = |w: usize, t: &str| {
+        plan.workstreams[w]
+            .tasks
+            .iter()
+            .position(|x| x.id == t)
+            .map(|i| dag.ws_tasks[w].start + i)
+    };
+    let mut out = Vec::new();
+    for (w, deps) in dag.ws_deps.iter().enumerate() {
+        for &d in deps {
+            out.push(Edge::Ws(d, w));
+        }
+    }
+    for (g, node) in dag.tasks.iter().enumerate() {
+        let task = &plan.workstreams[node.ws].tasks[node.task];
+        for d in &task.depends_on {
+            let e = if let Some((wid, tid)) = d.split_once('/') {
+                ws_index
+                    .get(wid)
+                    .and_then(|&x| find_task(x, tid))
+                    .map(|x| Edge::Task(x, g))
+            } else if let Some(x) = find_task(node.ws, d) {
+                Some(Edge::Task(x, g))
+            } else {
+                ws_index.get(d.as_str()).map(|&x| Edge::WsToTask(x, g))
+            };
+            out.extend(e);
+        }
+    }
+    out
+}
+
+fn dot_str(s: &str) -> String {
+    let mut o = String::with_capacity(s.len() + 2);
+    o.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => o.push_str("\\\""),
+            '\\' => o.push_str("\\\\"),
+            '\n' => o.push_str("\\n"),
+            '\r' => {}
+            c => o.push(c),
+        }
+    }
+    o.push('"');
+    o
+}
+
+fn mermaid_label(s: &str) -> String {
+    let mut o = String::with_capacity(s.len() + 2);
+    o.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => o.push_str("#quot;"),
+            '#' => o.push_str("#35;"),
+            '<' => o.push_str("#lt;"),
+            '>' => o.push_str("#gt;"),
+            '\n' | '\r' => o.push(' '),
+            c => o.push(c),
+        }
+    }
+    o.push('"');
+    o
+}
+
+fn label(id: &str, name: Option<&str>) -> String {
+    match name {
+        Some(n) if !n.is_empty() => format!("{id}: {n}"),
+        _ => id.to_string(),
+    }
+}
+
+/// The task DAG, grouped by workstream; edges point from a dependency to
+/// what waits for it.
+pub fn graph(loaded: &Loaded, fmt: GraphFormat) -> String {
+    match fmt {
+        GraphFormat::Dot => dot(loaded),
+        GraphFormat::Mermaid => mermaid(loaded),
+    }
+}
+
+fn dot(loaded: &Loaded) -> String {
+    let plan = &loaded.plan;
+    let dag = &loaded.dag;
+    let cluster = |w: usize| dot_str(&format!("cluster_{}", plan.workstreams[w].id));
+    let node = |g: usize| dot_str(&task_name(loaded, g));
+    let mut s = String::new();
+    let title = plan.name.as_deref().unwrap_or("plan");
+    let _ = writeln!(s, "digraph {} {{", dot_str(title));
+    let _ = writeln!(
+        s,
+        "  graph [rankdir=LR, compound=true, label={}];",
+        dot_str(title)
+    );
+    let _ = writeln!(s, "  node [shape=box, style=rounded];");
+    for (w, ws) in plan.workstreams.iter().enumerate() {
+        let _ = writeln!(s, "  subgraph {} {{", cluster(w));
+        let _ = writeln!(
+            s,
+            "    label={};",
+            dot_str(&label(&ws.id, ws.name.as_deref()))
+        );
+        for g in dag.ws_tasks[w].clone() {
+            let t = &ws.tasks[dag.tasks[g].task];
+            let _ = writeln!(
+                s,
+                "    {} [label={}];",
+                node(g),
+                dot_str(&label(&t.id, t.name.as_deref()))
+            );
+        }
+        let _ = writeln!(s, "  }}");
+    }
+    for e in edges(loaded) {
+        let _ = match e {
+            Edge::Task(a, b) => writeln!(s, "  {} -> {};", node(a), node(b)),
+            Edge::WsToTask(x, b) => {
+                let last = dag.ws_tasks[x].end - 1;
+                writeln!(s, "  {} -> {} [ltail={}];", node(last), node(b), cluster(x))
+            }
+            Edge::Ws(x, w) => {
+                let (last, first) = (dag.ws_tasks[x].end - 1, dag.ws_tasks[w].start);
+                writeln!(
+                    s,
+                    "  {} -> {} [ltail={}, lhead={}, style=dashed];",
+                    node(last),
+                    node(first),
+                    cluster(x),
+                    cluster(w)
+                )
+            }
+        };
+    }
+    s.push_str("}\n");
+    s
+}
+
+fn mermaid(loaded: &Loaded) -> String {
+    let plan = &loaded.plan;
+    let dag = &loaded.dag;
+    // Generated ids: plan ids may contain `-` and `.`, and `end` is a keyword.
+    let node = |g: usize| format!("ws{}_t{}", dag.tasks[g].ws, dag.tasks[g].task);
+    let mut s = String::from("flowchart LR\n");
+    for (w, ws) in plan.workstreams.iter().enumerate() {
+        let _ = writeln!(
+            s,
+            "  subgraph ws{w}[{}]",
+            mermaid_label(&label(&ws.id, ws.name.as_deref()))
+        );
+        for g in dag.ws_tasks[w].clone() {
+            let t = &ws.tasks[dag.tasks[g].task];
+            let _ = writeln!(
+                s,
+                "    {}[{}]",
+                node(g),
+                mermaid_label(&label(&t.id, t.name.as_deref()))
+            );
+        }
+        s.push_str("  end\n");
+    }
+    for e in edges(loaded) {
+        let _ = match e {
+            Edge::Task(a, b) => writeln!(s, "  {} --> {}", node(a), node(b)),
+            Edge::WsToTask(x, b) => writeln!(s, "  ws{x} --> {}", node(b)),
+            Edge::Ws(x, w) => writeln!(s, "  ws{x} -.-> ws{w}"),
+        };
+    }
+    s
+}

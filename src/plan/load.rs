@@ -1,0 +1,391 @@
+//! Reading a plan: JSONC text → AST (with positions) → `serde_json::Value`
+//! → typed [`Plan`] → checks → [`Loaded`].
+
+use super::source::{LineIndex, esc, offset_of, pointer_segments};
+use super::validate::{self, Finding};
+use super::{Diagnostic, LoadOptions, Loaded, Plan, PlanError, Severity, Task, Workstream};
+use jsonc_parser::{CollectOptions, ParseOptions, ast, parse_to_ast};
+use serde::de::DeserializeOwned;
+use serde_json::{Map, Value};
+use std::path::Path;
+
+/// Reads and validates the plan at `path`.
+pub fn load(path: &Path, opts: LoadOptions) -> Result<Loaded, PlanError> {
+    let text = std::fs::read_to_string(path).map_err(|source| PlanError::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    parse_str(&text, path, opts)
+}
+
+/// JSONC as VS Code writes it: comments and trailing commas, nothing looser
+/// (no single quotes, missing commas, bare keys, hex numbers ...), so a plan
+/// that passes here is one edit away from plain JSON.
+fn jsonc_options() -> ParseOptions {
+    ParseOptions {
+        allow_comments: true,
+        allow_trailing_commas: true,
+        allow_loose_object_property_names: false,
+        allow_missing_commas: false,
+        allow_single_quoted_strings: false,
+        allow_hexadecimal_numbers: false,
+        allow_unary_plus_numbers: false,
+        allow_bare_decimal_point_numbers: false,
+        allow_non_finite_numbers: false,
+        allow_extended_string_escapes: false,
+    }
+}
+
+/// Parses and validates plan text; `path` is only used in messages and
+/// kept in [`Loaded::path`].
+pub fn parse_str(text: &str, path: &Path, opts: LoadOptions) -> Result<Loaded, PlanError> {
+    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
+    let lines = LineIndex::new(text);
+    let syntax = |offset: usize, message: String| {
+        PlanError::Invalid(vec![Diagnostic {
+            severity: Severity::Error,
+            pointer: String::new(),
+            location: Some(lines.location(path, offset)),
+            message,
+        }])
+    };
+    let parsed = parse_to_ast(text, &CollectOptions::default(), &jsonc_options())
+        .map_err(|e| syntax(e.range().start, format!("invalid JSON: {}", e.kind())))?;
+    let Some(ast) = parsed.value else {
+        return Err(syntax(
+            0,
+            "the plan is empty: expected a JSON object".into(),
+        ));
+    };
+
+    let mut findings = Vec::new();
+    let mut trail = Vec::new();
+    let value = to_value(&ast, &mut trail, false, &mut findings);
+    let plan = deserialize(&value, opts, &mut findings);
+    let dag = plan
+        .as_ref()
+        .and_then(|p| validate::validate(p, &mut findings));
+
+    let mut diags: Vec<(usize, Diagnostic)> = findings
+        .into_iter()
+        .map(|f| {
+            let offset = offset_of(&ast, &f.pointer, f.at_key);
+            let mut message = f.message;
+            if let Some(rel) = &f.related {
+                let (l, c) = lines.line_col(offset_of(&ast, rel, false));
+                message.push_str(&format!(" (first at {l}:{c})"));
+            }
+            let d = Diagnostic {
+                severity: f.severity,
+                pointer: f.pointer,
+                location: Some(lines.location(path, offset)),
+                message,
+            };
+            (offset, d)
+        })
+        .collect();
+    // Errors first, each kind in file order.
+    diags.sort_by_key(|(offset, d)| (d.severity != Severity::Error, *offset));
+    let diags: Vec<Diagnostic> = diags.into_iter().map(|(_, d)| d).collect();
+    let has_errors = diags.iter().any(|d| d.severity == Severity::Error);
+    match (plan, dag) {
+        (Some(plan), Some(dag)) if !has_errors => Ok(Loaded {
+            path: path.to_path_buf(),
+            plan,
+            dag,
+            warnings: diags,
+        }),
+        _ => Err(PlanError::Invalid(diags)),
+    }
+}
+
+enum Seg<'a> {
+    Key(&'a str),
+    Index(usize),
+}
+
+fn prop_name<'b>(p: &'b ast::ObjectProp<'_>) -> &'b str {
+    match &p.name {
+        ast::ObjectPropName::String(s) => s.value.as_ref(),
+        ast::ObjectPropName::Word(w) => w.value,
+    }
+}
+
+fn trail_pointer(trail: &[Seg<'_>]) -> String {
+    let mut s = String::new();
+    for seg in trail {
+        s.push('/');
+        match seg {
+            Seg::Key(k) => s.push_str(&esc(k)),
+            Seg::Index(i) => s.push_str(&i.to_string()),
+        }
+    }
+    s
+}
+
+/// AST → Value; duplicate keys (outside `metadata`) are errors: which one
+/// counts would be a guess.
+fn to_value<'b>(
+    v: &'b ast::Value<'_>,
+    trail: &mut Vec<Seg<'b>>,
+    in_meta: bool,
+    out: &mut Vec<Finding>,
+) -> Value {
+    match v {
+        ast::Value::StringLit(s) => Value::String(s.value.to_string()),
+        ast::Value::NumberLit(n) => match n.value.parse::<serde_json::Number>() {
+            Ok(num) => Value::Number(num),
+            Err(_) => Value::String(n.value.to_string()),
+        },
+        ast::Value::BooleanLit(b) => Value::Bool(b.value),
+        ast::Value::NullKeyword(_) => Value::Null,
+        ast::Value::Array(a) => Value::Array(
+            a.elements
+                .iter()
+                .enumerate()
+                .map(|(i, e)| {
+                    trail.push(Seg::Index(i));
+                    let v = to_value(e, trail, in_meta, out);
+                    trail.pop();
+                    v
+                })
+                .collect(),
+        ),
+        ast::Value::Object(o) => {
+            let mut map = Map::with_capacity(o.properties.len());
+            for p in &o.properties {
+                let name = prop_name(p);
+                trail.push(Seg::Key(name));
+                let meta = in_meta || name == "metadata";
+                let v = to_value(&p.value, trail, meta, out);
+                if map.insert(name.to_string(), v).is_some() && !in_meta {
+                    let mut f = Finding::error(
+                        trail_pointer(trail),
+                        format!("duplicate key `{name}`: which one counts would be a guess"),
+                    );
+                    f.at_key = true;
+                    out.push(f);
+                }
+                trail.pop();
+            }
+            Value::Object(map)
+        }
+    }
+}
+
+/// Who a pointer is about (`task `WS-1/T1``) and how many segments that took.
+fn context(root: &Value, segs: &[String]) -> (String, usize) {
+    let id = |v: Option<&Value>, i: &str| {
+        v.and_then(|v| v.get("id"))
+            .and_then(Value::as_str)
+            .map_or_else(|| format!("#{i}"), str::to_string)
+    };
+    if segs.len() >= 2 && segs[0] == "workstreams" {
+        let ws = root
+            .get("workstreams")
+            .and_then(|a| a.get(segs[1].parse::<usize>().ok()?));
+        let wid = id(ws, &segs[1]);
+        if segs.len() >= 4 && segs[2] == "tasks" {
+            let t = ws
+                .and_then(|w| w.get("tasks"))
+                .and_then(|a| a.get(segs[3].parse::<usize>().ok()?));
+            return (format!("task `{wid}/{}`", id(t, &segs[3])), 4);
+        }
+        return (format!("workstream `{wid}`"), 2);
+    }
+    if segs.len() >= 2 && segs[0] == "globals" {
+        return ("globals".into(), 1);
+    }
+    (String::new(), 0)
+}
+
+/// Dotted key path (`guardrails.fail_on[0]`) of pointer segments.
+fn dotted(segs: &[String]) -> String {
+    let mut s = String::new();
+    for seg in segs {
+        if seg.parse::<usize>().is_ok() && !s.is_empty() {
+            s.push_str(&format!("[{seg}]"));
+        } else {
+            if !s.is_empty() {
+                s.push('.');
+            }
+            s.push_str(seg);
+        }
+    }
+    s
+}
+
+fn describe(root: &Value, pointer: &str) -> (String, String) {
+    let segs = pointer_segments(pointer);
+    let (ctx, used) = context(root, &segs);
+    (ctx, dotted(&segs[used..]))
+}
+
+fn ignored_pointer(path: &serde_ignored::Path<'_>, out: &mut String) {
+    use serde_ignored::Path as P;
+    match path {
+        P::Root => {}
+        P::Seq { parent, index } => {
+            ignored_pointer(parent, out);
+            out.push('/');
+            out.push_str(&index.to_string());
+        }
+        P::Map { parent, key } => {
+            ignored_pointer(parent, out);
+            out.push('/');
+            out.push_str(&esc(key));
+        }
+        P::Some { parent } | P::NewtypeStruct { parent } | P::NewtypeVariant { parent } => {
+            ignored_pointer(parent, out)
+        }
+    }
+}
+
+fn error_pointer(path: &serde_path_to_error::Path) -> String {
+    use serde_path_to_error::Segment as S;
+    let mut s = String::new();
+    for seg in path.iter() {
+        match seg {
+            S::Seq { index } => s.push_str(&format!("/{index}")),
+            S::Map { key } => s.push_str(&format!("/{}", esc(key))),
+            S::Enum { .. } | S::Unknown => {}
+        }
+    }
+    s
+}
+
+/// Deserializes one piece of the plan at `base`; unknown keys go to `unknown`.
+/// On failure: the culprit's pointer and serde's message.
+fn de_piece<T: DeserializeOwned>(
+    value: &Value,
+    base: &str,
+    unknown: &mut Vec<String>,
+) -> Result<T, (String, String)> {
+    let mut cb = |path: serde_ignored::Path<'_>| {
+        let mut p = base.to_string();
+        ignored_pointer(&path, &mut p);
+        unknown.push(p);
+    };
+    let de = serde_ignored::Deserializer::new(value, &mut cb);
+    serde_path_to_error::deserialize(de).map_err(|e| {
+        let pointer = format!("{base}{}", error_pointer(e.path()));
+        // serde_path_to_error's Display prefixes the path; we name it ourselves.
+        (pointer, e.into_inner().to_string())
+    })
+}
+
+fn type_finding(root: &Value, (pointer, msg): (String, String)) -> Finding {
+    let (ctx, key) = describe(root, &pointer);
+    let message = match (ctx.is_empty(), key.is_empty()) {
+        (true, true) => msg.to_string(),
+        (true, false) => format!("`{key}`: {msg}"),
+        (false, true) => format!("{ctx}: {msg}"),
+        (false, false) => format!("`{key}` of {ctx}: {msg}"),
+    };
+    Finding::error(pointer, message)
+}
+
+fn unknown_finding(root: &Value, pointer: String, strict: bool) -> Option<Finding> {
+    let segs = pointer_segments(&pointer);
+    // `metadata` is free-form wherever it appears.
+    if segs.last().is_some_and(|s| s == "metadata") {
+        return None;
+    }
+    let (ctx, key) = describe(root, &pointer);
+    let place = if ctx.is_empty() {
+        "the plan".to_string()
+    } else {
+        ctx
+    };
+    let (severity, tail) = if strict {
+        (Severity::Error, " (--strict)")
+    } else {
+        (Severity::Warning, "; ignored")
+    };
+    let mut f = Finding::error(pointer, format!("unknown key `{key}` in {place}{tail}"));
+    f.severity = severity;
+    f.at_key = true;
+    Some(f)
+}
+
+/// Typed plan, or `None` after recording every type error found: when the
+/// whole plan does not deserialize, each workstream and task is tried on its
+/// own so that all culprits are named, not just the first.
+fn deserialize(value: &Value, opts: LoadOptions, out: &mut Vec<Finding>) -> Option<Plan> {
+    if !value.is_object() {
+        // serde would take an array as the fields in order: a confusing message.
+        let kind = match value {
+            Value::Array(_) => "an array",
+            Value::String(_) => "a string",
+            Value::Number(_) => "a number",
+            Value::Bool(_) => "a boolean",
+            _ => "null",
+        };
+        out.push(Finding::error(
+            "",
+            format!("the plan must be a JSON object, not {kind}"),
+        ));
+        return None;
+    }
+    let mut unknown = Vec::new();
+    let result = de_piece::<Plan>(value, "", &mut unknown);
+    let plan = match result {
+        Ok(plan) => Some(plan),
+        Err(_) => {
+            unknown.clear();
+            piecewise(value, &mut unknown, out);
+            None
+        }
+    };
+    for p in unknown {
+        out.extend(unknown_finding(value, p, opts.strict));
+    }
+    plan
+}
+
+fn without(obj: &Map<String, Value>, key: &str) -> Value {
+    let mut m = Map::with_capacity(obj.len());
+    for (k, v) in obj {
+        if k == key && v.is_array() {
+            m.insert(k.clone(), Value::Array(Vec::new()));
+        } else {
+            m.insert(k.clone(), v.clone());
+        }
+    }
+    Value::Object(m)
+}
+
+fn piecewise(value: &Value, unknown: &mut Vec<String>, out: &mut Vec<Finding>) {
+    let Some(obj) = value.as_object() else {
+        if let Err(e) = de_piece::<Plan>(value, "", unknown) {
+            out.push(type_finding(value, e));
+        }
+        return;
+    };
+    if let Err(e) = de_piece::<Plan>(&without(obj, "workstreams"), "", unknown) {
+        out.push(type_finding(value, e));
+    }
+    let Some(wss) = obj.get("workstreams").and_then(Value::as_array) else {
+        return;
+    };
+    for (w, ws) in wss.iter().enumerate() {
+        let base = format!("/workstreams/{w}");
+        let Some(wobj) = ws.as_object() else {
+            if let Err(e) = de_piece::<Workstream>(ws, &base, unknown) {
+                out.push(type_finding(value, e));
+            }
+            continue;
+        };
+        if let Err(e) = de_piece::<Workstream>(&without(wobj, "tasks"), &base, unknown) {
+            out.push(type_finding(value, e));
+        }
+        let Some(tasks) = wobj.get("tasks").and_then(Value::as_array) else {
+            continue;
+        };
+        for (t, task) in tasks.iter().enumerate() {
+            if let Err(e) = de_piece::<Task>(task, &format!("{base}/tasks/{t}"), unknown) {
+                out.push(type_finding(value, e));
+            }
+        }
+    }
+}
