@@ -787,12 +787,13 @@ fn proc_stat(pid: u32) -> Option<ProcStat> {
 
 #[cfg(target_os = "macos")]
 fn macos_start_time(pid: u32) -> Option<u64> {
+    let pid = libc::c_int::try_from(pid).ok().filter(|p| *p > 0)?;
     let mut info: libc::proc_bsdinfo = unsafe { std::mem::zeroed() };
     let size = std::mem::size_of::<libc::proc_bsdinfo>() as libc::c_int;
     // SAFETY: `info` is a properly sized, writable proc_bsdinfo.
     let n = unsafe {
         libc::proc_pidinfo(
-            pid as libc::c_int,
+            pid,
             libc::PROC_PIDTBSDINFO,
             0,
             (&mut info as *mut libc::proc_bsdinfo).cast(),
@@ -1033,7 +1034,10 @@ mod tests {
         for _ in 0..50 {
             // SAFETY: plain syscall.
             let gone = unsafe { libc::kill(pid, 0) } != 0;
+            #[cfg(target_os = "linux")]
             let zombie = proc_stat(pid as u32).is_some_and(|s| s.state == b'Z');
+            #[cfg(not(target_os = "linux"))]
+            let zombie = false;
             if gone || zombie {
                 return true;
             }
@@ -1317,6 +1321,24 @@ mod tests {
         assert!(waited < Duration::from_secs(1), "{waited:?}");
         assert_eq!(out.ending, Ending::Cancelled);
         assert!(pid_dead(fx.pid_in("bg.pid")));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn dropping_the_future_kills_the_group() {
+        let fx = Fixture::new();
+        let spec = fx.sh("sleep 30 & echo $! > bg.pid; sleep 30");
+        let bg = fx.path("bg.pid");
+        let limited = async {
+            tokio::select! {
+                _ = run_plain(&spec) => panic!("should not finish"),
+                _ = wait_for_file(&bg) => {}
+            }
+        };
+        limited.await;
+        assert!(
+            pid_dead(fx.pid_in("bg.pid")),
+            "background sleep survived the drop"
+        );
     }
 
     #[tokio::test]
