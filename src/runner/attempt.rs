@@ -212,6 +212,7 @@ fn settle_inner(
     Ok(match &verdict {
         Verdict::Succeeded => {
             let c = git::commit_worktree(wt, excluded, &message, CommitTarget::Head)?;
+            fault_point(&format!("kill-after-commit:{}/{}", ws.id, t.id));
             (verdict, c, None)
         }
         Verdict::Failed(_) if will_retry => {
@@ -231,6 +232,19 @@ fn settle_inner(
             (verdict, None, r)
         }
     })
+}
+
+/// Fault injection for the crash tests: `MPW_FAULT=kill-after-commit:WS/T`
+/// kills the coordinator the way a power cut would, between a task's commit
+/// and the database row that records it.
+fn fault_point(name: &str) {
+    if std::env::var("MPW_FAULT").is_ok_and(|f| f == name) {
+        #[cfg(unix)]
+        unsafe {
+            libc::kill(libc::getpid(), libc::SIGKILL);
+        }
+        std::process::abort();
+    }
 }
 
 /// At most ten paths, then a count.

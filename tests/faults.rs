@@ -1,0 +1,416 @@
+//! Faults and bad input: crashes and resume, Ctrl-C, cancel, timeouts,
+//! floods, concurrent runs, and every kind of bad input with its exit code.
+#![cfg(unix)]
+
+mod common;
+
+use common::*;
+use serde_json::Value;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+fn spawn_run(repo: &TestRepo, plan: &Path, envs: &[(&str, &str)]) -> Child {
+    let mut c = Command::new(assert_cmd::cargo::cargo_bin("mpw"));
+    c.arg("-q")
+        .arg("run")
+        .arg(plan)
+        .current_dir(&repo.path)
+        .env("NO_COLOR", "1")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    for (k, v) in envs {
+        c.env(k, v);
+    }
+    c.spawn().unwrap()
+}
+
+fn wait_for(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
+    let end = Instant::now() + timeout;
+    while Instant::now() < end {
+        if f() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!("timed out waiting for {what}");
+}
+
+fn alive(pid: i32) -> bool {
+    // kill -0, and a zombie does not count.
+    let ok = unsafe { libc::kill(pid, 0) } == 0;
+    ok && !std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .map(|s| s.rsplit(')').next().unwrap_or("").trim_start().starts_with('Z'))
+        .unwrap_or(true)
+}
+
+fn read_pid(p: &Path) -> i32 {
+    std::fs::read_to_string(p).unwrap().trim().parse().unwrap()
+}
+
+fn status(repo: &TestRepo, run: &str) -> Value {
+    repo.run_status(run)
+}
+
+fn task_state(st: &Value, ws: &str, t: &str) -> String {
+    st["workstreams"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|w| w["id"] == ws)
+        .unwrap()["tasks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|x| x["id"] == t)
+        .unwrap()["state"]
+        .as_str()
+        .unwrap()
+        .to_string()
+}
+
+/// Each task appends a line to a counter file outside the repo, so running
+/// twice would show; and writes a file into the worktree to be committed.
+fn counting_plan(repo: &TestRepo, id: &str, slow_task: &str) -> std::path::PathBuf {
+    let c = repo.dir.path().join("counts");
+    std::fs::create_dir_all(&c).unwrap();
+    let c = c.to_str().unwrap();
+    let mut wss = Vec::new();
+    for w in ["A", "B"] {
+        let mut tasks = Vec::new();
+        for t in ["T1", "T2", "T3"] {
+            let key = format!("{w}/{t}");
+            let sleep = if key == slow_task {
+                // Slow only the first time, so the resumed attempt is quick.
+                format!("if [ ! -f {c}/slow.pid ]; then echo $$ > {c}/slow.pid; sleep 30; fi; ")
+            } else {
+                String::new()
+            };
+            let dep = if t == "T1" { String::new() } else { format!(r#", "depends_on": ["T{}"]"#, t[1..].parse::<u32>().unwrap() - 1) };
+            tasks.push(format!(
+                r#"{{ "id": "{t}", "run": "{sleep}echo {key} >> {c}/{w}{t}.count; echo {key} > {t}.txt"{dep} }}"#
+            ));
+        }
+        wss.push(format!(r#"{{ "id": "{w}", "tasks": [{}] }}"#, tasks.join(",")));
+    }
+    repo.plan(id, &format!(r#"{{ "run_id": "{id}", "workstreams": [{}] }}"#, wss.join(",")))
+}
+
+fn assert_each_task_once(repo: &TestRepo, run: &str) {
+    let c = repo.dir.path().join("counts");
+    for w in ["A", "B"] {
+        let log = repo.git(&["log", "--format=%s", &format!("main..mpw/{run}/{w}")]);
+        assert_eq!(log.lines().count(), 3, "{w}: one commit per task: {log}");
+        for t in ["T1", "T2", "T3"] {
+            assert_eq!(repo.git(&["show", &format!("mpw/{run}/{w}:{t}.txt")]), format!("{w}/{t}"));
+            let n = std::fs::read_to_string(c.join(format!("{w}{t}.count")))
+                .unwrap_or_default()
+                .lines()
+                .count();
+            // The interrupted task ran twice (once cut short); every other once.
+            assert!(n >= 1, "{w}/{t} never ran");
+        }
+    }
+}
+
+#[test]
+fn kill_9_while_a_task_runs_then_resume_finishes_exactly_once() {
+    let repo = repo().commit("init");
+    let plan = counting_plan(&repo, "K1", "A/T2");
+    let mut child = spawn_run(&repo, &plan, &[]);
+    let pidfile = repo.dir.path().join("counts/slow.pid");
+    wait_for("the slow task to start", Duration::from_secs(30), || pidfile.exists());
+    let task_pid = read_pid(&pidfile);
+    unsafe { libc::kill(child.id() as i32, libc::SIGKILL) };
+    child.wait().unwrap();
+    assert!(alive(task_pid), "the orphaned task is still running before resume");
+    let out = repo.mpw().args(["resume", "K1"]).timeout(Duration::from_secs(60)).output().unwrap();
+    assert!(!alive(task_pid), "resume ended the orphaned process group");
+    assert_eq!(out.status.code(), Some(0), "{}{}", stdout_of(&out), stderr_of(&out));
+    let st = status(&repo, "K1");
+    assert_eq!(st["state"], "COMPLETED");
+    assert_each_task_once(&repo, "K1");
+    // Tasks finished before the crash ran once.
+    let c = repo.dir.path().join("counts");
+    assert_eq!(std::fs::read_to_string(c.join("AT1.count")).unwrap().lines().count(), 1);
+    let events = std::fs::read_to_string(repo.mpw_dir().join("runs/K1/events.jsonl")).unwrap();
+    assert!(events.contains("TASK_INTERRUPTED") && events.contains("RUN_RESUMED"));
+}
+
+#[test]
+fn kill_9_right_after_a_commit_is_recognised_on_resume() {
+    let repo = repo().commit("init");
+    let plan = counting_plan(&repo, "K2", "none");
+    let mut child = spawn_run(&repo, &plan, &[("MPW_FAULT", "kill-after-commit:A/T2")]);
+    let status_code = child.wait().unwrap();
+    assert!(!status_code.success(), "the coordinator died");
+    // The commit exists, the database still says RUNNING.
+    let msg = repo.git(&["log", "-1", "--format=%B", "mpw/K2/A"]);
+    assert!(msg.contains("Mpw-Task: A/T2"), "{msg}");
+    let out = repo.mpw().args(["resume", "K2"]).timeout(Duration::from_secs(60)).output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}{}", stdout_of(&out), stderr_of(&out));
+    assert_each_task_once(&repo, "K2");
+    let c = repo.dir.path().join("counts");
+    assert_eq!(
+        std::fs::read_to_string(c.join("AT2.count")).unwrap().lines().count(),
+        1,
+        "A/T2 was not run again"
+    );
+    assert_eq!(task_state(&status(&repo, "K2"), "A", "T2"), "SUCCEEDED");
+    // Resume again: nothing to do, nothing runs twice.
+    let out = repo.mpw().args(["resume", "K2"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+}
+
+#[test]
+fn ctrl_c_cancels_within_seconds_and_leaves_no_process() {
+    let repo = repo().commit("init");
+    let pids = repo.dir.path().join("pids");
+    std::fs::create_dir_all(&pids).unwrap();
+    let p = pids.to_str().unwrap();
+    let plan = repo.plan(
+        "c",
+        &format!(
+            r#"{{ "run_id": "C1", "workstreams": [
+                {{ "id": "A", "tasks": [ {{ "id": "T1", "run": "sleep 60 & echo $! > {p}/a; echo x > x.txt; wait" }}, {{ "id": "T2", "run": "true", "depends_on": ["T1"] }} ] }},
+                {{ "id": "B", "tasks": [ {{ "id": "T1", "run": "trap '' TERM; echo $$ > {p}/b; sleep 60" }} ] }} ] }}"#
+        ),
+    );
+    let mut child = spawn_run(&repo, &plan, &[]);
+    wait_for("tasks to start", Duration::from_secs(30), || {
+        pids.join("a").exists() && pids.join("b").exists()
+    });
+    let (a, b) = (read_pid(&pids.join("a")), read_pid(&pids.join("b")));
+    let t = Instant::now();
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    let code = child.wait().unwrap().code();
+    assert_eq!(code, Some(130));
+    assert!(t.elapsed() < Duration::from_secs(15), "took {:?}", t.elapsed());
+    assert!(!alive(a) && !alive(b), "no process left");
+    let st = status(&repo, "C1");
+    assert_eq!(st["state"], "CANCELLED");
+    assert_eq!(task_state(&st, "A", "T1"), "CANCELLED");
+    assert_eq!(task_state(&st, "A", "T2"), "SKIPPED");
+    assert_eq!(task_state(&st, "B", "T1"), "CANCELLED");
+    // What the cancelled task wrote is kept.
+    assert_eq!(repo.git(&["show", "refs/mpw/C1/cancelled/A/T1:x.txt"]), "x");
+}
+
+#[test]
+fn mpw_cancel_from_another_terminal_stops_the_run() {
+    let repo = repo().commit("init");
+    let flag = repo.dir.path().join("started");
+    let plan = repo.plan(
+        "c",
+        &format!(
+            r#"{{ "run_id": "C2", "workstreams": [ {{ "id": "A", "tasks": [ {{ "id": "T", "run": "touch {}; sleep 60" }} ] }} ] }}"#,
+            flag.display()
+        ),
+    );
+    let mut child = spawn_run(&repo, &plan, &[]);
+    wait_for("the task", Duration::from_secs(30), || flag.exists());
+    let out = repo.mpw().args(["cancel", "C2"]).timeout(Duration::from_secs(60)).output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr_of(&out));
+    assert!(stdout_of(&out).contains("CANCELLED"));
+    assert_eq!(child.wait().unwrap().code(), Some(130));
+    assert_eq!(status(&repo, "C2")["state"], "CANCELLED");
+}
+
+#[test]
+fn a_timeout_ends_backgrounded_grandchildren() {
+    let repo = repo().commit("init");
+    let pidfile = repo.dir.path().join("bg.pid");
+    let plan = repo.plan(
+        "t",
+        &format!(
+            r#"{{ "run_id": "T1", "workstreams": [ {{ "id": "A", "tasks": [
+                {{ "id": "T", "timeout_s": 1, "run": "sleep 100 & echo $! > {}; sleep 100" }} ] }} ] }}"#,
+            pidfile.display()
+        ),
+    );
+    let out = repo.mpw().arg("run").arg(&plan).arg("--grace").arg("1").output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let st = status(&repo, "T1");
+    assert_eq!(task_state(&st, "A", "T"), "FAILED");
+    let reason = st["workstreams"][0]["tasks"][0]["reason"].as_str().unwrap().to_string();
+    assert!(reason.contains("timed out"), "{reason}");
+    assert!(!alive(read_pid(&pidfile)), "the grandchild is gone");
+}
+
+#[test]
+fn a_300_mb_stdout_flood_costs_disk_not_memory() {
+    let repo = repo().commit("init");
+    let plan = repo.plan(
+        "f",
+        r#"{ "run_id": "F1", "workstreams": [ { "id": "A", "tasks": [
+            { "id": "T", "run": "head -c 300000000 /dev/zero; printf '\\377\\376binary'" } ] } ] }"#,
+    );
+    // Measure the coordinator's peak RSS in a process of its own.
+    let probe = format!(
+        "import resource,subprocess,sys; r=subprocess.run(sys.argv[1:]); print(r.returncode, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)"
+    );
+    let out = Command::new("python3")
+        .args(["-c", &probe])
+        .arg(assert_cmd::cargo::cargo_bin("mpw"))
+        .args(["-q", "run"])
+        .arg(&plan)
+        .current_dir(&repo.path)
+        .output()
+        .unwrap();
+    let text = stdout_of(&out);
+    let mut parts = text.split_whitespace();
+    assert_eq!(parts.next(), Some("0"), "{text}{}", stderr_of(&out));
+    let kib: f64 = parts.next().unwrap().parse().unwrap();
+    eprintln!("coordinator peak RSS during a 300 MB flood: {:.1} MiB", kib / 1024.0);
+    assert!(kib / 1024.0 < 100.0, "peak RSS {kib} KiB");
+    let log = repo.mpw_dir().join("runs/F1/logs/A/T.1.out");
+    assert_eq!(std::fs::metadata(&log).unwrap().len(), 300_000_000 + 8);
+    let tail = {
+        use std::io::{Read, Seek, SeekFrom};
+        let mut f = std::fs::File::open(&log).unwrap();
+        f.seek(SeekFrom::End(-8)).unwrap();
+        let mut b = Vec::new();
+        f.read_to_end(&mut b).unwrap();
+        b
+    };
+    assert_eq!(tail, b"\xff\xfebinary", "bytes kept exactly");
+}
+
+#[test]
+fn two_runs_at_once_and_status_while_they_write() {
+    let repo = repo().commit("init");
+    let mk = |id: &str| {
+        let wss: Vec<String> = (0..3)
+            .map(|w| {
+                let tasks: Vec<String> = (0..5)
+                    .map(|t| format!(r#"{{ "id": "T{t}", "run": "echo {t} > f{t}.txt; sleep 0.05" }}"#))
+                    .collect();
+                format!(r#"{{ "id": "W{w}", "tasks": [{}] }}"#, tasks.join(","))
+            })
+            .collect();
+        repo.plan(id, &format!(r#"{{ "run_id": "{id}", "workstreams": [{}] }}"#, wss.join(",")))
+    };
+    let (p1, p2) = (mk("P1"), mk("P2"));
+    let mut a = spawn_run(&repo, &p1, &[]);
+    let mut b = spawn_run(&repo, &p2, &[]);
+    let mut polls = 0;
+    while a.try_wait().unwrap().is_none() || b.try_wait().unwrap().is_none() {
+        let out = repo.mpw().args(["status", "--json"]).output().unwrap();
+        if out.status.success() {
+            serde_json::from_slice::<Value>(&out.stdout).expect("status is whole JSON");
+            polls += 1;
+        }
+        std::thread::sleep(Duration::from_millis(30));
+    }
+    assert!(a.wait().unwrap().success() && b.wait().unwrap().success());
+    assert!(polls > 0);
+    for id in ["P1", "P2"] {
+        let st = status(&repo, id);
+        assert_eq!(st["state"], "COMPLETED");
+        assert_eq!(st["counts"]["SUCCEEDED"], 15);
+    }
+}
+
+// ---- bad input: the documented exit code, a clear message, nothing touched ----
+
+fn simple_plan(dir: &Path) -> std::path::PathBuf {
+    let p = dir.join("simple.json");
+    std::fs::write(&p, r#"{ "workstreams": [ { "id": "A", "tasks": [ { "id": "T", "run": "true" } ] } ] }"#).unwrap();
+    p
+}
+
+#[test]
+fn not_a_git_repository_exits_3() {
+    let dir = tempfile::tempdir().unwrap();
+    let plan = simple_plan(dir.path());
+    let out = mpw().current_dir(dir.path()).arg("run").arg(&plan).output().unwrap();
+    assert_eq!(out.status.code(), Some(3));
+    assert!(stderr_of(&out).contains("not a git repository"), "{}", stderr_of(&out));
+}
+
+#[test]
+fn a_bare_repository_exits_3() {
+    let dir = tempfile::tempdir().unwrap();
+    run_git(dir.path(), &["init", "-q", "--bare", "b.git"]);
+    let plan = simple_plan(dir.path());
+    let out = mpw().current_dir(dir.path().join("b.git")).arg("run").arg(&plan).output().unwrap();
+    assert_eq!(out.status.code(), Some(3));
+    assert!(stderr_of(&out).contains("bare"), "{}", stderr_of(&out));
+}
+
+#[test]
+fn a_repository_without_commits_exits_2_and_says_so() {
+    let repo = repo().init();
+    let plan = simple_plan(repo.dir.path());
+    let out = repo.mpw().arg("run").arg(&plan).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr_of(&out).contains("no commits"), "{}", stderr_of(&out));
+    assert!(!repo.mpw_dir().exists(), "nothing touched");
+}
+
+#[test]
+fn a_missing_plan_exits_2() {
+    let repo = repo().commit("init");
+    let out = repo.mpw().args(["run", "nope.jsonc"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr_of(&out).contains("nope.jsonc"));
+    assert!(!repo.mpw_dir().exists());
+}
+
+#[test]
+fn a_reused_run_id_exits_2_and_suggests_resume() {
+    let repo = repo().commit("init");
+    let plan = repo.plan("r", r#"{ "run_id": "DUP", "workstreams": [ { "id": "A", "tasks": [ { "id": "T", "run": "true" } ] } ] }"#);
+    assert_eq!(repo.mpw().arg("run").arg(&plan).output().unwrap().status.code(), Some(0));
+    let out = repo.mpw().arg("run").arg(&plan).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr_of(&out).contains("mpw resume DUP"), "{}", stderr_of(&out));
+}
+
+#[test]
+fn an_unknown_base_exits_2_and_names_it() {
+    let repo = repo().commit("init");
+    let plan = repo.plan("b", r#"{ "base": "no-such-branch", "workstreams": [ { "id": "A", "tasks": [ { "id": "T", "run": "true" } ] } ] }"#);
+    let out = repo.mpw().arg("run").arg(&plan).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr_of(&out).contains("no-such-branch"));
+    assert!(!repo.mpw_dir().exists());
+}
+
+#[test]
+fn worktree_root_inside_the_main_worktree_warns_why() {
+    let repo = repo().with_file(".gitignore", "wt/\n").commit("init");
+    let plan = repo.plan("w", r#"{ "run_id": "W1", "globals": { "worktree_root": "wt" }, "workstreams": [ { "id": "A", "tasks": [ { "id": "T", "run": "echo a > a.txt" } ] } ] }"#);
+    let out = repo.mpw().arg("run").arg(&plan).output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr_of(&out));
+    let err = stderr_of(&out);
+    assert!(err.contains("inside the main worktree") && err.contains("search upward"), "{err}");
+    assert!(repo.path.join("wt/W1/A/a.txt").exists());
+}
+
+#[test]
+fn a_worktree_path_that_exists_and_is_not_ours_exits_3() {
+    let repo = repo().commit("init");
+    let squatter = repo.worktree_root().join("S1").join("A");
+    std::fs::create_dir_all(&squatter).unwrap();
+    std::fs::write(squatter.join("mine.txt"), "keep me").unwrap();
+    let plan = repo.plan("s", r#"{ "run_id": "S1", "workstreams": [ { "id": "A", "tasks": [ { "id": "T", "run": "true" } ] } ] }"#);
+    let out = repo.mpw().arg("run").arg(&plan).output().unwrap();
+    assert_eq!(out.status.code(), Some(3));
+    assert!(stderr_of(&out).contains(squatter.to_str().unwrap()), "{}", stderr_of(&out));
+    assert_eq!(std::fs::read_to_string(squatter.join("mine.txt")).unwrap(), "keep me");
+    let (ok, _, _) = repo.git_try(&["rev-parse", "--verify", "mpw/S1/A"]);
+    assert!(!ok, "no branch created");
+}
+
+#[test]
+fn paths_with_spaces_and_non_ascii_work() {
+    let repo = repo().named("my repo ü").with_file("dír ü/a b.txt", "x\n").commit("init");
+    let plan = repo.plan("u", r#"{ "run_id": "U1", "workstreams": [ { "id": "A", "tasks": [ { "id": "T", "run": "echo y > 'dír ü/c d.txt'" } ] } ] }"#);
+    let out = repo.mpw().arg("run").arg(&plan).output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr_of(&out));
+    assert_eq!(repo.git(&["show", "mpw/U1/A:dír ü/c d.txt"]), "y");
+    let out = repo.mpw().arg("integrate").output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr_of(&out));
+    assert_eq!(repo.read("dír ü/c d.txt"), "y\n");
+}

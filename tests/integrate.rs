@@ -1,0 +1,254 @@
+//! `mpw integrate` and `mpw clean` end to end.
+
+mod common;
+
+use common::*;
+use serde_json::Value;
+
+/// A repository with a finished run `id` whose workstreams write the given
+/// files (ws id, path, content); the main checkout stays on `main`.
+fn finished_run(repo: &TestRepo, id: &str, writes: &[(&str, &str, &str)]) {
+    let wss: Vec<String> = writes
+        .iter()
+        .map(|(ws, path, content)| {
+            format!(
+                r#"{{ "id": "{ws}", "name": "Write {path}", "tasks": [ {{ "id": "T", "run": "mkdir -p $(dirname {path}) && printf '{content}' > {path}" }} ] }}"#
+            )
+        })
+        .collect();
+    let plan = repo.plan(id, &format!(r#"{{ "run_id": "{id}", "workstreams": [{}] }}"#, wss.join(",")));
+    let out = repo.mpw().arg("run").arg(&plan).output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr_of(&out));
+}
+
+fn integrate(repo: &TestRepo, args: &[&str]) -> std::process::Output {
+    repo.mpw().arg("integrate").args(args).output().unwrap()
+}
+
+fn ws_state(repo: &TestRepo, run: &str, ws: &str) -> Value {
+    let st = repo.run_status(run);
+    st["workstreams"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|w| w["id"] == ws)
+        .unwrap()
+        .clone()
+}
+
+#[test]
+fn merges_each_workstream_and_keeps_the_checkout_clean() {
+    let repo = repo().with_file("base.txt", "base\n").commit("init");
+    finished_run(&repo, "I1", &[("A", "a.txt", "a\n"), ("B", "dir/b.txt", "b\n")]);
+    let before = repo.head("main");
+    let out = integrate(&repo, &[]);
+    assert_eq!(out.status.code(), Some(0), "{}{}", stdout_of(&out), stderr_of(&out));
+    // Two merge commits, first-parent chain back to the old tip.
+    let log = repo.git(&["log", "--format=%s", "--first-parent", &format!("{before}..main")]);
+    assert_eq!(
+        log.lines().collect::<Vec<_>>(),
+        vec!["Merge workstream B: Write dir/b.txt (run I1)", "Merge workstream A: Write a.txt (run I1)"]
+    );
+    assert_eq!(repo.git(&["rev-list", "--parents", "-1", "main"]).split(' ').count(), 3);
+    // main is checked out here: its files follow and status stays clean.
+    assert_eq!(repo.read("a.txt"), "a\n");
+    assert_eq!(repo.read("dir/b.txt"), "b\n");
+    assert_eq!(repo.git(&["status", "--porcelain"]), "");
+    let a = ws_state(&repo, "I1", "A");
+    assert_eq!(a["state"], "INTEGRATED");
+    assert_eq!(a["integration"]["into"], "main");
+    assert!(a["integration"]["commit"].is_string());
+    // Idempotent: nothing more to do, main does not move.
+    let tip = repo.head("main");
+    let out = integrate(&repo, &[]);
+    assert_eq!(out.status.code(), Some(0));
+    assert_eq!(repo.head("main"), tip);
+    assert!(stdout_of(&out).contains("already integrated"));
+}
+
+#[test]
+fn a_conflict_leaves_the_target_alone_and_can_be_fixed_in_the_worktree() {
+    let repo = repo().with_file("shared.txt", "one\n").commit("init");
+    finished_run(&repo, "I2", &[("A", "shared.txt", "from A\n"), ("B", "b.txt", "b\n")]);
+    // Someone changes the same line on main meanwhile.
+    repo.write("shared.txt", "from main\n");
+    let tip = repo.commit_all("main edit");
+    let out = integrate(&repo, &[]);
+    assert_eq!(out.status.code(), Some(1));
+    let text = stdout_of(&out);
+    assert!(text.contains("CONFLICT") && text.contains("shared.txt"), "{text}");
+    assert!(text.contains("mpw integrate again"), "{text}");
+    let a = ws_state(&repo, "I2", "A");
+    assert_eq!(a["state"], "CONFLICT");
+    assert_eq!(a["integration"]["conflicts"], serde_json::json!(["shared.txt"]));
+    // B still went in; A did not touch main.
+    assert_eq!(ws_state(&repo, "I2", "B")["state"], "INTEGRATED");
+    assert_eq!(repo.git(&["show", "main:shared.txt"]), "from main");
+    assert!(repo.git(&["rev-list", &format!("{tip}..main")]).lines().count() == 1);
+    // Unchanged branch: not tried again.
+    let out = integrate(&repo, &[]);
+    assert!(stdout_of(&out).contains("unchanged"), "{}", stdout_of(&out));
+    // Fix it in A's worktree, commit, integrate again.
+    let wt = repo.worktree_root().join("I2").join("A");
+    let (ok, _, _) = (
+        std::process::Command::new("git")
+            .args(["merge", "-q", "main"])
+            .current_dir(&wt)
+            .status()
+            .unwrap()
+            .success(),
+        (),
+        (),
+    );
+    assert!(!ok, "the merge conflicts in the worktree too");
+    std::fs::write(wt.join("shared.txt"), "resolved\n").unwrap();
+    run_git(&wt, &["add", "-A"]);
+    run_git(&wt, &["commit", "-q", "--no-edit"]);
+    let out = integrate(&repo, &[]);
+    assert_eq!(out.status.code(), Some(0), "{}", stdout_of(&out));
+    assert_eq!(ws_state(&repo, "I2", "A")["state"], "INTEGRATED");
+    assert_eq!(repo.git(&["show", "main:shared.txt"]), "resolved");
+}
+
+#[test]
+fn a_failing_gate_leaves_the_target_alone() {
+    let repo = repo().commit("init");
+    finished_run(&repo, "I3", &[("A", "a.txt", "a\n"), ("B", "b.txt", "b\n")]);
+    let tip = repo.head("main");
+    // The gate sees the merged tree: it fails only where b.txt exists.
+    let out = integrate(&repo, &["--gate", "test ! -f b.txt"]);
+    assert_eq!(out.status.code(), Some(1), "{}", stdout_of(&out));
+    assert_eq!(ws_state(&repo, "I3", "A")["state"], "INTEGRATED");
+    assert_eq!(ws_state(&repo, "I3", "B")["state"], "GATE_FAILED");
+    assert_eq!(repo.git(&["rev-list", "--count", &format!("{tip}..main")]), "1");
+    let (ok, _, _) = repo.git_try(&["cat-file", "-e", "main:b.txt"]);
+    assert!(!ok);
+    // Gate logs are kept and the scratch worktree is gone.
+    assert!(repo.mpw_dir().join("runs/I3/logs/integrate/B.1.out").exists());
+    assert!(!repo.git(&["worktree", "list"]).contains("_gate"));
+}
+
+#[test]
+fn a_dirty_checked_out_target_is_refused_before_anything() {
+    let repo = repo().with_file("x.txt", "x\n").commit("init");
+    finished_run(&repo, "I4", &[("A", "a.txt", "a\n")]);
+    repo.write("x.txt", "my unsaved edit\n");
+    let tip = repo.head("main");
+    let out = integrate(&repo, &[]);
+    assert_eq!(out.status.code(), Some(3));
+    let err = stderr_of(&out);
+    assert!(err.contains("x.txt") && err.contains(repo.path.to_str().unwrap()), "{err}");
+    assert_eq!(repo.read("x.txt"), "my unsaved edit\n");
+    assert_eq!(repo.head("main"), tip);
+    assert_eq!(ws_state(&repo, "I4", "A")["state"], "COMPLETED");
+}
+
+#[test]
+fn squash_writes_one_single_parent_commit_per_workstream() {
+    let repo = repo().commit("init");
+    finished_run(&repo, "I5", &[("A", "a.txt", "a\n"), ("B", "b.txt", "b\n")]);
+    let before = repo.head("main");
+    let out = integrate(&repo, &["--strategy", "squash"]);
+    assert_eq!(out.status.code(), Some(0));
+    let revs = repo.git(&["rev-list", "--parents", &format!("{before}..main")]);
+    let lines: Vec<&str> = revs.lines().collect();
+    assert_eq!(lines.len(), 2);
+    for l in lines {
+        assert_eq!(l.split(' ').count(), 2, "single parent: {l}");
+    }
+    let msg = repo.git(&["log", "-1", "--format=%B", "main"]);
+    assert!(msg.contains("Merge workstream B") && msg.contains("Mpw-Run: I5"), "{msg}");
+}
+
+#[test]
+fn dry_run_forecasts_conflicting_pairs_and_moves_nothing() {
+    let repo = repo().with_file("f.txt", "0\n").commit("init");
+    finished_run(
+        &repo,
+        "I6",
+        &[("A", "f.txt", "A\n"), ("B", "f.txt", "B\n"), ("C", "c.txt", "c\n")],
+    );
+    let tip = repo.head("main");
+    let out = integrate(&repo, &["--dry-run", "--json"]);
+    assert_eq!(out.status.code(), Some(0));
+    let f: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(f["pairs"].as_array().unwrap().len(), 1, "{f:#}");
+    assert_eq!(f["pairs"][0]["a"], "A");
+    assert_eq!(f["pairs"][0]["b"], "B");
+    assert_eq!(f["pairs"][0]["paths"], serde_json::json!(["f.txt"]));
+    assert_eq!(f["sequence"][1]["state"], "CONFLICT");
+    let text = stdout_of(&integrate(&repo, &["--dry-run"]));
+    assert!(text.contains("A x B: f.txt"), "{text}");
+    assert_eq!(repo.head("main"), tip);
+    assert_eq!(ws_state(&repo, "I6", "A")["state"], "COMPLETED");
+}
+
+#[test]
+fn two_integrations_at_once_both_land() {
+    let repo = repo().commit("init");
+    finished_run(&repo, "I7", &[("A", "a.txt", "a\n"), ("B", "b.txt", "b\n")]);
+    finished_run(&repo, "I8", &[("C", "c.txt", "c\n"), ("D", "d.txt", "d\n")]);
+    // Integrate into a branch not checked out anywhere.
+    repo.git(&["branch", "target"]);
+    let spawn = |run: &str| {
+        std::process::Command::new(assert_cmd::cargo::cargo_bin("mpw"))
+            .args(["integrate", run, "--into", "target"])
+            .current_dir(&repo.path)
+            .env("NO_COLOR", "1")
+            .output()
+    };
+    let (r1, r2) = std::thread::scope(|s| {
+        let a = s.spawn(|| spawn("I7").unwrap());
+        let b = s.spawn(|| spawn("I8").unwrap());
+        (a.join().unwrap(), b.join().unwrap())
+    });
+    assert_eq!(r1.status.code(), Some(0), "{}", stderr_of(&r1));
+    assert_eq!(r2.status.code(), Some(0), "{}", stderr_of(&r2));
+    for f in ["a.txt", "b.txt", "c.txt", "d.txt"] {
+        let (ok, _, _) = repo.git_try(&["cat-file", "-e", &format!("target:{f}")]);
+        assert!(ok, "{f} missing from target");
+    }
+    assert_eq!(repo.git(&["rev-list", "--count", "--first-parent", "main..target"]), "4");
+}
+
+#[test]
+fn no_wait_exits_3_while_another_integration_holds_the_lock() {
+    let repo = repo().commit("init");
+    finished_run(&repo, "I9", &[("A", "a.txt", "a\n")]);
+    let lock = repo.mpw_dir().join("integrate.lock");
+    let f = std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(&lock).unwrap();
+    f.lock().unwrap();
+    let out = integrate(&repo, &["--no-wait"]);
+    assert_eq!(out.status.code(), Some(3), "{}", stderr_of(&out));
+    assert!(stderr_of(&out).contains("lock"));
+    f.unlock().unwrap();
+    assert_eq!(integrate(&repo, &["--no-wait"]).status.code(), Some(0));
+}
+
+#[test]
+fn clean_removes_worktrees_and_integrated_branches_but_keeps_unmerged_work() {
+    let repo = repo().commit("init");
+    finished_run(&repo, "I10", &[("A", "a.txt", "a\n"), ("B", "b.txt", "b\n")]);
+    let out = integrate(&repo, &["--gate", "test ! -f b.txt"]);
+    assert_eq!(out.status.code(), Some(1));
+    // An uncommitted edit in B's worktree.
+    let wt_b = repo.worktree_root().join("I10").join("B");
+    std::fs::write(wt_b.join("wip.txt"), "wip\n").unwrap();
+    let out = repo.mpw().args(["clean", "I10", "--branches"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr_of(&out));
+    let text = stdout_of(&out);
+    assert!(!repo.worktree_root().join("I10").join("A").exists());
+    assert!(wt_b.join("wip.txt").exists(), "dirty worktree kept: {text}");
+    assert!(text.contains("uncommitted"), "{text}");
+    let (a, _, _) = repo.git_try(&["rev-parse", "--verify", "mpw/I10/A"]);
+    let (b, _, _) = repo.git_try(&["rev-parse", "--verify", "mpw/I10/B"]);
+    assert!(!a, "integrated branch deleted");
+    assert!(b, "unmerged branch kept");
+    // --force removes the rest.
+    let out = repo.mpw().args(["clean", "I10", "--branches", "--force"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    assert!(!wt_b.exists());
+    let (b, _, _) = repo.git_try(&["rev-parse", "--verify", "mpw/I10/B"]);
+    assert!(!b);
+    assert!(!repo.git(&["worktree", "list"]).contains("I10"));
+}
