@@ -8,6 +8,7 @@ pub mod git;
 pub mod integrate;
 pub mod model;
 pub mod plan;
+pub mod pr;
 pub mod report;
 pub mod runner;
 pub mod scheduler;

@@ -3,6 +3,7 @@
 
 mod integrate_cmd;
 mod plan_cmd;
+mod pr_cmd;
 mod run_cmd;
 
 use clap::{Parser, Subcommand, ValueEnum};
@@ -122,6 +123,8 @@ pub enum Command {
     Events(run_cmd::EventsArgs),
     /// Merge finished workstreams into a branch, one at a time, under a lock.
     Integrate(integrate_cmd::IntegrateArgs),
+    /// Write a pull request per workstream; optionally push and open it with gh.
+    Pr(pr_cmd::PrArgs),
     /// Remove a run's worktrees (and integrated branches).
     Clean(integrate_cmd::CleanArgs),
 }
@@ -196,6 +199,7 @@ pub fn main() -> i32 {
         Command::Logs(a) => run_cmd::logs(a, &ctx),
         Command::Events(a) => run_cmd::events(a, &ctx),
         Command::Integrate(a) => integrate_cmd::integrate(a, &ctx),
+        Command::Pr(a) => pr_cmd::pr(a, &ctx),
         Command::Clean(a) => integrate_cmd::clean(a, &ctx),
     };
     match result {

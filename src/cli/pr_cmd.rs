@@ -1,0 +1,55 @@
+//! `mpw pr`.
+
+use super::{CliResult, Ctx, Exit};
+use crate::pr::{self, Options};
+use clap::Args;
+use std::path::PathBuf;
+
+#[derive(Debug, Args)]
+pub struct PrArgs {
+    /// Run id or prefix (default: the latest run).
+    pub run: Option<String>,
+    /// Only these workstreams (default: every COMPLETED or INTEGRATED one). Repeatable.
+    #[arg(long = "workstream", value_name = "WS")]
+    pub workstreams: Vec<String>,
+    /// Push each branch to this remote, with upstream set.
+    #[arg(long, value_name = "REMOTE")]
+    pub push: Option<String>,
+    /// Open the PRs with `gh pr create`.
+    #[arg(long)]
+    pub create: bool,
+    /// Where to write the PR bodies (default: .git/mpw/runs/<run>/pr/).
+    #[arg(long, value_name = "DIR")]
+    pub out: Option<PathBuf>,
+    #[arg(long)]
+    pub json: bool,
+}
+
+pub fn pr(a: PrArgs, ctx: &Ctx) -> CliResult {
+    let drafts = pr::prepare(
+        ctx.repo.as_deref(),
+        &Options {
+            run: a.run,
+            workstreams: a.workstreams,
+            push: a.push.clone(),
+            create: a.create,
+            out: a.out,
+        },
+    )?;
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&drafts).unwrap());
+        return Ok(Exit::Ok);
+    }
+    for d in &drafts {
+        println!("{}: {}", d.workstream, d.title);
+        println!("  body: {}", d.body_file.display());
+        if d.pushed {
+            println!("  pushed {} to {}", d.head, a.push.as_deref().unwrap_or(""));
+        }
+        match &d.created {
+            Some(url) => println!("  opened: {url}"),
+            None => println!("  {}", d.gh_line()),
+        }
+    }
+    Ok(Exit::Ok)
+}
