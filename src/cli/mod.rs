@@ -125,6 +125,8 @@ pub enum Command {
     Integrate(integrate_cmd::IntegrateArgs),
     /// Write a pull request per workstream; optionally push and open it with gh.
     Pr(pr_cmd::PrArgs),
+    /// Write a self-contained HTML report of a run.
+    Report(pr_cmd::ReportArgs),
     /// Remove a run's worktrees (and integrated branches).
     Clean(integrate_cmd::CleanArgs),
 }
@@ -200,6 +202,7 @@ pub fn main() -> i32 {
         Command::Events(a) => run_cmd::events(a, &ctx),
         Command::Integrate(a) => integrate_cmd::integrate(a, &ctx),
         Command::Pr(a) => pr_cmd::pr(a, &ctx),
+        Command::Report(a) => pr_cmd::report(a, &ctx),
         Command::Clean(a) => integrate_cmd::clean(a, &ctx),
     };
     match result {

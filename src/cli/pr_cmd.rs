@@ -1,4 +1,4 @@
-//! `mpw pr`.
+//! `mpw pr` and `mpw report`.
 
 use super::{CliResult, Ctx, Exit};
 use crate::pr::{self, Options};
@@ -51,5 +51,24 @@ pub fn pr(a: PrArgs, ctx: &Ctx) -> CliResult {
             None => println!("  {}", d.gh_line()),
         }
     }
+    Ok(Exit::Ok)
+}
+
+#[derive(Debug, Args)]
+pub struct ReportArgs {
+    /// Run id or prefix (default: the latest run).
+    pub run: Option<String>,
+    /// Write a self-contained HTML report to this file.
+    #[arg(long, value_name = "FILE")]
+    pub html: PathBuf,
+}
+
+pub fn report(a: ReportArgs, ctx: &Ctx) -> CliResult {
+    let rc = crate::runner::open_repo(ctx.repo.as_deref())?;
+    let store = crate::store::Store::open_existing(rc.layout)?;
+    let run = store.run_or_latest(a.run.as_deref())?.id;
+    let html = crate::report::html::render(&store.run_status(&run)?, &store.attempts(&run)?, &store.integrations(&run)?);
+    crate::store::write_atomic(&a.html, html.as_bytes())?;
+    println!("{}", a.html.display());
     Ok(Exit::Ok)
 }

@@ -1,6 +1,8 @@
 //! Everything users read about runs: live progress (bars or plain lines),
 //! the status table, the final summary. Listeners only listen to events.
 
+pub mod html;
+
 use crate::model::{Event, EventKind, RunState, TaskState, WorkstreamState};
 use crate::runner::Listener;
 use crate::store::RunStatus;
