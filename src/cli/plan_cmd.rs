@@ -42,7 +42,7 @@ pub fn run(cmd: PlanCmd, ctx: &Ctx) -> CliResult {
     match cmd {
         PlanCmd::Check { plan, strict, json } => check(&plan, strict, json, ctx),
         PlanCmd::Schema => {
-            println!("{}", pretty(&plan::schema()));
+            out(&(pretty(&plan::schema()) + "\n"));
             Ok(Exit::Ok)
         }
         PlanCmd::Graph {
@@ -57,10 +57,19 @@ pub fn run(cmd: PlanCmd, ctx: &Ctx) -> CliResult {
                 FormatArg::Dot => GraphFormat::Dot,
                 FormatArg::Mermaid => GraphFormat::Mermaid,
             };
-            print!("{}", plan::graph(&loaded, fmt));
+            out(&plan::graph(&loaded, fmt));
             Ok(Exit::Ok)
         }
     }
+}
+
+/// Writes to stdout; a closed pipe (`mpw plan schema | head`) is not an error.
+fn out(text: &str) {
+    use std::io::Write;
+    let mut stdout = std::io::stdout().lock();
+    let _ = stdout
+        .write_all(text.as_bytes())
+        .and_then(|()| stdout.flush());
 }
 
 fn pretty(v: &serde_json::Value) -> String {
@@ -78,13 +87,13 @@ fn check(path: &Path, strict: bool, json: bool, ctx: &Ctx) -> CliResult {
         Ok(loaded) => {
             print_warnings(&loaded.warnings);
             if json {
-                let out = serde_json::json!({
+                let json = serde_json::json!({
                     "ok": true,
                     "plan": loaded.plan,
                     "summary": plan::summary(&loaded),
                     "warnings": loaded.warnings,
                 });
-                println!("{}", pretty(&out));
+                out(&(pretty(&json) + "\n"));
             } else {
                 print_summary(path, &loaded, ctx);
             }
@@ -94,22 +103,19 @@ fn check(path: &Path, strict: bool, json: bool, ctx: &Ctx) -> CliResult {
             let (errors, warnings): (Vec<&Diagnostic>, Vec<&Diagnostic>) = diags
                 .iter()
                 .partition(|d| d.severity == plan::Severity::Error);
-            println!(
-                "{}",
-                pretty(&serde_json::json!({ "ok": false, "errors": errors, "warnings": warnings }))
-            );
+            out(&(pretty(
+                &serde_json::json!({ "ok": false, "errors": errors, "warnings": warnings }),
+            ) + "\n"));
             Err(failure(path, PlanError::Invalid(diags)))
         }
         Err(e @ PlanError::Read { .. }) if json => {
             let message = e.to_string();
-            println!(
-                "{}",
-                pretty(&serde_json::json!({
-                    "ok": false,
-                    "errors": [{ "severity": "error", "pointer": "", "location": null, "message": message }],
-                    "warnings": [],
-                }))
-            );
+            let json = serde_json::json!({
+                "ok": false,
+                "errors": [{ "severity": "error", "pointer": "", "location": null, "message": message }],
+                "warnings": [],
+            });
+            out(&(pretty(&json) + "\n"));
             Err(CliError::usage(message))
         }
         Err(e) => Err(failure(path, e)),
@@ -133,33 +139,56 @@ fn failure(path: &Path, e: PlanError) -> CliError {
 }
 
 fn print_summary(path: &Path, loaded: &Loaded, ctx: &Ctx) {
+    use std::fmt::Write as _;
     let s = plan::summary(loaded);
+    let mut o = String::new();
     let name = s
         .name
         .as_deref()
         .map(|n| format!(" ({n})"))
         .unwrap_or_default();
-    println!("{}: plan is valid{name}", path.display());
-    println!(
+    let _ = writeln!(o, "{}: plan is valid{name}", path.display());
+    let _ = writeln!(
+        o,
         "  {} workstream(s), {} task(s), {} level(s), critical path {} task(s)",
         s.workstreams, s.tasks, s.depth, s.critical_path_len
     );
-    if ctx.quiet {
-        return;
-    }
-    println!("  critical path: {}", s.critical_path.join(" -> "));
-    let width = s
-        .per_workstream
-        .iter()
-        .map(|w| w.id.len())
-        .max()
-        .unwrap_or(0);
-    for w in &s.per_workstream {
-        let after = if w.depends_on.is_empty() {
-            String::new()
+    if !ctx.quiet {
+        let cp = &s.critical_path;
+        let path = if cp.len() > 12 {
+            // a 10 000-task chain is not read on a terminal; --json has it all
+            format!(
+                "{} -> ... ({} more) ... -> {}",
+                cp[..5].join(" -> "),
+                cp.len() - 10,
+                cp[cp.len() - 5..].join(" -> ")
+            )
         } else {
-            format!(", after {}", w.depends_on.join(", "))
+            cp.join(" -> ")
         };
-        println!("  {:width$}  {} task(s){after}", w.id, w.tasks);
+        let _ = writeln!(o, "  critical path: {path}");
+        let width = s
+            .per_workstream
+            .iter()
+            .map(|w| w.id.len())
+            .max()
+            .unwrap_or(0);
+        const SHOWN: usize = 30;
+        for w in s.per_workstream.iter().take(SHOWN) {
+            let after = if w.depends_on.is_empty() {
+                String::new()
+            } else {
+                format!(", after {}", w.depends_on.join(", "))
+            };
+            let _ = writeln!(o, "  {:width$}  {} task(s){after}", w.id, w.tasks);
+        }
+        if s.per_workstream.len() > SHOWN {
+            let _ = writeln!(
+                o,
+                "  ... and {} more workstream(s)",
+                s.per_workstream.len() - SHOWN
+            );
+        }
     }
+    out(&o);
 }

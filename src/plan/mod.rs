@@ -128,3 +128,128 @@ pub struct LoadOptions {
     /// Unknown keys are errors, not warnings.
     pub strict: bool,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load_ok(text: &str) -> Loaded {
+        parse_str(text, Path::new("t.jsonc"), LoadOptions::default())
+            .unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    fn errors(text: &str) -> Vec<String> {
+        match parse_str(text, Path::new("t.jsonc"), LoadOptions::default()) {
+            Err(PlanError::Invalid(d)) => d.iter().map(|d| d.to_string()).collect(),
+            other => panic!("expected invalid, got {other:?}"),
+        }
+    }
+
+    use std::path::Path;
+
+    const STACKED: &str = r#"{
+      "workstreams": [
+        { "id": "B", "depends_on": ["A"], "tasks": [
+            { "id": "T1", "run": "x" },
+            { "id": "T2", "run": "x", "depends_on": ["T1", "C/T1"] } ] },
+        { "id": "A", "tasks": [ { "id": "T1", "run": "x" }, { "id": "T2", "run": "x", "depends_on": ["T1"] } ] },
+        { "id": "C", "tasks": [ { "id": "T1", "run": "x", "depends_on": ["A"] } ] }
+      ]
+    }"#;
+
+    #[test]
+    fn dag_semantics() {
+        let l = load_ok(STACKED);
+        let d = &l.dag;
+        // global index: B/T1=0 B/T2=1 A/T1=2 A/T2=3 C/T1=4
+        assert_eq!(d.ws_tasks, vec![0..2, 2..4, 4..5]);
+        assert_eq!(d.ws_deps, vec![vec![1], vec![], vec![]]);
+        assert_eq!(d.ws_order, vec![1, 0, 2]);
+        // B/T1 waits for all of A (workstream depends_on)
+        assert_eq!(d.tasks[0].deps, vec![2, 3]);
+        // B/T2: T1 of its own, C/T1, and all of A
+        assert_eq!(d.tasks[1].deps, vec![0, 2, 3, 4]);
+        // C/T1: `A` names every task of A
+        assert_eq!(d.tasks[4].deps, vec![2, 3]);
+        assert_eq!(d.levels, vec![2, 3, 0, 1, 2]);
+        assert_eq!(d.critical_path, vec![2, 3, 0, 1]);
+        let s = summary(&l);
+        assert_eq!(s.depth, 4);
+        assert_eq!(s.critical_path, vec!["A/T1", "A/T2", "B/T1", "B/T2"]);
+        assert_eq!(s.per_workstream[0].depends_on, vec!["A"]);
+    }
+
+    #[test]
+    fn cycle_paths_are_printed_with_positions() {
+        let e = errors(
+            r#"{"workstreams": [
+  {"id": "WS-1", "tasks": [{"id": "T1", "run": "x", "depends_on": ["WS-2/T1"]}]},
+  {"id": "WS-2", "depends_on": ["WS-1"], "tasks": [{"id": "T1", "run": "x"}]}
+]}"#,
+        );
+        assert_eq!(
+            e[0],
+            "t.jsonc:2:68: error: dependency cycle: WS-1/T1 -> WS-2/T1 -> WS-1/T1"
+        );
+        let e = errors(
+            r#"{"workstreams": [
+  {"id": "A", "depends_on": ["B"], "tasks": [{"id": "T1", "run": "x", "depends_on": ["T2"]}, {"id": "T2", "run": "x", "depends_on": ["T1"]}]},
+  {"id": "B", "depends_on": ["A"], "tasks": [{"id": "T1", "run": "x"}]}
+]}"#,
+        );
+        // the workstream cycle once (not once per task pair), and the
+        // independent task cycle inside A as well
+        assert_eq!(e.len(), 2, "{e:#?}");
+        assert!(
+            e[0].contains("t.jsonc:2:30: error: workstream dependency cycle: A -> B -> A"),
+            "{e:#?}"
+        );
+        assert!(
+            e[1].contains("dependency cycle: A/T1 -> A/T2 -> A/T1"),
+            "{e:#?}"
+        );
+    }
+
+    #[test]
+    fn a_task_id_that_is_also_a_workstream_id_is_the_task_with_a_warning() {
+        let l = load_ok(
+            r#"{"workstreams": [
+  {"id": "A", "tasks": [{"id": "B", "run": "x"}, {"id": "T2", "run": "x", "depends_on": ["B"]}]},
+  {"id": "B", "tasks": [{"id": "T1", "run": "x"}]}
+]}"#,
+        );
+        assert_eq!(l.dag.tasks[1].deps, vec![0]);
+        assert_eq!(l.warnings.len(), 1);
+        assert!(
+            l.warnings[0].message.contains("names both"),
+            "{:?}",
+            l.warnings
+        );
+    }
+
+    #[test]
+    fn jsonc_is_accepted_but_json5_looseness_is_not() {
+        load_ok(
+            "// c\n{ /* c */ \"workstreams\": [{\"id\": \"A\", \"tasks\": [{\"id\": \"T\", \"run\": \"x\",},],},], }",
+        );
+        for loose in [
+            "{ workstreams: [] }",
+            "{ 'workstreams': [] }",
+            "{ \"workstreams\": [] \"name\": \"x\" }",
+        ] {
+            let e = errors(loose);
+            assert!(e[0].starts_with("t.jsonc:1:"), "{loose}: {e:?}");
+        }
+    }
+
+    #[test]
+    fn utf8_columns_are_characters_and_bom_is_skipped() {
+        let e = errors(
+            "\u{feff}{\"name\": \"\u{e9}\u{e9}\", \"schema\": 3, \"workstreams\": [{\"id\": \"A\", \"tasks\": [{\"id\": \"T\", \"run\": \"x\"}]}]}",
+        );
+        assert!(
+            e[0].starts_with("t.jsonc:1:26: error: unsupported `schema` 3"),
+            "{e:?}"
+        );
+    }
+}

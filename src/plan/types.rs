@@ -7,6 +7,10 @@ use std::collections::BTreeMap;
 
 pub type Metadata = serde_json::Map<String, serde_json::Value>;
 
+/// Ids in the JSON Schema (ECMA-262 regex): `[A-Za-z0-9._-]{1,64}`, no `..`,
+/// no leading `-` or `.`, no trailing `.` or `.lock`. `mpw plan check` says why.
+const ID_PATTERN: &str = r"^(?!.*\.\.)(?!.*\.$)(?!.*\.lock$)[A-Za-z0-9_][A-Za-z0-9._-]{0,63}$";
+
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq)]
 #[schemars(title = "mpw plan", description = "A plan of workstreams for mpw (schema 1)")]
 pub struct Plan {
@@ -15,9 +19,11 @@ pub struct Plan {
     pub schema_url: Option<String>,
     /// Schema version of the plan format; only 1 exists.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 1))]
     pub schema: Option<u32>,
     /// Run id; a ULID is generated when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = ID_PATTERN))]
     pub run_id: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
@@ -40,12 +46,15 @@ pub struct Globals {
     pub repo_root: Option<String>,
     /// Tasks running at once in the whole run (default 3).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
     pub max_concurrency: Option<u32>,
     /// Of which class "cpu" at most this many (default: max_concurrency).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
     pub cpu_slots: Option<u32>,
     /// Of which class "io" at most this many (default: max_concurrency).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
     pub io_slots: Option<u32>,
     /// Where worktrees go; default `<main worktree>.mpw` beside the main worktree.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -54,6 +63,7 @@ pub struct Globals {
     pub shell: Option<Shell>,
     /// Default timeout of a task, in seconds (default 1800).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
     pub timeout_s: Option<u64>,
     /// Default number of extra attempts of a failing task (default 0).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -82,6 +92,7 @@ pub enum Shell {
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq)]
 pub struct Workstream {
     /// `[A-Za-z0-9._-]{1,64}`, no `..`, unique.
+    #[schemars(regex(pattern = ID_PATTERN))]
     pub id: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
@@ -112,6 +123,7 @@ pub struct Workstream {
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq)]
 pub struct Task {
     /// Unique within its workstream; same character rules as workstream ids.
+    #[schemars(regex(pattern = ID_PATTERN))]
     pub id: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
@@ -120,6 +132,7 @@ pub struct Task {
     pub run: Option<String>,
     /// Program and arguments, run without a shell.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1))]
     pub argv: Option<Vec<String>>,
     /// Task ids of the same workstream (`T0`), tasks of another (`WS-2/T3`) or whole workstreams (`WS-2`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -127,6 +140,7 @@ pub struct Task {
     #[serde(default)]
     pub class: TaskClass,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
     pub timeout_s: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retries: Option<u32>,

@@ -4,7 +4,7 @@
 use super::dag;
 use super::source::esc;
 use super::{Dag, Plan, Severity, TaskNode, Workstream};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 /// A problem before it has a line and column.
 #[derive(Debug, Clone)]
@@ -261,6 +261,7 @@ pub(crate) fn validate(plan: &Plan, out: &mut Vec<Finding>) -> Option<Dag> {
     let mut ws_index: HashMap<&str, usize> = HashMap::new();
     let mut branches: HashMap<&str, usize> = HashMap::new();
     let mut task_index: Vec<HashMap<&str, usize>> = Vec::with_capacity(plan.workstreams.len());
+    let mut regex_ok: HashSet<&str> = HashSet::new();
     for (w, ws) in plan.workstreams.iter().enumerate() {
         let wp = format!("/workstreams/{w}");
         if let Some(p) = id_problem(&ws.id) {
@@ -308,7 +309,7 @@ pub(crate) fn validate(plan: &Plan, out: &mut Vec<Finding>) -> Option<Dag> {
             } else {
                 tasks.insert(&task.id, t);
             }
-            check_task(task, &tp, &name, out);
+            check_task(task, &tp, &name, &mut regex_ok, out);
         }
         task_index.push(tasks);
     }
@@ -597,7 +598,15 @@ fn check_workstream<'p>(
     }
 }
 
-fn check_task(task: &super::Task, tp: &str, name: &str, out: &mut Vec<Finding>) {
+/// `regex_ok`: patterns already known to compile. Generated plans repeat
+/// the same few guardrails on thousands of tasks; compile each once.
+fn check_task<'p>(
+    task: &'p super::Task,
+    tp: &str,
+    name: &str,
+    regex_ok: &mut HashSet<&'p str>,
+    out: &mut Vec<Finding>,
+) {
     match (&task.run, &task.argv) {
         (None, None) => out.push(Finding::error(
             format!("{tp}/id"),
@@ -643,18 +652,28 @@ fn check_task(task: &super::Task, tp: &str, name: &str, out: &mut Vec<Finding>) 
         ("require", &g.require),
     ] {
         for (i, re) in list.iter().enumerate() {
-            if let Err(e) = regex::Regex::new(re) {
-                // regex's text spans lines (pattern, caret, "error: ..."); keep one line.
-                let text = e.to_string();
-                let e = text
-                    .lines()
-                    .rev()
-                    .find_map(|l| l.strip_prefix("error: "))
-                    .unwrap_or_else(|| text.lines().next().unwrap_or_default());
-                out.push(Finding::error(
-                    format!("{tp}/guardrails/{key}/{i}"),
-                    format!("guardrails.{key} regex `{re}` of task `{name}` does not compile: {e}"),
-                ));
+            if regex_ok.contains(re.as_str()) {
+                continue;
+            }
+            match regex::Regex::new(re) {
+                Ok(_) => {
+                    regex_ok.insert(re);
+                }
+                Err(e) => {
+                    // regex's text spans lines (pattern, caret, "error: ..."); keep one line.
+                    let text = e.to_string();
+                    let e = text
+                        .lines()
+                        .rev()
+                        .find_map(|l| l.strip_prefix("error: "))
+                        .unwrap_or_else(|| text.lines().next().unwrap_or_default());
+                    out.push(Finding::error(
+                        format!("{tp}/guardrails/{key}/{i}"),
+                        format!(
+                            "guardrails.{key} regex `{re}` of task `{name}` does not compile: {e}"
+                        ),
+                    ));
+                }
             }
         }
     }
