@@ -18,7 +18,12 @@ pub struct Cleaned {
     pub kept: Vec<String>,
 }
 
-pub fn clean(repo: Option<&Path>, run: Option<&str>, branches: bool, force: bool) -> Result<Cleaned, RunError> {
+pub fn clean(
+    repo: Option<&Path>,
+    run: Option<&str>,
+    branches: bool,
+    force: bool,
+) -> Result<Cleaned, RunError> {
     let rc = open_repo(repo)?;
     let store = Store::open_existing(rc.layout.clone())?;
     let row = store.run_or_latest(run)?;
@@ -44,7 +49,16 @@ pub fn clean(repo: Option<&Path>, run: Option<&str>, branches: bool, force: bool
         let is_registered = registered.iter().any(|w| w.path == path);
         if path.exists() || is_registered {
             let dirty = if path.exists() {
-                git::changes(&path, &Excluded(ws.baseline.clone().unwrap_or_default().into_iter().collect()))?
+                git::changes(
+                    &path,
+                    &Excluded(
+                        ws.baseline
+                            .clone()
+                            .unwrap_or_default()
+                            .into_iter()
+                            .collect(),
+                    ),
+                )?
             } else {
                 vec![]
             };
@@ -53,12 +67,18 @@ pub fn clean(repo: Option<&Path>, run: Option<&str>, branches: bool, force: bool
                     "worktree {} has {} uncommitted change(s) ({}); kept (--force removes it)",
                     path.display(),
                     dirty.len(),
-                    dirty.iter().take(5).map(|c| c.path.as_str()).collect::<Vec<_>>().join(", ")
+                    dirty
+                        .iter()
+                        .take(5)
+                        .map(|c| c.path.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
                 ));
                 continue;
             }
             git::remove_worktree(&main, &path, true)?;
-            out.removed_worktrees.push(path.to_string_lossy().into_owned());
+            out.removed_worktrees
+                .push(path.to_string_lossy().into_owned());
         }
         if branches && git::branch_tip(&main, &ws.branch)?.is_some() {
             if ws.state == WorkstreamState::Integrated || force {
@@ -70,7 +90,10 @@ pub fn clean(repo: Option<&Path>, run: Option<&str>, branches: bool, force: bool
                 ));
             }
         } else if !branches && git::branch_tip(&main, &ws.branch)?.is_some() {
-            out.kept.push(format!("branch {} kept (--branches deletes integrated ones)", ws.branch));
+            out.kept.push(format!(
+                "branch {} kept (--branches deletes integrated ones)",
+                ws.branch
+            ));
         }
     }
     if !to_delete.is_empty() {

@@ -150,14 +150,16 @@ fn take_lock(path: &Path, no_wait: bool, on_wait: &mut dyn FnMut(&str)) -> Resul
                 path.display()
             )));
         }
-        Err(std::fs::TryLockError::WouldBlock) => {
-            on_wait(&format!("waiting for another mpw integrate to finish (lock {})", path.display()))
-        }
+        Err(std::fs::TryLockError::WouldBlock) => on_wait(&format!(
+            "waiting for another mpw integrate to finish (lock {})",
+            path.display()
+        )),
         Err(std::fs::TryLockError::Error(e)) => {
             return Err(RunError::Env(format!("{}: {e}", path.display())));
         }
     }
-    f.lock().map_err(|e| RunError::Env(format!("{}: {e}", path.display())))?;
+    f.lock()
+        .map_err(|e| RunError::Env(format!("{}: {e}", path.display())))?;
     Ok(f)
 }
 
@@ -220,7 +222,10 @@ pub fn integrate(
         .collect();
     for w in order(&s.plan, &s.ws_deps) {
         let row = &rows[w];
-        let name = s.plan.workstreams[w].name.clone().unwrap_or_else(|| row.id.clone());
+        let name = s.plan.workstreams[w]
+            .name
+            .clone()
+            .unwrap_or_else(|| row.id.clone());
         let skip = |state: &str, detail: String| Outcome {
             workstream: row.id.clone(),
             state: state.into(),
@@ -238,7 +243,10 @@ pub fn integrate(
                 format!(
                     "not merged: workstream is {}{}",
                     row.state,
-                    row.reason.as_ref().map(|r| format!(" ({r})")).unwrap_or_default()
+                    row.reason
+                        .as_ref()
+                        .map(|r| format!(" ({r})"))
+                        .unwrap_or_default()
                 ),
             ));
             continue;
@@ -246,21 +254,29 @@ pub fn integrate(
         if let Some(&d) = s.ws_deps[w].iter().find(|d| !integrated.contains(d)) {
             outcomes.push(skip(
                 row.state.as_str(),
-                format!("not merged: it stacks on {}, which is not integrated", rows[d].id),
+                format!(
+                    "not merged: it stacks on {}, which is not integrated",
+                    rows[d].id
+                ),
             ));
             continue;
         }
         let Some(head) = git::branch_tip(&s.repo, &row.branch)? else {
-            outcomes.push(skip(row.state.as_str(), format!("not merged: branch {} is gone", row.branch)));
+            outcomes.push(skip(
+                row.state.as_str(),
+                format!("not merged: branch {} is gone", row.branch),
+            ));
             continue;
         };
         // A conflict or gate failure is tried again once the branch has moved.
-        if matches!(row.state, WorkstreamState::Conflict | WorkstreamState::GateFailed)
-            && history
-                .iter()
-                .rev()
-                .find(|h| h.ws == row.id)
-                .is_some_and(|h| h.branch_head == head.to_string())
+        if matches!(
+            row.state,
+            WorkstreamState::Conflict | WorkstreamState::GateFailed
+        ) && history
+            .iter()
+            .rev()
+            .find(|h| h.ws == row.id)
+            .is_some_and(|h| h.branch_head.parse::<Oid>().ok() == Some(head))
         {
             outcomes.push(skip(
                 row.state.as_str(),
@@ -274,13 +290,29 @@ pub fn integrate(
         let task_lines: String = tasks
             .iter()
             .filter(|t| t.ws == row.id)
-            .map(|t| format!("- {} {}: {}\n", t.id, t.state, t.name.clone().unwrap_or_default()))
+            .map(|t| {
+                format!(
+                    "- {} {}: {}\n",
+                    t.id,
+                    t.state,
+                    t.name.clone().unwrap_or_default()
+                )
+            })
             .collect();
         let message = format!(
             "Merge workstream {}: {name} (run {run})\n\nTasks:\n{task_lines}\nMpw-Run: {run}\nMpw-Workstream: {}\n",
             row.id, row.id
         );
-        let result = merge_one(&mut s, &mut session, opts, &target_ref, row, head, &message, checkout.as_deref())?;
+        let result = merge_one(
+            &mut s,
+            &mut session,
+            opts,
+            &target_ref,
+            row,
+            head,
+            &message,
+            checkout.as_deref(),
+        )?;
         let (state, commit, conflicts, detail) = result;
         let at = now();
         s.store.record_integration(
@@ -434,9 +466,21 @@ fn merge_one(
 
 /// Check the candidate out in a scratch worktree and run the gate there.
 /// Returns why it failed, or None when it passed.
-fn run_gate(s: &mut Setup, row: &WsRow, commit: Oid, gate: &str, opts: &Options) -> Result<Option<String>> {
+fn run_gate(
+    s: &mut Setup,
+    row: &WsRow,
+    commit: Oid,
+    gate: &str,
+    opts: &Options,
+) -> Result<Option<String>> {
     let run_row = s.store.run(&s.run_id)?;
-    let n = s.store.integrations(&s.run_id)?.iter().filter(|i| i.ws == row.id).count() + 1;
+    let n = s
+        .store
+        .integrations(&s.run_id)?
+        .iter()
+        .filter(|i| i.ws == row.id)
+        .count()
+        + 1;
     let scratch = PathBuf::from(&run_row.worktree_root)
         .join(&s.run_id)
         .join(format!("_gate-{}-{n}", row.id));
@@ -454,12 +498,23 @@ fn run_gate(s: &mut Setup, row: &WsRow, commit: Oid, gate: &str, opts: &Options)
         env: vec![
             ("MPW_RUN_ID".into(), s.run_id.clone()),
             ("MPW_WORKSTREAM".into(), row.id.clone()),
-            ("MPW_WORKTREE".into(), scratch.to_string_lossy().into_owned()),
+            (
+                "MPW_WORKTREE".into(),
+                scratch.to_string_lossy().into_owned(),
+            ),
         ],
         timeout: Some(opts.gate_timeout),
         grace: opts.grace,
-        stdout: layout.run_dir(&s.run_id).join("logs").join("integrate").join(format!("{}.{n}.out", row.id)),
-        stderr: layout.run_dir(&s.run_id).join("logs").join("integrate").join(format!("{}.{n}.err", row.id)),
+        stdout: layout
+            .run_dir(&s.run_id)
+            .join("logs")
+            .join("integrate")
+            .join(format!("{}.{n}.out", row.id)),
+        stderr: layout
+            .run_dir(&s.run_id)
+            .join("logs")
+            .join("integrate")
+            .join(format!("{}.{n}.err", row.id)),
         guards: Default::default(),
     };
     let rt = tokio::runtime::Builder::new_current_thread()

@@ -182,7 +182,10 @@ impl WorkstreamState {
 
 impl RunState {
     pub fn is_terminal(self) -> bool {
-        matches!(self, RunState::Completed | RunState::Failed | RunState::Cancelled)
+        matches!(
+            self,
+            RunState::Completed | RunState::Failed | RunState::Cancelled
+        )
     }
     pub fn event(self) -> Option<EventKind> {
         Some(match self {
@@ -235,7 +238,8 @@ mod tests {
     fn terminal_tasks_do_not_move_except_reopened_by_resume() {
         for s in TaskState::ALL.iter().filter(|s| s.is_terminal()) {
             for n in TaskState::ALL {
-                let reopen = matches!(s, TaskState::Skipped | TaskState::Cancelled) && *n == TaskState::Pending;
+                let reopen = matches!(s, TaskState::Skipped | TaskState::Cancelled)
+                    && *n == TaskState::Pending;
                 assert_eq!(s.can_become(*n), reopen, "{s} -> {n}");
             }
         }

@@ -41,12 +41,19 @@ pub struct Draft {
 impl Draft {
     /// The `gh pr create ...` line, quoted for a POSIX shell.
     pub fn gh_line(&self) -> String {
-        self.gh.iter().map(|a| shell_quote(a)).collect::<Vec<_>>().join(" ")
+        self.gh
+            .iter()
+            .map(|a| shell_quote(a))
+            .collect::<Vec<_>>()
+            .join(" ")
     }
 }
 
 fn shell_quote(s: &str) -> String {
-    if !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric() || "-_./:=@%+,".contains(c)) {
+    if !s.is_empty()
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_./:=@%+,".contains(c))
+    {
         s.to_string()
     } else {
         format!("'{}'", s.replace('\'', r"'\''"))
@@ -65,7 +72,10 @@ pub fn prepare(repo: Option<&Path>, opts: &Options) -> Result<Vec<Draft>> {
     let status = store.run_status(&run.id)?;
     for name in &opts.workstreams {
         if !status.workstreams.iter().any(|w| &w.id == name) {
-            return Err(RunError::Usage(format!("--workstream {name}: no such workstream in run {}", run.id)));
+            return Err(RunError::Usage(format!(
+                "--workstream {name}: no such workstream in run {}",
+                run.id
+            )));
         }
     }
     let selected: Vec<usize> = status
@@ -91,7 +101,8 @@ pub fn prepare(repo: Option<&Path>, opts: &Options) -> Result<Vec<Draft>> {
         .out
         .clone()
         .unwrap_or_else(|| store.layout.run_dir(&run.id).join("pr"));
-    std::fs::create_dir_all(&out_dir).map_err(|e| RunError::Env(format!("{}: {e}", out_dir.display())))?;
+    std::fs::create_dir_all(&out_dir)
+        .map_err(|e| RunError::Env(format!("{}: {e}", out_dir.display())))?;
     let run_base = run.base_ref.clone().unwrap_or_else(|| "main".into());
     let mut drafts = Vec::new();
     for i in selected {
@@ -102,8 +113,12 @@ pub fn prepare(repo: Option<&Path>, opts: &Options) -> Result<Vec<Draft>> {
                 ws.id, ws.branch
             )));
         };
-        let stacked_on: Option<&WsStatus> = loaded.dag.ws_deps[i].first().map(|&d| &status.workstreams[d]);
-        let base_branch = stacked_on.map(|d| d.branch.clone()).unwrap_or_else(|| run_base.clone());
+        let stacked_on: Option<&WsStatus> = loaded.dag.ws_deps[i]
+            .first()
+            .map(|&d| &status.workstreams[d]);
+        let base_branch = stacked_on
+            .map(|d| d.branch.clone())
+            .unwrap_or_else(|| run_base.clone());
         let from: Oid = match stacked_on.and_then(|d| d.head.as_deref()) {
             Some(h) => h.parse().unwrap_or(head),
             None => ws
@@ -117,9 +132,20 @@ pub fn prepare(repo: Option<&Path>, opts: &Options) -> Result<Vec<Draft>> {
             .name
             .clone()
             .unwrap_or_else(|| format!("{}: changes from run {}", ws.id, run.id));
-        let body = body(&loaded.plan, i, ws, &status.run_id, &main, from, head, stacked_on, &store)?;
+        let body = body(
+            &loaded.plan,
+            i,
+            ws,
+            &status.run_id,
+            &main,
+            from,
+            head,
+            stacked_on,
+            &store,
+        )?;
         let body_file = out_dir.join(format!("{}.md", ws.id));
-        std::fs::write(&body_file, body).map_err(|e| RunError::Env(format!("{}: {e}", body_file.display())))?;
+        std::fs::write(&body_file, body)
+            .map_err(|e| RunError::Env(format!("{}: {e}", body_file.display())))?;
         let gh = vec![
             "gh".into(),
             "pr".into(),
@@ -177,14 +203,22 @@ pub fn prepare(repo: Option<&Path>, opts: &Options) -> Result<Vec<Draft>> {
 }
 
 pub fn gh_available() -> bool {
-    Command::new("gh").arg("--version").output().is_ok_and(|o| o.status.success())
+    Command::new("gh")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success())
 }
 
 /// Push a branch with upstream set. gix cannot push yet, so this is the one
 /// place mpw runs the git binary.
 fn push(repo: &Path, remote: &str, branch: &str) -> Result<()> {
     let out = Command::new("git")
-        .args(["push", "--set-upstream", remote, &format!("refs/heads/{branch}:refs/heads/{branch}")])
+        .args([
+            "push",
+            "--set-upstream",
+            remote,
+            &format!("refs/heads/{branch}:refs/heads/{branch}"),
+        ])
         .current_dir(repo)
         .output()
         .map_err(|e| RunError::Env(format!("running git push: {e}")))?;
@@ -235,12 +269,21 @@ fn body(
             s.branch, s.id
         );
     }
-    let _ = writeln!(b, "## Tasks\n\n| Task | State | Attempts | Duration | Commit |\n| --- | --- | --- | --- | --- |");
+    let _ = writeln!(
+        b,
+        "## Tasks\n\n| Task | State | Attempts | Duration | Commit |\n| --- | --- | --- | --- | --- |"
+    );
     for t in &ws.tasks {
-        let name = t.name.as_deref().map(|n| format!(" {n}")).unwrap_or_default();
+        let name = t
+            .name
+            .as_deref()
+            .map(|n| format!(" {n}"))
+            .unwrap_or_default();
         let mut state = t.state.to_string();
-        if matches!(t.state, TaskState::Failed | TaskState::Quarantined | TaskState::Skipped | TaskState::Cancelled)
-            && let Some(r) = &t.reason
+        if matches!(
+            t.state,
+            TaskState::Failed | TaskState::Quarantined | TaskState::Skipped | TaskState::Cancelled
+        ) && let Some(r) = &t.reason
         {
             let _ = write!(state, ": {}", r.replace('|', "\\|"));
         }
@@ -250,16 +293,27 @@ fn body(
             t.id,
             t.attempts,
             t.duration_ms.map(human_ms).unwrap_or_else(|| "-".into()),
-            t.commit.as_deref().map(|c| format!("`{}`", &c[..c.len().min(10)])).unwrap_or_else(|| "-".into())
+            t.commit
+                .as_deref()
+                .map(|c| format!("`{}`", &c[..c.len().min(10)]))
+                .unwrap_or_else(|| "-".into())
         );
     }
     let kept: Vec<String> = ws
         .tasks
         .iter()
-        .filter_map(|t| t.preserved_ref.as_ref().map(|r| format!("- `{}`: `{r}`", t.id)))
+        .filter_map(|t| {
+            t.preserved_ref
+                .as_ref()
+                .map(|r| format!("- `{}`: `{r}`", t.id))
+        })
         .collect();
     if !kept.is_empty() {
-        let _ = writeln!(b, "\nWork of tasks that did not succeed is kept, not in this PR:\n{}", kept.join("\n"));
+        let _ = writeln!(
+            b,
+            "\nWork of tasks that did not succeed is kept, not in this PR:\n{}",
+            kept.join("\n")
+        );
     }
     let stat = git::diffstat(repo, from, head)?;
     let _ = writeln!(
@@ -287,7 +341,11 @@ fn body(
     for c in &commits {
         let _ = writeln!(b, "- `{}` {}", &c.id.to_string()[..10], c.summary);
     }
-    let integ: Vec<_> = store.integrations(run_id)?.into_iter().filter(|r| r.ws == ws.id).collect();
+    let integ: Vec<_> = store
+        .integrations(run_id)?
+        .into_iter()
+        .filter(|r| r.ws == ws.id)
+        .collect();
     if !integ.is_empty() {
         let _ = writeln!(b, "\n## Integration\n");
         for r in integ {
@@ -297,7 +355,10 @@ fn body(
                 r.state,
                 r.into_branch,
                 r.at,
-                r.commit.as_deref().map(|c| format!(" (`{}`)", &c[..10])).unwrap_or_default(),
+                r.commit
+                    .as_deref()
+                    .map(|c| format!(" (`{}`)", &c[..10]))
+                    .unwrap_or_default(),
                 r.reason.unwrap_or_default()
             );
         }

@@ -193,7 +193,12 @@ mod tests {
         d.levels = vec![0; g];
         for _ in 0..g {
             for i in 0..g {
-                let l = d.tasks[i].deps.iter().map(|&x| d.levels[x] + 1).max().unwrap_or(0);
+                let l = d.tasks[i]
+                    .deps
+                    .iter()
+                    .map(|&x| d.levels[x] + 1)
+                    .max()
+                    .unwrap_or(0);
                 d.levels[i] = l;
             }
         }
@@ -235,7 +240,15 @@ mod tests {
         let mut info = io(3);
         info[0].read_only = true;
         info[1].read_only = true;
-        let s = Scheduler::new(&d, &info, Slots { max: 3, cpu: 3, io: 3 });
+        let s = Scheduler::new(
+            &d,
+            &info,
+            Slots {
+                max: 3,
+                cpu: 3,
+                io: 3,
+            },
+        );
         assert_eq!(s.startable(&[Ready, Ready, Ready], &|_| false), vec![0, 1]);
         assert!(s.startable(&[Ready, Ready, Running], &|_| false).is_empty());
     }
@@ -246,9 +259,25 @@ mod tests {
         let mut info = io(4);
         info[0].class = TaskClass::Cpu;
         info[1].class = TaskClass::Cpu;
-        let s = Scheduler::new(&d, &info, Slots { max: 3, cpu: 1, io: 3 });
+        let s = Scheduler::new(
+            &d,
+            &info,
+            Slots {
+                max: 3,
+                cpu: 1,
+                io: 3,
+            },
+        );
         assert_eq!(s.startable(&[Ready; 4], &|_| false), vec![0, 2, 3]);
-        let s = Scheduler::new(&d, &info, Slots { max: 1, cpu: 1, io: 1 });
+        let s = Scheduler::new(
+            &d,
+            &info,
+            Slots {
+                max: 1,
+                cpu: 1,
+                io: 1,
+            },
+        );
         assert_eq!(s.startable(&[Ready; 4], &|_| false).len(), 1);
     }
 
@@ -259,14 +288,23 @@ mod tests {
         let mut info = io(3);
         let s = Scheduler::new(&d, &info, SLOTS);
         assert_eq!(s.newly_ready(&[Pending; 3], &[true, true]), vec![0]);
-        assert_eq!(s.newly_ready(&[Succeeded, Pending, Pending], &[true, true]), vec![1]);
-        assert_eq!(s.newly_ready(&[Succeeded, Succeeded, Pending], &[true, false]), Vec::<usize>::new());
+        assert_eq!(
+            s.newly_ready(&[Succeeded, Pending, Pending], &[true, true]),
+            vec![1]
+        );
+        assert_eq!(
+            s.newly_ready(&[Succeeded, Succeeded, Pending], &[true, false]),
+            Vec::<usize>::new()
+        );
         assert_eq!(s.blocked(&[Failed, Pending, Pending]), vec![1]);
         assert_eq!(s.blocked(&[Failed, Skipped, Pending]), vec![2]);
         info[0].allow_failure = true;
         let s = Scheduler::new(&d, &info, SLOTS);
         assert!(s.blocked(&[Failed, Pending, Pending]).is_empty());
-        assert_eq!(s.newly_ready(&[Failed, Pending, Pending], &[true, true]), vec![1]);
+        assert_eq!(
+            s.newly_ready(&[Failed, Pending, Pending], &[true, true]),
+            vec![1]
+        );
     }
 
     #[test]
@@ -274,8 +312,22 @@ mod tests {
         // ws0: t0 (chain of 3 behind it in ws1), ws2: t4 alone
         let d = dag(&[1, 3, 1], &[(2, 1), (3, 2)]);
         let info = io(5);
-        let s = Scheduler::new(&d, &info, Slots { max: 1, cpu: 1, io: 1 });
-        assert_eq!(s.startable(&[Ready, Ready, Pending, Pending, Ready], &|_| false), vec![1]);
-        assert_eq!(s.startable(&[Ready, Ready, Pending, Pending, Ready], &|i| i == 1), vec![0]);
+        let s = Scheduler::new(
+            &d,
+            &info,
+            Slots {
+                max: 1,
+                cpu: 1,
+                io: 1,
+            },
+        );
+        assert_eq!(
+            s.startable(&[Ready, Ready, Pending, Pending, Ready], &|_| false),
+            vec![1]
+        );
+        assert_eq!(
+            s.startable(&[Ready, Ready, Pending, Pending, Ready], &|i| i == 1),
+            vec![0]
+        );
     }
 }

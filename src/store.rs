@@ -5,9 +5,7 @@
 //! row and its event in one transaction and appends the event to
 //! `events.jsonl`, so the database and the event stream cannot disagree.
 
-use crate::model::{
-    AttemptState, Event, EventKind, RunState, TaskState, WorkstreamState, now,
-};
+use crate::model::{AttemptState, Event, EventKind, RunState, TaskState, WorkstreamState, now};
 use rusqlite::{Connection, OptionalExtension, params};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
@@ -79,7 +77,9 @@ impl Layout {
         self.run_dir(run).join("events.jsonl")
     }
     pub fn ws_json(&self, run: &str, ws: &str) -> PathBuf {
-        self.run_dir(run).join("workstreams").join(format!("{ws}.json"))
+        self.run_dir(run)
+            .join("workstreams")
+            .join(format!("{ws}.json"))
     }
     /// Lock file held by the coordinator of a run while it works.
     pub fn run_lock(&self, run: &str) -> PathBuf {
@@ -534,7 +534,12 @@ impl Store {
     }
 
     /// Move the run to `to`, with its event.
-    pub fn transition_run(&mut self, run: &str, to: RunState, data: Map<String, Value>) -> Result<Option<Event>> {
+    pub fn transition_run(
+        &mut self,
+        run: &str,
+        to: RunState,
+        data: Map<String, Value>,
+    ) -> Result<Option<Event>> {
         let cur = self.run(run)?;
         if cur.state == to {
             return Ok(None);
@@ -553,7 +558,14 @@ impl Store {
                  finished_at = CASE WHEN ?4 IS NULL THEN NULL ELSE ?4 END,
                  coordinator_pid = CASE WHEN ?5 THEN ?6 ELSE coordinator_pid END
              WHERE id = ?1",
-            params![run, to.as_str(), started, finished, to == RunState::Running, std::process::id()],
+            params![
+                run,
+                to.as_str(),
+                started,
+                finished,
+                to == RunState::Running,
+                std::process::id()
+            ],
         )
         .map_err(&e)?;
         let ev = to.event().map(|kind| Event {
@@ -621,7 +633,10 @@ impl Store {
                 patch.integration.as_ref().map(|v| v.to_string()),
                 started,
                 finished,
-                patch.baseline.as_ref().map(|b| serde_json::to_string(b).unwrap())
+                patch
+                    .baseline
+                    .as_ref()
+                    .map(|b| serde_json::to_string(b).unwrap())
             ],
         )
         .map_err(&e)?;
@@ -689,7 +704,15 @@ impl Store {
             tx.execute(
                 "INSERT INTO attempts (run_id, ws, task, attempt, state, start_commit, started_at)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-                params![run, ws, task, attempt, AttemptState::Running.as_str(), patch.start_commit, ts],
+                params![
+                    run,
+                    ws,
+                    task,
+                    attempt,
+                    AttemptState::Running.as_str(),
+                    patch.start_commit,
+                    ts
+                ],
             )
             .map_err(&e)?;
             tx.execute(
@@ -755,9 +778,17 @@ impl Store {
                 };
                 put(&mut data, "exit_code", patch.exit_code.map(|c| json!(c)));
                 put(&mut data, "commit", patch.commit.clone().map(Value::from));
-                put(&mut data, "preserved_ref", patch.preserved_ref.clone().map(Value::from));
+                put(
+                    &mut data,
+                    "preserved_ref",
+                    patch.preserved_ref.clone().map(Value::from),
+                );
                 put(&mut data, "reason", patch.reason.clone().map(Value::from));
-                put(&mut data, "duration_ms", patch.duration_ms.map(|c| json!(c)));
+                put(
+                    &mut data,
+                    "duration_ms",
+                    patch.duration_ms.map(|c| json!(c)),
+                );
                 Event {
                     ts,
                     kind,
@@ -786,10 +817,9 @@ impl Store {
         ws: &str,
         task: &str,
         attempt: u32,
-        pid: u32,
-        pgid: Option<i64>,
-        start: Option<u64>,
+        proc: &crate::exec::ProcInfo,
     ) -> Result<()> {
+        let (pid, pgid, start) = (proc.pid, proc.pgid, proc.start_time);
         self.conn
             .execute(
                 "UPDATE attempts SET pid = ?5, pgid = ?6, proc_start = ?7
@@ -1109,7 +1139,11 @@ impl Store {
 fn parse_col<T: std::str::FromStr>(r: &rusqlite::Row, i: usize) -> rusqlite::Result<T> {
     let s: String = r.get(i)?;
     s.parse().map_err(|_| {
-        rusqlite::Error::FromSqlConversionFailure(i, rusqlite::types::Type::Text, format!("bad state {s}").into())
+        rusqlite::Error::FromSqlConversionFailure(
+            i,
+            rusqlite::types::Type::Text,
+            format!("bad state {s}").into(),
+        )
     })
 }
 
@@ -1119,7 +1153,8 @@ fn run_row(r: &rusqlite::Row) -> rusqlite::Result<RunRow> {
         name: r.get("name")?,
         state: {
             let s: String = r.get("state")?;
-            s.parse().map_err(|_| rusqlite::Error::InvalidColumnName(s))?
+            s.parse()
+                .map_err(|_| rusqlite::Error::InvalidColumnName(s))?
         },
         repo: r.get("repo")?,
         base: r.get("base")?,

@@ -40,7 +40,13 @@ fn alive(pid: i32) -> bool {
     // kill -0, and a zombie does not count.
     let ok = unsafe { libc::kill(pid, 0) } == 0;
     ok && !std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .map(|s| s.rsplit(')').next().unwrap_or("").trim_start().starts_with('Z'))
+        .map(|s| {
+            s.rsplit(')')
+                .next()
+                .unwrap_or("")
+                .trim_start()
+                .starts_with('Z')
+        })
         .unwrap_or(true)
 }
 
@@ -86,14 +92,30 @@ fn counting_plan(repo: &TestRepo, id: &str, slow_task: &str) -> std::path::PathB
             } else {
                 String::new()
             };
-            let dep = if t == "T1" { String::new() } else { format!(r#", "depends_on": ["T{}"]"#, t[1..].parse::<u32>().unwrap() - 1) };
+            let dep = if t == "T1" {
+                String::new()
+            } else {
+                format!(
+                    r#", "depends_on": ["T{}"]"#,
+                    t[1..].parse::<u32>().unwrap() - 1
+                )
+            };
             tasks.push(format!(
                 r#"{{ "id": "{t}", "run": "{sleep}echo {key} >> {c}/{w}{t}.count; echo {key} > {t}.txt"{dep} }}"#
             ));
         }
-        wss.push(format!(r#"{{ "id": "{w}", "tasks": [{}] }}"#, tasks.join(",")));
+        wss.push(format!(
+            r#"{{ "id": "{w}", "tasks": [{}] }}"#,
+            tasks.join(",")
+        ));
     }
-    repo.plan(id, &format!(r#"{{ "run_id": "{id}", "workstreams": [{}] }}"#, wss.join(",")))
+    repo.plan(
+        id,
+        &format!(
+            r#"{{ "run_id": "{id}", "workstreams": [{}] }}"#,
+            wss.join(",")
+        ),
+    )
 }
 
 fn assert_each_task_once(repo: &TestRepo, run: &str) {
@@ -102,7 +124,10 @@ fn assert_each_task_once(repo: &TestRepo, run: &str) {
         let log = repo.git(&["log", "--format=%s", &format!("main..mpw/{run}/{w}")]);
         assert_eq!(log.lines().count(), 3, "{w}: one commit per task: {log}");
         for t in ["T1", "T2", "T3"] {
-            assert_eq!(repo.git(&["show", &format!("mpw/{run}/{w}:{t}.txt")]), format!("{w}/{t}"));
+            assert_eq!(
+                repo.git(&["show", &format!("mpw/{run}/{w}:{t}.txt")]),
+                format!("{w}/{t}")
+            );
             let n = std::fs::read_to_string(c.join(format!("{w}{t}.count")))
                 .unwrap_or_default()
                 .lines()
@@ -119,20 +144,42 @@ fn kill_9_while_a_task_runs_then_resume_finishes_exactly_once() {
     let plan = counting_plan(&repo, "K1", "A/T2");
     let mut child = spawn_run(&repo, &plan, &[]);
     let pidfile = repo.dir.path().join("counts/slow.pid");
-    wait_for("the slow task to start", Duration::from_secs(30), || pidfile.exists());
+    wait_for("the slow task to start", Duration::from_secs(30), || {
+        pidfile.exists()
+    });
     let task_pid = read_pid(&pidfile);
     unsafe { libc::kill(child.id() as i32, libc::SIGKILL) };
     child.wait().unwrap();
-    assert!(alive(task_pid), "the orphaned task is still running before resume");
-    let out = repo.mpw().args(["resume", "K1"]).timeout(Duration::from_secs(60)).output().unwrap();
+    assert!(
+        alive(task_pid),
+        "the orphaned task is still running before resume"
+    );
+    let out = repo
+        .mpw()
+        .args(["resume", "K1"])
+        .timeout(Duration::from_secs(60))
+        .output()
+        .unwrap();
     assert!(!alive(task_pid), "resume ended the orphaned process group");
-    assert_eq!(out.status.code(), Some(0), "{}{}", stdout_of(&out), stderr_of(&out));
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}{}",
+        stdout_of(&out),
+        stderr_of(&out)
+    );
     let st = status(&repo, "K1");
     assert_eq!(st["state"], "COMPLETED");
     assert_each_task_once(&repo, "K1");
     // Tasks finished before the crash ran once.
     let c = repo.dir.path().join("counts");
-    assert_eq!(std::fs::read_to_string(c.join("AT1.count")).unwrap().lines().count(), 1);
+    assert_eq!(
+        std::fs::read_to_string(c.join("AT1.count"))
+            .unwrap()
+            .lines()
+            .count(),
+        1
+    );
     let events = std::fs::read_to_string(repo.mpw_dir().join("runs/K1/events.jsonl")).unwrap();
     assert!(events.contains("TASK_INTERRUPTED") && events.contains("RUN_RESUMED"));
 }
@@ -147,12 +194,26 @@ fn kill_9_right_after_a_commit_is_recognised_on_resume() {
     // The commit exists, the database still says RUNNING.
     let msg = repo.git(&["log", "-1", "--format=%B", "mpw/K2/A"]);
     assert!(msg.contains("Mpw-Task: A/T2"), "{msg}");
-    let out = repo.mpw().args(["resume", "K2"]).timeout(Duration::from_secs(60)).output().unwrap();
-    assert_eq!(out.status.code(), Some(0), "{}{}", stdout_of(&out), stderr_of(&out));
+    let out = repo
+        .mpw()
+        .args(["resume", "K2"])
+        .timeout(Duration::from_secs(60))
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}{}",
+        stdout_of(&out),
+        stderr_of(&out)
+    );
     assert_each_task_once(&repo, "K2");
     let c = repo.dir.path().join("counts");
     assert_eq!(
-        std::fs::read_to_string(c.join("AT2.count")).unwrap().lines().count(),
+        std::fs::read_to_string(c.join("AT2.count"))
+            .unwrap()
+            .lines()
+            .count(),
         1,
         "A/T2 was not run again"
     );
@@ -185,7 +246,11 @@ fn ctrl_c_cancels_within_seconds_and_leaves_no_process() {
     unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
     let code = child.wait().unwrap().code();
     assert_eq!(code, Some(130));
-    assert!(t.elapsed() < Duration::from_secs(15), "took {:?}", t.elapsed());
+    assert!(
+        t.elapsed() < Duration::from_secs(15),
+        "took {:?}",
+        t.elapsed()
+    );
     assert!(!alive(a) && !alive(b), "no process left");
     let st = status(&repo, "C1");
     assert_eq!(st["state"], "CANCELLED");
@@ -209,7 +274,12 @@ fn mpw_cancel_from_another_terminal_stops_the_run() {
     );
     let mut child = spawn_run(&repo, &plan, &[]);
     wait_for("the task", Duration::from_secs(30), || flag.exists());
-    let out = repo.mpw().args(["cancel", "C2"]).timeout(Duration::from_secs(60)).output().unwrap();
+    let out = repo
+        .mpw()
+        .args(["cancel", "C2"])
+        .timeout(Duration::from_secs(60))
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(0), "{}", stderr_of(&out));
     assert!(stdout_of(&out).contains("CANCELLED"));
     assert_eq!(child.wait().unwrap().code(), Some(130));
@@ -228,11 +298,21 @@ fn a_timeout_ends_backgrounded_grandchildren() {
             pidfile.display()
         ),
     );
-    let out = repo.mpw().arg("run").arg(&plan).arg("--grace").arg("1").output().unwrap();
+    let out = repo
+        .mpw()
+        .arg("run")
+        .arg(&plan)
+        .arg("--grace")
+        .arg("1")
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(1));
     let st = status(&repo, "T1");
     assert_eq!(task_state(&st, "A", "T"), "FAILED");
-    let reason = st["workstreams"][0]["tasks"][0]["reason"].as_str().unwrap().to_string();
+    let reason = st["workstreams"][0]["tasks"][0]["reason"]
+        .as_str()
+        .unwrap()
+        .to_string();
     assert!(reason.contains("timed out"), "{reason}");
     assert!(!alive(read_pid(&pidfile)), "the grandchild is gone");
 }
@@ -246,11 +326,9 @@ fn a_300_mb_stdout_flood_costs_disk_not_memory() {
             { "id": "T", "run": "head -c 300000000 /dev/zero; printf '\\377\\376binary'" } ] } ] }"#,
     );
     // Measure the coordinator's peak RSS in a process of its own.
-    let probe = format!(
-        "import resource,subprocess,sys; r=subprocess.run(sys.argv[1:]); print(r.returncode, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)"
-    );
+    let probe = "import resource,subprocess,sys; r=subprocess.run(sys.argv[1:]); print(r.returncode, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)";
     let out = Command::new("python3")
-        .args(["-c", &probe])
+        .args(["-c", probe])
         .arg(assert_cmd::cargo::cargo_bin("mpw"))
         .args(["-q", "run"])
         .arg(&plan)
@@ -261,7 +339,10 @@ fn a_300_mb_stdout_flood_costs_disk_not_memory() {
     let mut parts = text.split_whitespace();
     assert_eq!(parts.next(), Some("0"), "{text}{}", stderr_of(&out));
     let kib: f64 = parts.next().unwrap().parse().unwrap();
-    eprintln!("coordinator peak RSS during a 300 MB flood: {:.1} MiB", kib / 1024.0);
+    eprintln!(
+        "coordinator peak RSS during a 300 MB flood: {:.1} MiB",
+        kib / 1024.0
+    );
     assert!(kib / 1024.0 < 100.0, "peak RSS {kib} KiB");
     let log = repo.mpw_dir().join("runs/F1/logs/A/T.1.out");
     assert_eq!(std::fs::metadata(&log).unwrap().len(), 300_000_000 + 8);
@@ -283,12 +364,20 @@ fn two_runs_at_once_and_status_while_they_write() {
         let wss: Vec<String> = (0..3)
             .map(|w| {
                 let tasks: Vec<String> = (0..5)
-                    .map(|t| format!(r#"{{ "id": "T{t}", "run": "echo {t} > f{t}.txt; sleep 0.05" }}"#))
+                    .map(|t| {
+                        format!(r#"{{ "id": "T{t}", "run": "echo {t} > f{t}.txt; sleep 0.05" }}"#)
+                    })
                     .collect();
                 format!(r#"{{ "id": "W{w}", "tasks": [{}] }}"#, tasks.join(","))
             })
             .collect();
-        repo.plan(id, &format!(r#"{{ "run_id": "{id}", "workstreams": [{}] }}"#, wss.join(",")))
+        repo.plan(
+            id,
+            &format!(
+                r#"{{ "run_id": "{id}", "workstreams": [{}] }}"#,
+                wss.join(",")
+            ),
+        )
     };
     let (p1, p2) = (mk("P1"), mk("P2"));
     let mut a = spawn_run(&repo, &p1, &[]);
@@ -315,7 +404,11 @@ fn two_runs_at_once_and_status_while_they_write() {
 
 fn simple_plan(dir: &Path) -> std::path::PathBuf {
     let p = dir.join("simple.json");
-    std::fs::write(&p, r#"{ "workstreams": [ { "id": "A", "tasks": [ { "id": "T", "run": "true" } ] } ] }"#).unwrap();
+    std::fs::write(
+        &p,
+        r#"{ "workstreams": [ { "id": "A", "tasks": [ { "id": "T", "run": "true" } ] } ] }"#,
+    )
+    .unwrap();
     p
 }
 
@@ -323,9 +416,18 @@ fn simple_plan(dir: &Path) -> std::path::PathBuf {
 fn not_a_git_repository_exits_3() {
     let dir = tempfile::tempdir().unwrap();
     let plan = simple_plan(dir.path());
-    let out = mpw().current_dir(dir.path()).arg("run").arg(&plan).output().unwrap();
+    let out = mpw()
+        .current_dir(dir.path())
+        .arg("run")
+        .arg(&plan)
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(3));
-    assert!(stderr_of(&out).contains("not a git repository"), "{}", stderr_of(&out));
+    assert!(
+        stderr_of(&out).contains("not a git repository"),
+        "{}",
+        stderr_of(&out)
+    );
 }
 
 #[test]
@@ -333,7 +435,12 @@ fn a_bare_repository_exits_3() {
     let dir = tempfile::tempdir().unwrap();
     run_git(dir.path(), &["init", "-q", "--bare", "b.git"]);
     let plan = simple_plan(dir.path());
-    let out = mpw().current_dir(dir.path().join("b.git")).arg("run").arg(&plan).output().unwrap();
+    let out = mpw()
+        .current_dir(dir.path().join("b.git"))
+        .arg("run")
+        .arg(&plan)
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(3));
     assert!(stderr_of(&out).contains("bare"), "{}", stderr_of(&out));
 }
@@ -344,7 +451,11 @@ fn a_repository_without_commits_exits_2_and_says_so() {
     let plan = simple_plan(repo.dir.path());
     let out = repo.mpw().arg("run").arg(&plan).output().unwrap();
     assert_eq!(out.status.code(), Some(2));
-    assert!(stderr_of(&out).contains("no commits"), "{}", stderr_of(&out));
+    assert!(
+        stderr_of(&out).contains("no commits"),
+        "{}",
+        stderr_of(&out)
+    );
     assert!(!repo.mpw_dir().exists(), "nothing touched");
 }
 
@@ -361,10 +472,23 @@ fn a_missing_plan_exits_2() {
 fn a_reused_run_id_exits_2_and_suggests_resume() {
     let repo = repo().commit("init");
     let plan = repo.plan("r", r#"{ "run_id": "DUP", "workstreams": [ { "id": "A", "tasks": [ { "id": "T", "run": "true" } ] } ] }"#);
-    assert_eq!(repo.mpw().arg("run").arg(&plan).output().unwrap().status.code(), Some(0));
+    assert_eq!(
+        repo.mpw()
+            .arg("run")
+            .arg(&plan)
+            .output()
+            .unwrap()
+            .status
+            .code(),
+        Some(0)
+    );
     let out = repo.mpw().arg("run").arg(&plan).output().unwrap();
     assert_eq!(out.status.code(), Some(2));
-    assert!(stderr_of(&out).contains("mpw resume DUP"), "{}", stderr_of(&out));
+    assert!(
+        stderr_of(&out).contains("mpw resume DUP"),
+        "{}",
+        stderr_of(&out)
+    );
 }
 
 #[test]
@@ -384,7 +508,10 @@ fn worktree_root_inside_the_main_worktree_warns_why() {
     let out = repo.mpw().arg("run").arg(&plan).output().unwrap();
     assert_eq!(out.status.code(), Some(0), "{}", stderr_of(&out));
     let err = stderr_of(&out);
-    assert!(err.contains("inside the main worktree") && err.contains("search upward"), "{err}");
+    assert!(
+        err.contains("inside the main worktree") && err.contains("search upward"),
+        "{err}"
+    );
     assert!(repo.path.join("wt/W1/A/a.txt").exists());
 }
 
@@ -397,15 +524,25 @@ fn a_worktree_path_that_exists_and_is_not_ours_exits_3() {
     let plan = repo.plan("s", r#"{ "run_id": "S1", "workstreams": [ { "id": "A", "tasks": [ { "id": "T", "run": "true" } ] } ] }"#);
     let out = repo.mpw().arg("run").arg(&plan).output().unwrap();
     assert_eq!(out.status.code(), Some(3));
-    assert!(stderr_of(&out).contains(squatter.to_str().unwrap()), "{}", stderr_of(&out));
-    assert_eq!(std::fs::read_to_string(squatter.join("mine.txt")).unwrap(), "keep me");
+    assert!(
+        stderr_of(&out).contains(squatter.to_str().unwrap()),
+        "{}",
+        stderr_of(&out)
+    );
+    assert_eq!(
+        std::fs::read_to_string(squatter.join("mine.txt")).unwrap(),
+        "keep me"
+    );
     let (ok, _, _) = repo.git_try(&["rev-parse", "--verify", "mpw/S1/A"]);
     assert!(!ok, "no branch created");
 }
 
 #[test]
 fn paths_with_spaces_and_non_ascii_work() {
-    let repo = repo().named("my repo ü").with_file("dír ü/a b.txt", "x\n").commit("init");
+    let repo = repo()
+        .named("my repo ü")
+        .with_file("dír ü/a b.txt", "x\n")
+        .commit("init");
     let plan = repo.plan("u", r#"{ "run_id": "U1", "workstreams": [ { "id": "A", "tasks": [ { "id": "T", "run": "echo y > 'dír ü/c d.txt'" } ] } ] }"#);
     let out = repo.mpw().arg("run").arg(&plan).output().unwrap();
     assert_eq!(out.status.code(), Some(0), "{}", stderr_of(&out));

@@ -16,7 +16,13 @@ fn finished_run(repo: &TestRepo, id: &str, writes: &[(&str, &str, &str)]) {
             )
         })
         .collect();
-    let plan = repo.plan(id, &format!(r#"{{ "run_id": "{id}", "workstreams": [{}] }}"#, wss.join(",")));
+    let plan = repo.plan(
+        id,
+        &format!(
+            r#"{{ "run_id": "{id}", "workstreams": [{}] }}"#,
+            wss.join(",")
+        ),
+    );
     let out = repo.mpw().arg("run").arg(&plan).output().unwrap();
     assert_eq!(out.status.code(), Some(0), "{}", stderr_of(&out));
 }
@@ -39,17 +45,40 @@ fn ws_state(repo: &TestRepo, run: &str, ws: &str) -> Value {
 #[test]
 fn merges_each_workstream_and_keeps_the_checkout_clean() {
     let repo = repo().with_file("base.txt", "base\n").commit("init");
-    finished_run(&repo, "I1", &[("A", "a.txt", "a\n"), ("B", "dir/b.txt", "b\n")]);
+    finished_run(
+        &repo,
+        "I1",
+        &[("A", "a.txt", "a\n"), ("B", "dir/b.txt", "b\n")],
+    );
     let before = repo.head("main");
     let out = integrate(&repo, &[]);
-    assert_eq!(out.status.code(), Some(0), "{}{}", stdout_of(&out), stderr_of(&out));
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}{}",
+        stdout_of(&out),
+        stderr_of(&out)
+    );
     // Two merge commits, first-parent chain back to the old tip.
-    let log = repo.git(&["log", "--format=%s", "--first-parent", &format!("{before}..main")]);
+    let log = repo.git(&[
+        "log",
+        "--format=%s",
+        "--first-parent",
+        &format!("{before}..main"),
+    ]);
     assert_eq!(
         log.lines().collect::<Vec<_>>(),
-        vec!["Merge workstream B: Write dir/b.txt (run I1)", "Merge workstream A: Write a.txt (run I1)"]
+        vec![
+            "Merge workstream B: Write dir/b.txt (run I1)",
+            "Merge workstream A: Write a.txt (run I1)"
+        ]
     );
-    assert_eq!(repo.git(&["rev-list", "--parents", "-1", "main"]).split(' ').count(), 3);
+    assert_eq!(
+        repo.git(&["rev-list", "--parents", "-1", "main"])
+            .split(' ')
+            .count(),
+        3
+    );
     // main is checked out here: its files follow and status stays clean.
     assert_eq!(repo.read("a.txt"), "a\n");
     assert_eq!(repo.read("dir/b.txt"), "b\n");
@@ -69,22 +98,37 @@ fn merges_each_workstream_and_keeps_the_checkout_clean() {
 #[test]
 fn a_conflict_leaves_the_target_alone_and_can_be_fixed_in_the_worktree() {
     let repo = repo().with_file("shared.txt", "one\n").commit("init");
-    finished_run(&repo, "I2", &[("A", "shared.txt", "from A\n"), ("B", "b.txt", "b\n")]);
+    finished_run(
+        &repo,
+        "I2",
+        &[("A", "shared.txt", "from A\n"), ("B", "b.txt", "b\n")],
+    );
     // Someone changes the same line on main meanwhile.
     repo.write("shared.txt", "from main\n");
     let tip = repo.commit_all("main edit");
     let out = integrate(&repo, &[]);
     assert_eq!(out.status.code(), Some(1));
     let text = stdout_of(&out);
-    assert!(text.contains("CONFLICT") && text.contains("shared.txt"), "{text}");
+    assert!(
+        text.contains("CONFLICT") && text.contains("shared.txt"),
+        "{text}"
+    );
     assert!(text.contains("mpw integrate again"), "{text}");
     let a = ws_state(&repo, "I2", "A");
     assert_eq!(a["state"], "CONFLICT");
-    assert_eq!(a["integration"]["conflicts"], serde_json::json!(["shared.txt"]));
+    assert_eq!(
+        a["integration"]["conflicts"],
+        serde_json::json!(["shared.txt"])
+    );
     // B still went in; A did not touch main.
     assert_eq!(ws_state(&repo, "I2", "B")["state"], "INTEGRATED");
     assert_eq!(repo.git(&["show", "main:shared.txt"]), "from main");
-    assert!(repo.git(&["rev-list", &format!("{tip}..main")]).lines().count() == 1);
+    assert!(
+        repo.git(&["rev-list", &format!("{tip}..main")])
+            .lines()
+            .count()
+            == 1
+    );
     // Unchanged branch: not tried again.
     let out = integrate(&repo, &[]);
     assert!(stdout_of(&out).contains("unchanged"), "{}", stdout_of(&out));
@@ -120,11 +164,18 @@ fn a_failing_gate_leaves_the_target_alone() {
     assert_eq!(out.status.code(), Some(1), "{}", stdout_of(&out));
     assert_eq!(ws_state(&repo, "I3", "A")["state"], "INTEGRATED");
     assert_eq!(ws_state(&repo, "I3", "B")["state"], "GATE_FAILED");
-    assert_eq!(repo.git(&["rev-list", "--count", &format!("{tip}..main")]), "1");
+    assert_eq!(
+        repo.git(&["rev-list", "--count", &format!("{tip}..main")]),
+        "1"
+    );
     let (ok, _, _) = repo.git_try(&["cat-file", "-e", "main:b.txt"]);
     assert!(!ok);
     // Gate logs are kept and the scratch worktree is gone.
-    assert!(repo.mpw_dir().join("runs/I3/logs/integrate/B.1.out").exists());
+    assert!(
+        repo.mpw_dir()
+            .join("runs/I3/logs/integrate/B.1.out")
+            .exists()
+    );
     assert!(!repo.git(&["worktree", "list"]).contains("_gate"));
 }
 
@@ -137,7 +188,10 @@ fn a_dirty_checked_out_target_is_refused_before_anything() {
     let out = integrate(&repo, &[]);
     assert_eq!(out.status.code(), Some(3));
     let err = stderr_of(&out);
-    assert!(err.contains("x.txt") && err.contains(repo.path.to_str().unwrap()), "{err}");
+    assert!(
+        err.contains("x.txt") && err.contains(repo.path.to_str().unwrap()),
+        "{err}"
+    );
     assert_eq!(repo.read("x.txt"), "my unsaved edit\n");
     assert_eq!(repo.head("main"), tip);
     assert_eq!(ws_state(&repo, "I4", "A")["state"], "COMPLETED");
@@ -157,7 +211,10 @@ fn squash_writes_one_single_parent_commit_per_workstream() {
         assert_eq!(l.split(' ').count(), 2, "single parent: {l}");
     }
     let msg = repo.git(&["log", "-1", "--format=%B", "main"]);
-    assert!(msg.contains("Merge workstream B") && msg.contains("Mpw-Run: I5"), "{msg}");
+    assert!(
+        msg.contains("Merge workstream B") && msg.contains("Mpw-Run: I5"),
+        "{msg}"
+    );
 }
 
 #[test]
@@ -166,7 +223,11 @@ fn dry_run_forecasts_conflicting_pairs_and_moves_nothing() {
     finished_run(
         &repo,
         "I6",
-        &[("A", "f.txt", "A\n"), ("B", "f.txt", "B\n"), ("C", "c.txt", "c\n")],
+        &[
+            ("A", "f.txt", "A\n"),
+            ("B", "f.txt", "B\n"),
+            ("C", "c.txt", "c\n"),
+        ],
     );
     let tip = repo.head("main");
     let out = integrate(&repo, &["--dry-run", "--json"]);
@@ -208,7 +269,10 @@ fn two_integrations_at_once_both_land() {
         let (ok, _, _) = repo.git_try(&["cat-file", "-e", &format!("target:{f}")]);
         assert!(ok, "{f} missing from target");
     }
-    assert_eq!(repo.git(&["rev-list", "--count", "--first-parent", "main..target"]), "4");
+    assert_eq!(
+        repo.git(&["rev-list", "--count", "--first-parent", "main..target"]),
+        "4"
+    );
 }
 
 #[test]
@@ -216,7 +280,12 @@ fn no_wait_exits_3_while_another_integration_holds_the_lock() {
     let repo = repo().commit("init");
     finished_run(&repo, "I9", &[("A", "a.txt", "a\n")]);
     let lock = repo.mpw_dir().join("integrate.lock");
-    let f = std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(&lock).unwrap();
+    let f = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&lock)
+        .unwrap();
     f.lock().unwrap();
     let out = integrate(&repo, &["--no-wait"]);
     assert_eq!(out.status.code(), Some(3), "{}", stderr_of(&out));
@@ -228,13 +297,21 @@ fn no_wait_exits_3_while_another_integration_holds_the_lock() {
 #[test]
 fn clean_removes_worktrees_and_integrated_branches_but_keeps_unmerged_work() {
     let repo = repo().commit("init");
-    finished_run(&repo, "I10", &[("A", "a.txt", "a\n"), ("B", "b.txt", "b\n")]);
+    finished_run(
+        &repo,
+        "I10",
+        &[("A", "a.txt", "a\n"), ("B", "b.txt", "b\n")],
+    );
     let out = integrate(&repo, &["--gate", "test ! -f b.txt"]);
     assert_eq!(out.status.code(), Some(1));
     // An uncommitted edit in B's worktree.
     let wt_b = repo.worktree_root().join("I10").join("B");
     std::fs::write(wt_b.join("wip.txt"), "wip\n").unwrap();
-    let out = repo.mpw().args(["clean", "I10", "--branches"]).output().unwrap();
+    let out = repo
+        .mpw()
+        .args(["clean", "I10", "--branches"])
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(0), "{}", stderr_of(&out));
     let text = stdout_of(&out);
     assert!(!repo.worktree_root().join("I10").join("A").exists());
@@ -245,7 +322,11 @@ fn clean_removes_worktrees_and_integrated_branches_but_keeps_unmerged_work() {
     assert!(!a, "integrated branch deleted");
     assert!(b, "unmerged branch kept");
     // --force removes the rest.
-    let out = repo.mpw().args(["clean", "I10", "--branches", "--force"]).output().unwrap();
+    let out = repo
+        .mpw()
+        .args(["clean", "I10", "--branches", "--force"])
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(0));
     assert!(!wt_b.exists());
     let (b, _, _) = repo.git_try(&["rev-parse", "--verify", "mpw/I10/B"]);

@@ -55,9 +55,15 @@ fn commits_each_changing_task_with_trailers_and_skips_no_ops() {
     assert_eq!(id, "R1");
     let branch = "mpw/R1/WS-1";
     let log = repo.git(&["log", "--format=%s", &format!("{base}..{branch}")]);
-    assert_eq!(log.lines().collect::<Vec<_>>(), vec!["Remove a", "WS-1: Write b"]);
+    assert_eq!(
+        log.lines().collect::<Vec<_>>(),
+        vec!["Remove a", "WS-1: Write b"]
+    );
     let msg = repo.git(&["log", "-1", "--format=%B", &format!("{branch}~1")]);
-    assert!(msg.contains("Mpw-Run: R1") && msg.contains("Mpw-Task: WS-1/T1"), "{msg}");
+    assert!(
+        msg.contains("Mpw-Run: R1") && msg.contains("Mpw-Task: WS-1/T1"),
+        "{msg}"
+    );
     assert_eq!(repo.files_of(&format!("{branch}~1")), vec!["src/b.txt"]);
     assert_eq!(repo.git(&["show", &format!("{branch}:src/b.txt")]), "b");
     let st = repo.run_status("R1");
@@ -69,7 +75,10 @@ fn commits_each_changing_task_with_trailers_and_skips_no_ops() {
     assert_eq!(repo.git(&["status", "--porcelain"]), "");
     // The worktree is a normal git worktree, clean.
     let wt = repo.worktree_root().join("R1").join("WS-1");
-    assert!(repo.git(&["worktree", "list"]).contains(wt.to_str().unwrap()));
+    assert!(
+        repo.git(&["worktree", "list"])
+            .contains(wt.to_str().unwrap())
+    );
     assert_eq!(run_git(&wt, &["status", "--porcelain"]), "");
     run_git(&repo.path, &["fsck", "--no-progress"]);
 }
@@ -120,7 +129,10 @@ fn final_failure_keeps_work_under_a_ref_and_skips_dependants() {
     assert_eq!(t1["state"], "FAILED");
     assert_eq!(t1["exit_code"], 3);
     assert_eq!(t1["preserved_ref"], "refs/mpw/R3/failed/A/T1");
-    assert_eq!(repo.git(&["show", "refs/mpw/R3/failed/A/T1:half.txt"]), "half");
+    assert_eq!(
+        repo.git(&["show", "refs/mpw/R3/failed/A/T1:half.txt"]),
+        "half"
+    );
     assert_eq!(task(&st, "A", "T2")["state"], "SKIPPED");
     assert_eq!(task(&st, "B", "T1")["state"], "SKIPPED");
     assert_eq!(ws(&st, "A")["state"], "FAILED");
@@ -128,7 +140,11 @@ fn final_failure_keeps_work_under_a_ref_and_skips_dependants() {
     // The worktree was reset: the half-done file is gone from it.
     assert!(!repo.worktree_root().join("R3/A/half.txt").exists());
     assert!(stdout.contains("mpw logs R3 A/T1"), "{stdout}");
-    let err = repo.mpw().args(["logs", "R3", "A/T1", "--stderr"]).output().unwrap();
+    let err = repo
+        .mpw()
+        .args(["logs", "R3", "A/T1", "--stderr"])
+        .output()
+        .unwrap();
     assert_eq!(stdout_of(&err), "boom\n");
 }
 
@@ -154,9 +170,15 @@ fn quarantine_by_allowed_paths_by_output_and_by_read_only_writes() {
     let out = task(&st, "P", "out");
     assert_eq!(out["state"], "QUARANTINED");
     assert!(out["reason"].as_str().unwrap().contains("outside.txt"));
-    assert_eq!(repo.git(&["show", "refs/mpw/R4/quarantine/P/out:outside.txt"]), "y");
+    assert_eq!(
+        repo.git(&["show", "refs/mpw/R4/quarantine/P/out:outside.txt"]),
+        "y"
+    );
     assert_eq!(task(&st, "Q", "key")["state"], "QUARANTINED");
-    assert_eq!(repo.git(&["show", "refs/mpw/R4/quarantine/Q/key:k.txt"]), "k");
+    assert_eq!(
+        repo.git(&["show", "refs/mpw/R4/quarantine/Q/key:k.txt"]),
+        "k"
+    );
     let ro = task(&st, "R", "ro");
     assert_eq!(ro["state"], "QUARANTINED");
     assert!(ro["reason"].as_str().unwrap().contains("read-only"), "{ro}");
@@ -191,9 +213,7 @@ fn stacked_workstreams_start_from_their_dependencies() {
 
 #[test]
 fn ignored_files_copy_and_setup_are_never_committed() {
-    let repo = repo()
-        .with_file(".gitignore", "*.log\n")
-        .commit("init");
+    let repo = repo().with_file(".gitignore", "*.log\n").commit("init");
     repo.write(".env", "SECRET=1\n");
     let (code, _, _, stderr) = run_plan(
         &repo,
@@ -208,7 +228,10 @@ fn ignored_files_copy_and_setup_are_never_committed() {
     assert_eq!(files, vec!["env.txt", "real.txt"]);
     assert_eq!(repo.git(&["show", "mpw/R6/W:env.txt"]), "R6 W T 1 0");
     let events = std::fs::read_to_string(repo.mpw_dir().join("runs/R6/events.jsonl")).unwrap();
-    assert!(events.contains("missing.toml"), "missing copy reported: {events}");
+    assert!(
+        events.contains("missing.toml"),
+        "missing copy reported: {events}"
+    );
 }
 
 #[test]
@@ -223,7 +246,12 @@ fn failing_setup_fails_the_workstream_with_a_reason() {
     assert_eq!(code, 1);
     let st = repo.run_status("R7");
     assert_eq!(ws(&st, "W")["state"], "FAILED");
-    assert!(ws(&st, "W")["reason"].as_str().unwrap().contains("setup command `exit 4` failed"));
+    assert!(
+        ws(&st, "W")["reason"]
+            .as_str()
+            .unwrap()
+            .contains("setup command `exit 4` failed")
+    );
     assert_eq!(task(&st, "W", "T")["state"], "SKIPPED");
 }
 
@@ -240,11 +268,22 @@ fn max_concurrency_is_honoured_and_used() {
                 "run": "python3 -c 'import time;print(time.time())' > {s}/W{w}.start; sleep 0.6; python3 -c 'import time;print(time.time())' > {s}/W{w}.end" }} ] }}"#
         ));
     }
-    let plan = format!(r#"{{ "run_id": "R8", "globals": {{ "max_concurrency": 2 }}, "workstreams": [{}] }}"#, wss.join(","));
+    let plan = format!(
+        r#"{{ "run_id": "R8", "globals": {{ "max_concurrency": 2 }}, "workstreams": [{}] }}"#,
+        wss.join(",")
+    );
     let (code, _, _, stderr) = run_plan(&repo, &plan, &[]);
     assert_eq!(code, 0, "{stderr}");
-    let read = |n: &str| -> f64 { std::fs::read_to_string(stamps.join(n)).unwrap().trim().parse().unwrap() };
-    let spans: Vec<(f64, f64)> = (0..4).map(|w| (read(&format!("W{w}.start")), read(&format!("W{w}.end")))).collect();
+    let read = |n: &str| -> f64 {
+        std::fs::read_to_string(stamps.join(n))
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap()
+    };
+    let spans: Vec<(f64, f64)> = (0..4)
+        .map(|w| (read(&format!("W{w}.start")), read(&format!("W{w}.end"))))
+        .collect();
     // Most tasks running at any start instant.
     let max_overlap = spans
         .iter()
@@ -268,7 +307,12 @@ fn workstream_subset_runs_only_those_and_their_dependencies() {
     );
     assert_eq!(code, 0, "{stderr}");
     let st = repo.run_status("R9");
-    let ids: Vec<&str> = st["workstreams"].as_array().unwrap().iter().map(|w| w["id"].as_str().unwrap()).collect();
+    let ids: Vec<&str> = st["workstreams"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|w| w["id"].as_str().unwrap())
+        .collect();
     assert_eq!(ids, vec!["A", "B"]);
     let (ok, _, _) = repo.git_try(&["rev-parse", "--verify", "mpw/R9/C"]);
     assert!(!ok);
@@ -284,24 +328,52 @@ fn run_status_json_has_the_documented_shape() {
     );
     assert_eq!(code, 0);
     let st = repo.run_status("R10");
-    for k in ["schema", "run_id", "name", "state", "repo", "base", "started_at", "finished_at", "counts", "workstreams"] {
+    for k in [
+        "schema",
+        "run_id",
+        "name",
+        "state",
+        "repo",
+        "base",
+        "started_at",
+        "finished_at",
+        "counts",
+        "workstreams",
+    ] {
         assert!(st.get(k).is_some(), "missing {k}");
     }
     assert_eq!(st["schema"], 1);
     assert_eq!(st["counts"]["tasks"], 1);
     assert_eq!(st["counts"]["SUCCEEDED"], 1);
     let w = ws(&st, "W");
-    for k in ["id", "state", "branch", "worktree", "head", "counts", "tasks"] {
+    for k in [
+        "id", "state", "branch", "worktree", "head", "counts", "tasks",
+    ] {
         assert!(w.get(k).is_some(), "missing workstream.{k}");
     }
     let t = task(&st, "W", "T");
-    for k in ["id", "state", "attempts", "exit_code", "commit", "preserved_ref", "reason", "started_at", "finished_at", "duration_ms"] {
+    for k in [
+        "id",
+        "state",
+        "attempts",
+        "exit_code",
+        "commit",
+        "preserved_ref",
+        "reason",
+        "started_at",
+        "finished_at",
+        "duration_ms",
+    ] {
         assert!(t.get(k).is_some(), "missing task.{k}");
     }
     assert_eq!(w["head"], t["commit"]);
     assert_eq!(st["base"], repo.head("main"));
     // status --json prints the same object.
-    let out = repo.mpw().args(["status", "R10", "--json"]).output().unwrap();
+    let out = repo
+        .mpw()
+        .args(["status", "R10", "--json"])
+        .output()
+        .unwrap();
     let printed: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(printed, st);
     assert!(repo.mpw_dir().join("runs/R10/workstreams/W.json").exists());
@@ -324,12 +396,29 @@ fn reading_commands_show_the_run() {
     assert!(stdout_of(&out).contains("R11"));
     let out = repo.mpw().args(["logs", "R11", "W/T"]).output().unwrap();
     assert_eq!(stdout_of(&out), "hello\n");
-    let out = repo.mpw().args(["events", "R11", "--json"]).output().unwrap();
+    let out = repo
+        .mpw()
+        .args(["events", "R11", "--json"])
+        .output()
+        .unwrap();
     let kinds: Vec<String> = stdout_of(&out)
         .lines()
-        .map(|l| serde_json::from_str::<Value>(l).unwrap()["kind"].as_str().unwrap().to_string())
+        .map(|l| {
+            serde_json::from_str::<Value>(l).unwrap()["kind"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
         .collect();
-    for k in ["RUN_STARTED", "WORKTREE_CREATED", "TASK_READY", "TASK_STARTED", "TASK_SUCCEEDED", "WORKSTREAM_COMPLETED", "RUN_COMPLETED"] {
+    for k in [
+        "RUN_STARTED",
+        "WORKTREE_CREATED",
+        "TASK_READY",
+        "TASK_STARTED",
+        "TASK_SUCCEEDED",
+        "WORKSTREAM_COMPLETED",
+        "RUN_COMPLETED",
+    ] {
         assert!(kinds.iter().any(|x| x == k), "no {k} in {kinds:?}");
     }
     // The table and the JSON lines are the same events as events.jsonl.
@@ -354,10 +443,18 @@ fn fail_fast_starts_nothing_new_after_a_failure() {
 
 #[test]
 fn demo_plan_completes_on_a_fresh_repository() {
-    let repo = repo().with_file("src/main.rs", "fn main() {}\n").commit("init");
+    let repo = repo()
+        .with_file("src/main.rs", "fn main() {}\n")
+        .commit("init");
     let demo = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("plans/demo.jsonc");
     let out = repo.mpw().arg("run").arg(&demo).output().unwrap();
-    assert_eq!(out.status.code(), Some(0), "{}\n{}", stdout_of(&out), stderr_of(&out));
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}\n{}",
+        stdout_of(&out),
+        stderr_of(&out)
+    );
     let id = stdout_of(&out).lines().next().unwrap().trim().to_string();
     assert_eq!(repo.run_status(&id)["state"], "COMPLETED");
 }

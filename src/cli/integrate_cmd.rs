@@ -80,7 +80,9 @@ pub fn integrate(a: IntegrateArgs, ctx: &Ctx) -> CliResult {
         grace: Duration::from_secs(5),
     };
     let mut lines = Lines { quiet: ctx.quiet };
-    let r = integrate::integrate(ctx.repo.as_deref(), &opts, &mut lines, &mut |m| eprintln!("mpw: {m}"))?;
+    let r = integrate::integrate(ctx.repo.as_deref(), &opts, &mut lines, &mut |m| {
+        eprintln!("mpw: {m}")
+    })?;
     if a.json {
         println!("{}", serde_json::to_string_pretty(&r).unwrap());
     } else {
@@ -98,7 +100,13 @@ fn render_report(r: &Report, style: Style) -> String {
         &r.before[..10],
         &r.after[..10]
     );
-    let w = r.outcomes.iter().map(|o| o.workstream.len()).max().unwrap_or(4).max(10);
+    let w = r
+        .outcomes
+        .iter()
+        .map(|o| o.workstream.len())
+        .max()
+        .unwrap_or(4)
+        .max(10);
     for o in &r.outcomes {
         s.push_str(&format!(
             "{:<w$}  {}  {}\n",
@@ -142,7 +150,13 @@ fn render_forecast(f: &Forecast) -> String {
                     .pairs
                     .iter()
                     .any(|p| (&&p.a == a && &&p.b == b) || (&&p.a == b && &&p.b == a));
-                let cell = if i == j { "-" } else if hit { "X" } else { "." };
+                let cell = if i == j {
+                    "-"
+                } else if hit {
+                    "X"
+                } else {
+                    "."
+                };
                 s.push_str(&format!(" {cell:>2}"));
             }
             s.push_str(&format!("   {}\n", i + 1));

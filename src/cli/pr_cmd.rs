@@ -67,7 +67,11 @@ pub fn report(a: ReportArgs, ctx: &Ctx) -> CliResult {
     let rc = crate::runner::open_repo(ctx.repo.as_deref())?;
     let store = crate::store::Store::open_existing(rc.layout)?;
     let run = store.run_or_latest(a.run.as_deref())?.id;
-    let html = crate::report::html::render(&store.run_status(&run)?, &store.attempts(&run)?, &store.integrations(&run)?);
+    let html = crate::report::html::render(
+        &store.run_status(&run)?,
+        &store.attempts(&run)?,
+        &store.integrations(&run)?,
+    );
     crate::store::write_atomic(&a.html, html.as_bytes())?;
     println!("{}", a.html.display());
     Ok(Exit::Ok)

@@ -98,9 +98,10 @@ pub struct EventsArgs {
 impl From<StoreError> for CliError {
     fn from(e: StoreError) -> Self {
         let exit = match &e {
-            StoreError::RunExists(_) | StoreError::NoSuchRun(_) | StoreError::NoRuns | StoreError::NoSuchTask { .. } => {
-                Exit::Usage
-            }
+            StoreError::RunExists(_)
+            | StoreError::NoSuchRun(_)
+            | StoreError::NoRuns
+            | StoreError::NoSuchTask { .. } => Exit::Usage,
             _ => Exit::Env,
         };
         CliError::new(exit, e.to_string())
@@ -263,7 +264,10 @@ pub fn runs(a: RunsArgs, ctx: &Ctx) -> CliResult {
             report::pad_state(&style, r.state.as_str()),
             st.counts.get(crate::model::TaskState::Succeeded),
             st.counts.tasks,
-            r.created_at.get(..19).unwrap_or(&r.created_at).replace('T', " "),
+            r.created_at
+                .get(..19)
+                .unwrap_or(&r.created_at)
+                .replace('T', " "),
             r.name.unwrap_or_default()
         );
     }
@@ -279,7 +283,10 @@ pub fn logs(a: LogsArgs, ctx: &Ctx) -> CliResult {
     let attempt = match a.attempt {
         Some(n) => n,
         None => {
-            let t = store.tasks(&run)?.into_iter().find(|t| t.ws == ws && t.id == task);
+            let t = store
+                .tasks(&run)?
+                .into_iter()
+                .find(|t| t.ws == ws && t.id == task);
             match t {
                 Some(t) => t.attempts.max(1),
                 None if task.starts_with("_setup") => 1,
@@ -295,7 +302,11 @@ pub fn logs(a: LogsArgs, ctx: &Ctx) -> CliResult {
     };
     let path = store.layout.log(&run, ws, task, attempt, a.stderr);
     let mut f = std::fs::File::open(&path).map_err(|e| {
-        CliError::usage(format!("no log for {} attempt {attempt} ({}: {e})", a.task, path.display()))
+        CliError::usage(format!(
+            "no log for {} attempt {attempt} ({}: {e})",
+            a.task,
+            path.display()
+        ))
     })?;
     let mut out = std::io::stdout().lock();
     std::io::copy(&mut f, &mut out).map_err(|e| CliError::env(format!("writing the log: {e}")))?;

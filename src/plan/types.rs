@@ -12,7 +12,10 @@ pub type Metadata = serde_json::Map<String, serde_json::Value>;
 const ID_PATTERN: &str = r"^(?!.*\.\.)(?!.*\.$)(?!.*\.lock$)[A-Za-z0-9_][A-Za-z0-9._-]{0,63}$";
 
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq)]
-#[schemars(title = "mpw plan", description = "A plan of workstreams for mpw (schema 1)")]
+#[schemars(
+    title = "mpw plan",
+    description = "A plan of workstreams for mpw (schema 1)"
+)]
 pub struct Plan {
     /// Link to this schema, for editors.
     #[serde(rename = "$schema", default, skip_serializing_if = "Option::is_none")]

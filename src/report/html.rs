@@ -13,7 +13,9 @@ fn esc(s: &str) -> String {
 }
 
 fn ms_of(ts: &str) -> Option<i64> {
-    chrono::DateTime::parse_from_rfc3339(ts).ok().map(|t| t.timestamp_millis())
+    chrono::DateTime::parse_from_rfc3339(ts)
+        .ok()
+        .map(|t| t.timestamp_millis())
 }
 
 fn color(state: &str) -> &'static str {
@@ -43,7 +45,11 @@ svg text{font:11px system-ui,sans-serif;fill:#1f2933}
 "#;
 
 fn badge(state: &str) -> String {
-    format!(r#"<span class="st" style="background:{}">{}</span>"#, color(state), esc(state))
+    format!(
+        r#"<span class="st" style="background:{}">{}</span>"#,
+        color(state),
+        esc(state)
+    )
 }
 
 fn human(ms: i64) -> String {
@@ -53,13 +59,19 @@ fn human(ms: i64) -> String {
 /// Render the report.
 pub fn render(st: &RunStatus, attempts: &[AttemptRow], integrations: &[IntegrationRow]) -> String {
     let mut h = String::with_capacity(64 * 1024 + attempts.len() * 300);
-    let title = st.name.clone().unwrap_or_else(|| format!("run {}", st.run_id));
+    let title = st
+        .name
+        .clone()
+        .unwrap_or_else(|| format!("run {}", st.run_id));
     let _ = write!(
         h,
         "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>mpw: {}</title><style>{CSS}</style></head><body>",
         esc(&title)
     );
-    let took = match (st.started_at.as_deref().and_then(ms_of), st.finished_at.as_deref().and_then(ms_of)) {
+    let took = match (
+        st.started_at.as_deref().and_then(ms_of),
+        st.finished_at.as_deref().and_then(ms_of),
+    ) {
         (Some(a), Some(b)) => human(b - a),
         _ => "-".into(),
     };
@@ -69,15 +81,26 @@ pub fn render(st: &RunStatus, attempts: &[AttemptRow], integrations: &[Integrati
         esc(&title),
         badge(st.state.as_str()),
         esc(&st.run_id),
-        st.base_ref.as_deref().map(|b| format!("<code>{}</code> @ ", esc(b))).unwrap_or_default(),
+        st.base_ref
+            .as_deref()
+            .map(|b| format!("<code>{}</code> @ ", esc(b)))
+            .unwrap_or_default(),
         esc(&st.base[..st.base.len().min(10)]),
         esc(st.started_at.as_deref().unwrap_or("-")),
         esc(&st.repo)
     );
     // Summary cards.
     h.push_str("<div class=\"cards\">");
-    let _ = write!(h, "<div class=\"card\"><b>{}</b>workstreams</div>", st.workstreams.len());
-    let _ = write!(h, "<div class=\"card\"><b>{}</b>tasks</div>", st.counts.tasks);
+    let _ = write!(
+        h,
+        "<div class=\"card\"><b>{}</b>workstreams</div>",
+        st.workstreams.len()
+    );
+    let _ = write!(
+        h,
+        "<div class=\"card\"><b>{}</b>tasks</div>",
+        st.counts.tasks
+    );
     for (k, v) in &st.counts.by_state {
         let _ = write!(
             h,
@@ -86,7 +109,11 @@ pub fn render(st: &RunStatus, attempts: &[AttemptRow], integrations: &[Integrati
             esc(&k.to_lowercase())
         );
     }
-    let _ = write!(h, "<div class=\"card\"><b>{}</b>attempts</div>", attempts.len());
+    let _ = write!(
+        h,
+        "<div class=\"card\"><b>{}</b>attempts</div>",
+        attempts.len()
+    );
     h.push_str("</div>");
 
     timeline(&mut h, st, attempts);
@@ -99,11 +126,15 @@ pub fn render(st: &RunStatus, attempts: &[AttemptRow], integrations: &[Integrati
             h,
             "<tr><td><b>{}</b>{}</td><td>{}</td><td>{ok}/{}</td><td><code>{}</code></td><td><code>{}</code></td><td>{}</td></tr>",
             esc(&w.id),
-            w.name.as_deref().map(|n| format!("<br><span class=\"muted\">{}</span>", esc(n))).unwrap_or_default(),
+            w.name
+                .as_deref()
+                .map(|n| format!("<br><span class=\"muted\">{}</span>", esc(n)))
+                .unwrap_or_default(),
             badge(w.state.as_str()),
             w.counts.tasks,
             esc(&w.branch),
-            esc(&w.head.as_deref().unwrap_or("-")[..w.head.as_deref().map(|x| x.len().min(10)).unwrap_or(1)]),
+            esc(&w.head.as_deref().unwrap_or("-")
+                [..w.head.as_deref().map(|x| x.len().min(10)).unwrap_or(1)]),
             esc(w.reason.as_deref().unwrap_or(""))
         );
     }
@@ -126,9 +157,14 @@ pub fn render(st: &RunStatus, attempts: &[AttemptRow], integrations: &[Integrati
                 esc(&t.id),
                 badge(t.state.as_str()),
                 t.attempts,
-                t.exit_code.map(|c| c.to_string()).unwrap_or_else(|| "-".into()),
+                t.exit_code
+                    .map(|c| c.to_string())
+                    .unwrap_or_else(|| "-".into()),
                 esc(t.reason.as_deref().unwrap_or("")),
-                t.preserved_ref.as_deref().map(|r| format!("<code>{}</code>", esc(r))).unwrap_or_default()
+                t.preserved_ref
+                    .as_deref()
+                    .map(|r| format!("<code>{}</code>", esc(r)))
+                    .unwrap_or_default()
             );
         }
         h.push_str("</table>");
@@ -155,12 +191,19 @@ pub fn render(st: &RunStatus, attempts: &[AttemptRow], integrations: &[Integrati
                 esc(&i.ws),
                 esc(&i.into_branch),
                 badge(i.state.as_str()),
-                esc(i.commit.as_deref().map(|c| &c[..c.len().min(10)]).unwrap_or("-")),
+                esc(i
+                    .commit
+                    .as_deref()
+                    .map(|c| &c[..c.len().min(10)])
+                    .unwrap_or("-")),
                 esc(i.reason.as_deref().unwrap_or("")),
                 if i.conflicts.is_empty() {
                     String::new()
                 } else {
-                    format!("<br>conflicts: <code>{}</code>", esc(&i.conflicts.join(", ")))
+                    format!(
+                        "<br>conflicts: <code>{}</code>",
+                        esc(&i.conflicts.join(", "))
+                    )
                 }
             );
         }
@@ -202,8 +245,20 @@ fn timeline(h: &mut String, st: &RunStatus, attempts: &[AttemptRow]) {
     let height = top + lanes as f64 * lane_h + 8.0;
     let x = |t: i64| label_w + (t - t0) as f64 / total * plot_w;
     h.push_str("<div class=\"legend\">");
-    for s in ["SUCCEEDED", "FAILED", "QUARANTINED", "CANCELLED", "INTERRUPTED", "RUNNING"] {
-        let _ = write!(h, "<span><i style=\"background:{}\"></i>{}</span>", color(s), s.to_lowercase());
+    for s in [
+        "SUCCEEDED",
+        "FAILED",
+        "QUARANTINED",
+        "CANCELLED",
+        "INTERRUPTED",
+        "RUNNING",
+    ] {
+        let _ = write!(
+            h,
+            "<span><i style=\"background:{}\"></i>{}</span>",
+            color(s),
+            s.to_lowercase()
+        );
     }
     h.push_str("<span class=\"muted\">hover a bar for the task, times and exit code</span></div><div class=\"scroll\">");
     let _ = write!(
@@ -256,15 +311,25 @@ fn timeline(h: &mut String, st: &RunStatus, attempts: &[AttemptRow]) {
             a.attempt,
             esc(&a.started_at),
             esc(a.finished_at.as_deref().unwrap_or("running")),
-            a.duration_ms.map(|d| format!("{} · ", human(d))).unwrap_or_default(),
-            a.exit_code.map(|c| c.to_string()).unwrap_or_else(|| "-".into()),
-            a.reason.as_deref().map(|r| format!("\n{}", esc(r))).unwrap_or_default()
+            a.duration_ms
+                .map(|d| format!("{} · ", human(d)))
+                .unwrap_or_default(),
+            a.exit_code
+                .map(|c| c.to_string())
+                .unwrap_or_else(|| "-".into()),
+            a.reason
+                .as_deref()
+                .map(|r| format!("\n{}", esc(r)))
+                .unwrap_or_default()
         );
     }
     h.push_str("</svg></div>");
 
     // Concurrency: tasks running at each moment, as a step chart.
-    let mut edges: Vec<(i64, i32)> = spans.iter().flat_map(|(_, s, e, _)| [(*s, 1), (*e, -1)]).collect();
+    let mut edges: Vec<(i64, i32)> = spans
+        .iter()
+        .flat_map(|(_, s, e, _)| [(*s, 1), (*e, -1)])
+        .collect();
     edges.sort();
     let mut level = 0;
     let mut peak = 0;
@@ -287,13 +352,13 @@ fn timeline(h: &mut String, st: &RunStatus, attempts: &[AttemptRow]) {
         if peak > 10 && l % (peak / 5).max(1) != 0 {
             continue;
         }
+        let y = scale(l);
         let _ = write!(
             h,
             "<line x1=\"{label_w}\" x2=\"{:.0}\" y1=\"{y:.1}\" y2=\"{y:.1}\" stroke=\"#eef0f2\"/><text x=\"{:.0}\" y=\"{:.1}\" text-anchor=\"end\">{l}</text>",
             label_w + plot_w,
             label_w - 6.0,
-            y + 4.0,
-            y = scale(l)
+            y + 4.0
         );
     }
     let path: String = pts

@@ -53,12 +53,18 @@ pub fn human_ms(ms: i64) -> String {
     } else if s < 3600.0 {
         format!("{}m{:02}s", (s / 60.0) as u64, (s % 60.0) as u64)
     } else {
-        format!("{}h{:02}m", (s / 3600.0) as u64, ((s % 3600.0) / 60.0) as u64)
+        format!(
+            "{}h{:02}m",
+            (s / 3600.0) as u64,
+            ((s % 3600.0) / 60.0) as u64
+        )
     }
 }
 
 fn short(id: &Option<String>) -> String {
-    id.as_deref().map(|s| s.chars().take(10).collect()).unwrap_or_else(|| "-".into())
+    id.as_deref()
+        .map(|s| s.chars().take(10).collect())
+        .unwrap_or_else(|| "-".into())
 }
 
 fn elapsed_ms(from: &Option<String>, to: &Option<String>) -> Option<i64> {
@@ -82,11 +88,17 @@ pub fn status_table(st: &RunStatus, style: Style) -> String {
         "{} {}{} {}  {}",
         style.bold("run"),
         st.run_id,
-        st.name.as_ref().map(|n| format!(" \"{n}\"")).unwrap_or_default(),
+        st.name
+            .as_ref()
+            .map(|n| format!(" \"{n}\""))
+            .unwrap_or_default(),
         style.state(st.state.as_str()),
         style.dim(&format!(
             "base {}{}{}",
-            st.base_ref.as_deref().map(|b| format!("{b} @ ")).unwrap_or_default(),
+            st.base_ref
+                .as_deref()
+                .map(|b| format!("{b} @ "))
+                .unwrap_or_default(),
             &st.base[..st.base.len().min(10)],
             took
         ))
@@ -101,7 +113,10 @@ pub fn status_table(st: &RunStatus, style: Style) -> String {
     let _ = writeln!(
         out,
         "{}",
-        style.dim(&format!("{:<w_id$}  {:<12}  {:>7}  {:>8}  DETAIL", "WORKSTREAM", "STATE", "TRIES", "TIME"))
+        style.dim(&format!(
+            "{:<w_id$}  {:<12}  {:>7}  {:>8}  DETAIL",
+            "WORKSTREAM", "STATE", "TRIES", "TIME"
+        ))
     );
     for w in &st.workstreams {
         let done = w.counts.get(TaskState::Succeeded);
@@ -115,14 +130,21 @@ pub fn status_table(st: &RunStatus, style: Style) -> String {
                     .filter(|c| !c.is_empty())
                     .map(|c| format!(
                         "; conflicts: {}",
-                        c.iter().filter_map(|p| p.as_str()).collect::<Vec<_>>().join(", ")
+                        c.iter()
+                            .filter_map(|p| p.as_str())
+                            .collect::<Vec<_>>()
+                            .join(", ")
                     ))
                     .unwrap_or_default()
             ),
-            (None, Some(r)) if w.state != WorkstreamState::Completed => format!("{}; {r}", w.branch),
+            (None, Some(r)) if w.state != WorkstreamState::Completed => {
+                format!("{}; {r}", w.branch)
+            }
             _ => w.branch.clone(),
         };
-        let time = elapsed_ms(&w.started_at, &w.finished_at).map(human_ms).unwrap_or_default();
+        let time = elapsed_ms(&w.started_at, &w.finished_at)
+            .map(human_ms)
+            .unwrap_or_default();
         let _ = writeln!(
             out,
             "{:<w_id$}  {}  {:>7}  {:>8}  {}",
@@ -195,16 +217,14 @@ pub fn summary(st: &RunStatus, style: Style) -> String {
     );
     for w in &st.workstreams {
         for t in &w.tasks {
-            if matches!(t.state, TaskState::Failed | TaskState::Quarantined | TaskState::Cancelled) {
+            if matches!(
+                t.state,
+                TaskState::Failed | TaskState::Quarantined | TaskState::Cancelled
+            ) {
                 let _ = writeln!(
                     out,
                     "  {}/{} {}: mpw logs {} {}/{} --stderr",
-                    w.id,
-                    t.id,
-                    t.state,
-                    st.run_id,
-                    w.id,
-                    t.id
+                    w.id, t.id, t.state, st.run_id, w.id, t.id
                 );
             }
         }
@@ -233,7 +253,10 @@ pub fn event_line(ev: &Event) -> String {
     if let Some(ms) = d.get("duration_ms").and_then(|v| v.as_i64()) {
         let _ = write!(line, " in {}", human_ms(ms));
     }
-    if let Some(a) = ev.attempt.filter(|a| *a > 1 || ev.kind == EventKind::TaskRetry) {
+    if let Some(a) = ev
+        .attempt
+        .filter(|a| *a > 1 || ev.kind == EventKind::TaskRetry)
+    {
         let _ = write!(line, " (attempt {a})");
     }
     if let Some(c) = d.get("commit").and_then(|v| v.as_str()) {
@@ -294,9 +317,11 @@ impl BarListener {
         let multi = MultiProgress::with_draw_target(ProgressDrawTarget::stderr_with_hz(10));
         let total = multi.add(ProgressBar::new(0));
         total.set_style(
-            ProgressStyle::with_template("{prefix:.bold} [{bar:30.cyan/blue}] {pos}/{len} tasks  {elapsed}  {msg}")
-                .unwrap()
-                .progress_chars("=> "),
+            ProgressStyle::with_template(
+                "{prefix:.bold} [{bar:30.cyan/blue}] {pos}/{len} tasks  {elapsed}  {msg}",
+            )
+            .unwrap()
+            .progress_chars("=> "),
         );
         total.set_prefix("run");
         total.enable_steady_tick(Duration::from_millis(200));
@@ -311,7 +336,11 @@ impl BarListener {
 
     fn set_msg(&self, ws: &str) {
         if let Some(b) = self.bars.get(ws) {
-            let r = self.running.get(ws).map(|v| v.join(", ")).unwrap_or_default();
+            let r = self
+                .running
+                .get(ws)
+                .map(|v| v.join(", "))
+                .unwrap_or_default();
             if !r.is_empty() {
                 b.set_message(format!("running {r}"));
             }
@@ -379,7 +408,10 @@ impl Listener for BarListener {
                     let _ = self.multi.println(event_line(ev));
                 }
                 if let Some(b) = self.bars.get(&ws) {
-                    b.set_message(format!("{task} {}", ev.kind.as_str().trim_start_matches("TASK_")));
+                    b.set_message(format!(
+                        "{task} {}",
+                        ev.kind.as_str().trim_start_matches("TASK_")
+                    ));
                 }
                 self.set_msg(&ws);
             }
@@ -396,7 +428,12 @@ impl Listener for BarListener {
             | EventKind::WorkstreamQuarantined
             | EventKind::WorkstreamSkipped => {
                 if let Some(b) = self.bars.get(&ws) {
-                    b.finish_with_message(ev.kind.as_str().trim_start_matches("WORKSTREAM_").to_string());
+                    b.finish_with_message(
+                        ev.kind
+                            .as_str()
+                            .trim_start_matches("WORKSTREAM_")
+                            .to_string(),
+                    );
                 }
             }
             _ => {}
@@ -404,8 +441,10 @@ impl Listener for BarListener {
     }
 
     fn finish(&mut self, _st: &RunStatus) {
-        self.total
-            .finish_with_message(format!("done in {}", human_ms(self.started.elapsed().as_millis() as i64)));
+        self.total.finish_with_message(format!(
+            "done in {}",
+            human_ms(self.started.elapsed().as_millis() as i64)
+        ));
         let _ = self.multi.clear();
     }
 }

@@ -54,7 +54,10 @@ impl TaskCtx {
         let mut env: Vec<(String, String)> = plan.globals.env.clone().into_iter().collect();
         env.extend(w.env.clone());
         env.extend(t.env.clone());
-        let title = t.name.clone().unwrap_or_else(|| format!("Run task {}", t.id));
+        let title = t
+            .name
+            .clone()
+            .unwrap_or_else(|| format!("Run task {}", t.id));
         let message = t
             .commit_message
             .clone()
@@ -134,10 +137,17 @@ pub(crate) async fn run_attempt(
     let exit_code = outcome.exit_code;
     let duration = outcome.duration;
     let c2 = ctx.clone();
-    let settled =
-        tokio::task::spawn_blocking(move || settle(&c2, i, attempt, start, &excluded, verdict, will_retry))
-            .await
-            .unwrap_or_else(|e| (Verdict::Failed(format!("recording the task's work panicked: {e}")), None, None));
+    let settled = tokio::task::spawn_blocking(move || {
+        settle(&c2, i, attempt, start, &excluded, verdict, will_retry)
+    })
+    .await
+    .unwrap_or_else(|e| {
+        (
+            Verdict::Failed(format!("recording the task's work panicked: {e}")),
+            None,
+            None,
+        )
+    });
     AttemptResult {
         verdict: settled.0,
         exit_code,

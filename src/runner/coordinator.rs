@@ -100,7 +100,7 @@ pub(super) fn drive(
 }
 
 async fn drive_async(
-    mut store: Store,
+    store: Store,
     run_id: &str,
     loaded: Loaded,
     opts: StoredOptions,
@@ -115,7 +115,11 @@ async fn drive_async(
         .base
         .parse()
         .map_err(|_| RunError::Env(format!("run {run_id}: bad base commit {}", row.base)))?;
-    let grace = Duration::from_millis(if opts.grace_ms == 0 { 5000 } else { opts.grace_ms });
+    let grace = Duration::from_millis(if opts.grace_ms == 0 {
+        5000
+    } else {
+        opts.grace_ms
+    });
     let ws_rows = store.workstreams(run_id)?;
     let shell = super::plan_shell(plan);
     let ws_ctx: Vec<WsCtx> = plan
@@ -144,8 +148,18 @@ async fn drive_async(
         .max(1);
     let slots = Slots {
         max,
-        cpu: plan.globals.cpu_slots.map(|c| c as usize).unwrap_or(max).max(1),
-        io: plan.globals.io_slots.map(|c| c as usize).unwrap_or(max).max(1),
+        cpu: plan
+            .globals
+            .cpu_slots
+            .map(|c| c as usize)
+            .unwrap_or(max)
+            .max(1),
+        io: plan
+            .globals
+            .io_slots
+            .map(|c| c as usize)
+            .unwrap_or(max)
+            .max(1),
     };
     let ctx = Arc::new(RunCtx {
         run_id: run_id.into(),
@@ -172,7 +186,7 @@ async fn drive_async(
         ws_open: vec![false; nws],
         ws_busy: vec![false; nws],
         ws_head: vec![None; nws],
-        ws_excluded: vec![Arc::new(Excluded::default()); nws],
+        ws_excluded: (0..nws).map(|_| Arc::new(Excluded::default())).collect(),
         ws_known: vec![false; nws],
         ctx,
         store,
@@ -242,10 +256,6 @@ impl Listener for NoListener {
 }
 
 impl Coord<'_> {
-    fn run_id(&self) -> &str {
-        &self.ctx.run_id
-    }
-
     /// Fill the in-memory mirror from the database.
     fn load_states(&mut self) -> Result<()> {
         let rows = self.store.tasks(&self.ctx.run_id)?;
@@ -359,11 +369,15 @@ impl Coord<'_> {
         } else {
             WorkstreamState::Completed
         };
-        if next != cur && !(next == WorkstreamState::Running && cur == WorkstreamState::Pending && !self.ws_open[w]) {
+        if next != cur
+            && !(next == WorkstreamState::Running
+                && cur == WorkstreamState::Pending
+                && !self.ws_open[w])
+        {
             let reason = match next {
-                WorkstreamState::Failed | WorkstreamState::Quarantined | WorkstreamState::Skipped => {
-                    self.ws_reason(w)
-                }
+                WorkstreamState::Failed
+                | WorkstreamState::Quarantined
+                | WorkstreamState::Skipped => self.ws_reason(w),
                 _ => None,
             };
             self.transition_ws(
@@ -468,7 +482,10 @@ impl Coord<'_> {
             .find(|&&d| {
                 matches!(
                     self.states[d],
-                    TaskState::Failed | TaskState::Quarantined | TaskState::Skipped | TaskState::Cancelled
+                    TaskState::Failed
+                        | TaskState::Quarantined
+                        | TaskState::Skipped
+                        | TaskState::Cancelled
                 ) && !(self.ctx.tasks[d].allow_failure
                     && matches!(self.states[d], TaskState::Failed | TaskState::Quarantined))
             })
@@ -476,9 +493,7 @@ impl Coord<'_> {
         match culprit {
             Some(d) => format!(
                 "upstream {}/{} {}",
-                self.ctx.ws[self.ctx.tasks[d].ws].id,
-                self.ctx.tasks[d].id,
-                self.states[d]
+                self.ctx.ws[self.ctx.tasks[d].ws].id, self.ctx.tasks[d].id, self.states[d]
             ),
             None => "upstream did not complete".into(),
         }
@@ -492,10 +507,9 @@ impl Coord<'_> {
                 continue;
             }
             let deps = self.dag.ws_deps[w].clone();
-            if deps
-                .iter()
-                .any(|&d| self.ws_state[d].is_terminal() && self.ws_state[d] != WorkstreamState::Completed)
-            {
+            if deps.iter().any(|&d| {
+                self.ws_state[d].is_terminal() && self.ws_state[d] != WorkstreamState::Completed
+            }) {
                 let names: Vec<String> = deps
                     .iter()
                     .filter(|&&d| self.ws_state[d] != WorkstreamState::Completed)
@@ -524,11 +538,17 @@ impl Coord<'_> {
                 )?;
                 continue;
             }
-            if !deps.iter().all(|&d| self.ws_state[d] == WorkstreamState::Completed) {
+            if !deps
+                .iter()
+                .all(|&d| self.ws_state[d] == WorkstreamState::Completed)
+            {
                 continue;
             }
             // Nothing left to run here (all tasks done before a resume): no worktree needed.
-            if self.dag.ws_tasks[w].clone().all(|t| self.states[t].is_terminal()) {
+            if self.dag.ws_tasks[w]
+                .clone()
+                .all(|t| self.states[t].is_terminal())
+            {
                 continue;
             }
             let from: Vec<Oid> = deps.iter().filter_map(|&d| self.ws_head[d]).collect();
@@ -574,7 +594,10 @@ impl Coord<'_> {
                     proc,
                 });
             };
-            let result = attempt::run_attempt(ctx, i, attempt, start, excluded, will_retry, cancel, on_start).await;
+            let result = attempt::run_attempt(
+                ctx, i, attempt, start, excluded, will_retry, cancel, on_start,
+            )
+            .await;
             let _ = tx.send(Msg::Finished {
                 task: i,
                 attempt,
@@ -586,10 +609,13 @@ impl Coord<'_> {
 
     async fn handle(&mut self, msg: Msg) -> Result<()> {
         match msg {
-            Msg::Started { task, attempt, proc } => {
+            Msg::Started {
+                task,
+                attempt,
+                proc,
+            } => {
                 let (run, ws, id) = self.ids(task);
-                self.store
-                    .record_proc(&run, &ws, &id, attempt, proc.pid, proc.pgid, proc.start_time)?;
+                self.store.record_proc(&run, &ws, &id, attempt, &proc)?;
             }
             Msg::Finished {
                 task,
@@ -604,11 +630,15 @@ impl Coord<'_> {
                 match result {
                     Ok(p) => {
                         self.ws_head[ws] = Some(p.start_commit);
-                        self.ws_excluded[ws] = Arc::new(Excluded(p.baseline.iter().cloned().collect()));
+                        self.ws_excluded[ws] =
+                            Arc::new(Excluded(p.baseline.iter().cloned().collect()));
                         self.ws_open[ws] = true;
                         self.ws_known[ws] = true;
                         let mut data = Map::new();
-                        data.insert("path".into(), json!(self.ctx.ws[ws].worktree.to_string_lossy()));
+                        data.insert(
+                            "path".into(),
+                            json!(self.ctx.ws[ws].worktree.to_string_lossy()),
+                        );
                         data.insert("branch".into(), json!(self.ctx.ws[ws].branch));
                         data.insert("commit".into(), json!(p.start_commit.to_string()));
                         if !p.missing_copies.is_empty() {
@@ -635,7 +665,9 @@ impl Coord<'_> {
                                     t,
                                     TaskState::Skipped,
                                     TaskPatch {
-                                        reason: Some(format!("workstream could not start: {reason}")),
+                                        reason: Some(format!(
+                                            "workstream could not start: {reason}"
+                                        )),
                                         ..Default::default()
                                     },
                                 )?;
@@ -793,7 +825,9 @@ impl Coord<'_> {
                     let attempt = a.map(|a| a.attempt).unwrap_or(self.attempts[i]);
                     // Committed before the crash, recorded never: it is done.
                     let task_key = format!("{ws}/{id}");
-                    let start: Option<Oid> = a.and_then(|a| a.start_commit.as_deref()).and_then(|s| s.parse().ok());
+                    let start: Option<Oid> = a
+                        .and_then(|a| a.start_commit.as_deref())
+                        .and_then(|s| s.parse().ok());
                     let tip = git::branch_tip(&self.ctx.repo, &self.ctx.ws[w].branch)?;
                     let found = match (tip, start) {
                         (Some(tip), Some(start)) if tip != start => {
@@ -857,8 +891,12 @@ impl Coord<'_> {
         // Workstreams not finished go back to be provisioned (their worktree
         // is checked, reset or re-created there).
         for w in 0..self.ws_state.len() {
-            let unfinished = self.dag.ws_tasks[w].clone().any(|t| !is_done(self.states[t]));
-            if unfinished && self.ws_state[w].is_terminal() || self.ws_state[w] == WorkstreamState::Running {
+            let unfinished = self.dag.ws_tasks[w]
+                .clone()
+                .any(|t| !is_done(self.states[t]));
+            if unfinished && self.ws_state[w].is_terminal()
+                || self.ws_state[w] == WorkstreamState::Running
+            {
                 self.ws_state[w] = WorkstreamState::Pending;
             }
             if !unfinished && !self.ws_state[w].is_terminal() {

@@ -69,10 +69,15 @@ pub struct RepoCtx {
 pub fn open_repo(repo: Option<&Path>) -> Result<RepoCtx> {
     let start = match repo {
         Some(p) => p.to_path_buf(),
-        None => std::env::current_dir().map_err(|e| RunError::Env(format!("current directory: {e}")))?,
+        None => {
+            std::env::current_dir().map_err(|e| RunError::Env(format!("current directory: {e}")))?
+        }
     };
     if !start.exists() {
-        return Err(RunError::Env(format!("{}: no such directory", start.display())));
+        return Err(RunError::Env(format!(
+            "{}: no such directory",
+            start.display()
+        )));
     }
     let info = git::discover(&start)?;
     let layout = Layout::new(&info.common_dir);
@@ -101,7 +106,12 @@ struct Prepared {
 /// Validate the plan against the repository and record the run. Nothing on
 /// disk is touched when this fails.
 fn prepare(opts: &RunOptions) -> Result<Prepared> {
-    let loaded = plan::load(&opts.plan, LoadOptions { strict: opts.strict })?;
+    let loaded = plan::load(
+        &opts.plan,
+        LoadOptions {
+            strict: opts.strict,
+        },
+    )?;
     let plan_dir = opts
         .plan
         .parent()
@@ -189,7 +199,12 @@ fn select_workstreams(loaded: Loaded, names: &[String]) -> Result<Loaded> {
     if names.is_empty() {
         return Ok(loaded);
     }
-    let ids: Vec<&str> = loaded.plan.workstreams.iter().map(|w| w.id.as_str()).collect();
+    let ids: Vec<&str> = loaded
+        .plan
+        .workstreams
+        .iter()
+        .map(|w| w.id.as_str())
+        .collect();
     let mut keep = BTreeSet::new();
     let mut stack = Vec::new();
     for n in names {
@@ -210,7 +225,12 @@ fn select_workstreams(loaded: Loaded, names: &[String]) -> Result<Loaded> {
         }
         stack.extend(loaded.dag.ws_deps[w].iter().copied());
         for t in loaded.dag.ws_tasks[w].clone() {
-            stack.extend(loaded.dag.tasks[t].deps.iter().map(|&d| loaded.dag.tasks[d].ws));
+            stack.extend(
+                loaded.dag.tasks[t]
+                    .deps
+                    .iter()
+                    .map(|&d| loaded.dag.tasks[d].ws),
+            );
         }
     }
     let mut plan = loaded.plan.clone();
@@ -236,9 +256,20 @@ pub fn default_branch(run_id: &str, ws: &str) -> String {
 
 /// Start a new run: validate, record, provision, execute. Returns when the
 /// run has ended (or was interrupted).
-pub fn run(opts: &RunOptions, listener: Box<dyn Listener>, on_warning: &mut dyn FnMut(&str), on_id: &mut dyn FnMut(&str)) -> Result<Finished> {
+pub fn run(
+    opts: &RunOptions,
+    listener: Box<dyn Listener>,
+    on_warning: &mut dyn FnMut(&str),
+    on_id: &mut dyn FnMut(&str),
+) -> Result<Finished> {
     let p = prepare(opts)?;
-    for w in p.loaded.warnings.iter().map(|d| d.to_string()).chain(p.warnings.iter().cloned()) {
+    for w in p
+        .loaded
+        .warnings
+        .iter()
+        .map(|d| d.to_string())
+        .chain(p.warnings.iter().cloned())
+    {
         on_warning(&w);
     }
     let main = p.repo.info.main_workdir.clone();
@@ -247,9 +278,15 @@ pub fn run(opts: &RunOptions, listener: Box<dyn Listener>, on_warning: &mut dyn 
     // Refuse before touching anything: branches or worktree paths in the way.
     let mut wss = Vec::new();
     for w in &plan.workstreams {
-        let branch = w.branch.clone().unwrap_or_else(|| default_branch(&p.run_id, &w.id));
+        let branch = w
+            .branch
+            .clone()
+            .unwrap_or_else(|| default_branch(&p.run_id, &w.id));
         if !git::is_valid_branch_name(&branch) {
-            return Err(RunError::Usage(format!("workstream {}: {branch:?} is not a valid branch name", w.id)));
+            return Err(RunError::Usage(format!(
+                "workstream {}: {branch:?} is not a valid branch name",
+                w.id
+            )));
         }
         if git::branch_tip(&main, &branch)?.is_some() {
             return Err(RunError::Usage(format!(
@@ -280,7 +317,10 @@ pub fn run(opts: &RunOptions, listener: Box<dyn Listener>, on_warning: &mut dyn 
         repo: &main.to_string_lossy(),
         base: &p.base.to_string(),
         base_ref: p.base_ref.as_deref(),
-        plan_path: Some(&absolute(&std::env::current_dir().unwrap_or_default().join(&opts.plan)).to_string_lossy()),
+        plan_path: Some(
+            &absolute(&std::env::current_dir().unwrap_or_default().join(&opts.plan))
+                .to_string_lossy(),
+        ),
         worktree_root: &p.worktree_root.to_string_lossy(),
         options: serde_json::to_value(&stored).unwrap(),
         workstreams: wss
@@ -290,7 +330,11 @@ pub fn run(opts: &RunOptions, listener: Box<dyn Listener>, on_warning: &mut dyn 
                 name: w.name.as_deref(),
                 branch: branch.clone(),
                 worktree: wt.to_string_lossy().into_owned(),
-                tasks: w.tasks.iter().map(|t| (t.id.as_str(), t.name.as_deref())).collect(),
+                tasks: w
+                    .tasks
+                    .iter()
+                    .map(|t| (t.id.as_str(), t.name.as_deref()))
+                    .collect(),
             })
             .collect(),
     })?;
@@ -307,13 +351,18 @@ pub fn resume(repo: Option<&Path>, run_id: &str, listener: Box<dyn Listener>) ->
     let store = Store::open_existing(rc.layout.clone())?;
     let row = store.run(run_id)?;
     if row.state == RunState::Completed {
-        return Err(RunError::Usage(format!("run {run_id} already COMPLETED; nothing to resume")));
+        return Err(RunError::Usage(format!(
+            "run {run_id} already COMPLETED; nothing to resume"
+        )));
     }
     let lock = lock_run(&store.layout, run_id)?;
-    let text = std::fs::read_to_string(store.layout.plan_json(run_id)).map_err(|e| {
-        RunError::Env(format!("{}: {e}", store.layout.plan_json(run_id).display()))
-    })?;
-    let loaded = plan::parse_str(&text, &store.layout.plan_json(run_id), LoadOptions::default())?;
+    let text = std::fs::read_to_string(store.layout.plan_json(run_id))
+        .map_err(|e| RunError::Env(format!("{}: {e}", store.layout.plan_json(run_id).display())))?;
+    let loaded = plan::parse_str(
+        &text,
+        &store.layout.plan_json(run_id),
+        LoadOptions::default(),
+    )?;
     let stored: StoredOptions = serde_json::from_value(row.options.clone()).unwrap_or_default();
     coordinator::drive(store, run_id, loaded, stored, listener, true, lock)
 }
@@ -334,7 +383,9 @@ fn lock_run(layout: &Layout, run_id: &str) -> Result<File> {
             "run {run_id} is being worked on by another mpw process right now (lock {})",
             path.display()
         ))),
-        Err(std::fs::TryLockError::Error(e)) => Err(RunError::Env(format!("{}: {e}", path.display()))),
+        Err(std::fs::TryLockError::Error(e)) => {
+            Err(RunError::Env(format!("{}: {e}", path.display())))
+        }
     }
 }
 
@@ -371,7 +422,9 @@ pub fn cancel(repo: Option<&Path>, run_id: &str, grace: Duration) -> Result<RunS
 
 /// The shell for `run` commands when the plan names none.
 pub fn plan_shell(plan: &Plan) -> Shell {
-    plan.globals.shell.unwrap_or_else(crate::exec::default_shell)
+    plan.globals
+        .shell
+        .unwrap_or_else(crate::exec::default_shell)
 }
 
 /// Is this task state one that a resume leaves alone?

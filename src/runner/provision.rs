@@ -29,7 +29,13 @@ pub(crate) struct WsCtx {
 }
 
 impl WsCtx {
-    pub fn new(plan: &Plan, w: &Workstream, slot: usize, row: &WsRow, shell: Shell) -> Result<Self> {
+    pub fn new(
+        plan: &Plan,
+        w: &Workstream,
+        slot: usize,
+        row: &WsRow,
+        shell: Shell,
+    ) -> Result<Self> {
         let allowed = match &w.allowed_paths {
             None => None,
             Some(globs) => {
@@ -40,7 +46,10 @@ impl WsCtx {
                     })?;
                     b.add(glob);
                 }
-                Some(b.build().map_err(|e| RunError::Usage(format!("workstream {}: {e}", w.id)))?)
+                Some(
+                    b.build()
+                        .map_err(|e| RunError::Usage(format!("workstream {}: {e}", w.id)))?,
+                )
             }
         };
         let mut env: Vec<(String, String)> = plan.globals.env.clone().into_iter().collect();
@@ -66,7 +75,10 @@ impl WsCtx {
             ("MPW_WORKSTREAM".into(), self.id.clone()),
             ("MPW_TASK".into(), task.into()),
             ("MPW_ATTEMPT".into(), attempt.to_string()),
-            ("MPW_WORKTREE".into(), self.worktree.to_string_lossy().into_owned()),
+            (
+                "MPW_WORKTREE".into(),
+                self.worktree.to_string_lossy().into_owned(),
+            ),
             ("MPW_SLOT".into(), self.slot.to_string()),
         ]
     }
@@ -92,9 +104,10 @@ pub(crate) async fn provision(
     cancel: watch::Receiver<Cancel>,
 ) -> std::result::Result<Provisioned, String> {
     let c2 = ctx.clone();
-    let prepared = tokio::task::spawn_blocking(move || prepare_worktree(&c2, w, &from, known.as_deref()))
-        .await
-        .map_err(|e| format!("provisioning panicked: {e}"))??;
+    let prepared =
+        tokio::task::spawn_blocking(move || prepare_worktree(&c2, w, &from, known.as_deref()))
+            .await
+            .map_err(|e| format!("provisioning panicked: {e}"))??;
     let ws = &ctx.ws[w];
     let fresh = match prepared {
         Prep::Ready(p) => return Ok(p),
@@ -195,7 +208,8 @@ fn prepare_worktree(
             && let Some(excluded) = known
         {
             // Resume: set up before; drop whatever an interrupted attempt left.
-            git::reset_worktree(&ws.worktree, start, excluded).map_err(e("resetting the worktree"))?;
+            git::reset_worktree(&ws.worktree, start, excluded)
+                .map_err(e("resetting the worktree"))?;
             return Ok(Prep::Ready(Provisioned {
                 start_commit: start,
                 baseline: excluded.0.iter().cloned().collect(),
@@ -204,7 +218,8 @@ fn prepare_worktree(
                 fresh: false,
             }));
         }
-        git::remove_worktree(repo, &ws.worktree, true).map_err(e("removing an unfinished worktree"))?;
+        git::remove_worktree(repo, &ws.worktree, true)
+            .map_err(e("removing an unfinished worktree"))?;
     } else if ws.worktree.exists() {
         return Err(format!(
             "worktree path {} already exists and is not mpw's; move it away",
@@ -243,7 +258,9 @@ fn start_commit(ctx: &RunCtx, w: usize, from: &[Oid]) -> std::result::Result<Oid
                     "Merge dependencies of workstream {}\n\nMpw-Run: {}\n",
                     ctx.ws[w].id, ctx.run_id
                 );
-                acc = s.commit(m.tree, &[acc, *o], &msg).map_err(|e| e.to_string())?;
+                acc = s
+                    .commit(m.tree, &[acc, *o], &msg)
+                    .map_err(|e| e.to_string())?;
             }
             s.persist().map_err(|e| e.to_string())?;
             Ok(acc)
@@ -253,7 +270,11 @@ fn start_commit(ctx: &RunCtx, w: usize, from: &[Oid]) -> std::result::Result<Oid
 
 /// Copy untracked files (or folders) from the main worktree; missing ones
 /// are reported, not fatal (a `.env` that only some machines have).
-fn copy_files(main: &Path, wt: &Path, entries: &[String]) -> std::result::Result<Vec<String>, String> {
+fn copy_files(
+    main: &Path,
+    wt: &Path,
+    entries: &[String],
+) -> std::result::Result<Vec<String>, String> {
     let mut missing = Vec::new();
     for entry in entries {
         let src = main.join(entry);

@@ -47,8 +47,10 @@ impl RepoBuilder {
     /// `n` small files under `dir/`, for repositories of a realistic size.
     pub fn with_many_files(mut self, dir: &str, n: usize) -> Self {
         for i in 0..n {
-            self.files
-                .push((format!("{dir}/f{i:05}.txt"), format!("line {i}\n").into_bytes()));
+            self.files.push((
+                format!("{dir}/f{i:05}.txt"),
+                format!("line {i}\n").into_bytes(),
+            ));
         }
         self
     }
@@ -100,7 +102,11 @@ impl TestRepo {
 
     /// Run git and return (success, stdout, stderr) without panicking.
     pub fn git_try(&self, args: &[&str]) -> (bool, String, String) {
-        let out = Command::new("git").args(args).current_dir(&self.path).output().unwrap();
+        let out = Command::new("git")
+            .args(args)
+            .current_dir(&self.path)
+            .output()
+            .unwrap();
         (
             out.status.success(),
             String::from_utf8_lossy(&out.stdout).trim().to_string(),
@@ -144,7 +150,11 @@ impl TestRepo {
 
     /// `run_status.json` of a run, parsed.
     pub fn run_status(&self, run_id: &str) -> serde_json::Value {
-        let p = self.mpw_dir().join("runs").join(run_id).join("run_status.json");
+        let p = self
+            .mpw_dir()
+            .join("runs")
+            .join(run_id)
+            .join("run_status.json");
         let text = std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
         serde_json::from_str(&text).unwrap()
     }
@@ -199,7 +209,9 @@ pub fn write_file(path: &Path, content: &[u8]) {
 
 /// Path to a file under `testdata/`.
 pub fn testdata(rel: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata").join(rel)
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("testdata")
+        .join(rel)
 }
 
 /// Stdout of a finished command as text.
