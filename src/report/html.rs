@@ -371,3 +371,110 @@ fn timeline(h: &mut String, st: &RunStatus, attempts: &[AttemptRow]) {
         "<polyline points=\"{path}\" fill=\"none\" stroke=\"#3b82c4\" stroke-width=\"1.5\"/></svg></div>"
     );
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{AttemptState, RunState, TaskState, WorkstreamState};
+    use crate::store::{Counts, TaskStatus, WsStatus};
+
+    /// 100 workstreams x 100 tasks, one attempt each, 50 ms apart.
+    fn big() -> (RunStatus, Vec<AttemptRow>) {
+        let ts = |ms: i64| {
+            chrono::DateTime::from_timestamp_millis(1_790_000_000_000 + ms)
+                .unwrap()
+                .to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+        };
+        let mut wss = Vec::new();
+        let mut attempts = Vec::new();
+        for w in 0..100 {
+            let mut tasks = Vec::new();
+            for t in 0..100 {
+                let start = (w * 7 + t * 50) as i64;
+                let state = if (w + t) % 37 == 0 { AttemptState::Failed } else { AttemptState::Succeeded };
+                attempts.push(AttemptRow {
+                    ws: format!("W{w:03}"),
+                    task: format!("T{t}"),
+                    attempt: 1,
+                    state,
+                    start_commit: None,
+                    pid: None,
+                    pgid: None,
+                    proc_start: None,
+                    exit_code: Some(0),
+                    reason: None,
+                    started_at: ts(start),
+                    finished_at: Some(ts(start + 40)),
+                    duration_ms: Some(40),
+                });
+                tasks.push(TaskStatus {
+                    id: format!("T{t}"),
+                    name: None,
+                    state: TaskState::Succeeded,
+                    attempts: 1,
+                    exit_code: Some(0),
+                    commit: None,
+                    preserved_ref: None,
+                    reason: None,
+                    started_at: Some(ts(start)),
+                    finished_at: Some(ts(start + 40)),
+                    duration_ms: Some(40),
+                });
+            }
+            wss.push(WsStatus {
+                id: format!("W{w:03}"),
+                name: None,
+                state: WorkstreamState::Completed,
+                branch: format!("mpw/R/W{w:03}"),
+                worktree: "/tmp/x".into(),
+                base: None,
+                head: None,
+                reason: None,
+                started_at: None,
+                finished_at: None,
+                counts: Counts::default(),
+                integration: None,
+                tasks,
+            });
+        }
+        let st = RunStatus {
+            schema: 1,
+            run_id: "R".into(),
+            name: Some("big <plan>".into()),
+            state: RunState::Completed,
+            repo: "/tmp/repo".into(),
+            base: "0".repeat(40),
+            base_ref: Some("main".into()),
+            started_at: Some(ts(0)),
+            finished_at: Some(ts(6000)),
+            counts: Counts::default(),
+            workstreams: wss,
+        };
+        (st, attempts)
+    }
+
+    #[test]
+    fn a_100_by_100_run_renders_every_attempt_compactly() {
+        let (st, attempts) = big();
+        let html = render(&st, &attempts, &[]);
+        // One bar per attempt, each with its hover text.
+        assert_eq!(html.matches("attempt 1 SUCCEEDED").count() + html.matches("attempt 1 FAILED").count(), 10_000);
+        assert!(html.contains("big &lt;plan&gt;"), "names are escaped");
+        assert!(!html.contains("<script"));
+        // Compact lanes keep 100 workstreams on about one screen height.
+        let h: f64 = html
+            .split("aria-label=\"timeline\"")
+            .next()
+            .unwrap()
+            .rsplit("height=\"")
+            .next()
+            .unwrap()
+            .split('"')
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert!(h <= 1100.0, "timeline height {h}");
+        assert!(html.len() < 5_000_000, "{} bytes", html.len());
+    }
+}
