@@ -64,9 +64,9 @@ pub fn integrate(a: IntegrateArgs, ctx: &Ctx) -> CliResult {
     if a.dry_run {
         let f = integrate::forecast(ctx.repo.as_deref(), a.run.as_deref(), a.into.as_deref())?;
         if a.json {
-            println!("{}", serde_json::to_string_pretty(&f).unwrap());
+            outln!("{}", serde_json::to_string_pretty(&f).unwrap());
         } else {
-            print!("{}", render_forecast(&f));
+            out!("{}", render_forecast(&f));
         }
         return Ok(Exit::Ok);
     }
@@ -84,9 +84,9 @@ pub fn integrate(a: IntegrateArgs, ctx: &Ctx) -> CliResult {
         eprintln!("mpw: {m}")
     })?;
     if a.json {
-        println!("{}", serde_json::to_string_pretty(&r).unwrap());
+        outln!("{}", serde_json::to_string_pretty(&r).unwrap());
     } else {
-        print!("{}", render_report(&r, Style { color: ctx.color }));
+        out!("{}", render_report(&r, Style { color: ctx.color }));
     }
     Ok(if r.failed() { Exit::Failed } else { Exit::Ok })
 }
@@ -175,17 +175,17 @@ fn render_forecast(f: &Forecast) -> String {
 pub fn clean(a: CleanArgs, ctx: &Ctx) -> CliResult {
     let c = crate::clean::clean(ctx.repo.as_deref(), a.run.as_deref(), a.branches, a.force)?;
     if a.json {
-        println!("{}", serde_json::to_string_pretty(&c).unwrap());
+        outln!("{}", serde_json::to_string_pretty(&c).unwrap());
         return Ok(Exit::Ok);
     }
-    println!(
+    outln!(
         "run {}: removed {} worktree(s), deleted {} branch(es)",
         c.run_id,
         c.removed_worktrees.len(),
         c.deleted_branches.len()
     );
     for k in &c.kept {
-        println!("  {k}");
+        outln!("  {k}");
     }
     Ok(Exit::Ok)
 }

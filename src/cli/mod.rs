@@ -1,6 +1,22 @@
 //! Command line: clap definitions, dispatch, and the one place where errors
 //! become messages and exit codes.
 
+/// `println!` that ignores a closed stdout (`mpw status | head`).
+macro_rules! outln {
+    ($($t:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout().lock(), $($t)*);
+    }};
+}
+
+/// `print!` that ignores a closed stdout.
+macro_rules! out {
+    ($($t:tt)*) => {{
+        use std::io::Write as _;
+        let _ = write!(std::io::stdout().lock(), $($t)*);
+    }};
+}
+
 mod integrate_cmd;
 mod plan_cmd;
 mod pr_cmd;

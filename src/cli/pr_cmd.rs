@@ -37,18 +37,18 @@ pub fn pr(a: PrArgs, ctx: &Ctx) -> CliResult {
         },
     )?;
     if a.json {
-        println!("{}", serde_json::to_string_pretty(&drafts).unwrap());
+        outln!("{}", serde_json::to_string_pretty(&drafts).unwrap());
         return Ok(Exit::Ok);
     }
     for d in &drafts {
-        println!("{}: {}", d.workstream, d.title);
-        println!("  body: {}", d.body_file.display());
+        outln!("{}: {}", d.workstream, d.title);
+        outln!("  body: {}", d.body_file.display());
         if d.pushed {
-            println!("  pushed {} to {}", d.head, a.push.as_deref().unwrap_or(""));
+            outln!("  pushed {} to {}", d.head, a.push.as_deref().unwrap_or(""));
         }
         match &d.created {
-            Some(url) => println!("  opened: {url}"),
-            None => println!("  {}", d.gh_line()),
+            Some(url) => outln!("  opened: {url}"),
+            None => outln!("  {}", d.gh_line()),
         }
     }
     Ok(Exit::Ok)
@@ -73,6 +73,6 @@ pub fn report(a: ReportArgs, ctx: &Ctx) -> CliResult {
         &store.integrations(&run)?,
     );
     crate::store::write_atomic(&a.html, html.as_bytes())?;
-    println!("{}", a.html.display());
+    outln!("{}", a.html.display());
     Ok(Exit::Ok)
 }

@@ -163,7 +163,7 @@ pub fn run(a: RunArgs, ctx: &Ctx) -> CliResult {
         &mut |w| eprintln!("mpw: {w}"),
         &mut |id| {
             if !json {
-                println!("{id}");
+                outln!("{id}");
             } else {
                 eprintln!("run {id}");
             }
@@ -187,7 +187,7 @@ pub fn cancel(a: CancelArgs, ctx: &Ctx) -> CliResult {
         Store::open_existing(rc.layout)?.find_run(&a.run)?.id
     };
     let state = runner::cancel(ctx.repo.as_deref(), &id, Duration::from_secs(a.grace))?;
-    println!("run {id} {state}");
+    outln!("run {id} {state}");
     Ok(Exit::Ok)
 }
 
@@ -216,9 +216,9 @@ pub fn status(a: StatusArgs, ctx: &Ctx) -> CliResult {
     }
     let st = store.run_status(&id)?;
     if a.json {
-        println!("{}", serde_json::to_string_pretty(&st).unwrap());
+        outln!("{}", serde_json::to_string_pretty(&st).unwrap());
     } else {
-        print!("{}", report::status_table(&st, style));
+        out!("{}", report::status_table(&st, style));
     }
     Ok(Exit::Ok)
 }
@@ -228,9 +228,9 @@ pub fn runs(a: RunsArgs, ctx: &Ctx) -> CliResult {
         Err(e) if e.exit == Exit::Usage => {
             // No database yet: no runs.
             if a.json {
-                println!("[]");
+                outln!("[]");
             } else {
-                println!("no runs yet");
+                outln!("no runs yet");
             }
             return Ok(Exit::Ok);
         }
@@ -249,16 +249,16 @@ pub fn runs(a: RunsArgs, ctx: &Ctx) -> CliResult {
                 })
             })
             .collect();
-        println!("{}", serde_json::to_string_pretty(&rows).unwrap());
+        outln!("{}", serde_json::to_string_pretty(&rows).unwrap());
         return Ok(Exit::Ok);
     }
     if runs.is_empty() {
-        println!("no runs yet");
+        outln!("no runs yet");
     }
     let style = Style { color: ctx.color };
     for r in runs {
         let st = store.run_status(&r.id)?;
-        println!(
+        outln!(
             "{}  {}  {:>3}/{:<3} tasks  {}  {}",
             r.id,
             report::pad_state(&style, r.state.as_str()),
