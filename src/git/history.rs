@@ -81,6 +81,9 @@ pub fn diffstat(repo: &Path, from: Oid, to: Oid) -> Result<DiffStat, GitError> {
         out.files.push(stat);
         cache.clear_resource_cache_keep_allocation();
     }
+    // gix walks breadth-first; git lists files in full-path order.
+    out.files
+        .sort_by(|a, b| a.path.as_bytes().cmp(b.path.as_bytes()));
     Ok(out)
 }
 
@@ -216,4 +219,163 @@ pub fn is_ancestor(repo: &Path, ancestor: Oid, of: Oid) -> Result<bool, GitError
 /// The tree id of `commit`.
 pub fn commit_tree_id(repo: &Path, commit: Oid) -> Result<Oid, GitError> {
     commit_tree_id_in(&open_repo(repo)?, commit)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::git::merge::tests::{commit_all, git, init_repo, oid, write};
+
+    /// Commit with a fixed, increasing date so log order has no ties.
+    fn commit_at(root: &Path, msg: &str, t: i64) -> Oid {
+        let date = format!("{t} +0000");
+        git(root, &["add", "-A"]);
+        let out = std::process::Command::new("git")
+            .args(["commit", "-q", "--allow-empty", "-m", msg])
+            .current_dir(root)
+            .env("GIT_AUTHOR_DATE", &date)
+            .env("GIT_COMMITTER_DATE", &date)
+            .output()
+            .unwrap();
+        assert!(out.status.success());
+        oid(&git(root, &["rev-parse", "HEAD"]))
+    }
+
+    #[test]
+    fn diffstat_matches_git_numstat() {
+        let dir = init_repo();
+        let root = dir.path();
+        write(root, "a.txt", "1\n2\n3\n4\n5\n");
+        write(root, "dir/b.txt", "b\n");
+        write(root, "gone.txt", "x\ny\n");
+        write(root, "mode.sh", "echo\n");
+        std::fs::write(root.join("bin.dat"), [0u8, 1, 2, 3]).unwrap();
+        let from = commit_all(root, "one");
+        write(root, "a.txt", "1\ntwo\n3\n5\nsix\nseven\n");
+        write(root, "dir/sub/new.txt", "n1\nn2\nn3\n");
+        write(root, "empty.txt", "");
+        std::fs::remove_file(root.join("gone.txt")).unwrap();
+        std::fs::write(root.join("bin.dat"), [0u8, 9, 9]).unwrap();
+        git(root, &["update-index", "--chmod=+x", "mode.sh"]);
+        git(root, &["add", "-A"]);
+        git(root, &["update-index", "--chmod=+x", "mode.sh"]);
+        git(root, &["commit", "-q", "-m", "two"]);
+        let to = oid(&git(root, &["rev-parse", "HEAD"]));
+
+        let stat = diffstat(root, from, to).unwrap();
+        let ours: Vec<String> = stat
+            .files
+            .iter()
+            .map(|f| {
+                if f.binary {
+                    format!("-\t-\t{}", f.path)
+                } else {
+                    format!("{}\t{}\t{}", f.added, f.removed, f.path)
+                }
+            })
+            .collect();
+        let theirs = git(
+            root,
+            &[
+                "diff",
+                "--numstat",
+                "--no-renames",
+                &from.to_string(),
+                &to.to_string(),
+            ],
+        );
+        assert_eq!(ours.join("\n"), theirs);
+        assert_eq!(
+            stat.added,
+            stat.files.iter().map(|f| f.added).sum::<usize>()
+        );
+        assert_eq!(
+            stat.removed,
+            stat.files.iter().map(|f| f.removed).sum::<usize>()
+        );
+        assert!(stat.files.iter().any(|f| f.binary));
+    }
+
+    #[test]
+    fn log_range_merge_base_and_is_ancestor_match_git() {
+        let dir = init_repo();
+        let root = dir.path();
+        let mut t = 1_700_000_000;
+        let mut tick = || {
+            t += 60;
+            t
+        };
+        write(root, "f.txt", "0\n");
+        let base = commit_at(root, "base", tick());
+        git(root, &["checkout", "-q", "-b", "side"]);
+        write(root, "s.txt", "1\n");
+        let s1 = commit_at(root, "side 1\n\nbody text", tick());
+        git(root, &["checkout", "-q", "main"]);
+        write(root, "m.txt", "1\n");
+        let m1 = commit_at(root, "main 1", tick());
+        git(root, &["checkout", "-q", "side"]);
+        write(root, "s.txt", "2\n");
+        let s2 = commit_at(root, "side 2", tick());
+        // Criss-cross: each side merges the other's first commit.
+        git(root, &["merge", "-q", "--no-edit", &m1.to_string()]);
+        let s3 = commit_at(root, "side 3", tick());
+        git(root, &["checkout", "-q", "main"]);
+        git(root, &["merge", "-q", "--no-edit", &s1.to_string()]);
+        let m2 = commit_at(root, "main 2", tick());
+
+        let revs = [base, s1, m1, s2, s3, m2];
+        for &a in &revs {
+            for &b in &revs {
+                let range = format!("{a}..{b}");
+                let want = git(root, &["log", "--format=%H", &range]);
+                let got: Vec<String> = log_range(root, a, b)
+                    .unwrap()
+                    .iter()
+                    .map(|c| c.id.to_string())
+                    .collect();
+                assert_eq!(got.join("\n"), want, "log {range}");
+
+                let all = git(
+                    root,
+                    &["merge-base", "--all", &a.to_string(), &b.to_string()],
+                );
+                let got = merge_base(root, a, b).unwrap().expect("related");
+                assert!(
+                    all.lines().any(|l| l == got.to_string()),
+                    "merge-base {a} {b}: {got} not in {all}"
+                );
+                if all.lines().count() == 1 {
+                    assert_eq!(got.to_string(), all);
+                }
+
+                let anc = crate::git::merge::tests::git_out(
+                    root,
+                    &[
+                        "merge-base",
+                        "--is-ancestor",
+                        &a.to_string(),
+                        &b.to_string(),
+                    ],
+                )
+                .status
+                .success();
+                assert_eq!(is_ancestor(root, a, b).unwrap(), anc, "is-ancestor {a} {b}");
+            }
+        }
+        let log = log_range(root, base, s1).unwrap();
+        assert_eq!(log[0].summary, "side 1");
+        assert_eq!(log[0].message, "side 1\n\nbody text\n");
+        assert_eq!(log[0].author, "Test <test@example.com>");
+        assert_eq!(log[0].time, 1_700_000_120);
+        assert_eq!(
+            commit_tree_id(root, m2).unwrap().to_string(),
+            git(root, &["rev-parse", "main^{tree}"])
+        );
+
+        // Unrelated history: no merge base.
+        git(root, &["checkout", "-q", "--orphan", "alone"]);
+        let alone = commit_at(root, "alone", tick());
+        assert_eq!(merge_base(root, alone, m2).unwrap(), None);
+        assert!(!is_ancestor(root, alone, m2).unwrap());
+    }
 }
