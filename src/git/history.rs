@@ -341,7 +341,7 @@ mod tests {
                 );
                 let got = merge_base(root, a, b).unwrap().expect("related");
                 assert!(
-                    all.lines().any(|l| l == got.to_string()),
+                    all.lines().any(|l| oid(l) == got),
                     "merge-base {a} {b}: {got} not in {all}"
                 );
                 if all.lines().count() == 1 {
