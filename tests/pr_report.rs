@@ -38,23 +38,47 @@ fn pr_bodies_for_normal_stacked_and_partly_failed_workstreams() {
     assert_eq!(out.status.code(), Some(0), "{}", stderr_of(&out));
     let text = stdout_of(&out);
     // Only finished workstreams by default; the exact gh line is printed.
-    assert!(text.contains("gh pr create --base main --head mpw/PR1/A --title 'Tokenizer speedup' --body-file"), "{text}");
-    assert!(text.contains("--base mpw/PR1/A --head mpw/PR1/B"), "stacked PR base: {text}");
+    assert!(
+        text.contains(
+            "gh pr create --base main --head mpw/PR1/A --title 'Tokenizer speedup' --body-file"
+        ),
+        "{text}"
+    );
+    assert!(
+        text.contains("--base mpw/PR1/A --head mpw/PR1/B"),
+        "stacked PR base: {text}"
+    );
     assert!(!text.contains("mpw/PR1/C"), "{text}");
 
     let a = body(&repo, "A");
-    assert!(a.contains("Split the lexer.") && a.contains("Make the parser faster."), "{a}");
+    assert!(
+        a.contains("Split the lexer.") && a.contains("Make the parser faster."),
+        "{a}"
+    );
     assert!(a.contains("| `T1` Split | SUCCEEDED | 1 |"), "{a}");
-    assert!(a.contains("1 file(s) changed, +3 -0") && a.contains("| `lex.txt` | 3 | 0 |"), "{a}");
+    assert!(
+        a.contains("1 file(s) changed, +3 -0") && a.contains("| `lex.txt` | 3 | 0 |"),
+        "{a}"
+    );
     assert!(a.contains("## Commits") && a.contains("A: Split"), "{a}");
-    assert!(a.contains("https://example.invalid/issues/7"), "metadata: {a}");
+    assert!(
+        a.contains("https://example.invalid/issues/7"),
+        "metadata: {a}"
+    );
 
     let b = body(&repo, "B");
     assert!(b.contains("Stacked on `mpw/PR1/A`"), "{b}");
     // B's diffstat is against A's head: only its own file.
-    assert!(b.contains("1 file(s) changed, +1 -0") && b.contains("`b.txt`") && !b.contains("lex.txt"), "{b}");
+    assert!(
+        b.contains("1 file(s) changed, +1 -0") && b.contains("`b.txt`") && !b.contains("lex.txt"),
+        "{b}"
+    );
 
-    let out = repo.mpw().args(["pr", "PR1", "--workstream", "C"]).output().unwrap();
+    let out = repo
+        .mpw()
+        .args(["pr", "PR1", "--workstream", "C"])
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(0));
     let c = body(&repo, "C");
     assert!(c.contains("state **FAILED**"), "{c}");
@@ -68,7 +92,10 @@ fn pr_push_sets_upstream_on_a_local_bare_remote() {
     let repo = repo().commit("init");
     run_three(&repo);
     let bare = repo.dir.path().join("remote.git");
-    run_git(repo.dir.path(), &["init", "-q", "--bare", bare.to_str().unwrap()]);
+    run_git(
+        repo.dir.path(),
+        &["init", "-q", "--bare", bare.to_str().unwrap()],
+    );
     repo.git(&["remote", "add", "origin", bare.to_str().unwrap()]);
     let out = repo
         .mpw()
@@ -77,7 +104,10 @@ fn pr_push_sets_upstream_on_a_local_bare_remote() {
         .unwrap();
     assert_eq!(out.status.code(), Some(0), "{}", stderr_of(&out));
     assert!(stdout_of(&out).contains("pushed mpw/PR1/A to origin"));
-    assert_eq!(run_git(&bare, &["rev-parse", "mpw/PR1/A"]), repo.head("mpw/PR1/A"));
+    assert_eq!(
+        run_git(&bare, &["rev-parse", "mpw/PR1/A"]),
+        repo.head("mpw/PR1/A")
+    );
     assert_eq!(repo.git(&["config", "branch.mpw/PR1/A.remote"]), "origin");
 }
 
@@ -89,20 +119,31 @@ fn pr_create_without_gh_says_so() {
     }
     let repo = repo().commit("init");
     run_three(&repo);
-    let out = repo.mpw().args(["pr", "PR1", "--create"]).env("PATH", "/usr/bin:/bin").output().unwrap();
+    let out = repo
+        .mpw()
+        .args(["pr", "PR1", "--create"])
+        .env("PATH", "/usr/bin:/bin")
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(3));
-    assert!(stderr_of(&out).contains("`gh` (the GitHub CLI) is not installed"), "{}", stderr_of(&out));
+    assert!(
+        stderr_of(&out).contains("`gh` (the GitHub CLI) is not installed"),
+        "{}",
+        stderr_of(&out)
+    );
 }
 
 fn chromium() -> Option<PathBuf> {
-    ["chromium", "chromium-browser", "google-chrome"].iter().find_map(|c| {
-        Command::new(c)
-            .arg("--version")
-            .output()
-            .ok()
-            .filter(|o| o.status.success())
-            .map(|_| PathBuf::from(c))
-    })
+    ["chromium", "chromium-browser", "google-chrome"]
+        .iter()
+        .find_map(|c| {
+            Command::new(c)
+                .arg("--version")
+                .output()
+                .ok()
+                .filter(|o| o.status.success())
+                .map(|_| PathBuf::from(c))
+        })
 }
 
 /// Headless Chromium screenshot of an HTML file.
@@ -133,15 +174,28 @@ pub fn screenshot(browser: &Path, html: &Path, png: &Path) {
 fn html_report_is_self_contained_and_renders() {
     let repo = repo().commit("init");
     run_three(&repo);
-    assert_eq!(repo.mpw().arg("integrate").output().unwrap().status.code(), Some(0));
+    assert_eq!(
+        repo.mpw().arg("integrate").output().unwrap().status.code(),
+        Some(0)
+    );
     let html = repo.dir.path().join("report.html");
-    let out = repo.mpw().args(["report", "PR1", "--html"]).arg(&html).output().unwrap();
+    let out = repo
+        .mpw()
+        .args(["report", "PR1", "--html"])
+        .arg(&html)
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(0), "{}", stderr_of(&out));
     let text = std::fs::read_to_string(&html).unwrap();
     assert!(text.contains("<svg") && text.contains("Timeline") && text.contains("Concurrency"));
-    assert!(text.contains("C/T2 attempt 1 FAILED"), "hover text for each attempt");
+    assert!(
+        text.contains("C/T2 attempt 1 FAILED"),
+        "hover text for each attempt"
+    );
     assert!(text.contains("INTEGRATED") && text.contains("Integration"));
-    assert!(!text.contains("<script") && !text.contains("src=\"http") && !text.contains("href=\"http"));
+    assert!(
+        !text.contains("<script") && !text.contains("src=\"http") && !text.contains("href=\"http")
+    );
     let Some(browser) = chromium() else {
         eprintln!("skipped the screenshot: no chromium on this machine");
         return;
@@ -173,7 +227,12 @@ fn status_watch_redraws_until_the_run_ends() {
     while !db.exists() && t.elapsed().as_secs() < 20 {
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
-    let out = repo.mpw().args(["status", "WAT", "--watch"]).timeout(std::time::Duration::from_secs(30)).output().unwrap();
+    let out = repo
+        .mpw()
+        .args(["status", "WAT", "--watch"])
+        .timeout(std::time::Duration::from_secs(30))
+        .output()
+        .unwrap();
     run.wait().unwrap();
     assert_eq!(out.status.code(), Some(0));
     let s = stdout_of(&out);

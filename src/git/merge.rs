@@ -406,7 +406,7 @@ fn commit_tree(repo: &gix::Repository, commit: Oid) -> Result<gix::Tree<'_>, Git
 }
 
 /// Author and committer like git picks them, with the time taken now (or from `GIT_*_DATE`).
-fn signatures(
+pub(super) fn signatures(
     repo: &gix::Repository,
 ) -> Result<(gix::actor::Signature, gix::actor::Signature), GitError> {
     let now = gix::date::Time::now_local_or_utc();

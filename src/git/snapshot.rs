@@ -1,1 +1,687 @@
-//! (being written)
+//! Snapshots of a worktree: what changed, a commit of it (what
+//! `git add -A && git commit` records), and a reset back to a commit.
+
+use super::Oid;
+use super::error::{GitError, ctx};
+use super::merge::{open_repo, signatures};
+use gix::bstr::{BStr, BString, ByteSlice};
+use gix::refs::transaction::PreviousValue;
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicBool;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ChangeKind {
+    Added,
+    Modified,
+    Deleted,
+}
+
+/// A path that differs between the worktree and its HEAD commit.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Change {
+    /// `/`-separated, relative to the worktree root.
+    pub path: String,
+    pub kind: ChangeKind,
+}
+
+/// Paths a snapshot or reset leaves alone: the worktree's baseline (files
+/// copied in, what setup commands left). Exact paths, or folders ending in `/`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Excluded(pub BTreeSet<String>);
+
+impl Excluded {
+    pub fn contains(&self, path: &str) -> bool {
+        if self.0.is_empty() {
+            return false;
+        }
+        if self.0.contains(path) {
+            return true;
+        }
+        // Any folder entry that is a prefix of the path.
+        let mut end = 0;
+        while let Some(i) = path[end..].find('/') {
+            end += i + 1;
+            if self.0.contains(&path[..end]) {
+                return true;
+            }
+        }
+        false
+    }
+}
+
+fn full_path(workdir: &Path, rel: &BStr) -> Result<PathBuf, GitError> {
+    gix::path::from_bstr(rel)
+        .map(|p| workdir.join(p))
+        .map_err(ctx(format!("path {rel}")))
+}
+
+fn workdir_of(repo: &gix::Repository, worktree: &Path) -> Result<PathBuf, GitError> {
+    repo.workdir()
+        .map(Path::to_path_buf)
+        .ok_or_else(|| GitError::Bare {
+            path: worktree.to_path_buf(),
+        })
+}
+
+fn head_tree(repo: &gix::Repository) -> Result<(Oid, Oid), GitError> {
+    let commit = repo.head_commit().map_err(ctx("reading HEAD"))?;
+    let tree = commit
+        .tree_id()
+        .map_err(ctx("reading HEAD's tree"))?
+        .detach();
+    Ok((commit.id, tree))
+}
+
+/// Paths whose worktree state differs from HEAD's tree (staged or not,
+/// untracked included, ignored never), minus excluded ones, with their kind.
+fn collect(
+    repo: &gix::Repository,
+    head_tree: Oid,
+    excluded: &Excluded,
+) -> Result<BTreeMap<BString, ChangeKind>, GitError> {
+    let doing = "reading the worktree status";
+    let mut candidates: BTreeSet<BString> = BTreeSet::new();
+    let mut iter = repo
+        .status(gix::progress::Discard)
+        .map_err(ctx(doing))?
+        .untracked_files(gix::status::UntrackedFiles::Files)
+        .index_worktree_rewrites(None)
+        .into_iter(Vec::<BString>::new())
+        .map_err(ctx(doing))?;
+    for item in iter.by_ref() {
+        match item.map_err(ctx(doing))? {
+            gix::status::Item::IndexWorktree(i) => {
+                if i.summary().is_some() {
+                    candidates.insert(i.rela_path().to_owned());
+                }
+            }
+            gix::status::Item::TreeIndex(c) => {
+                if let gix::diff::index::ChangeRef::Rewrite {
+                    source_location, ..
+                } = &c
+                {
+                    candidates.insert(source_location.as_ref().to_owned());
+                }
+                candidates.insert(c.location().to_owned());
+            }
+        }
+    }
+    // Keep the stat refreshes, or every later status pays for them again.
+    if let Some(mut outcome) = iter.into_outcome()
+        && let Some(Err(e)) = outcome.write_changes()
+    {
+        tracing::debug!("could not write index stat refreshes: {e}");
+    }
+    let workdir = workdir_of(repo, Path::new("."))?;
+    let tree = repo
+        .find_tree(head_tree)
+        .map_err(ctx("reading HEAD's tree"))?;
+    let mut out = BTreeMap::new();
+    for path in candidates {
+        let Ok(s) = path.to_str() else { continue };
+        if excluded.contains(s) {
+            continue;
+        }
+        let on_disk = full_path(&workdir, path.as_bstr())
+            .map(|p| std::fs::symlink_metadata(p).is_ok())
+            .unwrap_or(false);
+        let in_head = tree
+            .lookup_entry_by_path(s)
+            .map_err(ctx(format!("looking up {s}")))?
+            .is_some_and(|e| !e.mode().is_tree());
+        let kind = match (in_head, on_disk) {
+            (false, true) => ChangeKind::Added,
+            (true, false) => ChangeKind::Deleted,
+            (true, true) => ChangeKind::Modified,
+            (false, false) => continue,
+        };
+        out.insert(path, kind);
+    }
+    Ok(out)
+}
+
+/// What changed in the worktree against its HEAD commit, sorted by path.
+pub fn changes(worktree: &Path, excluded: &Excluded) -> Result<Vec<Change>, GitError> {
+    let repo = open_repo(worktree)?;
+    let (_, tree) = head_tree(&repo)?;
+    Ok(collect(&repo, tree, excluded)?
+        .into_iter()
+        .map(|(p, kind)| Change {
+            path: p.to_str_lossy().into_owned(),
+            kind,
+        })
+        .collect())
+}
+
+/// Where a snapshot commit goes.
+#[derive(Debug, Clone, Copy)]
+pub enum CommitTarget<'a> {
+    /// Onto the checked-out branch (only if it is still at HEAD's commit);
+    /// the index follows, so `git status` is clean afterwards.
+    Head,
+    /// To this full ref name, created or overwritten, parent HEAD's commit;
+    /// HEAD, branch and index stay as they are.
+    Ref(&'a str),
+}
+
+enum IndexUpdate {
+    Upsert {
+        path: BString,
+        id: Oid,
+        mode: gix::index::entry::Mode,
+        stat: gix::index::entry::Stat,
+    },
+    Remove(BString),
+}
+
+/// Commit what changed in the worktree (never ignored or excluded files);
+/// None when nothing changed.
+pub fn commit_worktree(
+    worktree: &Path,
+    excluded: &Excluded,
+    message: &str,
+    target: CommitTarget,
+) -> Result<Option<Oid>, GitError> {
+    let repo = open_repo(worktree)?;
+    let workdir = workdir_of(&repo, worktree)?;
+    let (head, head_tree) = head_tree(&repo)?;
+    let changed = collect(&repo, head_tree, excluded)?;
+    if changed.is_empty() {
+        return Ok(None);
+    }
+    let doing = || format!("snapshotting {}", workdir.display());
+    let (mut pipeline, index) = repo.filter_pipeline(None).map_err(ctx(doing()))?;
+    let mut editor = repo.edit_tree(head_tree).map_err(ctx(doing()))?;
+    let mut updates = Vec::with_capacity(changed.len());
+    for path in changed.keys() {
+        let fs_path = full_path(&workdir, path.as_bstr())?;
+        // Stat before reading: a write racing with us looks changed next time.
+        let stat = gix::index::fs::Metadata::from_path_no_follow(&fs_path)
+            .ok()
+            .and_then(|m| gix::index::entry::Stat::from_fs(&m).ok());
+        match pipeline
+            .worktree_file_to_object(path.as_bstr(), &index)
+            .map_err(ctx(format!("adding {path}")))?
+        {
+            Some((id, kind, _)) => {
+                editor
+                    .upsert(path.as_bstr(), kind, id)
+                    .map_err(ctx(format!("adding {path}")))?;
+                updates.push(IndexUpdate::Upsert {
+                    path: path.clone(),
+                    id,
+                    mode: kind.into(),
+                    stat: stat.unwrap_or_default(),
+                });
+            }
+            None => {
+                editor
+                    .remove(path.as_bstr())
+                    .map_err(ctx(format!("removing {path}")))?;
+                updates.push(IndexUpdate::Remove(path.clone()));
+            }
+        }
+    }
+    let tree = editor.write().map_err(ctx(doing()))?.detach();
+    if tree == head_tree {
+        return Ok(None);
+    }
+    let (author, committer) = signatures(&repo)?;
+    let mut message = message.to_string();
+    if !message.ends_with('\n') {
+        message.push('\n');
+    }
+    let commit = gix::objs::Commit {
+        tree,
+        parents: [head].into_iter().collect(),
+        author,
+        committer,
+        encoding: None,
+        message: message.clone().into(),
+        extra_headers: Vec::new(),
+    };
+    let id = repo
+        .write_object(&commit)
+        .map_err(ctx("writing the commit"))?
+        .detach();
+    match target {
+        CommitTarget::Head => {
+            let name = repo
+                .head_name()
+                .map_err(ctx("reading HEAD"))?
+                .ok_or_else(|| GitError::gix(doing(), "HEAD is detached"))?;
+            repo.reference(
+                name.as_ref(),
+                id,
+                PreviousValue::MustExistAndMatch(gix::refs::Target::Object(head)),
+                format!("commit: {}", message.lines().next().unwrap_or_default()),
+            )
+            .map_err(ctx(format!("moving {}", name.as_bstr())))?;
+            apply_index(&repo, updates)?;
+        }
+        CommitTarget::Ref(name) => {
+            repo.reference(name, id, PreviousValue::Any, "mpw: keep a task's work")
+                .map_err(ctx(format!("writing {name}")))?;
+        }
+    }
+    Ok(Some(id))
+}
+
+fn apply_index(repo: &gix::Repository, updates: Vec<IndexUpdate>) -> Result<(), GitError> {
+    let doing = "updating the index";
+    let mut index = repo.open_index().map_err(ctx(doing))?;
+    let mut removed = BTreeSet::new();
+    let mut new = Vec::new();
+    for u in updates {
+        match u {
+            IndexUpdate::Upsert {
+                path,
+                id,
+                mode,
+                stat,
+            } => {
+                match index.entry_mut_by_path_and_stage(
+                    path.as_bstr(),
+                    gix::index::entry::Stage::Unconflicted,
+                ) {
+                    Some(e) => {
+                        e.id = id;
+                        e.mode = mode;
+                        e.stat = stat;
+                    }
+                    None => new.push((stat, id, mode, path)),
+                }
+            }
+            IndexUpdate::Remove(path) => {
+                removed.insert(path);
+            }
+        }
+    }
+    for (stat, id, mode, path) in new {
+        index.dangerously_push_entry(
+            stat,
+            id,
+            gix::index::entry::Flags::empty(),
+            mode,
+            path.as_bstr(),
+        );
+    }
+    index.sort_entries();
+    index.remove_entries(|_, path, _| removed.contains(path));
+    // A stale cache-tree would make `git write-tree` return the old tree.
+    index.remove_tree();
+    index.remove_resolve_undo();
+    index.write(Default::default()).map_err(ctx(doing))?;
+    Ok(())
+}
+
+/// Make files and index equal to `commit` (HEAD's commit): like
+/// `git reset --hard && git clean -fd`, but excluded paths and ignored files stay.
+pub fn reset_worktree(worktree: &Path, commit: Oid, excluded: &Excluded) -> Result<(), GitError> {
+    let repo = open_repo(worktree)?;
+    let workdir = workdir_of(&repo, worktree)?;
+    let (head, head_tree) = head_tree(&repo)?;
+    if head != commit {
+        return Err(GitError::gix(
+            format!("resetting {}", workdir.display()),
+            format!("HEAD is at {head}, not {commit}"),
+        ));
+    }
+    let changed = collect(&repo, head_tree, excluded)?;
+    if changed.is_empty() {
+        return Ok(());
+    }
+    let doing = || format!("resetting {}", workdir.display());
+    let tree = repo.find_tree(head_tree).map_err(ctx(doing()))?;
+    let mut restore = gix::index::State::new(repo.object_hash());
+    let mut drop = BTreeSet::new();
+    for (path, kind) in &changed {
+        let s = path.to_str_lossy();
+        let entry = tree
+            .lookup_entry_by_path(s.as_ref())
+            .map_err(ctx(doing()))?;
+        match (kind, entry) {
+            (ChangeKind::Added, _) | (_, None) => {
+                drop.insert(path.clone());
+            }
+            (_, Some(e)) => {
+                // A file may have become a folder (or the reverse): clear the way.
+                let p = full_path(&workdir, path.as_bstr())?;
+                if p.is_dir() && !p.is_symlink() {
+                    let _ = std::fs::remove_dir_all(&p);
+                }
+                restore.dangerously_push_entry(
+                    Default::default(),
+                    e.object_id(),
+                    gix::index::entry::Flags::empty(),
+                    e.mode().into(),
+                    path.as_bstr(),
+                );
+            }
+        }
+    }
+    for path in &drop {
+        remove_file_and_empty_parents(&workdir, path.as_bstr())?;
+    }
+    let mut updates = Vec::new();
+    if !restore.entries().is_empty() {
+        restore.sort_entries();
+        let objects = repo
+            .objects
+            .clone()
+            .into_arc()
+            .map_err(|source| GitError::Io {
+                path: workdir.clone(),
+                source,
+            })?;
+        let mut opts = repo
+            .checkout_options(
+                gix::worktree::stack::state::attributes::Source::WorktreeThenIdMapping,
+            )
+            .map_err(ctx(doing()))?;
+        opts.overwrite_existing = true;
+        opts.destination_is_initially_empty = false;
+        let outcome = gix::worktree::state::checkout(
+            &mut restore,
+            &workdir,
+            objects,
+            &gix::progress::Discard,
+            &gix::progress::Discard,
+            &AtomicBool::new(false),
+            opts,
+        )
+        .map_err(ctx(doing()))?;
+        if let Some(e) = outcome.errors.first() {
+            return Err(GitError::gix(
+                format!("restoring {}", e.path),
+                e.error.to_string(),
+            ));
+        }
+        for e in restore.entries() {
+            updates.push(IndexUpdate::Upsert {
+                path: e.path(&restore).to_owned(),
+                id: e.id,
+                mode: e.mode,
+                stat: e.stat,
+            });
+        }
+    }
+    updates.extend(drop.into_iter().map(IndexUpdate::Remove));
+    apply_index(&repo, updates)
+}
+
+fn remove_file_and_empty_parents(workdir: &Path, path: &BStr) -> Result<(), GitError> {
+    let full = full_path(workdir, path)?;
+    match std::fs::symlink_metadata(&full) {
+        Ok(m) if m.is_dir() => std::fs::remove_dir_all(&full),
+        Ok(_) => std::fs::remove_file(&full),
+        Err(_) => Ok(()),
+    }
+    .map_err(|source| GitError::Io {
+        path: full.clone(),
+        source,
+    })?;
+    let mut dir = full.parent();
+    while let Some(d) = dir {
+        if d == workdir || std::fs::remove_dir(d).is_err() {
+            break;
+        }
+        dir = d.parent();
+    }
+    Ok(())
+}
+
+/// A task's commit found by its trailers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TaskCommit {
+    pub id: Oid,
+    pub attempt: Option<u32>,
+}
+
+/// Walk first parents from `tip` down to `stop_at` (exclusive) for the commit
+/// with trailers `Mpw-Run: <run_id>` and `Mpw-Task: <task>`.
+pub fn find_task_commit(
+    repo: &Path,
+    tip: Oid,
+    stop_at: Oid,
+    run_id: &str,
+    task: &str,
+) -> Result<Option<TaskCommit>, GitError> {
+    let r = open_repo(repo)?;
+    let want_run = format!("Mpw-Run: {run_id}");
+    let want_task = format!("Mpw-Task: {task}");
+    let mut cur = Some(tip);
+    while let Some(id) = cur {
+        if id == stop_at {
+            break;
+        }
+        let c = r
+            .find_commit(id)
+            .map_err(ctx(format!("reading commit {id}")))?;
+        let msg = c.message_raw_sloppy().to_str_lossy().into_owned();
+        let lines: Vec<&str> = msg.lines().map(str::trim).collect();
+        if lines.contains(&want_run.as_str()) && lines.contains(&want_task.as_str()) {
+            let attempt = lines
+                .iter()
+                .find_map(|l| l.strip_prefix("Mpw-Attempt: "))
+                .and_then(|a| a.parse().ok());
+            return Ok(Some(TaskCommit { id, attempt }));
+        }
+        cur = c.parent_ids().next().map(|p| p.detach());
+    }
+    Ok(None)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::process::Command;
+
+    fn git(dir: &Path, args: &[&str]) -> String {
+        let out = Command::new("git")
+            .args(args)
+            .current_dir(dir)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "git {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    }
+
+    fn repo() -> (tempfile::TempDir, PathBuf) {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("r ü");
+        std::fs::create_dir(&p).unwrap();
+        git(&p, &["init", "-q", "-b", "main"]);
+        git(&p, &["config", "user.name", "T"]);
+        git(&p, &["config", "user.email", "t@example.com"]);
+        std::fs::write(p.join(".gitignore"), "*.log\n").unwrap();
+        std::fs::write(p.join("keep.txt"), "keep\n").unwrap();
+        std::fs::write(p.join("mod.txt"), "old\n").unwrap();
+        std::fs::write(p.join("del.txt"), "del\n").unwrap();
+        std::fs::create_dir(p.join("d")).unwrap();
+        std::fs::write(p.join("d/x.sh"), "echo\n").unwrap();
+        git(&p, &["add", "-A"]);
+        git(&p, &["commit", "-q", "-m", "init"]);
+        (d, p)
+    }
+
+    fn mess_up(p: &Path) {
+        std::fs::write(p.join("mod.txt"), "new\n").unwrap();
+        std::fs::remove_file(p.join("del.txt")).unwrap();
+        std::fs::create_dir_all(p.join("new dir/ü")).unwrap();
+        std::fs::write(p.join("new dir/ü/a b.txt"), "nested\n").unwrap();
+        std::fs::write(p.join("build.log"), "ignored\n").unwrap();
+        std::fs::write(p.join(".env"), "SECRET\n").unwrap();
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(p.join("d/x.sh"), std::fs::Permissions::from_mode(0o755))
+                .unwrap();
+            std::os::unix::fs::symlink("keep.txt", p.join("link")).unwrap();
+        }
+    }
+
+    fn excluded() -> Excluded {
+        Excluded([".env".to_string()].into_iter().collect())
+    }
+
+    #[test]
+    fn commit_records_what_git_add_all_would_minus_excluded() {
+        let (_d, p) = repo();
+        mess_up(&p);
+        let ch = changes(&p, &excluded()).unwrap();
+        let paths: Vec<&str> = ch.iter().map(|c| c.path.as_str()).collect();
+        assert!(
+            paths.contains(&"mod.txt")
+                && paths.contains(&"del.txt")
+                && paths.contains(&"new dir/ü/a b.txt")
+        );
+        assert!(!paths.contains(&".env") && !paths.contains(&"build.log"));
+        let id = commit_worktree(
+            &p,
+            &excluded(),
+            "snap\n\nMpw-Run: R\nMpw-Task: W/T\n",
+            CommitTarget::Head,
+        )
+        .unwrap()
+        .unwrap();
+        assert_eq!(git(&p, &["rev-parse", "HEAD"]), id.to_string());
+        let ns = git(
+            &p,
+            &[
+                "-c",
+                "core.quotepath=off",
+                "show",
+                "--name-status",
+                "--format=",
+                "HEAD",
+            ],
+        );
+        let mut expect = vec!["D\tdel.txt", "M\tmod.txt", "A\tnew dir/ü/a b.txt"];
+        if cfg!(unix) {
+            expect.insert(0, "M\td/x.sh");
+            expect.insert(1, "A\tlink");
+        }
+        let mut got: Vec<&str> = ns.lines().collect();
+        got.sort();
+        expect.sort();
+        assert_eq!(got, expect);
+        if cfg!(unix) {
+            assert!(git(&p, &["ls-tree", "HEAD", "d/x.sh"]).starts_with("100755"));
+            assert!(git(&p, &["ls-tree", "HEAD", "link"]).starts_with("120000"));
+        }
+        assert_eq!(git(&p, &["status", "--porcelain"]), "?? .env");
+        assert_eq!(
+            git(&p, &["write-tree"]),
+            git(&p, &["rev-parse", "HEAD^{tree}"])
+        );
+        git(&p, &["fsck", "--no-progress"]);
+        assert_eq!(
+            commit_worktree(&p, &excluded(), "again", CommitTarget::Head).unwrap(),
+            None
+        );
+        let found = find_task_commit(
+            &p,
+            id,
+            git(&p, &["rev-parse", "HEAD~1"]).parse().unwrap(),
+            "R",
+            "W/T",
+        )
+        .unwrap();
+        assert_eq!(found.map(|f| f.id), Some(id));
+        assert_eq!(find_task_commit(&p, id, id, "R", "W/T").unwrap(), None);
+        assert!(
+            find_task_commit(
+                &p,
+                id,
+                git(&p, &["rev-parse", "HEAD~1"]).parse().unwrap(),
+                "OTHER",
+                "W/T"
+            )
+            .unwrap()
+            .is_none()
+        );
+    }
+
+    #[test]
+    fn ref_target_keeps_branch_and_index_and_reset_restores() {
+        let (_d, p) = repo();
+        let head = git(&p, &["rev-parse", "HEAD"]);
+        mess_up(&p);
+        let id = commit_worktree(
+            &p,
+            &excluded(),
+            "kept",
+            CommitTarget::Ref("refs/mpw/R/failed/W/T"),
+        )
+        .unwrap()
+        .unwrap();
+        assert_eq!(git(&p, &["rev-parse", "HEAD"]), head);
+        assert_eq!(
+            git(&p, &["rev-parse", "refs/mpw/R/failed/W/T"]),
+            id.to_string()
+        );
+        assert_eq!(git(&p, &["show", "refs/mpw/R/failed/W/T:mod.txt"]), "new");
+        reset_worktree(&p, head.parse().unwrap(), &excluded()).unwrap();
+        assert!(changes(&p, &excluded()).unwrap().is_empty());
+        assert_eq!(std::fs::read_to_string(p.join("mod.txt")).unwrap(), "old\n");
+        assert!(p.join("del.txt").exists());
+        assert!(
+            !p.join("new dir").exists(),
+            "added files and their empty folders are gone"
+        );
+        assert!(
+            p.join(".env").exists() && p.join("build.log").exists(),
+            "excluded and ignored stay"
+        );
+        assert_eq!(git(&p, &["status", "--porcelain"]), "?? .env");
+        assert_eq!(
+            git(&p, &["write-tree"]),
+            git(&p, &["rev-parse", "HEAD^{tree}"])
+        );
+    }
+
+    #[test]
+    fn staged_changes_count_too() {
+        let (_d, p) = repo();
+        std::fs::write(p.join("staged.txt"), "s\n").unwrap();
+        git(&p, &["add", "staged.txt"]);
+        git(&p, &["rm", "-q", "keep.txt"]);
+        let ch = changes(&p, &Excluded::default()).unwrap();
+        assert_eq!(
+            ch,
+            vec![
+                Change {
+                    path: "keep.txt".into(),
+                    kind: ChangeKind::Deleted
+                },
+                Change {
+                    path: "staged.txt".into(),
+                    kind: ChangeKind::Added
+                }
+            ]
+        );
+        commit_worktree(&p, &Excluded::default(), "s", CommitTarget::Head)
+            .unwrap()
+            .unwrap();
+        assert_eq!(git(&p, &["status", "--porcelain"]), "");
+    }
+
+    #[test]
+    fn excluded_folders_cover_their_files() {
+        let e = Excluded(
+            ["node_modules/".to_string(), ".env".to_string()]
+                .into_iter()
+                .collect(),
+        );
+        assert!(e.contains("node_modules/a/b.js"));
+        assert!(e.contains(".env"));
+        assert!(!e.contains("src/node_modules.rs"));
+        assert!(!e.contains(".env.local"));
+    }
+}

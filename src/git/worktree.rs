@@ -1,1 +1,322 @@
-//! (being written)
+//! Repositories, branches and linked worktrees.
+
+use super::Oid;
+use super::error::{GitError, ctx};
+use super::merge::open_repo;
+use gix::refs::transaction::PreviousValue;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicBool;
+
+/// Facts about the repository around a path.
+#[derive(Debug, Clone)]
+pub struct RepoInfo {
+    /// Root of the worktree containing the path (main or linked).
+    pub workdir: PathBuf,
+    /// Root of the main worktree.
+    pub main_workdir: PathBuf,
+    /// The git common dir, absolute.
+    pub common_dir: PathBuf,
+    /// Short name of the branch checked out in `workdir`; None when detached.
+    pub head_branch: Option<String>,
+    /// Commit HEAD points at.
+    pub head: Oid,
+}
+
+fn canon(p: &Path) -> PathBuf {
+    gix::path::realpath(p).unwrap_or_else(|_| p.to_path_buf())
+}
+
+/// Find the repository around `path`: not one, bare, or without commits are errors.
+pub fn discover(path: &Path) -> Result<RepoInfo, GitError> {
+    let repo = gix::discover(path).map_err(|_| GitError::NotARepo {
+        path: path.to_path_buf(),
+    })?;
+    let Some(workdir) = repo.workdir().map(canon) else {
+        return Err(GitError::Bare {
+            path: canon(repo.git_dir()),
+        });
+    };
+    let head = match repo.head_id() {
+        Ok(id) => id.detach(),
+        Err(_) => return Err(GitError::NoCommits { path: workdir }),
+    };
+    let head_branch = repo
+        .head_name()
+        .map_err(ctx("reading HEAD"))?
+        .map(|n| n.shorten().to_string());
+    let common_dir = canon(repo.common_dir());
+    let main_workdir = match repo.main_repo() {
+        Ok(main) => main.workdir().map(canon).unwrap_or_else(|| workdir.clone()),
+        Err(_) => workdir.clone(),
+    };
+    Ok(RepoInfo {
+        workdir,
+        main_workdir,
+        common_dir,
+        head_branch,
+        head,
+    })
+}
+
+/// Resolve any revision (`main`, `HEAD~1`, an id or a prefix of one) to a commit.
+pub fn resolve_commit(repo: &Path, rev: &str) -> Result<Oid, GitError> {
+    let r = open_repo(repo)?;
+    let unknown = || GitError::UnknownRev {
+        rev: rev.to_string(),
+    };
+    let id = r.rev_parse_single(rev).map_err(|_| unknown())?;
+    let obj = id.object().map_err(|_| unknown())?;
+    let commit = obj.peel_to_commit().map_err(|_| unknown())?;
+    Ok(commit.id)
+}
+
+/// Is `refs/heads/<short>` a valid reference name?
+pub fn is_valid_branch_name(short: &str) -> bool {
+    gix::validate::reference::name(format!("refs/heads/{short}").as_str().into()).is_ok()
+}
+
+/// The commit a branch points at, if it exists.
+pub fn branch_tip(repo: &Path, short: &str) -> Result<Option<Oid>, GitError> {
+    ref_target(repo, &format!("refs/heads/{short}"))
+}
+
+/// The commit any reference points at (peeled), if it exists.
+pub fn ref_target(repo: &Path, full_name: &str) -> Result<Option<Oid>, GitError> {
+    let r = open_repo(repo)?;
+    let Some(mut reference) = r
+        .try_find_reference(full_name)
+        .map_err(ctx(format!("reading {full_name}")))?
+    else {
+        return Ok(None);
+    };
+    let id = reference
+        .peel_to_id()
+        .map_err(ctx(format!("reading {full_name}")))?;
+    Ok(Some(id.detach()))
+}
+
+/// Create a branch at `target`; fine if it already points exactly there.
+pub fn create_branch(repo: &Path, short: &str, target: Oid) -> Result<(), GitError> {
+    if let Some(tip) = branch_tip(repo, short)? {
+        if tip == target {
+            return Ok(());
+        }
+        return Err(GitError::gix(
+            format!("creating branch {short}"),
+            format!("it already exists at {tip}"),
+        ));
+    }
+    let r = open_repo(repo)?;
+    r.reference(
+        format!("refs/heads/{short}"),
+        target,
+        PreviousValue::MustNotExist,
+        format!("mpw: branch {short}"),
+    )
+    .map_err(ctx(format!("creating branch {short}")))?;
+    Ok(())
+}
+
+fn add(repo: &Path, path: &Path, head: gix::worktree::add::Head) -> Result<(), GitError> {
+    let r = open_repo(repo)?;
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent).map_err(|source| GitError::Io {
+            path: parent.to_path_buf(),
+            source,
+        })?;
+    }
+    r.add_worktree(path, head, gix::progress::Discard, &AtomicBool::new(false))
+        .map_err(ctx(format!("adding worktree {}", path.display())))?;
+    Ok(())
+}
+
+/// Add a linked worktree at `path` with `branch_short` checked out.
+pub fn add_worktree(repo: &Path, path: &Path, branch_short: &str) -> Result<(), GitError> {
+    let name: gix::refs::FullName = format!("refs/heads/{branch_short}")
+        .try_into()
+        .map_err(ctx(format!("branch name {branch_short}")))?;
+    add(repo, path, gix::worktree::add::Head::Attached(name))
+}
+
+/// Add a scratch worktree at `path` with a detached HEAD at `commit`.
+pub fn add_detached_worktree(repo: &Path, path: &Path, commit: Oid) -> Result<(), GitError> {
+    add(repo, path, gix::worktree::add::Head::Detached(commit))
+}
+
+/// Remove a linked worktree (also when its directory is already gone);
+/// without `force`, one with changes is refused.
+pub fn remove_worktree(repo: &Path, path: &Path, force: bool) -> Result<(), GitError> {
+    let r = open_repo(repo)?;
+    let force = if force {
+        gix::worktree::remove::Force::DiscardChanges
+    } else {
+        gix::worktree::remove::Force::Never
+    };
+    r.remove_worktree(path, force, gix::progress::Discard)
+        .map_err(ctx(format!("removing worktree {}", path.display())))?;
+    Ok(())
+}
+
+/// Delete local branches.
+pub fn delete_branches(repo: &Path, shorts: &[String]) -> Result<(), GitError> {
+    let r = open_repo(repo)?;
+    for s in shorts {
+        let name = format!("refs/heads/{s}");
+        if let Some(reference) = r
+            .try_find_reference(name.as_str())
+            .map_err(ctx(format!("reading {name}")))?
+        {
+            reference
+                .delete()
+                .map_err(ctx(format!("deleting branch {s}")))?;
+        }
+    }
+    Ok(())
+}
+
+/// A worktree of the repository.
+#[derive(Debug, Clone)]
+pub struct WorktreeInfo {
+    pub path: PathBuf,
+    pub branch: Option<String>,
+    pub head: Option<Oid>,
+    pub is_main: bool,
+}
+
+/// The main worktree and every linked one.
+pub fn list_worktrees(repo: &Path) -> Result<Vec<WorktreeInfo>, GitError> {
+    let r = open_repo(repo)?;
+    let main = r.main_repo().map_err(ctx("opening the main worktree"))?;
+    let mut out = Vec::new();
+    let describe = |repo: &gix::Repository, path: PathBuf, is_main: bool| WorktreeInfo {
+        path,
+        branch: repo
+            .head_name()
+            .ok()
+            .flatten()
+            .map(|n| n.shorten().to_string()),
+        head: repo.head_id().ok().map(|i| i.detach()),
+        is_main,
+    };
+    if let Some(wd) = main.workdir() {
+        out.push(describe(&main, canon(wd), true));
+    }
+    for proxy in main.worktrees().map_err(ctx("listing worktrees"))? {
+        let Ok(base) = proxy.base() else { continue };
+        let base = canon(&base);
+        match proxy.into_repo_with_possibly_inaccessible_worktree() {
+            Ok(wr) => out.push(describe(&wr, base, false)),
+            Err(_) => out.push(WorktreeInfo {
+                path: base,
+                branch: None,
+                head: None,
+                is_main: false,
+            }),
+        }
+    }
+    Ok(out)
+}
+
+/// The commit HEAD of a worktree points at.
+pub fn head_of(worktree: &Path) -> Result<Oid, GitError> {
+    let r = open_repo(worktree)?;
+    r.head_id()
+        .map(|i| i.detach())
+        .map_err(ctx(format!("reading HEAD of {}", worktree.display())))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::process::Command;
+
+    fn git(dir: &Path, args: &[&str]) -> String {
+        let out = Command::new("git")
+            .args(args)
+            .current_dir(dir)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "git {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    }
+
+    fn repo() -> (tempfile::TempDir, PathBuf) {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("r");
+        std::fs::create_dir(&p).unwrap();
+        git(&p, &["init", "-q", "-b", "main"]);
+        git(&p, &["config", "user.name", "T"]);
+        git(&p, &["config", "user.email", "t@example.com"]);
+        std::fs::write(p.join("a.txt"), "a\n").unwrap();
+        git(&p, &["add", "-A"]);
+        git(&p, &["commit", "-q", "-m", "init"]);
+        (d, p)
+    }
+
+    #[test]
+    fn discover_tells_the_errors_apart() {
+        let d = tempfile::tempdir().unwrap();
+        assert!(matches!(discover(d.path()), Err(GitError::NotARepo { .. })));
+        git(d.path(), &["init", "-q", "--bare", "b.git"]);
+        assert!(matches!(
+            discover(&d.path().join("b.git")),
+            Err(GitError::Bare { .. })
+        ));
+        git(d.path(), &["init", "-q", "e"]);
+        assert!(matches!(
+            discover(&d.path().join("e")),
+            Err(GitError::NoCommits { .. })
+        ));
+        let (_d, p) = repo();
+        std::fs::create_dir(p.join("sub")).unwrap();
+        let info = discover(&p.join("sub")).unwrap();
+        assert_eq!(info.workdir, canon(&p));
+        assert_eq!(info.main_workdir, canon(&p));
+        assert_eq!(info.head_branch.as_deref(), Some("main"));
+        assert_eq!(info.head.to_string(), git(&p, &["rev-parse", "HEAD"]));
+        assert_eq!(info.common_dir, canon(&p.join(".git")));
+    }
+
+    #[test]
+    fn branches_and_worktrees_look_normal_to_git() {
+        let (d, p) = repo();
+        let head = resolve_commit(&p, "HEAD").unwrap();
+        assert_eq!(resolve_commit(&p, "main").unwrap(), head);
+        assert!(matches!(
+            resolve_commit(&p, "nope"),
+            Err(GitError::UnknownRev { .. })
+        ));
+        create_branch(&p, "mpw/R/W", head).unwrap();
+        create_branch(&p, "mpw/R/W", head).unwrap();
+        assert!(is_valid_branch_name("mpw/R/W-1.x"));
+        assert!(!is_valid_branch_name("a..b"));
+        let wt = d.path().join("r.mpw/R/W");
+        add_worktree(&p, &wt, "mpw/R/W").unwrap();
+        assert_eq!(git(&wt, &["status", "--porcelain"]), "");
+        assert_eq!(git(&wt, &["rev-parse", "--abbrev-ref", "HEAD"]), "mpw/R/W");
+        assert!(git(&p, &["worktree", "list"]).contains("r.mpw/R/W"));
+        let list = list_worktrees(&p).unwrap();
+        assert_eq!(list.len(), 2);
+        assert_eq!(list[1].branch.as_deref(), Some("mpw/R/W"));
+        assert_eq!(discover(&wt).unwrap().main_workdir, canon(&p));
+        // Dirty: refused without force.
+        std::fs::write(wt.join("new.txt"), "x").unwrap();
+        assert!(remove_worktree(&p, &wt, false).is_err());
+        remove_worktree(&p, &wt, true).unwrap();
+        assert!(!wt.exists());
+        assert!(!git(&p, &["worktree", "list"]).contains("r.mpw"));
+        // Deleted by hand, then removed.
+        let wt2 = d.path().join("r.mpw/R/X");
+        add_detached_worktree(&p, &wt2, head).unwrap();
+        std::fs::remove_dir_all(&wt2).unwrap();
+        remove_worktree(&p, &wt2, true).unwrap();
+        assert!(!git(&p, &["worktree", "list"]).contains("R/X"));
+        delete_branches(&p, &["mpw/R/W".into()]).unwrap();
+        assert_eq!(branch_tip(&p, "mpw/R/W").unwrap(), None);
+        git(&p, &["fsck", "--no-progress"]);
+    }
+}

@@ -391,7 +391,11 @@ mod tests {
             let mut tasks = Vec::new();
             for t in 0..100 {
                 let start = (w * 7 + t * 50) as i64;
-                let state = if (w + t) % 37 == 0 { AttemptState::Failed } else { AttemptState::Succeeded };
+                let state = if (w + t) % 37 == 0 {
+                    AttemptState::Failed
+                } else {
+                    AttemptState::Succeeded
+                };
                 attempts.push(AttemptRow {
                     ws: format!("W{w:03}"),
                     task: format!("T{t}"),
@@ -458,7 +462,10 @@ mod tests {
         let (st, attempts) = big();
         let html = render(&st, &attempts, &[]);
         // One bar per attempt, each with its hover text.
-        assert_eq!(html.matches("attempt 1 SUCCEEDED").count() + html.matches("attempt 1 FAILED").count(), 10_000);
+        assert_eq!(
+            html.matches("attempt 1 SUCCEEDED").count() + html.matches("attempt 1 FAILED").count(),
+            10_000
+        );
         assert!(html.contains("big &lt;plan&gt;"), "names are escaped");
         assert!(!html.contains("<script"));
         // Compact lanes keep 100 workstreams on about one screen height.
