@@ -547,7 +547,10 @@ impl Store {
         let ts = now();
         let layout = self.layout.clone();
         let e = db_err(&layout);
-        let tx = self.conn.transaction().map_err(&e)?;
+        let tx = self
+            .conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+            .map_err(&e)?;
         let (started, finished) = match to {
             RunState::Running => (Some(ts.clone()), None),
             s if s.is_terminal() => (None, Some(ts.clone())),
@@ -599,7 +602,10 @@ impl Store {
         let ts = now();
         let layout = self.layout.clone();
         let e = db_err(&layout);
-        let tx = self.conn.transaction().map_err(&e)?;
+        let tx = self
+            .conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+            .map_err(&e)?;
         let from: String = tx
             .query_row(
                 "SELECT state FROM workstreams WHERE run_id = ?1 AND id = ?2",
@@ -677,7 +683,10 @@ impl Store {
         let ts = now();
         let layout = self.layout.clone();
         let e = db_err(&layout);
-        let tx = self.conn.transaction().map_err(&e)?;
+        let tx = self
+            .conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+            .map_err(&e)?;
         let (from, attempts): (String, u32) = tx
             .query_row(
                 "SELECT state, attempts FROM tasks WHERE run_id = ?1 AND ws = ?2 AND id = ?3",
@@ -763,9 +772,11 @@ impl Store {
             None
         } else {
             let kind = match (from, to, patch.attempt_state) {
-                (TaskState::Running, TaskState::Ready, Some(AttemptState::Interrupted)) => {
-                    Some(EventKind::TaskInterrupted)
-                }
+                (
+                    TaskState::Running,
+                    TaskState::Ready | TaskState::Pending,
+                    Some(AttemptState::Interrupted),
+                ) => Some(EventKind::TaskInterrupted),
                 (TaskState::Running, TaskState::Ready, _) => Some(EventKind::TaskRetry),
                 _ => to.event(),
             };

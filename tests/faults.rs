@@ -336,7 +336,8 @@ fn a_300_mb_stdout_flood_costs_disk_not_memory() {
         .output()
         .unwrap();
     let text = stdout_of(&out);
-    let mut parts = text.split_whitespace();
+    // The probe's line is the last; mpw's own output comes before it.
+    let mut parts = text.lines().last().unwrap_or("").split_whitespace();
     assert_eq!(parts.next(), Some("0"), "{text}{}", stderr_of(&out));
     let kib: f64 = parts.next().unwrap().parse().unwrap();
     eprintln!(
@@ -391,7 +392,9 @@ fn two_runs_at_once_and_status_while_they_write() {
         }
         std::thread::sleep(Duration::from_millis(30));
     }
-    assert!(a.wait().unwrap().success() && b.wait().unwrap().success());
+    let (oa, ob) = (a.wait_with_output().unwrap(), b.wait_with_output().unwrap());
+    assert!(oa.status.success(), "{}", stderr_of(&oa));
+    assert!(ob.status.success(), "{}", stderr_of(&ob));
     assert!(polls > 0);
     for id in ["P1", "P2"] {
         let st = status(&repo, id);

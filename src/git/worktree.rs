@@ -125,6 +125,21 @@ fn add(repo: &Path, path: &Path, head: gix::worktree::add::Head) -> Result<(), G
             source,
         })?;
     }
+    // gix reads every registered worktree while adding one and fails on an
+    // entry another process is half-way through creating: one at a time.
+    let lock_dir = r.common_dir().join("mpw");
+    let io = |source| GitError::Io {
+        path: lock_dir.clone(),
+        source,
+    };
+    std::fs::create_dir_all(&lock_dir).map_err(io)?;
+    let lock = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(lock_dir.join("worktree-add.lock"))
+        .map_err(io)?;
+    lock.lock().map_err(io)?;
     r.add_worktree(path, head, gix::progress::Discard, &AtomicBool::new(false))
         .map_err(ctx(format!("adding worktree {}", path.display())))?;
     Ok(())

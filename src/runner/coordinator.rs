@@ -466,9 +466,11 @@ impl Coord<'_> {
         }
         let now = Instant::now();
         let held = self.held_until.clone();
-        let start = self
-            .sched
-            .startable(&self.states, &|i| held[i].is_some_and(|t| t > now));
+        let open = &self.ws_open;
+        let tasks = &self.ctx.tasks;
+        let start = self.sched.startable(&self.states, &|i| {
+            held[i].is_some_and(|t| t > now) || !open[tasks[i].ws]
+        });
         for i in start {
             self.start_attempt(i)?;
         }
@@ -860,9 +862,10 @@ impl Coord<'_> {
                         )?;
                         self.emit(ev);
                     } else {
+                        // Pending: it waits for its worktree to be reset.
                         self.transition_task(
                             i,
-                            TaskState::Ready,
+                            TaskState::Pending,
                             TaskPatch {
                                 attempt: Some(attempt),
                                 attempt_state: Some(AttemptState::Interrupted),
