@@ -1047,7 +1047,8 @@ mod tests {
     }
 
     async fn wait_for_file(path: &Path) {
-        for _ in 0..200 {
+        // Generous: the suite runs many process-heavy tests at once.
+        for _ in 0..2000 {
             if std::fs::read_to_string(path).is_ok_and(|s| s.ends_with('\n')) {
                 return;
             }
@@ -1271,7 +1272,7 @@ mod tests {
         };
         let t = Instant::now();
         let (out, ()) = tokio::join!(run(&spec, rx, |_| {}), canceller);
-        assert!(t.elapsed() < Duration::from_secs(4), "{:?}", t.elapsed());
+        assert!(t.elapsed() < Duration::from_secs(15), "{:?}", t.elapsed());
         assert_eq!(out.ending, Ending::Cancelled);
         assert_eq!(out.verdict(), Verdict::Cancelled);
         let info = out.proc.unwrap();

@@ -124,7 +124,7 @@ fn a_conflict_leaves_the_target_alone_and_can_be_fixed_in_the_worktree() {
     assert_eq!(ws_state(&repo, "I2", "B")["state"], "INTEGRATED");
     assert_eq!(repo.git(&["show", "main:shared.txt"]), "from main");
     assert!(
-        repo.git(&["rev-list", &format!("{tip}..main")])
+        repo.git(&["rev-list", "--first-parent", &format!("{tip}..main")])
             .lines()
             .count()
             == 1
@@ -165,7 +165,12 @@ fn a_failing_gate_leaves_the_target_alone() {
     assert_eq!(ws_state(&repo, "I3", "A")["state"], "INTEGRATED");
     assert_eq!(ws_state(&repo, "I3", "B")["state"], "GATE_FAILED");
     assert_eq!(
-        repo.git(&["rev-list", "--count", &format!("{tip}..main")]),
+        repo.git(&[
+            "rev-list",
+            "--count",
+            "--first-parent",
+            &format!("{tip}..main")
+        ]),
         "1"
     );
     let (ok, _, _) = repo.git_try(&["cat-file", "-e", "main:b.txt"]);

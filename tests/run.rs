@@ -431,14 +431,19 @@ fn fail_fast_starts_nothing_new_after_a_failure() {
     let repo = repo().commit("init");
     let (code, _, _, _) = run_plan(
         &repo,
-        r#"{ "run_id": "R12", "globals": { "max_concurrency": 1 }, "workstreams": [
+        r#"{ "run_id": "R12", "globals": { "max_concurrency": 2 }, "workstreams": [
             { "id": "A", "tasks": [ { "id": "T", "run": "exit 1" } ] },
-            { "id": "B", "tasks": [ { "id": "T", "run": "echo b > b.txt" } ] } ] }"#,
+            { "id": "B", "tasks": [ { "id": "T1", "run": "sleep 1; echo b > b.txt" },
+                                   { "id": "T2", "run": "echo c > c.txt", "depends_on": ["T1"] } ] } ] }"#,
         &["--fail-fast"],
     );
     assert_eq!(code, 1);
     let st = repo.run_status("R12");
-    assert_eq!(task(&st, "B", "T")["state"], "SKIPPED");
+    // What was running finishes; nothing new starts.
+    assert_eq!(task(&st, "B", "T1")["state"], "SUCCEEDED");
+    let t2 = task(&st, "B", "T2");
+    assert_eq!(t2["state"], "SKIPPED");
+    assert!(t2["reason"].as_str().unwrap().contains("fail-fast"), "{t2}");
 }
 
 #[test]
