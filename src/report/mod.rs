@@ -147,8 +147,8 @@ pub fn status_table(st: &RunStatus, style: Style) -> String {
             .unwrap_or_default();
         let _ = writeln!(
             out,
-            "{:<w_id$}  {}  {:>7}  {:>8}  {}",
-            style.bold(&w.id),
+            "{}  {}  {:>7}  {:>8}  {}",
+            style.bold(&format!("{:<w_id$}", w.id)),
             pad(&style.state(w.state.as_str()), w.state.as_str().len(), 12),
             format!("{done}/{}", w.counts.tasks),
             time,
@@ -315,16 +315,8 @@ pub struct BarListener {
 impl BarListener {
     pub fn new() -> Self {
         let multi = MultiProgress::with_draw_target(ProgressDrawTarget::stderr_with_hz(10));
-        let total = multi.add(ProgressBar::new(0));
-        total.set_style(
-            ProgressStyle::with_template(
-                "{prefix:.bold} [{bar:30.cyan/blue}] {pos}/{len} tasks  {elapsed}  {msg}",
-            )
-            .unwrap()
-            .progress_chars("=> "),
-        );
-        total.set_prefix("run");
-        total.enable_steady_tick(Duration::from_millis(200));
+        // Drawn from `start` on, when the run's size is known.
+        let total = ProgressBar::hidden();
         BarListener {
             multi,
             total,
@@ -356,7 +348,16 @@ impl Default for BarListener {
 
 impl Listener for BarListener {
     fn start(&mut self, st: &RunStatus) {
-        self.total.set_length(st.counts.tasks as u64);
+        self.total = self.multi.add(ProgressBar::new(st.counts.tasks as u64));
+        self.total.set_style(
+            ProgressStyle::with_template(
+                "{prefix:.bold} [{bar:30.cyan/blue}] {pos}/{len} tasks  {elapsed}  {msg}",
+            )
+            .unwrap()
+            .progress_chars("=> "),
+        );
+        self.total.set_prefix("run");
+        self.total.enable_steady_tick(Duration::from_millis(200));
         self.total.set_message(st.run_id.clone());
         let w = st.workstreams.iter().map(|w| w.id.len()).max().unwrap_or(4);
         let style = ProgressStyle::with_template(&format!(
@@ -368,6 +369,7 @@ impl Listener for BarListener {
             let b = self.multi.add(ProgressBar::new(ws.counts.tasks as u64));
             b.set_style(style.clone());
             b.set_prefix(ws.id.clone());
+            b.enable_steady_tick(Duration::from_millis(500));
             let done = ws.tasks.iter().filter(|t| t.state.is_terminal()).count() as u64;
             b.set_position(done);
             self.total.inc(done);
