@@ -554,3 +554,48 @@ fn paths_with_spaces_and_non_ascii_work() {
     assert_eq!(out.status.code(), Some(0), "{}", stderr_of(&out));
     assert_eq!(repo.read("dír ü/c d.txt"), "y\n");
 }
+
+#[test]
+fn resume_itself_killed_and_resumed_again_finishes_once() {
+    let repo = repo().commit("init");
+    let c = repo.dir.path().join("c");
+    std::fs::create_dir_all(&c).unwrap();
+    let cs = c.to_str().unwrap();
+    // A/T2 is slow until the file `fast` exists; every run of it leaves its pid.
+    let plan = repo.plan(
+        "rr",
+        &format!(
+            r#"{{ "run_id": "RR", "workstreams": [
+                {{ "id": "A", "tasks": [
+                    {{ "id": "T1", "run": "echo 1 >> {cs}/T1; echo 1 > t1.txt" }},
+                    {{ "id": "T2", "depends_on": ["T1"], "run": "echo $$ > {cs}/pid.$MPW_ATTEMPT; test -f {cs}/fast || sleep 30; echo 2 >> {cs}/T2; echo 2 > t2.txt" }},
+                    {{ "id": "T3", "depends_on": ["T2"], "run": "echo 3 >> {cs}/T3; echo 3 > t3.txt" }} ] }} ] }}"#
+        ),
+    );
+    let mut run = spawn_run(&repo, &plan, &[]);
+    wait_for("attempt 1", Duration::from_secs(30), || c.join("pid.1").exists());
+    unsafe { libc::kill(run.id() as i32, libc::SIGKILL) };
+    run.wait().unwrap();
+    // Resume, and kill the resume while the task runs again.
+    let mut resume = Command::new(assert_cmd::cargo::cargo_bin("mpw"))
+        .args(["-q", "resume", "RR"])
+        .current_dir(&repo.path)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_for("attempt 2", Duration::from_secs(30), || c.join("pid.2").exists());
+    let first = read_pid(&c.join("pid.1"));
+    assert!(!alive(first), "resume ended the first orphan");
+    unsafe { libc::kill(resume.id() as i32, libc::SIGKILL) };
+    resume.wait().unwrap();
+    std::fs::write(c.join("fast"), "").unwrap();
+    let out = repo.mpw().args(["resume", "RR"]).timeout(Duration::from_secs(60)).output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}{}", stdout_of(&out), stderr_of(&out));
+    assert!(!alive(read_pid(&c.join("pid.2"))));
+    let count = |f: &str| std::fs::read_to_string(c.join(f)).unwrap().lines().count();
+    assert_eq!((count("T1"), count("T2"), count("T3")), (1, 1, 1));
+    let log = repo.git(&["log", "--format=%s", "main..mpw/RR/A"]);
+    assert_eq!(log.lines().count(), 3, "{log}");
+    assert_eq!(status(&repo, "RR")["state"], "COMPLETED");
+}
