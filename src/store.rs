@@ -105,7 +105,8 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     fs::create_dir_all(dir).map_err(io)?;
     let mut tmp = tempfile::NamedTempFile::new_in(dir).map_err(io)?;
     tmp.write_all(bytes).map_err(io)?;
-    tmp.as_file().sync_all().map_err(io)?;
+    // No fsync: these files are derived from the database and rewritten;
+    // the rename is what keeps readers from ever seeing half a file.
     tmp.persist(path).map_err(|e| io(e.error))?;
     Ok(())
 }
@@ -420,9 +421,10 @@ impl Store {
         if exists || layout.run_dir(run.id).exists() {
             return Err(StoreError::RunExists(run.id.to_string()));
         }
-        tx.execute(
-            "INSERT INTO runs (id, name, state, repo, base, base_ref, plan_path, worktree_root, created_at, options)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+        tx.prepare_cached("INSERT INTO runs (id, name, state, repo, base, base_ref, plan_path, worktree_root, created_at, options)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)")
+            .map_err(&e)?
+            .execute(
             params![
                 run.id,
                 run.name,
@@ -438,23 +440,25 @@ impl Store {
         )
         .map_err(&e)?;
         for (i, ws) in run.workstreams.iter().enumerate() {
-            tx.execute(
+            tx.prepare_cached(
                 "INSERT INTO workstreams (run_id, id, idx, name, state, branch, worktree)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-                params![
-                    run.id,
-                    ws.id,
-                    i as i64,
-                    ws.name,
-                    WorkstreamState::Pending.as_str(),
-                    ws.branch,
-                    ws.worktree
-                ],
             )
+            .map_err(&e)?
+            .execute(params![
+                run.id,
+                ws.id,
+                i as i64,
+                ws.name,
+                WorkstreamState::Pending.as_str(),
+                ws.branch,
+                ws.worktree
+            ])
             .map_err(&e)?;
             for (j, (t, name)) in ws.tasks.iter().enumerate() {
-                tx.execute(
-                    "INSERT INTO tasks (run_id, ws, id, idx, name, state) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                tx.prepare_cached("INSERT INTO tasks (run_id, ws, id, idx, name, state) VALUES (?1, ?2, ?3, ?4, ?5, ?6)")
+            .map_err(&e)?
+            .execute(
                     params![run.id, ws.id, t, j as i64, name, TaskState::Pending.as_str()],
                 )
                 .map_err(&e)?;
@@ -493,8 +497,10 @@ impl Store {
     }
 
     fn insert_event(conn: &Connection, ev: &Event) -> rusqlite::Result<()> {
-        conn.execute(
+        conn.prepare_cached(
             "INSERT INTO events (run_id, ts, kind, ws, task, attempt, data) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+        )?
+        .execute(
             params![
                 ev.run,
                 ev.ts,
@@ -556,20 +562,21 @@ impl Store {
             s if s.is_terminal() => (None, Some(ts.clone())),
             _ => (None, None),
         };
-        tx.execute(
+        tx.prepare_cached(
             "UPDATE runs SET state = ?2, started_at = COALESCE(started_at, ?3),
                  finished_at = CASE WHEN ?4 IS NULL THEN NULL ELSE ?4 END,
                  coordinator_pid = CASE WHEN ?5 THEN ?6 ELSE coordinator_pid END
              WHERE id = ?1",
-            params![
-                run,
-                to.as_str(),
-                started,
-                finished,
-                to == RunState::Running,
-                std::process::id()
-            ],
         )
+        .map_err(&e)?
+        .execute(params![
+            run,
+            to.as_str(),
+            started,
+            finished,
+            to == RunState::Running,
+            std::process::id()
+        ])
         .map_err(&e)?;
         let ev = to.event().map(|kind| Event {
             ts,
@@ -622,29 +629,30 @@ impl Store {
                 | WorkstreamState::Skipped
         )
         .then(|| ts.clone());
-        tx.execute(
+        tx.prepare_cached(
             "UPDATE workstreams SET state = ?3,
                  start_commit = COALESCE(?4, start_commit), head = COALESCE(?5, head),
                  reason = COALESCE(?6, reason), integration = COALESCE(?7, integration),
                  started_at = COALESCE(started_at, ?8), finished_at = COALESCE(?9, finished_at),
                  baseline = COALESCE(?10, baseline)
              WHERE run_id = ?1 AND id = ?2",
-            params![
-                run,
-                ws,
-                to.as_str(),
-                patch.start_commit,
-                patch.head,
-                patch.reason,
-                patch.integration.as_ref().map(|v| v.to_string()),
-                started,
-                finished,
-                patch
-                    .baseline
-                    .as_ref()
-                    .map(|b| serde_json::to_string(b).unwrap())
-            ],
         )
+        .map_err(&e)?
+        .execute(params![
+            run,
+            ws,
+            to.as_str(),
+            patch.start_commit,
+            patch.head,
+            patch.reason,
+            patch.integration.as_ref().map(|v| v.to_string()),
+            started,
+            finished,
+            patch
+                .baseline
+                .as_ref()
+                .map(|b| serde_json::to_string(b).unwrap())
+        ])
         .map_err(&e)?;
         if let Some(r) = &patch.reason {
             data.entry("reason").or_insert(json!(r));
@@ -710,25 +718,27 @@ impl Store {
         }
         let attempt = patch.attempt.unwrap_or(attempts);
         if to == TaskState::Running {
-            tx.execute(
+            tx.prepare_cached(
                 "INSERT INTO attempts (run_id, ws, task, attempt, state, start_commit, started_at)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-                params![
-                    run,
-                    ws,
-                    task,
-                    attempt,
-                    AttemptState::Running.as_str(),
-                    patch.start_commit,
-                    ts
-                ],
             )
+            .map_err(&e)?
+            .execute(params![
+                run,
+                ws,
+                task,
+                attempt,
+                AttemptState::Running.as_str(),
+                patch.start_commit,
+                ts
+            ])
             .map_err(&e)?;
-            tx.execute(
+            tx.prepare_cached(
                 "UPDATE tasks SET state = ?4, attempts = ?5, started_at = COALESCE(started_at, ?6)
                  WHERE run_id = ?1 AND ws = ?2 AND id = ?3",
-                params![run, ws, task, to.as_str(), attempt, ts],
             )
+            .map_err(&e)?
+            .execute(params![run, ws, task, to.as_str(), attempt, ts])
             .map_err(&e)?;
         } else {
             if from == TaskState::Running {
@@ -738,22 +748,24 @@ impl Store {
                     TaskState::Cancelled | TaskState::Skipped => AttemptState::Cancelled,
                     _ => AttemptState::Failed,
                 });
-                tx.execute(
-                    "UPDATE attempts SET state = ?5, exit_code = ?6, reason = ?7, finished_at = ?8, duration_ms = ?9
-                     WHERE run_id = ?1 AND ws = ?2 AND task = ?3 AND attempt = ?4",
+                tx.prepare_cached("UPDATE attempts SET state = ?5, exit_code = ?6, reason = ?7, finished_at = ?8, duration_ms = ?9
+                     WHERE run_id = ?1 AND ws = ?2 AND task = ?3 AND attempt = ?4")
+            .map_err(&e)?
+            .execute(
                     params![run, ws, task, attempt, astate.as_str(), patch.exit_code, patch.reason, ts, patch.duration_ms],
                 )
                 .map_err(&e)?;
             }
             let finished = to.is_terminal().then(|| ts.clone());
-            tx.execute(
-                "UPDATE tasks SET state = ?4, exit_code = COALESCE(?5, exit_code),
+            tx.prepare_cached("UPDATE tasks SET state = ?4, exit_code = COALESCE(?5, exit_code),
                      commit_id = COALESCE(?6, commit_id), preserved_ref = COALESCE(?7, preserved_ref),
                      reason = COALESCE(?8, reason), finished_at = COALESCE(?9, finished_at),
                      duration_ms = CASE WHEN ?9 IS NOT NULL AND started_at IS NOT NULL
                          THEN CAST(ROUND((julianday(?9) - julianday(started_at)) * 86400000) AS INTEGER)
                          ELSE duration_ms END
-                 WHERE run_id = ?1 AND ws = ?2 AND id = ?3",
+                 WHERE run_id = ?1 AND ws = ?2 AND id = ?3")
+            .map_err(&e)?
+            .execute(
                 params![
                     run,
                     ws,
@@ -1134,12 +1146,21 @@ impl Store {
         })
     }
 
-    /// Rewrite `run_status.json` and `workstreams/<ws>.json` atomically.
+    /// Rewrite `run_status.json` and every `workstreams/<ws>.json` atomically.
     pub fn write_status_files(&self, run: &str) -> Result<RunStatus> {
+        self.write_status_files_of(run, None)
+    }
+
+    /// Rewrite `run_status.json` and the one workstream's file (all when None).
+    pub fn write_status_files_of(&self, run: &str, only: Option<&str>) -> Result<RunStatus> {
         let st = self.run_status(run)?;
         let text = serde_json::to_vec_pretty(&st).expect("status serialises");
         write_atomic(&self.layout.run_status(run), &text)?;
-        for ws in &st.workstreams {
+        for ws in st
+            .workstreams
+            .iter()
+            .filter(|w| only.is_none_or(|o| o == w.id))
+        {
             let text = serde_json::to_vec_pretty(ws).expect("status serialises");
             write_atomic(&self.layout.ws_json(run, &ws.id), &text)?;
         }

@@ -573,7 +573,9 @@ fn resume_itself_killed_and_resumed_again_finishes_once() {
         ),
     );
     let mut run = spawn_run(&repo, &plan, &[]);
-    wait_for("attempt 1", Duration::from_secs(30), || c.join("pid.1").exists());
+    wait_for("attempt 1", Duration::from_secs(30), || {
+        c.join("pid.1").exists()
+    });
     unsafe { libc::kill(run.id() as i32, libc::SIGKILL) };
     run.wait().unwrap();
     // Resume, and kill the resume while the task runs again.
@@ -584,14 +586,27 @@ fn resume_itself_killed_and_resumed_again_finishes_once() {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    wait_for("attempt 2", Duration::from_secs(30), || c.join("pid.2").exists());
+    wait_for("attempt 2", Duration::from_secs(30), || {
+        c.join("pid.2").exists()
+    });
     let first = read_pid(&c.join("pid.1"));
     assert!(!alive(first), "resume ended the first orphan");
     unsafe { libc::kill(resume.id() as i32, libc::SIGKILL) };
     resume.wait().unwrap();
     std::fs::write(c.join("fast"), "").unwrap();
-    let out = repo.mpw().args(["resume", "RR"]).timeout(Duration::from_secs(60)).output().unwrap();
-    assert_eq!(out.status.code(), Some(0), "{}{}", stdout_of(&out), stderr_of(&out));
+    let out = repo
+        .mpw()
+        .args(["resume", "RR"])
+        .timeout(Duration::from_secs(60))
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}{}",
+        stdout_of(&out),
+        stderr_of(&out)
+    );
     assert!(!alive(read_pid(&c.join("pid.2"))));
     let count = |f: &str| std::fs::read_to_string(c.join(f)).unwrap().lines().count();
     assert_eq!((count("T1"), count("T2"), count("T3")), (1, 1, 1));

@@ -6,6 +6,8 @@ use super::error::{GitError, ctx};
 use super::merge::{open_repo, signatures};
 use gix::bstr::{BStr, BString, ByteSlice};
 use gix::refs::transaction::PreviousValue;
+use gix::status::plumbing::index_as_worktree;
+use gix::status::plumbing::index_as_worktree_with_renames as iwr;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
@@ -73,6 +75,68 @@ fn head_tree(repo: &gix::Repository) -> Result<(Oid, Oid), GitError> {
     Ok((commit.id, tree))
 }
 
+/// Index against worktree, in one pass on this thread: changed tracked paths
+/// and untracked (never ignored) files; stat refreshes for the rest.
+#[derive(Default)]
+struct Scan {
+    paths: Vec<BString>,
+    /// Stat refreshes of unchanged entries, by index position.
+    stats: Vec<(usize, gix::index::entry::Stat)>,
+    /// Racily clean entries git smudges (size 0) so they are checked again.
+    smudge: Vec<usize>,
+}
+
+impl<'index> iwr::VisitEntry<'index> for Scan {
+    type ContentChange = ();
+    type SubmoduleStatus = ();
+
+    fn visit_entry(&mut self, entry: iwr::Entry<'index, (), ()>) {
+        use index_as_worktree::{Change as C, EntryStatus as S};
+        match entry {
+            iwr::Entry::Modification {
+                entry_index,
+                rela_path,
+                status,
+                ..
+            } => match status {
+                S::NeedsUpdate(stat) => self.stats.push((entry_index, stat)),
+                S::Change(C::SubmoduleModification(_)) => {}
+                S::Change(C::Modification {
+                    set_entry_stat_size_zero,
+                    ..
+                }) => {
+                    if set_entry_stat_size_zero {
+                        self.smudge.push(entry_index);
+                    }
+                    self.paths.push(rela_path.to_owned());
+                }
+                _ => self.paths.push(rela_path.to_owned()),
+            },
+            iwr::Entry::DirectoryContents { entry, .. } => {
+                use gix::dir::entry::{Kind, Status};
+                // Nested repositories are not something `git add -A` records as blobs.
+                if entry.status == Status::Untracked
+                    && matches!(entry.disk_kind, Some(Kind::File | Kind::Symlink))
+                {
+                    self.paths.push(entry.rela_path);
+                }
+            }
+            iwr::Entry::Rewrite { .. } => {}
+        }
+    }
+}
+
+/// Submodules are not part of mpw's snapshots.
+#[derive(Clone, Copy)]
+struct NoSubmodules;
+
+impl index_as_worktree::traits::SubmoduleStatus for NoSubmodules {
+    type Output = ();
+    fn status(&mut self, _: &gix::index::Entry, _: &BStr) -> gix::Result<Option<()>> {
+        Ok(None)
+    }
+}
+
 /// Paths whose worktree state differs from HEAD's tree (staged or not,
 /// untracked included, ignored never), minus excluded ones, with their kind.
 fn collect(
@@ -81,37 +145,68 @@ fn collect(
     excluded: &Excluded,
 ) -> Result<BTreeMap<BString, ChangeKind>, GitError> {
     let doing = "reading the worktree status";
-    let mut candidates: BTreeSet<BString> = BTreeSet::new();
-    let mut iter = repo
-        .status(gix::progress::Discard)
+    let mut index = repo.open_index().map_err(ctx(doing))?;
+    let mut scan = Scan::default();
+    let dirwalk = repo
+        .dirwalk_options()
         .map_err(ctx(doing))?
-        .untracked_files(gix::status::UntrackedFiles::Files)
-        .index_worktree_rewrites(None)
-        .into_iter(Vec::<BString>::new())
+        .emit_untracked(gix::dir::walk::EmissionMode::Matching);
+    repo.index_worktree_status(
+        &index,
+        Vec::<BString>::new(),
+        &mut scan,
+        index_as_worktree::traits::FastEq,
+        NoSubmodules,
+        &mut gix::progress::Discard,
+        &AtomicBool::new(false),
+        gix::status::index_worktree::Options {
+            sorting: None,
+            dirwalk_options: Some(dirwalk),
+            rewrites: None,
+            thread_limit: None,
+        },
+    )
+    .map_err(ctx(doing))?;
+    let mut candidates: BTreeSet<BString> = scan.paths.into_iter().collect();
+    // Staged changes: the index against HEAD's tree.
+    let mut pathspec = repo
+        .pathspec(
+            false,
+            None::<&str>,
+            false,
+            &gix::index::State::new(repo.object_hash()),
+            gix::worktree::stack::state::attributes::Source::IdMapping,
+        )
         .map_err(ctx(doing))?;
-    for item in iter.by_ref() {
-        match item.map_err(ctx(doing))? {
-            gix::status::Item::IndexWorktree(i) => {
-                if i.summary().is_some() {
-                    candidates.insert(i.rela_path().to_owned());
-                }
+    repo.tree_index_status(
+        &head_tree,
+        &index,
+        Some(&mut pathspec),
+        gix::status::tree_index::TrackRenames::Disabled,
+        |change, _, _| {
+            if let gix::diff::index::ChangeRef::Rewrite {
+                source_location, ..
+            } = &change
+            {
+                candidates.insert(source_location.as_ref().to_owned());
             }
-            gix::status::Item::TreeIndex(c) => {
-                if let gix::diff::index::ChangeRef::Rewrite {
-                    source_location, ..
-                } = &c
-                {
-                    candidates.insert(source_location.as_ref().to_owned());
-                }
-                candidates.insert(c.location().to_owned());
-            }
-        }
-    }
+            candidates.insert(change.location().to_owned());
+            Ok(std::ops::ControlFlow::Continue(()))
+        },
+    )
+    .map_err(ctx(doing))?;
     // Keep the stat refreshes, or every later status pays for them again.
-    if let Some(mut outcome) = iter.into_outcome()
-        && let Some(Err(e)) = outcome.write_changes()
-    {
-        tracing::debug!("could not write index stat refreshes: {e}");
+    if !scan.stats.is_empty() || !scan.smudge.is_empty() {
+        let entries = index.entries_mut();
+        for (i, stat) in scan.stats {
+            entries[i].stat = stat;
+        }
+        for i in scan.smudge {
+            entries[i].stat.size = 0;
+        }
+        if let Err(e) = index.write(Default::default()) {
+            tracing::debug!("could not write index stat refreshes: {e}");
+        }
     }
     let workdir = workdir_of(repo, Path::new("."))?;
     let tree = repo
@@ -183,13 +278,28 @@ pub fn commit_worktree(
     message: &str,
     target: CommitTarget,
 ) -> Result<Option<Oid>, GitError> {
-    let repo = open_repo(worktree)?;
-    let workdir = workdir_of(&repo, worktree)?;
-    let (head, head_tree) = head_tree(&repo)?;
-    let changed = collect(&repo, head_tree, excluded)?;
+    let changed = changes(worktree, excluded)?;
+    commit_changes(worktree, &changed, message, target)
+}
+
+/// Commit the given changes (as `changes` just reported them) without
+/// reading the status again; None when there are none.
+pub fn commit_changes(
+    worktree: &Path,
+    changed: &[Change],
+    message: &str,
+    target: CommitTarget,
+) -> Result<Option<Oid>, GitError> {
     if changed.is_empty() {
         return Ok(None);
     }
+    let repo = open_repo(worktree)?;
+    let workdir = workdir_of(&repo, worktree)?;
+    let (head, head_tree) = head_tree(&repo)?;
+    let changed: BTreeMap<BString, ChangeKind> = changed
+        .iter()
+        .map(|c| (BString::from(c.path.as_str()), c.kind))
+        .collect();
     let doing = || format!("snapshotting {}", workdir.display());
     let (mut pipeline, index) = repo.filter_pipeline(None).map_err(ctx(doing()))?;
     let mut editor = repo.edit_tree(head_tree).map_err(ctx(doing()))?;

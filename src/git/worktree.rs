@@ -140,8 +140,16 @@ fn add(repo: &Path, path: &Path, head: gix::worktree::add::Head) -> Result<(), G
         .open(lock_dir.join("worktree-add.lock"))
         .map_err(io)?;
     lock.lock().map_err(io)?;
-    r.add_worktree(path, head, gix::progress::Discard, &AtomicBool::new(false))
-        .map_err(ctx(format!("adding worktree {}", path.display())))?;
+    let interrupt = AtomicBool::new(false);
+    let doing = || format!("adding worktree {}", path.display());
+    let prepared = r
+        .prepare_add_worktree(path, head, &interrupt)
+        .map_err(ctx(doing()))?;
+    // Registered: checkouts of several worktrees may run side by side.
+    drop(lock);
+    prepared
+        .checkout(gix::progress::Discard, &interrupt)
+        .map_err(ctx(doing()))?;
     Ok(())
 }
 

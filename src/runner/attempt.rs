@@ -190,8 +190,9 @@ fn settle_inner(
     let t = &ctx.tasks[i];
     let ws = &ctx.ws[t.ws];
     let wt = &ws.worktree;
+    // One status read serves the checks and the commit.
+    let changes = git::changes(wt, excluded)?;
     if verdict == Verdict::Succeeded {
-        let changes = git::changes(wt, excluded)?;
         if t.read_only && !changes.is_empty() {
             verdict = Verdict::Quarantined(format!(
                 "read-only task changed {} path(s): {}",
@@ -215,18 +216,22 @@ fn settle_inner(
     let message = commit_message(ctx, i, attempt);
     let preserve = |kind: &str| -> std::result::Result<Option<String>, git::GitError> {
         let name = format!("refs/mpw/{}/{kind}/{}/{}", ctx.run_id, ws.id, t.id);
-        let kept = git::commit_worktree(wt, excluded, &message, CommitTarget::Ref(&name))?;
-        git::reset_worktree(wt, start, excluded)?;
+        let kept = git::commit_changes(wt, &changes, &message, CommitTarget::Ref(&name))?;
+        if !changes.is_empty() {
+            git::reset_worktree(wt, start, excluded)?;
+        }
         Ok(kept.map(|_| name))
     };
     Ok(match &verdict {
         Verdict::Succeeded => {
-            let c = git::commit_worktree(wt, excluded, &message, CommitTarget::Head)?;
+            let c = git::commit_changes(wt, &changes, &message, CommitTarget::Head)?;
             fault_point(&format!("kill-after-commit:{}/{}", ws.id, t.id));
             (verdict, c, None)
         }
         Verdict::Failed(_) if will_retry => {
-            git::reset_worktree(wt, start, excluded)?;
+            if !changes.is_empty() {
+                git::reset_worktree(wt, start, excluded)?;
+            }
             (verdict, None, None)
         }
         Verdict::Failed(_) => {

@@ -79,6 +79,7 @@ struct Coord<'a> {
     cancelled: bool,
     fail_fast: bool,
     stop_starting: bool,
+    max_provisioning: usize,
 }
 
 /// Drive a recorded run to its end.
@@ -196,6 +197,7 @@ async fn drive_async(
         cancelled: false,
         fail_fast: opts.fail_fast,
         stop_starting: false,
+        max_provisioning: slots.max,
         listener: Box::new(NoListener),
     };
     c.load_states()?;
@@ -336,7 +338,7 @@ impl Coord<'_> {
         self.ws_state[w] = to;
         self.emit(ev);
         if to.is_terminal() {
-            self.store.write_status_files(&run)?;
+            self.store.write_status_files_of(&run, Some(&ws))?;
         }
         Ok(())
     }
@@ -552,6 +554,10 @@ impl Coord<'_> {
                 .all(|t| self.states[t].is_terminal())
             {
                 continue;
+            }
+            // Checkouts and setup commands are heavy: at most max_concurrency at once.
+            if self.ws_busy.iter().filter(|b| **b).count() >= self.max_provisioning {
+                break;
             }
             let from: Vec<Oid> = deps.iter().filter_map(|&d| self.ws_head[d]).collect();
             self.ws_busy[w] = true;

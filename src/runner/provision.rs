@@ -145,13 +145,18 @@ pub(crate) async fn provision(
         }
     }
     let wt = ws.worktree.clone();
-    let baseline = tokio::task::spawn_blocking(move || git::changes(&wt, &Excluded::default()))
-        .await
-        .map_err(|e| e.to_string())?
-        .map_err(|e| format!("reading the worktree after setup: {e}"))?
-        .into_iter()
-        .map(|c| c.path)
-        .collect();
+    // Nothing copied, nothing set up: the baseline is empty, no need to look.
+    let baseline = if ws.copy.is_empty() && ws.setup.is_empty() {
+        Vec::new()
+    } else {
+        tokio::task::spawn_blocking(move || git::changes(&wt, &Excluded::default()))
+            .await
+            .map_err(|e| e.to_string())?
+            .map_err(|e| format!("reading the worktree after setup: {e}"))?
+            .into_iter()
+            .map(|c| c.path)
+            .collect()
+    };
     let head = git::head_of(&ws.worktree).map_err(|e| e.to_string())?;
     Ok(Provisioned {
         start_commit: head,
