@@ -37,7 +37,8 @@ pub fn clean(
             row.id, row.id
         )));
     }
-    let main = PathBuf::from(&row.repo);
+    // The repository as found now (it may have moved since the run).
+    let main = rc.info.main_workdir.clone();
     let mut out = Cleaned {
         run_id: row.id.clone(),
         ..Default::default()

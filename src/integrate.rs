@@ -98,7 +98,8 @@ fn setup(repo: Option<&Path>, run: Option<&str>, into: Option<&str>) -> Result<S
             )));
         }
     };
-    let main = PathBuf::from(&row.repo);
+    // The repository as found now (it may have moved since the run).
+    let main = rc.info.main_workdir.clone();
     if git::branch_tip(&main, &into)?.is_none() {
         return Err(RunError::Usage(format!("--into {into}: no such branch")));
     }

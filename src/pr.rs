@@ -64,7 +64,8 @@ pub fn prepare(repo: Option<&Path>, opts: &Options) -> Result<Vec<Draft>> {
     let rc = open_repo(repo)?;
     let store = Store::open_existing(rc.layout.clone())?;
     let run = store.run_or_latest(opts.run.as_deref())?;
-    let main = PathBuf::from(&run.repo);
+    // The repository as found now (it may have moved since the run).
+    let main = rc.info.main_workdir.clone();
     let plan_path = store.layout.plan_json(&run.id);
     let text = std::fs::read_to_string(&plan_path)
         .map_err(|e| RunError::Env(format!("{}: {e}", plan_path.display())))?;

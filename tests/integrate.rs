@@ -338,3 +338,31 @@ fn clean_removes_worktrees_and_integrated_branches_but_keeps_unmerged_work() {
     assert!(!b);
     assert!(!repo.git(&["worktree", "list"]).contains("I10"));
 }
+
+#[test]
+fn integrate_works_in_the_repository_it_is_run_in_even_if_moved() {
+    let repo = repo().commit("init");
+    finished_run(&repo, "I11", &[("A", "a.txt", "a\n")]);
+    let before = repo.head("main");
+    // Copy the whole repository (with its .git/mpw) elsewhere and integrate there.
+    let moved = repo.dir.path().join("moved");
+    let status = std::process::Command::new("cp")
+        .arg("-a")
+        .arg(&repo.path)
+        .arg(&moved)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let out = mpw()
+        .current_dir(&moved)
+        .args(["integrate", "I11"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr_of(&out));
+    assert_eq!(run_git(&moved, &["show", "main:a.txt"]), "a");
+    assert_eq!(
+        repo.head("main"),
+        before,
+        "the original repository is untouched"
+    );
+}

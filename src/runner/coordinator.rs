@@ -89,7 +89,7 @@ pub(super) fn drive(
     loaded: Loaded,
     opts: StoredOptions,
     listener: Box<dyn Listener>,
-    resuming: bool,
+    how: super::Invocation,
     _lock: File,
 ) -> Result<Finished> {
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -97,7 +97,7 @@ pub(super) fn drive(
         .enable_all()
         .build()
         .map_err(|e| RunError::Env(format!("cannot start the runtime: {e}")))?;
-    rt.block_on(drive_async(store, run_id, loaded, opts, listener, resuming))
+    rt.block_on(drive_async(store, run_id, loaded, opts, listener, how))
 }
 
 async fn drive_async(
@@ -106,12 +106,13 @@ async fn drive_async(
     loaded: Loaded,
     opts: StoredOptions,
     mut listener: Box<dyn Listener>,
-    resuming: bool,
+    how: super::Invocation,
 ) -> Result<Finished> {
+    let resuming = how.resuming;
     let row = store.run(run_id)?;
     let plan = &loaded.plan;
     let dag = &loaded.dag;
-    let repo = PathBuf::from(&row.repo);
+    let repo = how.repo;
     let base: Oid = row
         .base
         .parse()

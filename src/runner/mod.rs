@@ -84,6 +84,13 @@ pub fn open_repo(repo: Option<&Path>) -> Result<RepoCtx> {
     Ok(RepoCtx { info, layout })
 }
 
+/// How the coordinator was started.
+pub(crate) struct Invocation {
+    /// The main worktree, as found now.
+    pub repo: PathBuf,
+    pub resuming: bool,
+}
+
 /// Options of a run kept in its row, so `resume` continues the same way.
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize, Default)]
 pub(crate) struct StoredOptions {
@@ -342,7 +349,11 @@ pub fn run(
     crate::store::write_atomic(&store.layout.plan_json(&p.run_id), &plan_json)?;
     on_id(&p.run_id);
     let lock = lock_run(&store.layout, &p.run_id)?;
-    coordinator::drive(store, &p.run_id, p.loaded, stored, listener, false, lock)
+    let how = Invocation {
+        repo: main,
+        resuming: false,
+    };
+    coordinator::drive(store, &p.run_id, p.loaded, stored, listener, how, lock)
 }
 
 /// Continue a run whose coordinator died or was interrupted.
@@ -364,7 +375,11 @@ pub fn resume(repo: Option<&Path>, run_id: &str, listener: Box<dyn Listener>) ->
         LoadOptions::default(),
     )?;
     let stored: StoredOptions = serde_json::from_value(row.options.clone()).unwrap_or_default();
-    coordinator::drive(store, run_id, loaded, stored, listener, true, lock)
+    let how = Invocation {
+        repo: rc.info.main_workdir.clone(),
+        resuming: true,
+    };
+    coordinator::drive(store, run_id, loaded, stored, listener, how, lock)
 }
 
 /// Hold the run's coordinator lock: one coordinator per run, and a crashed
