@@ -614,3 +614,53 @@ fn resume_itself_killed_and_resumed_again_finishes_once() {
     assert_eq!(log.lines().count(), 3, "{log}");
     assert_eq!(status(&repo, "RR")["state"], "COMPLETED");
 }
+
+#[test]
+fn resume_provisions_a_deleted_worktree_again_from_its_branch() {
+    let repo = repo().commit("init");
+    let c = repo.dir.path().join("c");
+    std::fs::create_dir_all(&c).unwrap();
+    let cs = c.to_str().unwrap();
+    let plan = repo.plan(
+        "gone",
+        &format!(
+            r#"{{ "run_id": "GONE", "globals": {{ "setup": ["echo setup >> {cs}/setups"] }}, "workstreams": [
+                {{ "id": "A", "tasks": [
+                    {{ "id": "T1", "run": "echo 1 > t1.txt" }},
+                    {{ "id": "T2", "depends_on": ["T1"], "run": "echo $$ > {cs}/pid; test -f {cs}/fast || sleep 30; echo 2 > t2.txt" }} ] }} ] }}"#
+        ),
+    );
+    let mut run = spawn_run(&repo, &plan, &[]);
+    wait_for("T2", Duration::from_secs(30), || c.join("pid").exists());
+    unsafe { libc::kill(run.id() as i32, libc::SIGKILL) };
+    run.wait().unwrap();
+    // The laptop's cleaner took the worktree.
+    std::fs::remove_dir_all(repo.worktree_root().join("GONE").join("A")).unwrap();
+    std::fs::write(c.join("fast"), "").unwrap();
+    let out = repo
+        .mpw()
+        .args(["resume", "GONE"])
+        .timeout(Duration::from_secs(60))
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}{}",
+        stdout_of(&out),
+        stderr_of(&out)
+    );
+    // Provisioned again (setup ran again), T1's commit kept, T2 done once.
+    assert_eq!(
+        std::fs::read_to_string(c.join("setups"))
+            .unwrap()
+            .lines()
+            .count(),
+        2
+    );
+    let log = repo.git(&["log", "--format=%s", "main..mpw/GONE/A"]);
+    assert_eq!(log.lines().count(), 2, "{log}");
+    assert_eq!(repo.git(&["show", "mpw/GONE/A:t1.txt"]), "1");
+    assert_eq!(repo.git(&["show", "mpw/GONE/A:t2.txt"]), "2");
+    assert!(repo.worktree_root().join("GONE/A/t2.txt").exists());
+}
