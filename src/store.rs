@@ -514,6 +514,22 @@ impl Store {
         Ok(())
     }
 
+    /// Record the state change's event in its transaction and commit both.
+    fn commit_with(tx: rusqlite::Transaction, ev: &Option<Event>) -> rusqlite::Result<()> {
+        if let Some(ev) = ev {
+            Self::insert_event(&tx, ev)?;
+        }
+        tx.commit()
+    }
+
+    /// After the commit: the same event to `events.jsonl`.
+    fn append(&mut self, ev: Option<Event>) -> Result<Option<Event>> {
+        if let Some(ev) = &ev {
+            self.append_jsonl(ev)?;
+        }
+        Ok(ev)
+    }
+
     fn append_jsonl(&mut self, ev: &Event) -> Result<()> {
         let path = self.layout.events_jsonl(&ev.run);
         let io = |source| StoreError::Io {
@@ -587,14 +603,8 @@ impl Store {
             attempt: None,
             data,
         });
-        if let Some(ev) = &ev {
-            Self::insert_event(&tx, ev).map_err(&e)?;
-        }
-        tx.commit().map_err(&e)?;
-        if let Some(ev) = &ev {
-            self.append_jsonl(ev)?;
-        }
-        Ok(ev)
+        Self::commit_with(tx, &ev).map_err(&e)?;
+        self.append(ev)
     }
 
     /// Move a workstream to `to`, with its event.
@@ -669,14 +679,8 @@ impl Store {
                 attempt: None,
                 data,
             });
-        if let Some(ev) = &ev {
-            Self::insert_event(&tx, ev).map_err(&e)?;
-        }
-        tx.commit().map_err(&e)?;
-        if let Some(ev) = &ev {
-            self.append_jsonl(ev)?;
-        }
-        Ok(ev)
+        Self::commit_with(tx, &ev).map_err(&e)?;
+        self.append(ev)
     }
 
     /// Move a task to `to`, updating its attempt row, with its event.
@@ -823,14 +827,8 @@ impl Store {
                 }
             })
         };
-        if let Some(ev) = &ev {
-            Self::insert_event(&tx, ev).map_err(&e)?;
-        }
-        tx.commit().map_err(&e)?;
-        if let Some(ev) = &ev {
-            self.append_jsonl(ev)?;
-        }
-        Ok(ev)
+        Self::commit_with(tx, &ev).map_err(&e)?;
+        self.append(ev)
     }
 
     /// Remember the process of a running attempt (for crash recovery).

@@ -302,43 +302,10 @@ pub fn checkout_update(worktree: &Path, from: Oid, to: Oid) -> Result<(), GitErr
     for path in &removed {
         remove_file_and_empty_parents(&workdir, path.as_bstr())?;
     }
-    let objects = repo.objects.clone().into_arc().map_err(|e| GitError::Io {
-        path: workdir.clone(),
-        source: e,
-    })?;
     for state in [&mut attrs, &mut files] {
-        if state.entries().is_empty() {
-            continue;
-        }
-        state.sort_entries();
-        let mut opts = repo
-            .checkout_options(
-                gix::worktree::stack::state::attributes::Source::WorktreeThenIdMapping,
-            )
-            .map_err(ctx(doing()))?;
-        opts.overwrite_existing = true;
-        opts.destination_is_initially_empty = false;
-        let outcome = gix::worktree::state::checkout(
-            state,
-            &workdir,
-            objects.clone(),
-            &gix::progress::Discard,
-            &gix::progress::Discard,
-            &AtomicBool::new(false),
-            opts,
-        )
-        .map_err(ctx(doing()))?;
-        if let Some(e) = outcome.errors.first() {
-            return Err(GitError::gix(
-                format!("writing {}", e.path),
-                e.error.to_string(),
-            ));
-        }
-        if let Some(c) = outcome.collisions.first() {
-            return Err(GitError::gix(
-                format!("writing {}", c.path),
-                format!("{:?}", c.error_kind),
-            ));
+        if !state.entries().is_empty() {
+            state.sort_entries();
+            write_entries(&repo, &workdir, state)?;
         }
     }
 
@@ -368,6 +335,48 @@ pub fn checkout_update(worktree: &Path, from: Oid, to: Oid) -> Result<(), GitErr
     index.remove_tree();
     index.remove_resolve_undo();
     index.write(Default::default()).map_err(ctx(doing()))?;
+    Ok(())
+}
+
+/// Write the (sorted) entries of `state` into the worktree, overwriting what
+/// is there, filling in each entry's stat.
+pub(super) fn write_entries(
+    repo: &gix::Repository,
+    workdir: &Path,
+    state: &mut gix::index::State,
+) -> Result<(), GitError> {
+    let doing = || format!("writing files in {}", workdir.display());
+    let objects = repo.objects.clone().into_arc().map_err(|e| GitError::Io {
+        path: workdir.to_path_buf(),
+        source: e,
+    })?;
+    let mut opts = repo
+        .checkout_options(gix::worktree::stack::state::attributes::Source::WorktreeThenIdMapping)
+        .map_err(ctx(doing()))?;
+    opts.overwrite_existing = true;
+    opts.destination_is_initially_empty = false;
+    let outcome = gix::worktree::state::checkout(
+        state,
+        workdir,
+        objects,
+        &gix::progress::Discard,
+        &gix::progress::Discard,
+        &AtomicBool::new(false),
+        opts,
+    )
+    .map_err(ctx(doing()))?;
+    if let Some(e) = outcome.errors.first() {
+        return Err(GitError::gix(
+            format!("writing {}", e.path),
+            e.error.to_string(),
+        ));
+    }
+    if let Some(c) = outcome.collisions.first() {
+        return Err(GitError::gix(
+            format!("writing {}", c.path),
+            format!("{:?}", c.error_kind),
+        ));
+    }
     Ok(())
 }
 

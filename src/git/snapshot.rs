@@ -3,7 +3,7 @@
 
 use super::Oid;
 use super::error::{GitError, ctx};
-use super::merge::{open_repo, signatures};
+use super::merge::{open_repo, signatures, write_entries};
 use gix::bstr::{BStr, BString, ByteSlice};
 use gix::refs::transaction::PreviousValue;
 use gix::status::plumbing::index_as_worktree;
@@ -477,37 +477,7 @@ pub fn reset_worktree(worktree: &Path, commit: Oid, excluded: &Excluded) -> Resu
     let mut updates = Vec::new();
     if !restore.entries().is_empty() {
         restore.sort_entries();
-        let objects = repo
-            .objects
-            .clone()
-            .into_arc()
-            .map_err(|source| GitError::Io {
-                path: workdir.clone(),
-                source,
-            })?;
-        let mut opts = repo
-            .checkout_options(
-                gix::worktree::stack::state::attributes::Source::WorktreeThenIdMapping,
-            )
-            .map_err(ctx(doing()))?;
-        opts.overwrite_existing = true;
-        opts.destination_is_initially_empty = false;
-        let outcome = gix::worktree::state::checkout(
-            &mut restore,
-            &workdir,
-            objects,
-            &gix::progress::Discard,
-            &gix::progress::Discard,
-            &AtomicBool::new(false),
-            opts,
-        )
-        .map_err(ctx(doing()))?;
-        if let Some(e) = outcome.errors.first() {
-            return Err(GitError::gix(
-                format!("restoring {}", e.path),
-                e.error.to_string(),
-            ));
-        }
+        write_entries(&repo, &workdir, &mut restore)?;
         for e in restore.entries() {
             updates.push(IndexUpdate::Upsert {
                 path: e.path(&restore).to_owned(),
