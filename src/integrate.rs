@@ -4,7 +4,7 @@
 
 use crate::exec::{self, Cancel, Program, Spec, Verdict};
 use crate::git::{self, Excluded, GitError, MergeSession, Oid};
-use crate::model::{EventKind, RunState, WorkstreamState, now};
+use crate::model::{EventKind, WorkstreamState, now};
 use crate::plan::{self, LoadOptions, Plan};
 use crate::runner::{Listener, RunError, open_repo};
 use crate::store::{IntegrationRow, Store, WsPatch, WsRow};
@@ -623,9 +623,4 @@ pub fn forecast(repo: Option<&Path>, run: Option<&str>, into: Option<&str>) -> R
         pairs,
         sequence,
     })
-}
-
-/// Is the run one whose work can still change (for `clean`)?
-pub fn run_is_live(state: RunState) -> bool {
-    !state.is_terminal()
 }

@@ -196,10 +196,15 @@ fn prepare_worktree(
             start
         }
     };
-    let registered = git::list_worktrees(repo)
-        .map_err(e("listing worktrees"))?
-        .into_iter()
-        .find(|t| same_path(&t.path, &ws.worktree));
+    // A branch made just now has no worktree yet: only a resumed run needs to look.
+    let registered = if fresh {
+        None
+    } else {
+        git::list_worktrees(repo)
+            .map_err(e("listing worktrees"))?
+            .into_iter()
+            .find(|t| same_path(&t.path, &ws.worktree))
+    };
     if let Some(t) = &registered {
         if t.branch.as_deref() != Some(ws.branch.as_str()) {
             return Err(format!(
