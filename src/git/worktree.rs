@@ -251,21 +251,7 @@ pub fn head_of(worktree: &Path) -> Result<Oid, GitError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::process::Command;
-
-    fn git(dir: &Path, args: &[&str]) -> String {
-        let out = Command::new("git")
-            .args(args)
-            .current_dir(dir)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "git {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).trim().to_string()
-    }
+    use crate::git::merge::tests::git;
 
     fn repo() -> (tempfile::TempDir, PathBuf) {
         let d = tempfile::tempdir().unwrap();
