@@ -664,3 +664,41 @@ fn resume_provisions_a_deleted_worktree_again_from_its_branch() {
     assert_eq!(repo.git(&["show", "mpw/GONE/A:t2.txt"]), "2");
     assert!(repo.worktree_root().join("GONE/A/t2.txt").exists());
 }
+
+#[test]
+fn a_second_ctrl_c_kills_at_once() {
+    let repo = repo().commit("init");
+    let flag = repo.dir.path().join("started");
+    // The task ignores TERM; with a 60 s grace only the second Ctrl-C ends it soon.
+    let plan = repo.plan(
+        "cc",
+        &format!(
+            r#"{{ "run_id": "CC", "workstreams": [ {{ "id": "A", "tasks": [ {{ "id": "T", "run": "trap '' TERM; touch {}; sleep 120" }} ] }} ] }}"#,
+            flag.display()
+        ),
+    );
+    let mut child = Command::new(assert_cmd::cargo::cargo_bin("mpw"))
+        .args(["-q", "run", "--grace", "60"])
+        .arg(&plan)
+        .current_dir(&repo.path)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_for("the task", Duration::from_secs(30), || flag.exists());
+    let t = Instant::now();
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "still in its grace period"
+    );
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    assert_eq!(child.wait().unwrap().code(), Some(130));
+    assert!(
+        t.elapsed() < Duration::from_secs(20),
+        "took {:?}",
+        t.elapsed()
+    );
+    assert_eq!(task_state(&status(&repo, "CC"), "A", "T"), "CANCELLED");
+}
