@@ -165,12 +165,21 @@ fn take_lock(path: &Path, no_wait: bool, on_wait: &mut dyn FnMut(&str)) -> Resul
 }
 
 /// The worktree that has `branch` checked out, if any; refuse if it has changes.
-fn checked_out_clean(repo: &Path, branch: &str) -> Result<Option<PathBuf>> {
+/// The worktree that has the target checked out, and its untracked files
+/// (which may stay, as with `git merge`, unless a merge would write there).
+struct Checkout {
+    path: PathBuf,
+    untracked: BTreeSet<String>,
+}
+
+fn checked_out_clean(repo: &Path, branch: &str) -> Result<Option<Checkout>> {
     let wt = git::list_worktrees(repo)?
         .into_iter()
         .find(|w| w.branch.as_deref() == Some(branch));
     let Some(wt) = wt else { return Ok(None) };
-    let dirty = git::changes(&wt.path, &Excluded::default())?;
+    let (untracked, dirty): (Vec<_>, Vec<_>) = git::changes(&wt.path, &Excluded::default())?
+        .into_iter()
+        .partition(|c| c.kind == git::ChangeKind::Added);
     if !dirty.is_empty() {
         let paths: Vec<&str> = dirty.iter().take(20).map(|c| c.path.as_str()).collect();
         return Err(RunError::Env(format!(
@@ -180,7 +189,10 @@ fn checked_out_clean(repo: &Path, branch: &str) -> Result<Option<PathBuf>> {
             if dirty.len() > 20 { ", ..." } else { "" }
         )));
     }
-    Ok(Some(wt.path))
+    Ok(Some(Checkout {
+        path: wt.path,
+        untracked: untracked.into_iter().map(|c| c.path).collect(),
+    }))
 }
 
 /// Merge the run's finished workstreams into the target branch.
@@ -312,9 +324,16 @@ pub fn integrate(
             row,
             head,
             &message,
-            checkout.as_deref(),
-        )?;
-        let (state, commit, conflicts, detail) = result;
+            checkout.as_ref(),
+        );
+        let (state, commit, conflicts, detail) = match result {
+            Ok(r) => r,
+            Err(e) => {
+                // What was integrated before stays recorded for other tools.
+                s.store.write_status_files(&run)?;
+                return Err(e);
+            }
+        };
         let at = now();
         s.store.record_integration(
             &run,
@@ -398,7 +417,7 @@ fn merge_one(
     row: &WsRow,
     head: Oid,
     message: &str,
-    checkout: Option<&Path>,
+    checkout: Option<&Checkout>,
 ) -> Result<Merged> {
     for _ in 0..20 {
         let tip = git::branch_tip(&s.repo, &s.into)?.expect("target exists");
@@ -436,6 +455,25 @@ fn merge_one(
         {
             return Ok((WorkstreamState::GateFailed, None, vec![], reason));
         }
+        if let Some(co) = checkout
+            && !co.untracked.is_empty()
+        {
+            let in_the_way: Vec<String> = git::diffstat(&s.repo, tip, commit)?
+                .files
+                .into_iter()
+                .map(|f| f.path)
+                .filter(|p| co.untracked.contains(p))
+                .collect();
+            if !in_the_way.is_empty() {
+                return Err(RunError::Env(format!(
+                    "merging {} would overwrite untracked file(s) in {}: {}; move them away and run mpw integrate again ({} was not moved for it)",
+                    row.id,
+                    co.path.display(),
+                    in_the_way.join(", "),
+                    s.into
+                )));
+            }
+        }
         match git::update_ref_cas(
             &s.repo,
             target_ref,
@@ -444,8 +482,8 @@ fn merge_one(
             &format!("mpw integrate: workstream {}", row.id),
         ) {
             Ok(()) => {
-                if let Some(wt) = checkout {
-                    git::checkout_update(wt, tip, commit)?;
+                if let Some(co) = checkout {
+                    git::checkout_update(&co.path, tip, commit)?;
                 }
                 return Ok((
                     WorkstreamState::Integrated,

@@ -366,3 +366,41 @@ fn integrate_works_in_the_repository_it_is_run_in_even_if_moved() {
         "the original repository is untouched"
     );
 }
+
+#[test]
+fn untracked_files_in_the_checkout_stay_unless_a_merge_would_overwrite_them() {
+    let repo = repo().commit("init");
+    finished_run(
+        &repo,
+        "I12",
+        &[("A", "a.txt", "a\n"), ("B", "b.txt", "b\n")],
+    );
+    // The user's own untracked plan file does not block integration.
+    repo.write("plans/mine.jsonc", "{}\n");
+    // But an untracked file where B's merge would write is never overwritten.
+    repo.write("b.txt", "precious\n");
+    let tip = repo.head("main");
+    let out = integrate(&repo, &[]);
+    assert_eq!(out.status.code(), Some(3), "{}", stderr_of(&out));
+    let err = stderr_of(&out);
+    assert!(err.contains("untracked") && err.contains("b.txt"), "{err}");
+    assert_eq!(repo.read("b.txt"), "precious\n");
+    assert_eq!(repo.read("plans/mine.jsonc"), "{}\n");
+    // A went in before B was refused; main moved exactly once.
+    assert_eq!(ws_state(&repo, "I12", "A")["state"], "INTEGRATED");
+    assert_eq!(
+        repo.git(&[
+            "rev-list",
+            "--first-parent",
+            "--count",
+            &format!("{tip}..main")
+        ]),
+        "1"
+    );
+    // Move it away, integrate again: B lands, the plan file is still there.
+    std::fs::remove_file(repo.path.join("b.txt")).unwrap();
+    let out = integrate(&repo, &[]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr_of(&out));
+    assert_eq!(repo.read("b.txt"), "b\n");
+    assert_eq!(repo.read("plans/mine.jsonc"), "{}\n");
+}
