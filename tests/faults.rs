@@ -54,6 +54,23 @@ fn read_pid(p: &Path) -> i32 {
     std::fs::read_to_string(p).unwrap().trim().parse().unwrap()
 }
 
+/// `mpw resume RUN`, which must finish the run (exit 0).
+fn resume_ok(repo: &TestRepo, run: &str) {
+    let out = repo
+        .mpw()
+        .args(["resume", run])
+        .timeout(Duration::from_secs(60))
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}{}",
+        stdout_of(&out),
+        stderr_of(&out)
+    );
+}
+
 fn status(repo: &TestRepo, run: &str) -> Value {
     repo.run_status(run)
 }
@@ -154,20 +171,8 @@ fn kill_9_while_a_task_runs_then_resume_finishes_exactly_once() {
         alive(task_pid),
         "the orphaned task is still running before resume"
     );
-    let out = repo
-        .mpw()
-        .args(["resume", "K1"])
-        .timeout(Duration::from_secs(60))
-        .output()
-        .unwrap();
+    resume_ok(&repo, "K1");
     assert!(!alive(task_pid), "resume ended the orphaned process group");
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}{}",
-        stdout_of(&out),
-        stderr_of(&out)
-    );
     let st = status(&repo, "K1");
     assert_eq!(st["state"], "COMPLETED");
     assert_each_task_once(&repo, "K1");
@@ -194,19 +199,7 @@ fn kill_9_right_after_a_commit_is_recognised_on_resume() {
     // The commit exists, the database still says RUNNING.
     let msg = repo.git(&["log", "-1", "--format=%B", "mpw/K2/A"]);
     assert!(msg.contains("Mpw-Task: A/T2"), "{msg}");
-    let out = repo
-        .mpw()
-        .args(["resume", "K2"])
-        .timeout(Duration::from_secs(60))
-        .output()
-        .unwrap();
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}{}",
-        stdout_of(&out),
-        stderr_of(&out)
-    );
+    resume_ok(&repo, "K2");
     assert_each_task_once(&repo, "K2");
     let c = repo.dir.path().join("counts");
     assert_eq!(
@@ -594,19 +587,7 @@ fn resume_itself_killed_and_resumed_again_finishes_once() {
     unsafe { libc::kill(resume.id() as i32, libc::SIGKILL) };
     resume.wait().unwrap();
     std::fs::write(c.join("fast"), "").unwrap();
-    let out = repo
-        .mpw()
-        .args(["resume", "RR"])
-        .timeout(Duration::from_secs(60))
-        .output()
-        .unwrap();
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}{}",
-        stdout_of(&out),
-        stderr_of(&out)
-    );
+    resume_ok(&repo, "RR");
     assert!(!alive(read_pid(&c.join("pid.2"))));
     let count = |f: &str| std::fs::read_to_string(c.join(f)).unwrap().lines().count();
     assert_eq!((count("T1"), count("T2"), count("T3")), (1, 1, 1));
@@ -637,19 +618,7 @@ fn resume_provisions_a_deleted_worktree_again_from_its_branch() {
     // The laptop's cleaner took the worktree.
     std::fs::remove_dir_all(repo.worktree_root().join("GONE").join("A")).unwrap();
     std::fs::write(c.join("fast"), "").unwrap();
-    let out = repo
-        .mpw()
-        .args(["resume", "GONE"])
-        .timeout(Duration::from_secs(60))
-        .output()
-        .unwrap();
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}{}",
-        stdout_of(&out),
-        stderr_of(&out)
-    );
+    resume_ok(&repo, "GONE");
     // Provisioned again (setup ran again), T1's commit kept, T2 done once.
     assert_eq!(
         std::fs::read_to_string(c.join("setups"))

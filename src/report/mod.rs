@@ -233,7 +233,7 @@ pub fn summary(st: &RunStatus, style: Style) -> String {
         RunState::Completed => {
             let _ = writeln!(out, "next: mpw integrate {}", st.run_id);
         }
-        RunState::Cancelled | RunState::Failed if st.state == RunState::Cancelled => {
+        RunState::Cancelled => {
             let _ = writeln!(out, "continue with: mpw resume {}", st.run_id);
         }
         _ => {}

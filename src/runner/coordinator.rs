@@ -105,7 +105,7 @@ async fn drive_async(
     run_id: &str,
     loaded: Loaded,
     opts: StoredOptions,
-    mut listener: Box<dyn Listener>,
+    listener: Box<dyn Listener>,
     how: super::Invocation,
 ) -> Result<Finished> {
     let resuming = how.resuming;
@@ -199,12 +199,11 @@ async fn drive_async(
         fail_fast: opts.fail_fast,
         stop_starting: false,
         max_provisioning: slots.max,
-        listener: Box::new(NoListener),
+        listener,
     };
     c.load_states()?;
     let status = c.store.run_status(run_id)?;
-    listener.start(&status);
-    c.listener = listener;
+    c.listener.start(&status);
     if resuming {
         c.recover()?;
         c.event(EventKind::RunResumed, None, None, None, Map::new())?;
@@ -251,11 +250,6 @@ async fn drive_async(
         interrupted: c.cancelled,
         repo: c.ctx.repo.clone(),
     })
-}
-
-struct NoListener;
-impl Listener for NoListener {
-    fn event(&mut self, _: &Event) {}
 }
 
 impl Coord<'_> {
@@ -468,7 +462,7 @@ impl Coord<'_> {
             self.transition_task(i, TaskState::Ready, TaskPatch::default())?;
         }
         let now = Instant::now();
-        let held = self.held_until.clone();
+        let held = &self.held_until;
         let open = &self.ws_open;
         let tasks = &self.ctx.tasks;
         let start = self.sched.startable(&self.states, &|i| {
