@@ -378,7 +378,28 @@ impl Store {
     fn configure(conn: &Connection) -> rusqlite::Result<()> {
         // Several processes (a run, `mpw status`, a second run) share the file.
         conn.busy_timeout(Duration::from_secs(30))?;
-        conn.pragma_update(None, "journal_mode", "WAL")?;
+        // Switching to WAL needs the file to itself and answers BUSY without
+        // consulting the busy handler; once set it persists, so retry only
+        // while another process is mid-switch (first use, several runs at once).
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            let mode: String = conn.pragma_query_value(None, "journal_mode", |r| r.get(0))?;
+            if mode.eq_ignore_ascii_case("wal") {
+                break;
+            }
+            match conn
+                .pragma_update_and_check(None, "journal_mode", "WAL", |r| r.get::<_, String>(0))
+            {
+                Ok(_) => break,
+                Err(rusqlite::Error::SqliteFailure(e, _))
+                    if e.code == rusqlite::ErrorCode::DatabaseBusy
+                        && std::time::Instant::now() < deadline =>
+                {
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                Err(e) => return Err(e),
+            }
+        }
         conn.pragma_update(None, "synchronous", "NORMAL")?;
         conn.pragma_update(None, "foreign_keys", "ON")?;
         Ok(())
@@ -1273,4 +1294,33 @@ pub struct TaskStatus {
     pub started_at: Option<String>,
     pub finished_at: Option<String>,
     pub duration_ms: Option<i64>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Several runs starting at once on a fresh repository all open the
+    /// database: the switch to WAL can answer BUSY without waiting, and
+    /// nobody may fail for it.
+    #[test]
+    fn many_first_opens_at_once_all_succeed() {
+        for _ in 0..100 {
+            let dir = tempfile::tempdir().unwrap();
+            let layout = Layout::new(dir.path());
+            let barrier = std::sync::Arc::new(std::sync::Barrier::new(6));
+            let openers: Vec<_> = (0..6)
+                .map(|_| {
+                    let (layout, barrier) = (layout.clone(), barrier.clone());
+                    std::thread::spawn(move || {
+                        barrier.wait();
+                        Store::open(layout).map(|_| ())
+                    })
+                })
+                .collect();
+            for o in openers {
+                o.join().unwrap().expect("every opener gets the database");
+            }
+        }
+    }
 }

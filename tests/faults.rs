@@ -217,6 +217,83 @@ fn kill_9_right_after_a_commit_is_recognised_on_resume() {
 }
 
 #[test]
+fn resume_removes_git_locks_a_kill_left_in_the_runs_worktrees_and_refs() {
+    let repo = repo().commit("init");
+    let plan = counting_plan(&repo, "K5", "none");
+    let mut child = spawn_run(&repo, &plan, &[("MPW_FAULT", "kill-after-commit:A/T1")]);
+    assert!(!child.wait().unwrap().success(), "the coordinator died");
+    // What a kill -9 in the middle of a write leaves: git's lock files.
+    let list = repo.git(&["worktree", "list", "--porcelain"]);
+    let wt_b = list
+        .lines()
+        .filter_map(|l| l.strip_prefix("worktree "))
+        .find(|p| p.ends_with("K5/B"))
+        .unwrap()
+        .to_string();
+    let admin_b = repo.git(&["-C", &wt_b, "rev-parse", "--absolute-git-dir"]);
+    let common = repo.path.join(".git");
+    let planted = [
+        Path::new(admin_b.trim()).join("index.lock"),
+        common.join("refs/heads/mpw/K5/A.lock"),
+        common.join("refs/mpw/K5/failed/B/T9.lock"),
+    ];
+    for p in &planted {
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(p, "").unwrap();
+    }
+    // The user's own lock is not mpw's to remove.
+    let users = common.join("index.lock");
+    std::fs::write(&users, "").unwrap();
+    resume_ok(&repo, "K5");
+    assert_each_task_once(&repo, "K5");
+    for p in &planted {
+        assert!(!p.exists(), "{} is still there", p.display());
+    }
+    assert!(users.exists(), "the main worktree's lock was removed");
+    let events = std::fs::read_to_string(repo.mpw_dir().join("runs/K5/events.jsonl")).unwrap();
+    let resumed = events.lines().find(|l| l.contains("RUN_RESUMED")).unwrap();
+    assert!(
+        resumed.contains("stale_locks_removed") && resumed.contains("A.lock"),
+        "{resumed}"
+    );
+}
+
+#[test]
+fn mpw_cancel_after_a_crash_ends_the_orphan_and_its_stale_locks() {
+    let repo = repo().commit("init");
+    let plan = counting_plan(&repo, "K6", "A/T2");
+    let mut child = spawn_run(&repo, &plan, &[]);
+    let pidfile = repo.dir.path().join("counts/slow.pid");
+    wait_for("the slow task to start", Duration::from_secs(30), || {
+        pidfile.exists()
+    });
+    let task_pid = read_pid(&pidfile);
+    unsafe { libc::kill(child.id() as i32, libc::SIGKILL) };
+    child.wait().unwrap();
+    let lock = repo.path.join(".git/refs/heads/mpw/K6/A.lock");
+    std::fs::write(&lock, "").unwrap();
+    let out = repo.mpw().args(["cancel", "K6"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr_of(&out));
+    assert!(!alive(task_pid), "cancel ended the orphaned task");
+    assert!(!lock.exists(), "the stale branch lock is gone");
+    let st = status(&repo, "K6");
+    assert_eq!(st["state"], "CANCELLED");
+    assert_eq!(task_state(&st, "A", "T2"), "CANCELLED");
+    // The branch can be cleaned up like any other.
+    let out = repo
+        .mpw()
+        .args(["clean", "K6", "--branches", "--force"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr_of(&out));
+    assert!(
+        repo.git(&["branch", "--list", "mpw/K6/*"])
+            .trim()
+            .is_empty()
+    );
+}
+
+#[test]
 fn ctrl_c_cancels_within_seconds_and_leaves_no_process() {
     let repo = repo().commit("init");
     let pids = repo.dir.path().join("pids");

@@ -248,6 +248,54 @@ pub fn head_of(worktree: &Path) -> Result<Oid, GitError> {
         .map_err(ctx(format!("reading HEAD of {}", worktree.display())))
 }
 
+/// Remove the lock files a killed process left in what one run owns: each
+/// worktree's `index.lock` and `HEAD.lock`, `<ref>.lock` for the given refs,
+/// and any `*.lock` under the given ref folders. Only safe while holding the
+/// run's coordinator lock, when nothing else writes there. Returns what was removed.
+pub fn remove_stale_locks(
+    repo: &Path,
+    worktrees: &[PathBuf],
+    refs: &[String],
+    ref_dirs: &[String],
+) -> Result<Vec<PathBuf>, GitError> {
+    let common = open_repo(repo)?.common_dir().to_path_buf();
+    let mut candidates = Vec::new();
+    for wt in worktrees.iter().filter(|w| w.is_dir()) {
+        let Ok(r) = gix::open(wt) else { continue };
+        candidates.push(r.git_dir().join("index.lock"));
+        candidates.push(r.git_dir().join("HEAD.lock"));
+    }
+    candidates.extend(refs.iter().map(|r| common.join(format!("{r}.lock"))));
+    for dir in ref_dirs {
+        collect_locks(&common.join(dir), &mut candidates);
+    }
+    let mut removed = Vec::new();
+    for p in candidates {
+        match std::fs::remove_file(&p) {
+            Ok(()) => removed.push(p),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => {
+                return Err(GitError::Io { path: p, source: e });
+            }
+        }
+    }
+    Ok(removed)
+}
+
+fn collect_locks(dir: &Path, out: &mut Vec<PathBuf>) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            collect_locks(&p, out);
+        } else if p.extension().is_some_and(|x| x == "lock") {
+            out.push(p);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -13,7 +13,7 @@ use crate::scheduler::{Scheduler, Slots, TaskInfo};
 use crate::store::{RunStatus, Store, TaskPatch, WsPatch};
 use serde_json::{Map, Value, json};
 use std::fs::File;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, watch};
@@ -205,8 +205,14 @@ async fn drive_async(
     let status = c.store.run_status(run_id)?;
     c.listener.start(&status);
     if resuming {
-        c.recover()?;
-        c.event(EventKind::RunResumed, None, None, None, Map::new())?;
+        let removed = c.recover()?;
+        c.event(
+            EventKind::RunResumed,
+            None,
+            None,
+            None,
+            locks_data(&removed),
+        )?;
     }
     c.transition_run(RunState::Running, Map::new())?;
 
@@ -801,7 +807,8 @@ impl Coord<'_> {
 
     /// After a crash: recognise work that was committed but not recorded,
     /// end processes left behind, reset worktrees, reopen what did not finish.
-    fn recover(&mut self) -> Result<()> {
+    /// Returns the lock files the dead coordinator left, now removed.
+    fn recover(&mut self) -> Result<Vec<PathBuf>> {
         let run = self.ctx.run_id.clone();
         self.store.clear_cancel(&run)?;
         let attempts = self.store.attempts(&run)?;
@@ -907,12 +914,51 @@ impl Coord<'_> {
                 self.update_ws(w)?;
             }
         }
-        Ok(())
+        // A kill -9 mid-write leaves git's lock files, which would fail every
+        // later write; the processes of this run are all gone by now.
+        let ws = self
+            .ctx
+            .ws
+            .iter()
+            .map(|w| (w.worktree.clone(), w.branch.clone()));
+        remove_run_locks(&self.ctx.repo, &run, ws)
     }
 }
 
 /// Stop a run whose coordinator is gone: end its processes, record CANCELLED.
-pub(super) fn cancel_orphaned(store: &mut Store, run: &str, grace: Duration) -> Result<()> {
+/// Remove the git lock files a killed coordinator left in its run's worktrees
+/// and refs. Caller holds the run's coordinator lock.
+fn remove_run_locks(
+    repo: &Path,
+    run: &str,
+    ws: impl Iterator<Item = (PathBuf, String)>,
+) -> Result<Vec<PathBuf>> {
+    let (worktrees, branches): (Vec<PathBuf>, Vec<String>) = ws
+        .map(|(wt, branch)| (wt, format!("refs/heads/{branch}")))
+        .unzip();
+    Ok(git::remove_stale_locks(
+        repo,
+        &worktrees,
+        &branches,
+        &[format!("refs/mpw/{run}")],
+    )?)
+}
+
+fn locks_data(removed: &[PathBuf]) -> Map<String, serde_json::Value> {
+    let mut data = Map::new();
+    if !removed.is_empty() {
+        let list: Vec<String> = removed.iter().map(|p| p.display().to_string()).collect();
+        data.insert("stale_locks_removed".into(), list.into());
+    }
+    data
+}
+
+pub(super) fn cancel_orphaned(
+    store: &mut Store,
+    repo: &Path,
+    run: &str,
+    grace: Duration,
+) -> Result<()> {
     for a in store.attempts(run)? {
         if a.state != AttemptState::Running {
             continue;
@@ -967,7 +1013,14 @@ pub(super) fn cancel_orphaned(store: &mut Store, run: &str, grace: Duration) -> 
             )?;
         }
     }
-    store.transition_run(run, RunState::Cancelled, Map::new())?;
+    let ws = store.workstreams(run)?;
+    let removed = remove_run_locks(
+        repo,
+        run,
+        ws.into_iter()
+            .map(|w| (PathBuf::from(w.worktree), w.branch)),
+    )?;
+    store.transition_run(run, RunState::Cancelled, locks_data(&removed))?;
     store.write_status_files(run)?;
     Ok(())
 }

@@ -422,7 +422,7 @@ pub fn cancel(repo: Option<&Path>, run_id: &str, grace: Duration) -> Result<RunS
                 // No coordinator (any more): finish the job here.
                 let row = store.run(run_id)?;
                 if !row.state.is_terminal() {
-                    coordinator::cancel_orphaned(&mut store, run_id, grace)?;
+                    coordinator::cancel_orphaned(&mut store, &rc.info.main_workdir, run_id, grace)?;
                 }
                 drop(lock);
                 return Ok(store.run(run_id)?.state);
