@@ -463,3 +463,24 @@ fn demo_plan_completes_on_a_fresh_repository() {
     let id = stdout_of(&out).lines().next().unwrap().trim().to_string();
     assert_eq!(repo.run_status(&id)["state"], "COMPLETED");
 }
+
+/// Racy git: tasks that rewrite a file with content of the same size within
+/// the same second as the previous commit's index are still seen.
+#[test]
+fn same_size_rewrites_in_the_same_second_are_committed() {
+    let repo = repo().with_file("v.txt", "v0\n").commit("init");
+    let (code, _, stdout, stderr) = run_plan(
+        &repo,
+        r#"{ "run_id": "RACY", "workstreams": [ { "id": "A", "tasks": [
+            { "id": "T1", "run": "echo v1 > v.txt" },
+            { "id": "T2", "run": "echo v2 > v.txt", "depends_on": ["T1"] },
+            { "id": "T3", "run": "echo v3 > v.txt", "depends_on": ["T2"] }
+        ] } ] }"#,
+        &[],
+    );
+    assert_eq!(code, 0, "stdout: {stdout}\nstderr: {stderr}");
+    let log = repo.git(&["log", "--format=%s", "main..mpw/RACY/A"]);
+    assert_eq!(log.lines().count(), 3, "{log}");
+    assert_eq!(repo.git(&["show", "mpw/RACY/A:v.txt"]), "v3");
+    assert_eq!(repo.git(&["show", "mpw/RACY/A~1:v.txt"]), "v2");
+}

@@ -386,8 +386,12 @@ pub fn trees_equal(repo: &Path, a: Oid, b: Oid) -> Result<bool, GitError> {
     Ok(commit_tree_id_in(&repo, a)? == commit_tree_id_in(&repo, b)?)
 }
 
+/// Open a repository as git on Linux, macOS and Windows reads stat data:
+/// with nanoseconds. Without them every file written in the same second as
+/// the index is "racy" and status hashes it again (all of a new worktree).
 pub(super) fn open_repo(path: &Path) -> Result<gix::Repository, GitError> {
-    gix::open(path).map_err(|e| {
+    let opts = gix::open::Options::default().config_overrides(["gitoxide.core.useNsec=true"]);
+    gix::open_opts(path, opts).map_err(|e| {
         if path.exists() {
             GitError::gix(format!("opening {}", path.display()), e)
         } else {
