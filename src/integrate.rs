@@ -474,17 +474,15 @@ fn merge_one(
                 )));
             }
         }
-        match git::update_ref_cas(
+        match git::advance_branch(
             &s.repo,
             target_ref,
             tip,
             commit,
             &format!("mpw integrate: workstream {}", row.id),
+            checkout.map(|co| co.path.as_path()),
         ) {
             Ok(()) => {
-                if let Some(co) = checkout {
-                    git::checkout_update(&co.path, tip, commit)?;
-                }
                 return Ok((
                     WorkstreamState::Integrated,
                     Some(commit),

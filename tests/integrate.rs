@@ -404,3 +404,56 @@ fn untracked_files_in_the_checkout_stay_unless_a_merge_would_overwrite_them() {
     assert_eq!(repo.read("b.txt"), "b\n");
     assert_eq!(repo.read("plans/mine.jsonc"), "{}\n");
 }
+
+#[test]
+fn a_held_git_lock_stops_integration_with_nothing_changed() {
+    let repo = repo().with_file("x.txt", "x\n").commit("init");
+    finished_run(&repo, "LK", &[("A", "a.txt", "a\n")]);
+    let tip = repo.head("main");
+    for lock in [".git/index.lock", ".git/refs/heads/main.lock"] {
+        let lock = repo.path.join(lock);
+        std::fs::write(&lock, "").unwrap();
+        let out = integrate(&repo, &[]);
+        assert_eq!(out.status.code(), Some(3), "{}", stderr_of(&out));
+        let err = stderr_of(&out);
+        assert!(err.contains(lock.to_str().unwrap()), "{err}");
+        assert_eq!(repo.head("main"), tip, "the branch did not move");
+        assert!(!repo.path.join("a.txt").exists(), "no file was written");
+        std::fs::remove_file(&lock).unwrap();
+        assert_eq!(repo.git(&["status", "--porcelain"]), "");
+        assert_eq!(ws_state(&repo, "LK", "A")["state"], "COMPLETED");
+    }
+    let out = integrate(&repo, &[]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr_of(&out));
+    assert_eq!(repo.read("a.txt"), "a\n");
+}
+
+#[test]
+fn a_checkout_that_cannot_be_written_puts_the_branch_and_files_back() {
+    let repo = repo().with_file("x.txt", "x\n").commit("init");
+    let plan = repo.plan(
+        "cw",
+        r#"{ "run_id": "CW", "workstreams": [ { "id": "A", "tasks": [
+            { "id": "T", "run": "echo changed > x.txt; mkdir -p new && echo n > new/n.txt" } ] } ] }"#,
+    );
+    let out = repo.mpw().arg("run").arg(&plan).output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr_of(&out));
+    let tip = repo.head("main");
+    // The files are written, then the step fails before the index is.
+    let out = repo
+        .mpw()
+        .arg("integrate")
+        .env("MPW_FAULT", "checkout-update")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(3), "{}", stderr_of(&out));
+    assert_eq!(repo.head("main"), tip, "the branch is back");
+    assert_eq!(repo.read("x.txt"), "x\n", "the file is back");
+    assert!(!repo.path.join("new").exists(), "the added file is gone");
+    assert_eq!(repo.git(&["status", "--porcelain"]), "");
+    assert_eq!(ws_state(&repo, "CW", "A")["state"], "COMPLETED");
+    let out = integrate(&repo, &[]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr_of(&out));
+    assert_eq!(repo.read("x.txt"), "changed\n");
+    assert_eq!(repo.git(&["status", "--porcelain"]), "");
+}

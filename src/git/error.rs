@@ -16,6 +16,8 @@ pub enum GitError {
         expected: String,
         found: String,
     },
+    #[error("{} exists: another git process is working here, or one was killed; if none is running, remove the file and try again", .path.display())]
+    Locked { path: PathBuf },
     #[error("{}: {source}", .path.display())]
     Io {
         path: PathBuf,

@@ -221,24 +221,101 @@ pub fn update_ref_cas(
                     expected: old.to_string(),
                     found: "(missing)".to_owned(),
                 }),
-                _ => Err(GitError::gix(doing(), err)),
+                _ => {
+                    let lock = repo.common_dir().join(format!("{full_name}.lock"));
+                    if lock.exists() {
+                        Err(GitError::Locked { path: lock })
+                    } else {
+                        Err(GitError::gix(doing(), err))
+                    }
+                }
             }
         }
     }
 }
 
+/// Move branch `full_name` from `old` to `new` (compare-and-swap); when it is
+/// checked out at `checkout`, bring that checkout along. The checkout's index
+/// is locked before the branch moves, so a busy or stale `index.lock` stops
+/// everything with nothing changed; if the files cannot be written after the
+/// branch moved, the branch and files are put back.
+pub fn advance_branch(
+    repo: &Path,
+    full_name: &str,
+    old: Oid,
+    new: Oid,
+    log_message: &str,
+    checkout: Option<&Path>,
+) -> Result<(), GitError> {
+    let Some(worktree) = checkout else {
+        return update_ref_cas(repo, full_name, old, new, log_message);
+    };
+    let wt = open_repo(worktree)?;
+    let lock = lock_index(&wt)?;
+    update_ref_cas(repo, full_name, old, new, log_message)?;
+    let Err(failed) = checkout_update_locked(&wt, old, new, lock) else {
+        return Ok(());
+    };
+    let undo = update_ref_cas(
+        repo,
+        full_name,
+        new,
+        old,
+        "mpw integrate: undone, the checkout could not be updated",
+    )
+    .and_then(|()| checkout_update_locked(&wt, new, old, lock_index(&wt)?));
+    match undo {
+        Ok(()) => Err(failed),
+        Err(e) => Err(GitError::gix(
+            format!("{failed}; putting {full_name} and its checkout back failed too"),
+            e,
+        )),
+    }
+}
+
+/// Take the index lock of a checkout, failing at once when it is held.
+fn lock_index(repo: &gix::Repository) -> Result<gix::lock::File, GitError> {
+    let path = repo.index_path();
+    gix::lock::File::acquire_to_update_resource(
+        &path,
+        gix::lock::acquire::Fail::Immediately,
+        None,
+        0,
+    )
+    .map_err(|e| {
+        let lock = path.with_file_name("index.lock");
+        if lock.exists() {
+            GitError::Locked { path: lock }
+        } else {
+            GitError::gix(format!("locking {}", path.display()), e)
+        }
+    })
+}
+
 /// Bring the index and files of `worktree` (clean at `from`) to commit `to`, touching only changed paths.
 pub fn checkout_update(worktree: &Path, from: Oid, to: Oid) -> Result<(), GitError> {
     let repo = open_repo(worktree)?;
+    let lock = lock_index(&repo)?;
+    checkout_update_locked(&repo, from, to, lock)
+}
+
+/// `checkout_update` with the index lock already held; the new index is
+/// written through it.
+fn checkout_update_locked(
+    repo: &gix::Repository,
+    from: Oid,
+    to: Oid,
+    lock: gix::lock::File,
+) -> Result<(), GitError> {
     let workdir: PathBuf = repo
         .workdir()
         .ok_or_else(|| GitError::Bare {
-            path: worktree.to_owned(),
+            path: repo.git_dir().to_owned(),
         })?
         .to_owned();
     let doing = || format!("updating {} from {from} to {to}", workdir.display());
-    let old_tree = commit_tree(&repo, from)?;
-    let new_tree = commit_tree(&repo, to)?;
+    let old_tree = commit_tree(repo, from)?;
+    let new_tree = commit_tree(repo, to)?;
     let changes = repo
         .diff_tree_to_tree(&old_tree, &new_tree, gix::diff::Options::default())
         .map_err(ctx(doing()))?;
@@ -305,10 +382,11 @@ pub fn checkout_update(worktree: &Path, from: Oid, to: Oid) -> Result<(), GitErr
     for state in [&mut attrs, &mut files] {
         if !state.entries().is_empty() {
             state.sort_entries();
-            write_entries(&repo, &workdir, state)?;
+            write_entries(repo, &workdir, state)?;
         }
     }
 
+    fault_point("checkout-update")?;
     // The index: drop removed paths, update changed ones with fresh stat, add new ones.
     let mut index = repo.open_index().map_err(ctx(doing()))?;
     index.remove_entries(|_, path, _| removed.contains(path));
@@ -334,8 +412,34 @@ pub fn checkout_update(worktree: &Path, from: Oid, to: Oid) -> Result<(), GitErr
     // A stale cache-tree would make `git write-tree` return the old tree.
     index.remove_tree();
     index.remove_resolve_undo();
-    index.write(Default::default()).map_err(ctx(doing()))?;
+    let mut out = std::io::BufWriter::new(lock);
+    index
+        .write_to(&mut out, Default::default())
+        .map_err(ctx(doing()))?;
+    out.into_inner()
+        .map_err(|e| GitError::Io {
+            path: index.path().to_owned(),
+            source: e.into_error(),
+        })?
+        .commit()
+        .map_err(ctx(doing()))?;
     Ok(())
+}
+
+/// For the test of a checkout that cannot be written after its branch moved:
+/// `MPW_FAULT=checkout-update` fails the first update after its files are
+/// written (once per process, so the undo can go through).
+fn fault_point(name: &str) -> Result<(), GitError> {
+    static FIRED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+    match std::env::var("MPW_FAULT") {
+        Ok(f) if f == name && !FIRED.swap(true, std::sync::atomic::Ordering::SeqCst) => {
+            Err(GitError::gix(
+                "updating the checkout",
+                format!("fault injected (MPW_FAULT={name})"),
+            ))
+        }
+        _ => Ok(()),
+    }
 }
 
 /// Write the (sorted) entries of `state` into the worktree, overwriting what
