@@ -256,6 +256,13 @@ fn resume_removes_git_locks_a_kill_left_in_the_runs_worktrees_and_refs() {
         resumed.contains("stale_locks_removed") && resumed.contains("A.lock"),
         "{resumed}"
     );
+    let shown = repo.mpw().args(["events", "K5"]).output().unwrap();
+    assert!(
+        stdout_of(&shown).contains("removed git lock files a killed process left")
+            && stdout_of(&shown).contains("index.lock"),
+        "{}",
+        stdout_of(&shown)
+    );
 }
 
 #[test]

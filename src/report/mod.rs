@@ -268,6 +268,14 @@ pub fn event_line(ev: &Event) -> String {
     if let Some(p) = d.get("path").and_then(|v| v.as_str()) {
         let _ = write!(line, " at {p}");
     }
+    if let Some(locks) = d.get("stale_locks_removed").and_then(|v| v.as_array()) {
+        let names: Vec<&str> = locks.iter().filter_map(|v| v.as_str()).collect();
+        let _ = write!(
+            line,
+            "; removed git lock files a killed process left: {}",
+            names.join(", ")
+        );
+    }
     line
 }
 

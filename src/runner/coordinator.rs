@@ -925,7 +925,6 @@ impl Coord<'_> {
     }
 }
 
-/// Stop a run whose coordinator is gone: end its processes, record CANCELLED.
 /// Remove the git lock files a killed coordinator left in its run's worktrees
 /// and refs. Caller holds the run's coordinator lock.
 fn remove_run_locks(
@@ -953,6 +952,7 @@ fn locks_data(removed: &[PathBuf]) -> Map<String, serde_json::Value> {
     data
 }
 
+/// Stop a run whose coordinator is gone: end its processes, record CANCELLED.
 pub(super) fn cancel_orphaned(
     store: &mut Store,
     repo: &Path,
