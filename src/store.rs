@@ -103,7 +103,11 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     };
     let dir = path.parent().unwrap_or(Path::new("."));
     fs::create_dir_all(dir).map_err(io)?;
-    let mut tmp = tempfile::NamedTempFile::new_in(dir).map_err(io)?;
+    let mut builder = tempfile::Builder::new();
+    // A temp file is private (0600); these are ordinary files, so the umask decides.
+    #[cfg(unix)]
+    builder.permissions(std::os::unix::fs::PermissionsExt::from_mode(0o666));
+    let mut tmp = builder.tempfile_in(dir).map_err(io)?;
     tmp.write_all(bytes).map_err(io)?;
     // No fsync: these files are derived from the database and rewritten;
     // the rename is what keeps readers from ever seeing half a file.

@@ -187,6 +187,15 @@ fn html_report_is_self_contained_and_renders() {
         .unwrap();
     assert_eq!(out.status.code(), Some(0), "{}", stderr_of(&out));
     let text = std::fs::read_to_string(&html).unwrap();
+    #[cfg(unix)]
+    {
+        // An ordinary file, as the umask makes it, not a private temp file.
+        use std::os::unix::fs::PermissionsExt;
+        let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode();
+        let plain = repo.dir.path().join("plain.txt");
+        std::fs::write(&plain, "x").unwrap();
+        assert_eq!(mode(&html), mode(&plain));
+    }
     assert!(text.contains("<svg") && text.contains("Timeline") && text.contains("Concurrency"));
     assert!(
         text.contains("C/T2 attempt 1 FAILED"),
