@@ -103,6 +103,7 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     };
     let dir = path.parent().unwrap_or(Path::new("."));
     fs::create_dir_all(dir).map_err(io)?;
+    #[allow(unused_mut)]
     let mut builder = tempfile::Builder::new();
     // A temp file is private (0600); these are ordinary files, so the umask decides.
     #[cfg(unix)]
