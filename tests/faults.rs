@@ -50,8 +50,19 @@ fn alive(pid: i32) -> bool {
         .unwrap_or(true)
 }
 
+/// The pid a task wrote with `echo $$ > FILE`; waits for the whole line,
+/// since the file exists a moment before its content does.
 fn read_pid(p: &Path) -> i32 {
-    std::fs::read_to_string(p).unwrap().trim().parse().unwrap()
+    let mut text = String::new();
+    wait_for(
+        &format!("a pid in {}", p.display()),
+        Duration::from_secs(30),
+        || {
+            text = std::fs::read_to_string(p).unwrap_or_default();
+            text.ends_with('\n')
+        },
+    );
+    text.trim().parse().unwrap()
 }
 
 /// `mpw resume RUN`, which must finish the run (exit 0).
@@ -155,18 +166,25 @@ fn assert_each_task_once(repo: &TestRepo, run: &str) {
     }
 }
 
-#[test]
-fn kill_9_while_a_task_runs_then_resume_finishes_exactly_once() {
-    let repo = repo().commit("init");
-    let plan = counting_plan(&repo, "K1", "A/T2");
-    let mut child = spawn_run(&repo, &plan, &[]);
+/// Start the plan, wait for its slow task, kill -9 the coordinator; returns
+/// the slow task's pid (left running, as after a real crash).
+fn kill_9_while_the_slow_task_runs(repo: &TestRepo, plan: &Path) -> i32 {
+    let mut child = spawn_run(repo, plan, &[]);
     let pidfile = repo.dir.path().join("counts/slow.pid");
     wait_for("the slow task to start", Duration::from_secs(30), || {
         pidfile.exists()
     });
-    let task_pid = read_pid(&pidfile);
+    let pid = read_pid(&pidfile);
     unsafe { libc::kill(child.id() as i32, libc::SIGKILL) };
     child.wait().unwrap();
+    pid
+}
+
+#[test]
+fn kill_9_while_a_task_runs_then_resume_finishes_exactly_once() {
+    let repo = repo().commit("init");
+    let plan = counting_plan(&repo, "K1", "A/T2");
+    let task_pid = kill_9_while_the_slow_task_runs(&repo, &plan);
     assert!(
         alive(task_pid),
         "the orphaned task is still running before resume"
@@ -269,14 +287,7 @@ fn resume_removes_git_locks_a_kill_left_in_the_runs_worktrees_and_refs() {
 fn mpw_cancel_after_a_crash_ends_the_orphan_and_its_stale_locks() {
     let repo = repo().commit("init");
     let plan = counting_plan(&repo, "K6", "A/T2");
-    let mut child = spawn_run(&repo, &plan, &[]);
-    let pidfile = repo.dir.path().join("counts/slow.pid");
-    wait_for("the slow task to start", Duration::from_secs(30), || {
-        pidfile.exists()
-    });
-    let task_pid = read_pid(&pidfile);
-    unsafe { libc::kill(child.id() as i32, libc::SIGKILL) };
-    child.wait().unwrap();
+    let task_pid = kill_9_while_the_slow_task_runs(&repo, &plan);
     let lock = repo.path.join(".git/refs/heads/mpw/K6/A.lock");
     std::fs::write(&lock, "").unwrap();
     let out = repo.mpw().args(["cancel", "K6"]).output().unwrap();
