@@ -66,6 +66,62 @@ pub struct ProcInfo {
     pub start_time: Option<u64>,
 }
 
+impl ProcInfo {
+    fn to_line(self) -> String {
+        let opt = |v: Option<String>| v.unwrap_or_else(|| "-".into());
+        format!(
+            "{} {} {}\n",
+            self.pid,
+            opt(self.pgid.map(|g| g.to_string())),
+            opt(self.start_time.map(|t| t.to_string()))
+        )
+    }
+
+    fn from_line(line: &str) -> Option<ProcInfo> {
+        let mut f = line.split_whitespace();
+        let pid = f.next()?.parse().ok()?;
+        let pgid = f.next()?.parse().ok();
+        let start_time = f.next()?.parse().ok();
+        Some(ProcInfo {
+            pid,
+            pgid,
+            start_time,
+        })
+    }
+}
+
+/// `T2.1.out` → `T2.1.proc`: the identity of the process while it runs.
+fn proc_file(stdout: &Path) -> PathBuf {
+    stdout.with_extension("proc")
+}
+
+/// End the processes that a dead coordinator left running, found by the
+/// `.proc` files in `dirs` (the log folders), and remove those files.
+/// Returns how many were still alive.
+pub fn end_leftovers(dirs: &[PathBuf], grace: Duration) -> usize {
+    let mut ended = 0;
+    for dir in dirs {
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            continue;
+        };
+        for p in entries.flatten().map(|e| e.path()) {
+            if p.extension().is_none_or(|x| x != "proc") {
+                continue;
+            }
+            let info = std::fs::read_to_string(&p)
+                .ok()
+                .and_then(|t| ProcInfo::from_line(&t));
+            if let Some(info) = info
+                && kill_stale(&info, grace)
+            {
+                ended += 1;
+            }
+            let _ = std::fs::remove_file(&p);
+        }
+    }
+    ended
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Ending {
     Exited(i32),
@@ -573,6 +629,12 @@ pub async fn run(
         start_time: process_start_time(pid),
     };
     debug!(pid, program = %prog, cwd = %spec.cwd.display(), "task started");
+    // Before anything else: a coordinator killed before it records the pid
+    // still leaves the way to end this process.
+    let proc_path = proc_file(&spec.stdout);
+    if let Err(e) = std::fs::write(&proc_path, info.to_line()) {
+        debug!(pid, "writing {}: {e}", proc_path.display());
+    }
 
     let (stop_tx, stop_rx) = watch::channel(false);
     let out_pump = tokio::spawn(pump(
@@ -687,6 +749,7 @@ pub async fn run(
     tree.kill();
     tree.armed = false;
     drop(tree);
+    let _ = std::fs::remove_file(&proc_path);
 
     let (out_scan, out_err) =
         out_res.unwrap_or_else(|e| (Scanner::new(Guards::default()), Some(e.to_string())));

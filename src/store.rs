@@ -88,10 +88,13 @@ impl Layout {
     /// `logs/<ws>/<task>.<attempt>.out|.err`
     pub fn log(&self, run: &str, ws: &str, task: &str, attempt: u32, stderr: bool) -> PathBuf {
         let ext = if stderr { "err" } else { "out" };
-        self.run_dir(run)
-            .join("logs")
-            .join(ws)
+        self.ws_logs(run, ws)
             .join(format!("{task}.{attempt}.{ext}"))
+    }
+
+    /// The logs of one workstream's setup commands and tasks.
+    pub fn ws_logs(&self, run: &str, ws: &str) -> PathBuf {
+        self.run_dir(run).join("logs").join(ws)
     }
 }
 

@@ -312,6 +312,34 @@ fn mpw_cancel_after_a_crash_ends_the_orphan_and_its_stale_locks() {
 }
 
 #[test]
+fn a_task_started_but_not_yet_recorded_is_ended_by_resume_and_cancel() {
+    for (run, how) in [("K7", "resume"), ("K8", "cancel")] {
+        let repo = repo().commit("init");
+        let plan = counting_plan(&repo, run, "A/T2");
+        // Killed after A/T2 started, before its pid reached the database.
+        let fault = "kill-before-pid:A/T2";
+        let mut child = spawn_run(&repo, &plan, &[("MPW_FAULT", fault)]);
+        assert!(!child.wait().unwrap().success(), "the coordinator died");
+        let task_pid = read_pid(&repo.dir.path().join("counts/slow.pid"));
+        assert!(alive(task_pid), "the unrecorded task runs on");
+        let out = repo
+            .mpw()
+            .args([how, run])
+            .timeout(Duration::from_secs(60))
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(0), "{how}: {}", stderr_of(&out));
+        assert!(!alive(task_pid), "{how} ended the unrecorded task");
+        let left: Vec<_> = std::fs::read_dir(repo.mpw_dir().join(format!("runs/{run}/logs/A")))
+            .unwrap()
+            .flatten()
+            .filter(|e| e.path().extension().is_some_and(|x| x == "proc"))
+            .collect();
+        assert!(left.is_empty(), "{how} left {left:?}");
+    }
+}
+
+#[test]
 fn ctrl_c_cancels_within_seconds_and_leaves_no_process() {
     let repo = repo().commit("init");
     let pids = repo.dir.path().join("pids");

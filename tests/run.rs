@@ -262,10 +262,12 @@ fn max_concurrency_is_honoured_and_used() {
     std::fs::create_dir_all(&stamps).unwrap();
     let s = stamps.to_str().unwrap();
     let mut wss = Vec::new();
+    // Each task waits (up to 10 s) until a second one has started, so a
+    // slow machine cannot hide whether two really run at once.
     for w in 0..4 {
         wss.push(format!(
             r#"{{ "id": "W{w}", "tasks": [ {{ "id": "T", "read_only": true,
-                "run": "python3 -c 'import time;print(time.time())' > {s}/W{w}.start; sleep 0.6; python3 -c 'import time;print(time.time())' > {s}/W{w}.end" }} ] }}"#
+                "run": "python3 -c 'import time;print(time.time())' > {s}/W{w}.start; i=0; while [ $(ls {s} | grep -c start) -lt 2 ] && [ $i -lt 200 ]; do sleep 0.05; i=$((i+1)); done; sleep 0.3; python3 -c 'import time;print(time.time())' > {s}/W{w}.end" }} ] }}"#
         ));
     }
     let plan = format!(
@@ -429,12 +431,17 @@ fn reading_commands_show_the_run() {
 #[test]
 fn fail_fast_starts_nothing_new_after_a_failure() {
     let repo = repo().commit("init");
+    // A fails only once B/T1 is running, however slow the machine.
+    let started = repo.dir.path().join("b-started");
+    let s = started.display();
     let (code, _, _, _) = run_plan(
         &repo,
-        r#"{ "run_id": "R12", "globals": { "max_concurrency": 2 }, "workstreams": [
-            { "id": "A", "tasks": [ { "id": "T", "run": "exit 1" } ] },
-            { "id": "B", "tasks": [ { "id": "T1", "run": "sleep 1; echo b > b.txt" },
-                                   { "id": "T2", "run": "echo c > c.txt", "depends_on": ["T1"] } ] } ] }"#,
+        &format!(
+            r#"{{ "run_id": "R12", "globals": {{ "max_concurrency": 2 }}, "workstreams": [
+            {{ "id": "A", "tasks": [ {{ "id": "T", "run": "i=0; while [ ! -f '{s}' ] && [ $i -lt 600 ]; do sleep 0.05; i=$((i+1)); done; exit 1" }} ] }},
+            {{ "id": "B", "tasks": [ {{ "id": "T1", "run": "touch '{s}'; sleep 1; echo b > b.txt" }},
+                                   {{ "id": "T2", "run": "echo c > c.txt", "depends_on": ["T1"] }} ] }} ] }}"#
+        ),
         &["--fail-fast"],
     );
     assert_eq!(code, 1);

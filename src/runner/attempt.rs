@@ -251,8 +251,9 @@ fn settle_inner(
 
 /// Fault injection for the crash tests: `MPW_FAULT=kill-after-commit:WS/T`
 /// kills the coordinator the way a power cut would, between a task's commit
-/// and the database row that records it.
-fn fault_point(name: &str) {
+/// and the database row that records it; `kill-before-pid:WS/T` between a
+/// task's start and the row that records its pid.
+pub(super) fn fault_point(name: &str) {
     if std::env::var("MPW_FAULT").is_ok_and(|f| f == name) {
         #[cfg(unix)]
         unsafe {

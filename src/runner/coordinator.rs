@@ -624,6 +624,7 @@ impl Coord<'_> {
                 proc,
             } => {
                 let (run, ws, id) = self.ids(task);
+                attempt::fault_point(&format!("kill-before-pid:{ws}/{id}"));
                 self.store.record_proc(&run, &ws, &id, attempt, &proc)?;
             }
             Msg::Finished {
@@ -811,6 +812,14 @@ impl Coord<'_> {
     fn recover(&mut self) -> Result<Vec<PathBuf>> {
         let run = self.ctx.run_id.clone();
         self.store.clear_cancel(&run)?;
+        // Processes started but not yet recorded when the coordinator died.
+        let logs: Vec<PathBuf> = self
+            .ctx
+            .ws
+            .iter()
+            .map(|w| self.ctx.layout.ws_logs(&run, &w.id))
+            .collect();
+        exec::end_leftovers(&logs, self.ctx.grace);
         let attempts = self.store.attempts(&run)?;
         for i in 0..self.states.len() {
             match self.states[i] {
@@ -959,6 +968,12 @@ pub(super) fn cancel_orphaned(
     run: &str,
     grace: Duration,
 ) -> Result<()> {
+    let logs: Vec<PathBuf> = store
+        .workstreams(run)?
+        .iter()
+        .map(|w| store.layout.ws_logs(run, &w.id))
+        .collect();
+    exec::end_leftovers(&logs, grace);
     for a in store.attempts(run)? {
         if a.state != AttemptState::Running {
             continue;
