@@ -166,13 +166,15 @@ fn assert_each_task_once(repo: &TestRepo, run: &str) {
     }
 }
 
-/// Start the plan, wait for its slow task, kill -9 the coordinator; returns
-/// the slow task's pid (left running, as after a real crash).
-fn kill_9_while_the_slow_task_runs(repo: &TestRepo, plan: &Path) -> i32 {
+/// Start the plan, wait for its slow task (A/T2) to run and mpw to have
+/// noted its process, kill -9 the coordinator; returns the task's pid (left
+/// running, as after a real crash).
+fn kill_9_while_the_slow_task_runs(repo: &TestRepo, plan: &Path, run: &str) -> i32 {
     let mut child = spawn_run(repo, plan, &[]);
     let pidfile = repo.dir.path().join("counts/slow.pid");
+    let noted = repo.mpw_dir().join(format!("runs/{run}/logs/A/T2.1.proc"));
     wait_for("the slow task to start", Duration::from_secs(30), || {
-        pidfile.exists()
+        pidfile.exists() && noted.exists()
     });
     let pid = read_pid(&pidfile);
     unsafe { libc::kill(child.id() as i32, libc::SIGKILL) };
@@ -184,7 +186,7 @@ fn kill_9_while_the_slow_task_runs(repo: &TestRepo, plan: &Path) -> i32 {
 fn kill_9_while_a_task_runs_then_resume_finishes_exactly_once() {
     let repo = repo().commit("init");
     let plan = counting_plan(&repo, "K1", "A/T2");
-    let task_pid = kill_9_while_the_slow_task_runs(&repo, &plan);
+    let task_pid = kill_9_while_the_slow_task_runs(&repo, &plan, "K1");
     assert!(
         alive(task_pid),
         "the orphaned task is still running before resume"
@@ -287,7 +289,7 @@ fn resume_removes_git_locks_a_kill_left_in_the_runs_worktrees_and_refs() {
 fn mpw_cancel_after_a_crash_ends_the_orphan_and_its_stale_locks() {
     let repo = repo().commit("init");
     let plan = counting_plan(&repo, "K6", "A/T2");
-    let task_pid = kill_9_while_the_slow_task_runs(&repo, &plan);
+    let task_pid = kill_9_while_the_slow_task_runs(&repo, &plan, "K6");
     let lock = repo.path.join(".git/refs/heads/mpw/K6/A.lock");
     std::fs::write(&lock, "").unwrap();
     let out = repo.mpw().args(["cancel", "K6"]).output().unwrap();
@@ -689,8 +691,9 @@ fn resume_itself_killed_and_resumed_again_finishes_once() {
         ),
     );
     let mut run = spawn_run(&repo, &plan, &[]);
+    let noted = |n: u32| repo.mpw_dir().join(format!("runs/RR/logs/A/T2.{n}.proc"));
     wait_for("attempt 1", Duration::from_secs(30), || {
-        c.join("pid.1").exists()
+        c.join("pid.1").exists() && noted(1).exists()
     });
     unsafe { libc::kill(run.id() as i32, libc::SIGKILL) };
     run.wait().unwrap();
@@ -703,7 +706,7 @@ fn resume_itself_killed_and_resumed_again_finishes_once() {
         .spawn()
         .unwrap();
     wait_for("attempt 2", Duration::from_secs(30), || {
-        c.join("pid.2").exists()
+        c.join("pid.2").exists() && noted(2).exists()
     });
     let first = read_pid(&c.join("pid.1"));
     assert!(!alive(first), "resume ended the first orphan");
@@ -735,7 +738,10 @@ fn resume_provisions_a_deleted_worktree_again_from_its_branch() {
         ),
     );
     let mut run = spawn_run(&repo, &plan, &[]);
-    wait_for("T2", Duration::from_secs(30), || c.join("pid").exists());
+    let noted = repo.mpw_dir().join("runs/GONE/logs/A/T2.1.proc");
+    wait_for("T2", Duration::from_secs(30), || {
+        c.join("pid").exists() && noted.exists()
+    });
     unsafe { libc::kill(run.id() as i32, libc::SIGKILL) };
     run.wait().unwrap();
     // The laptop's cleaner took the worktree.
