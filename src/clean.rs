@@ -77,7 +77,7 @@ pub fn clean(
                 ));
                 continue;
             }
-            git::remove_worktree(&main, &path, true)?;
+            git::remove_run_worktree(&main, &path)?;
             out.removed_worktrees
                 .push(path.to_string_lossy().into_owned());
         }

@@ -4,6 +4,7 @@
 pub mod clean;
 pub mod cli;
 pub mod exec;
+pub mod fault;
 pub mod git;
 pub mod integrate;
 pub mod model;

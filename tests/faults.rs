@@ -342,6 +342,23 @@ fn a_task_started_but_not_yet_recorded_is_ended_by_resume_and_cancel() {
 }
 
 #[test]
+fn a_worktree_half_created_when_the_coordinator_died_is_made_again_on_resume() {
+    let repo = repo().commit("init");
+    let plan = counting_plan(&repo, "K9", "none");
+    let mut child = spawn_run(&repo, &plan, &[("MPW_FAULT", "kill-adding-worktree:B")]);
+    assert!(!child.wait().unwrap().success(), "the coordinator died");
+    // What git and gix leave mid-creation: the worktree locked "initializing".
+    let admin = repo.path.join(".git/worktrees/B/locked");
+    assert_eq!(
+        std::fs::read_to_string(&admin).unwrap().trim(),
+        "initializing"
+    );
+    resume_ok(&repo, "K9");
+    assert_each_task_once(&repo, "K9");
+    assert_eq!(status(&repo, "K9")["state"], "COMPLETED");
+}
+
+#[test]
 fn ctrl_c_cancels_within_seconds_and_leaves_no_process() {
     let repo = repo().commit("init");
     let pids = repo.dir.path().join("pids");

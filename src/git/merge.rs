@@ -427,19 +427,17 @@ fn checkout_update_locked(
 }
 
 /// For the test of a checkout that cannot be written after its branch moved:
-/// `MPW_FAULT=checkout-update` fails the first update after its files are
-/// written (once per process, so the undo can go through).
+/// fails the first update after its files are written (once per process, so
+/// the undo can go through).
 fn fault_point(name: &str) -> Result<(), GitError> {
     static FIRED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
-    match std::env::var("MPW_FAULT") {
-        Ok(f) if f == name && !FIRED.swap(true, std::sync::atomic::Ordering::SeqCst) => {
-            Err(GitError::gix(
-                "updating the checkout",
-                format!("fault injected (MPW_FAULT={name})"),
-            ))
-        }
-        _ => Ok(()),
+    if crate::fault::armed(name) && !FIRED.swap(true, std::sync::atomic::Ordering::SeqCst) {
+        return Err(GitError::gix(
+            "updating the checkout",
+            format!("fault injected (MPW_FAULT={name})"),
+        ));
     }
+    Ok(())
 }
 
 /// Write the (sorted) entries of `state` into the worktree, overwriting what

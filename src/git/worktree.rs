@@ -147,6 +147,9 @@ fn add(repo: &Path, path: &Path, head: gix::worktree::add::Head) -> Result<(), G
         .map_err(ctx(doing()))?;
     // Registered: checkouts of several worktrees may run side by side.
     drop(lock);
+    if let Some(name) = path.file_name() {
+        crate::fault::kill_point(&format!("kill-adding-worktree:{}", name.to_string_lossy()));
+    }
     prepared
         .checkout(gix::progress::Discard, &interrupt)
         .map_err(ctx(doing()))?;
@@ -178,6 +181,29 @@ pub fn remove_worktree(repo: &Path, path: &Path, force: bool) -> Result<(), GitE
     r.remove_worktree(path, force, gix::progress::Discard)
         .map_err(ctx(format!("removing worktree {}", path.display())))?;
     Ok(())
+}
+
+/// Remove one of mpw's worktrees, changes and all, also when its creation was
+/// cut short (a killed process): git and gix mark a worktree locked
+/// "initializing" until it is complete, and that marker would block the
+/// removal. Locks with any other reason are the user's and still refuse.
+pub fn remove_run_worktree(repo: &Path, path: &Path) -> Result<(), GitError> {
+    let r = open_repo(repo)?;
+    let want = canon(path);
+    for proxy in r.worktrees().map_err(ctx("listing worktrees"))? {
+        let is_it = proxy.base().is_ok_and(|b| canon(&b) == want);
+        let initializing = proxy
+            .lock_reason()
+            .is_some_and(|why| why.trim_ascii() == b"initializing");
+        if is_it && initializing {
+            let marker = proxy.git_dir().join("locked");
+            std::fs::remove_file(&marker).map_err(|source| GitError::Io {
+                path: marker,
+                source,
+            })?;
+        }
+    }
+    remove_worktree(repo, path, true)
 }
 
 /// Delete local branches.

@@ -225,7 +225,7 @@ fn settle_inner(
     Ok(match &verdict {
         Verdict::Succeeded => {
             let c = git::commit_changes(wt, &changes, &message, CommitTarget::Head)?;
-            fault_point(&format!("kill-after-commit:{}/{}", ws.id, t.id));
+            crate::fault::kill_point(&format!("kill-after-commit:{}/{}", ws.id, t.id));
             (verdict, c, None)
         }
         Verdict::Failed(_) if will_retry => {
@@ -247,20 +247,6 @@ fn settle_inner(
             (verdict, None, r)
         }
     })
-}
-
-/// Fault injection for the crash tests: `MPW_FAULT=kill-after-commit:WS/T`
-/// kills the coordinator the way a power cut would, between a task's commit
-/// and the database row that records it; `kill-before-pid:WS/T` between a
-/// task's start and the row that records its pid.
-pub(super) fn fault_point(name: &str) {
-    if std::env::var("MPW_FAULT").is_ok_and(|f| f == name) {
-        #[cfg(unix)]
-        unsafe {
-            libc::kill(libc::getpid(), libc::SIGKILL);
-        }
-        std::process::abort();
-    }
 }
 
 /// At most ten paths, then a count.

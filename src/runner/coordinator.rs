@@ -624,7 +624,7 @@ impl Coord<'_> {
                 proc,
             } => {
                 let (run, ws, id) = self.ids(task);
-                attempt::fault_point(&format!("kill-before-pid:{ws}/{id}"));
+                crate::fault::kill_point(&format!("kill-before-pid:{ws}/{id}"));
                 self.store.record_proc(&run, &ws, &id, attempt, &proc)?;
             }
             Msg::Finished {

@@ -228,13 +228,17 @@ fn prepare_worktree(
                 fresh: false,
             }));
         }
-        git::remove_worktree(repo, &ws.worktree, true)
+        git::remove_run_worktree(repo, &ws.worktree)
             .map_err(e("removing an unfinished worktree"))?;
     } else if ws.worktree.exists() {
-        return Err(format!(
-            "worktree path {} already exists and is not mpw's; move it away",
-            ws.worktree.display()
-        ));
+        // An empty directory holds no one's work (a creation cut short leaves one).
+        let empty = std::fs::read_dir(&ws.worktree).is_ok_and(|mut d| d.next().is_none());
+        if !empty || std::fs::remove_dir(&ws.worktree).is_err() {
+            return Err(format!(
+                "worktree path {} already exists and is not mpw's; move it away",
+                ws.worktree.display()
+            ));
+        }
     }
     git::add_worktree(repo, &ws.worktree, &ws.branch).map_err(e("adding the worktree"))?;
     Ok(Prep::NeedsSetup { fresh })

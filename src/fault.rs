@@ -1,0 +1,24 @@
+//! Fault injection for the crash tests, in the spirit of failpoints: the
+//! environment variable `MPW_FAULT` names one point, and only that one acts.
+//!
+//! - `kill-after-commit:WS/T`: between a task's commit and its database row
+//! - `kill-before-pid:WS/T`: between a task's start and the row with its pid
+//! - `kill-adding-worktree:WS`: half-way through creating a worktree
+//! - `checkout-update`: an integration's checkout update fails once
+
+/// Is `name` the point the crash test asked for?
+pub fn armed(name: &str) -> bool {
+    std::env::var("MPW_FAULT").is_ok_and(|f| f == name)
+}
+
+/// Die at `name` the way a power cut would: no cleanup, no destructors.
+pub fn kill_point(name: &str) {
+    if armed(name) {
+        #[cfg(unix)]
+        // SAFETY: plain syscall.
+        unsafe {
+            libc::kill(libc::getpid(), libc::SIGKILL);
+        }
+        std::process::abort();
+    }
+}
