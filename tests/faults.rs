@@ -243,17 +243,18 @@ fn resume_removes_git_locks_a_kill_left_in_the_runs_worktrees_and_refs() {
     let mut child = spawn_run(&repo, &plan, &[("MPW_FAULT", "kill-after-commit:A/T1")]);
     assert!(!child.wait().unwrap().success(), "the coordinator died");
     // What a kill -9 in the middle of a write leaves: git's lock files.
+    // A's worktree exists for sure: its first task just committed there.
     let list = repo.git(&["worktree", "list", "--porcelain"]);
-    let wt_b = list
+    let wt_a = list
         .lines()
         .filter_map(|l| l.strip_prefix("worktree "))
-        .find(|p| p.ends_with("K5/B"))
+        .find(|p| p.ends_with("K5/A"))
         .unwrap()
         .to_string();
-    let admin_b = repo.git(&["-C", &wt_b, "rev-parse", "--absolute-git-dir"]);
+    let admin_a = repo.git(&["-C", &wt_a, "rev-parse", "--absolute-git-dir"]);
     let common = repo.path.join(".git");
     let planted = [
-        Path::new(admin_b.trim()).join("index.lock"),
+        Path::new(admin_a.trim()).join("index.lock"),
         common.join("refs/heads/mpw/K5/A.lock"),
         common.join("refs/mpw/K5/failed/B/T9.lock"),
     ];
