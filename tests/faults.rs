@@ -346,14 +346,18 @@ fn a_task_started_but_not_yet_recorded_is_ended_by_resume_and_cancel() {
 fn a_worktree_half_created_when_the_coordinator_died_is_made_again_on_resume() {
     let repo = repo().commit("init");
     let plan = counting_plan(&repo, "K9", "none");
-    let mut child = spawn_run(&repo, &plan, &[("MPW_FAULT", "kill-adding-worktree:B")]);
+    let mut child = spawn_run(&repo, &plan, &[("MPW_FAULT", "kill-adding-worktree:A")]);
     assert!(!child.wait().unwrap().success(), "the coordinator died");
     // What git and gix leave mid-creation: the worktree locked "initializing".
-    let admin = repo.path.join(".git/worktrees/B/locked");
+    let admin = repo.path.join(".git/worktrees/A");
     assert_eq!(
-        std::fs::read_to_string(&admin).unwrap().trim(),
+        std::fs::read_to_string(admin.join("locked"))
+            .unwrap()
+            .trim(),
         "initializing"
     );
+    // Cut short one step earlier still: before its HEAD was written.
+    std::fs::remove_file(admin.join("HEAD")).unwrap();
     resume_ok(&repo, "K9");
     assert_each_task_once(&repo, "K9");
     assert_eq!(status(&repo, "K9")["state"], "COMPLETED");

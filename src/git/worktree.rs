@@ -192,10 +192,7 @@ pub fn remove_run_worktree(repo: &Path, path: &Path) -> Result<(), GitError> {
     let want = canon(path);
     for proxy in r.worktrees().map_err(ctx("listing worktrees"))? {
         let is_it = proxy.base().is_ok_and(|b| canon(&b) == want);
-        let initializing = proxy
-            .lock_reason()
-            .is_some_and(|why| why.trim_ascii() == b"initializing");
-        if is_it && initializing {
+        if is_it && is_initializing(&proxy) {
             let marker = proxy.git_dir().join("locked");
             std::fs::remove_file(&marker).map_err(|source| GitError::Io {
                 path: marker,
@@ -204,6 +201,12 @@ pub fn remove_run_worktree(repo: &Path, path: &Path) -> Result<(), GitError> {
         }
     }
     remove_worktree(repo, path, true)
+}
+
+fn is_initializing(proxy: &gix::worktree::Proxy<'_>) -> bool {
+    proxy
+        .lock_reason()
+        .is_some_and(|why| why.trim_ascii() == b"initializing")
 }
 
 /// Delete local branches.
@@ -230,6 +233,8 @@ pub struct WorktreeInfo {
     pub branch: Option<String>,
     pub head: Option<Oid>,
     pub is_main: bool,
+    /// Its creation was cut short: still locked "initializing".
+    pub initializing: bool,
 }
 
 /// The main worktree and every linked one.
@@ -246,6 +251,7 @@ pub fn list_worktrees(repo: &Path) -> Result<Vec<WorktreeInfo>, GitError> {
             .map(|n| n.shorten().to_string()),
         head: repo.head_id().ok().map(|i| i.detach()),
         is_main,
+        initializing: false,
     };
     if let Some(wd) = main.workdir() {
         out.push(describe(&main, canon(wd), true));
@@ -253,13 +259,18 @@ pub fn list_worktrees(repo: &Path) -> Result<Vec<WorktreeInfo>, GitError> {
     for proxy in main.worktrees().map_err(ctx("listing worktrees"))? {
         let Ok(base) = proxy.base() else { continue };
         let base = canon(&base);
+        let initializing = is_initializing(&proxy);
         match proxy.into_repo_with_possibly_inaccessible_worktree() {
-            Ok(wr) => out.push(describe(&wr, base, false)),
+            Ok(wr) => out.push(WorktreeInfo {
+                initializing,
+                ..describe(&wr, base, false)
+            }),
             Err(_) => out.push(WorktreeInfo {
                 path: base,
                 branch: None,
                 head: None,
                 is_main: false,
+                initializing,
             }),
         }
     }
