@@ -87,20 +87,7 @@ fn status(repo: &TestRepo, run: &str) -> Value {
 }
 
 fn task_state(st: &Value, ws: &str, t: &str) -> String {
-    st["workstreams"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|w| w["id"] == ws)
-        .unwrap()["tasks"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|x| x["id"] == t)
-        .unwrap()["state"]
-        .as_str()
-        .unwrap()
-        .to_string()
+    task(st, ws, t)["state"].as_str().unwrap().to_string()
 }
 
 /// Each task appends a line to a counter file outside the repo, so running

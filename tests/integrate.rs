@@ -31,15 +31,8 @@ fn integrate(repo: &TestRepo, args: &[&str]) -> std::process::Output {
     repo.mpw().arg("integrate").args(args).output().unwrap()
 }
 
-fn ws_state(repo: &TestRepo, run: &str, ws: &str) -> Value {
-    let st = repo.run_status(run);
-    st["workstreams"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|w| w["id"] == ws)
-        .unwrap()
-        .clone()
+fn ws_state(repo: &TestRepo, run: &str, id: &str) -> Value {
+    ws(&repo.run_status(run), id).clone()
 }
 
 #[test]

@@ -20,24 +20,6 @@ fn run_plan(repo: &TestRepo, plan_text: &str, extra: &[&str]) -> (i32, String, S
     (out.status.code().unwrap_or(-1), id, stdout, stderr_of(&out))
 }
 
-fn ws<'a>(st: &'a Value, id: &str) -> &'a Value {
-    st["workstreams"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|w| w["id"] == id)
-        .unwrap_or_else(|| panic!("no workstream {id} in {st:#}"))
-}
-
-fn task<'a>(st: &'a Value, ws_id: &str, id: &str) -> &'a Value {
-    ws(st, ws_id)["tasks"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|t| t["id"] == id)
-        .unwrap_or_else(|| panic!("no task {ws_id}/{id}"))
-}
-
 #[test]
 fn commits_each_changing_task_with_trailers_and_skips_no_ops() {
     let repo = repo().with_file("src/a.txt", "a\n").commit("init");

@@ -292,15 +292,8 @@ fn lock_index(repo: &gix::Repository) -> Result<gix::lock::File, GitError> {
     })
 }
 
-/// Bring the index and files of `worktree` (clean at `from`) to commit `to`, touching only changed paths.
-pub fn checkout_update(worktree: &Path, from: Oid, to: Oid) -> Result<(), GitError> {
-    let repo = open_repo(worktree)?;
-    let lock = lock_index(&repo)?;
-    checkout_update_locked(&repo, from, to, lock)
-}
-
-/// `checkout_update` with the index lock already held; the new index is
-/// written through it.
+/// Bring the index and files of a checkout (clean at `from`) to commit `to`,
+/// touching only changed paths; the new index is written through `lock`.
 fn checkout_update_locked(
     repo: &gix::Repository,
     from: Oid,
@@ -1204,8 +1197,15 @@ pub(super) mod tests {
         let mtime = |p: &str| std::fs::metadata(root.join(p)).unwrap().modified().unwrap();
         let keep_before = (mtime("keep.txt"), mtime("keep/dir/also.txt"));
 
-        update_ref_cas(root, "refs/heads/main", from, to, "mpw: integrate").unwrap();
-        checkout_update(root, from, to).unwrap();
+        advance_branch(
+            root,
+            "refs/heads/main",
+            from,
+            to,
+            "mpw: integrate",
+            Some(root),
+        )
+        .unwrap();
 
         // Stat data is right: diff-files does not refresh, so stale stat would show up.
         assert!(

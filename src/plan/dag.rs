@@ -8,13 +8,7 @@ use std::collections::{BTreeSet, VecDeque};
 /// its dependencies). `None` when there is a cycle.
 pub(crate) fn levels(deps: &[Vec<usize>]) -> Option<(Vec<usize>, Vec<usize>)> {
     let n = deps.len();
-    let mut indeg: Vec<usize> = deps.iter().map(Vec::len).collect();
-    let mut succ: Vec<Vec<usize>> = vec![Vec::new(); n];
-    for (v, ds) in deps.iter().enumerate() {
-        for &d in ds {
-            succ[d].push(v);
-        }
-    }
+    let (mut indeg, succ) = in_degrees_and_successors(deps);
     let mut queue: VecDeque<usize> = (0..n).filter(|&v| indeg[v] == 0).collect();
     let mut order = Vec::with_capacity(n);
     let mut level = vec![0usize; n];
@@ -29,6 +23,18 @@ pub(crate) fn levels(deps: &[Vec<usize>]) -> Option<(Vec<usize>, Vec<usize>)> {
         }
     }
     (order.len() == n).then_some((order, level))
+}
+
+/// How many dependencies each node has, and which nodes depend on it.
+fn in_degrees_and_successors(deps: &[Vec<usize>]) -> (Vec<usize>, Vec<Vec<usize>>) {
+    let indeg = deps.iter().map(Vec::len).collect();
+    let mut succ = vec![Vec::new(); deps.len()];
+    for (v, ds) in deps.iter().enumerate() {
+        for &d in ds {
+            succ[d].push(v);
+        }
+    }
+    (indeg, succ)
 }
 
 /// The longest chain of nodes (by count), first to last. Among equally long
@@ -56,13 +62,7 @@ pub(crate) fn critical_path(deps: &[Vec<usize>], levels: &[usize]) -> Vec<usize>
 /// Nodes on a cycle (invalid input) come last, in index order.
 pub(crate) fn stable_topo(deps: &[Vec<usize>]) -> Vec<usize> {
     let n = deps.len();
-    let mut indeg: Vec<usize> = deps.iter().map(Vec::len).collect();
-    let mut succ: Vec<Vec<usize>> = vec![Vec::new(); n];
-    for (v, ds) in deps.iter().enumerate() {
-        for &d in ds {
-            succ[d].push(v);
-        }
-    }
+    let (mut indeg, succ) = in_degrees_and_successors(deps);
     let mut ready: BTreeSet<usize> = (0..n).filter(|&v| indeg[v] == 0).collect();
     let mut order = Vec::with_capacity(n);
     let mut done = vec![false; n];

@@ -754,30 +754,10 @@ impl Coord<'_> {
                 )?;
             }
             Verdict::Failed(reason) => {
-                if !self.ctx.tasks[i].allow_failure {
-                    self.note_failure();
-                }
-                self.transition_task(
-                    i,
-                    TaskState::Failed,
-                    TaskPatch {
-                        reason: Some(reason),
-                        ..patch
-                    },
-                )?;
+                self.end_unsuccessful(i, TaskState::Failed, reason, patch)?
             }
             Verdict::Quarantined(reason) => {
-                if !self.ctx.tasks[i].allow_failure {
-                    self.note_failure();
-                }
-                self.transition_task(
-                    i,
-                    TaskState::Quarantined,
-                    TaskPatch {
-                        reason: Some(reason),
-                        ..patch
-                    },
-                )?;
+                self.end_unsuccessful(i, TaskState::Quarantined, reason, patch)?
             }
             Verdict::Cancelled => {
                 self.transition_task(
@@ -791,6 +771,28 @@ impl Coord<'_> {
             }
         }
         Ok(())
+    }
+
+    /// A task FAILED or QUARANTINED for good: it counts for `--fail-fast`
+    /// unless it may fail.
+    fn end_unsuccessful(
+        &mut self,
+        i: usize,
+        state: TaskState,
+        reason: String,
+        patch: TaskPatch,
+    ) -> Result<()> {
+        if !self.ctx.tasks[i].allow_failure {
+            self.note_failure();
+        }
+        self.transition_task(
+            i,
+            state,
+            TaskPatch {
+                reason: Some(reason),
+                ..patch
+            },
+        )
     }
 
     fn note_failure(&mut self) {
@@ -812,15 +814,9 @@ impl Coord<'_> {
     fn recover(&mut self) -> Result<Vec<PathBuf>> {
         let run = self.ctx.run_id.clone();
         self.store.clear_cancel(&run)?;
-        // Processes started but not yet recorded when the coordinator died.
-        let logs: Vec<PathBuf> = self
-            .ctx
-            .ws
-            .iter()
-            .map(|w| self.ctx.layout.ws_logs(&run, &w.id))
-            .collect();
-        exec::end_leftovers(&logs, self.ctx.grace);
         let attempts = self.store.attempts(&run)?;
+        let ws_ids = self.ctx.ws.iter().map(|w| w.id.as_str());
+        end_dead_coordinators_processes(&self.ctx.layout, &run, ws_ids, &attempts, self.ctx.grace);
         for i in 0..self.states.len() {
             match self.states[i] {
                 TaskState::Running => {
@@ -829,18 +825,6 @@ impl Coord<'_> {
                     let a = attempts
                         .iter()
                         .rfind(|a| a.ws == ws && a.task == id && a.state == AttemptState::Running);
-                    if let Some(a) = a
-                        && let Some(pid) = a.pid
-                    {
-                        exec::kill_stale(
-                            &ProcInfo {
-                                pid,
-                                pgid: a.pgid,
-                                start_time: a.proc_start,
-                            },
-                            self.ctx.grace,
-                        );
-                    }
                     let attempt = a.map(|a| a.attempt).unwrap_or(self.attempts[i]);
                     // Committed before the crash, recorded never: it is done.
                     let task_key = format!("{ws}/{id}");
@@ -934,6 +918,30 @@ impl Coord<'_> {
     }
 }
 
+/// End what a dead coordinator's run left running: the attempts recorded as
+/// RUNNING with their pid, and any process started too late to be recorded
+/// (its `.proc` file beside its log). Each is checked to still be ours.
+fn end_dead_coordinators_processes<'a>(
+    layout: &crate::store::Layout,
+    run: &str,
+    ws_ids: impl Iterator<Item = &'a str>,
+    attempts: &[crate::store::AttemptRow],
+    grace: Duration,
+) {
+    for a in attempts.iter().filter(|a| a.state == AttemptState::Running) {
+        if let Some(pid) = a.pid {
+            let info = ProcInfo {
+                pid,
+                pgid: a.pgid,
+                start_time: a.proc_start,
+            };
+            exec::kill_stale(&info, grace);
+        }
+    }
+    let logs: Vec<PathBuf> = ws_ids.map(|w| layout.ws_logs(run, w)).collect();
+    exec::end_leftovers(&logs, grace);
+}
+
 /// Remove the git lock files a killed coordinator left in its run's worktrees
 /// and refs. Caller holds the run's coordinator lock.
 fn remove_run_locks(
@@ -968,25 +976,13 @@ pub(super) fn cancel_orphaned(
     run: &str,
     grace: Duration,
 ) -> Result<()> {
-    let logs: Vec<PathBuf> = store
-        .workstreams(run)?
-        .iter()
-        .map(|w| store.layout.ws_logs(run, &w.id))
-        .collect();
-    exec::end_leftovers(&logs, grace);
-    for a in store.attempts(run)? {
+    let attempts = store.attempts(run)?;
+    let workstreams = store.workstreams(run)?;
+    let ws_ids = workstreams.iter().map(|w| w.id.as_str());
+    end_dead_coordinators_processes(&store.layout, run, ws_ids, &attempts, grace);
+    for a in attempts {
         if a.state != AttemptState::Running {
             continue;
-        }
-        if let Some(pid) = a.pid {
-            exec::kill_stale(
-                &ProcInfo {
-                    pid,
-                    pgid: a.pgid,
-                    start_time: a.proc_start,
-                },
-                grace,
-            );
         }
         store.transition_task(
             run,
@@ -1028,11 +1024,11 @@ pub(super) fn cancel_orphaned(
             )?;
         }
     }
-    let ws = store.workstreams(run)?;
     let removed = remove_run_locks(
         repo,
         run,
-        ws.into_iter()
+        workstreams
+            .into_iter()
             .map(|w| (PathBuf::from(w.worktree), w.branch)),
     )?;
     store.transition_run(run, RunState::Cancelled, locks_data(&removed))?;

@@ -222,3 +222,23 @@ pub fn stdout_of(out: &std::process::Output) -> String {
 pub fn stderr_of(out: &std::process::Output) -> String {
     String::from_utf8_lossy(&out.stderr).to_string()
 }
+
+/// One workstream of a `run_status.json`.
+pub fn ws<'a>(st: &'a serde_json::Value, id: &str) -> &'a serde_json::Value {
+    st["workstreams"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|w| w["id"] == id)
+        .unwrap_or_else(|| panic!("no workstream {id} in {st:#}"))
+}
+
+/// One task of a `run_status.json`.
+pub fn task<'a>(st: &'a serde_json::Value, ws_id: &str, id: &str) -> &'a serde_json::Value {
+    ws(st, ws_id)["tasks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["id"] == id)
+        .unwrap_or_else(|| panic!("no task {ws_id}/{id}"))
+}
