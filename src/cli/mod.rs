@@ -17,6 +17,8 @@ macro_rules! out {
     }};
 }
 
+mod export_cmd;
+mod import_cmd;
 mod integrate_cmd;
 mod plan_cmd;
 mod pr_cmd;
@@ -145,6 +147,10 @@ pub enum Command {
     Report(pr_cmd::ReportArgs),
     /// Remove a run's worktrees (and integrated branches).
     Clean(integrate_cmd::CleanArgs),
+    /// Write a plan as a GitHub Actions or Argo workflow, one job per workstream.
+    Export(export_cmd::ExportArgs),
+    /// Merge records of workstreams run elsewhere (CI runners) into this repository's.
+    Import(import_cmd::ImportArgs),
 }
 
 /// What every command gets: the global flags, resolved.
@@ -224,6 +230,8 @@ pub fn main() -> i32 {
         Command::Pr(a) => pr_cmd::pr(a, &ctx),
         Command::Report(a) => pr_cmd::report(a, &ctx),
         Command::Clean(a) => integrate_cmd::clean(a, &ctx),
+        Command::Export(a) => export_cmd::export(a, &ctx),
+        Command::Import(a) => import_cmd::import(a, &ctx),
     };
     match result {
         Ok(exit) => exit as i32,

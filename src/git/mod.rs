@@ -4,6 +4,7 @@
 mod error;
 mod history;
 mod merge;
+mod remote;
 mod snapshot;
 mod worktree;
 
@@ -11,5 +12,6 @@ pub use error::GitError;
 pub use gix::ObjectId as Oid;
 pub use history::*;
 pub use merge::*;
+pub use remote::*;
 pub use snapshot::*;
 pub use worktree::*;

@@ -45,6 +45,22 @@ pub struct RunOptions {
     pub strict: bool,
     /// Between TERM and KILL when stopping tasks.
     pub grace: Duration,
+    /// Overrides the plan's `run_id`.
+    pub run_id: Option<String>,
+    /// Overrides the plan's `base`.
+    pub base: Option<String>,
+    /// Take the selected workstreams' upstreams from records and a remote
+    /// instead of running them (a CI runner per workstream).
+    pub upstream: Option<Upstream>,
+}
+
+/// Where the upstreams of `--workstream` come from on a CI runner.
+#[derive(Debug, Clone)]
+pub struct Upstream {
+    /// Remote their branches were pushed to.
+    pub remote: String,
+    /// Directories holding their pieces (see `crate::import`).
+    pub records: Vec<PathBuf>,
 }
 
 /// How a run ended, for the exit code and the summary.
@@ -132,7 +148,11 @@ fn prepare(opts: &RunOptions) -> Result<Prepared> {
     let repo = open_repo(repo_dir.as_deref())?;
     let main = repo.info.main_workdir.clone();
 
-    let base_rev = loaded.plan.base.clone().unwrap_or_else(|| "HEAD".into());
+    let base_rev = opts
+        .base
+        .clone()
+        .or_else(|| loaded.plan.base.clone())
+        .unwrap_or_else(|| "HEAD".into());
     let base = git::resolve_commit(&main, &base_rev).map_err(|e| match e {
         GitError::UnknownRev { .. } => RunError::Usage(format!(
             "{}: base {base_rev:?} does not resolve to a commit in {}",
@@ -149,10 +169,15 @@ fn prepare(opts: &RunOptions) -> Result<Prepared> {
         None
     };
 
-    let run_id = loaded
-        .plan
+    if let Some(id) = &opts.run_id
+        && let Some(problem) = plan::id_problem(id)
+    {
+        return Err(RunError::Usage(format!("--run-id {id:?}: {problem}")));
+    }
+    let run_id = opts
         .run_id
         .clone()
+        .or_else(|| loaded.plan.run_id.clone())
         .unwrap_or_else(|| ulid::Ulid::generate().to_string());
     let loaded = select_workstreams(loaded, &opts.workstreams)?;
 
@@ -281,6 +306,17 @@ pub fn run(
     }
     let main = p.repo.info.main_workdir.clone();
     let plan = &p.loaded.plan;
+    // Upstreams taken from records are not run here: their branches come
+    // from the remote.
+    let upstream: Vec<String> = match &opts.upstream {
+        Some(_) => plan
+            .workstreams
+            .iter()
+            .map(|w| w.id.clone())
+            .filter(|id| !opts.workstreams.contains(id))
+            .collect(),
+        None => Vec::new(),
+    };
 
     // Refuse before touching anything: branches or worktree paths in the way.
     let mut wss = Vec::new();
@@ -295,14 +331,15 @@ pub fn run(
                 w.id
             )));
         }
-        if git::branch_tip(&main, &branch)?.is_some() {
+        let ours = !upstream.contains(&w.id);
+        if ours && git::branch_tip(&main, &branch)?.is_some() {
             return Err(RunError::Usage(format!(
                 "workstream {}: branch {branch} already exists; pick another run_id or branch (or `mpw resume {}`)",
                 w.id, p.run_id
             )));
         }
         let wt = p.worktree_root.join(&p.run_id).join(&w.id);
-        if wt.exists() {
+        if ours && wt.exists() {
             return Err(RunError::Env(format!(
                 "workstream {}: worktree path {} already exists and is not mpw's; move it away or set globals.worktree_root",
                 w.id,
@@ -347,6 +384,20 @@ pub fn run(
     })?;
     let plan_json = serde_json::to_vec_pretty(plan).expect("plan serialises");
     crate::store::write_atomic(&store.layout.plan_json(&p.run_id), &plan_json)?;
+    if let Some(up) = &opts.upstream {
+        let full = crate::import::plan_value_of(&opts.plan).map_err(import_err)?;
+        crate::import::seed_upstreams(
+            &mut store,
+            &main,
+            &p.run_id,
+            &full,
+            &p.base.to_string(),
+            &upstream,
+            &up.records,
+            &up.remote,
+        )
+        .map_err(import_err)?;
+    }
     on_id(&p.run_id);
     let lock = lock_run(&store.layout, &p.run_id)?;
     let how = Invocation {
@@ -354,6 +405,17 @@ pub fn run(
         resuming: false,
     };
     coordinator::drive(store, &p.run_id, p.loaded, stored, listener, how, lock)
+}
+
+fn import_err(e: crate::import::ImportError) -> RunError {
+    use crate::import::ImportError as I;
+    match e {
+        I::Plan(e) => e.into(),
+        I::Git(e) => e.into(),
+        I::Store(e) => e.into(),
+        I::Refused(m) => RunError::Usage(m),
+        I::Env(m) => RunError::Env(m),
+    }
 }
 
 /// Continue a run whose coordinator died or was interrupted.
