@@ -672,6 +672,18 @@ fn settle_run(store: &mut Store, run_id: &str) -> Result<RunState> {
     if let Some(next) = next {
         store.transition_run(run_id, next, Map::new())?;
     }
+    // The run lasted as long as its workstreams did on their runners, not
+    // as long as the import.
+    let conn = connect(&store.layout)?;
+    conn.execute(
+        "UPDATE runs SET
+             started_at = COALESCE((SELECT MIN(started_at) FROM workstreams WHERE run_id = ?1), started_at),
+             finished_at = CASE WHEN finished_at IS NULL THEN NULL
+                 ELSE COALESCE((SELECT MAX(finished_at) FROM workstreams WHERE run_id = ?1), finished_at) END
+         WHERE id = ?1",
+        [run_id],
+    )
+    .map_err(|e| db(&store.layout, e))?;
     store.write_status_files(run_id)?;
     Ok(store.run(run_id)?.state)
 }

@@ -74,9 +74,9 @@ pub(super) fn render(e: &Exported) -> Result<String> {
             " --upstream-from origin --upstream-records /work/upstream".into()
         };
         script.push_str(&format!(
-            "status=0\nmpw run \"$MPW_PLAN\" --workstream {} --run-id \"$MPW_RUN_ID\" --base \"$MPW_BASE\" --records-out /work/records{upstream} || status=$?\nrefs=$(git for-each-ref --format='%(refname)' \"refs/heads/\"{} \"refs/mpw/$MPW_RUN_ID/\")\nfor r in $refs; do set -- \"$@\" \"+$r:$r\"; done\nif [ $# -gt 0 ]; then git push origin \"$@\"; fi\nexit $status\n",
+            "status=0\nmpw run \"$MPW_PLAN\" --workstream {} --run-id \"$MPW_RUN_ID\" --base \"$MPW_BASE\" --records-out /work/records{upstream} || status=$?\nrefs=$(git for-each-ref --format='%(refname)' {} \"refs/mpw/$MPW_RUN_ID/\")\nfor r in $refs; do set -- \"$@\" \"+$r:$r\"; done\nif [ $# -gt 0 ]; then git push origin \"$@\"; fi\nexit $status\n",
             sq(&j.ws),
-            j.branch_sh
+            j.ref_sh
         ));
         let mut t = container(e, &keys[i], &script);
         let obj = t.as_object_mut().unwrap();

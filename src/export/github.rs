@@ -113,8 +113,8 @@ fn ws_job(e: &Exported, j: &super::Job) -> Value {
     // The branch and the refs that keep failed or quarantined work; a
     // re-run of the job replaces what its earlier attempt pushed.
     let push = format!(
-        "set -eu\nrefs=$(git for-each-ref --format='%(refname)' \"refs/heads/\"{} \"refs/mpw/$MPW_RUN_ID/\")\nfor r in $refs; do set -- \"$@\" \"+$r:$r\"; done\nif [ $# -gt 0 ]; then git push origin \"$@\"; else echo 'nothing to push'; fi",
-        j.branch_sh
+        "set -eu\nrefs=$(git for-each-ref --format='%(refname)' {} \"refs/mpw/$MPW_RUN_ID/\")\nfor r in $refs; do set -- \"$@\" \"+$r:$r\"; done\nif [ $# -gt 0 ]; then git push origin \"$@\"; else echo 'nothing to push'; fi",
+        j.ref_sh
     );
     steps.push(json!({
         "name": "Push its branch and preserved work",

@@ -61,8 +61,8 @@ pub(crate) struct Job {
     pub name: Option<String>,
     /// Job (or task) id on the target, unique there.
     pub key: String,
-    /// Its branch, as a word for a POSIX shell (`$MPW_RUN_ID` expanded there).
-    pub branch_sh: String,
+    /// `refs/heads/<its branch>`, as a word for a POSIX shell (`$MPW_RUN_ID` expanded there).
+    pub ref_sh: String,
     /// Workstreams this job waits for (workstream dependencies and
     /// cross-workstream task dependencies, collapsed), as job indices.
     pub needs: Vec<usize>,
@@ -240,9 +240,9 @@ fn jobs(loaded: &Loaded) -> Result<Vec<Job>> {
             ws: ws.id.clone(),
             name: ws.name.clone(),
             key,
-            branch_sh: match &ws.branch {
-                Some(b) => sq(b),
-                None => format!("\"mpw/$MPW_RUN_ID/\"{}", sq(&ws.id)),
+            ref_sh: match &ws.branch {
+                Some(b) => format!("refs/heads/{}", sq(b)),
+                None => format!("\"refs/heads/mpw/$MPW_RUN_ID/\"{}", sq(&ws.id)),
             },
             needs: needs[w].iter().copied().collect(),
             upstream: up.into_iter().collect(),
