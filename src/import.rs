@@ -248,18 +248,18 @@ pub fn check_piece(p: &Piece, run_id: &str, plan: &Value, base: &str) -> Result<
             p.run_id
         )));
     }
-    if p.base != base {
-        return Err(ImportError::Refused(format!(
-            "{what} was run from base {}, but run {run_id} here starts from {base}: another base, refused",
-            p.base
-        )));
-    }
     if &p.plan != plan {
         return Err(ImportError::Refused(format!(
             "{what} comes from another plan than the one run {run_id} here was made from (they differ{}); refused",
             first_difference(&p.plan, plan)
                 .map(|d| format!(" at {d}"))
                 .unwrap_or_default()
+        )));
+    }
+    if p.base != base {
+        return Err(ImportError::Refused(format!(
+            "{what} was run from base {}, but run {run_id} here starts from {base}: another base, refused",
+            p.base
         )));
     }
     Ok(())

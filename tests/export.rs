@@ -4,9 +4,7 @@
 
 mod common;
 
-use common::scale::{
-    Remote, install_built_mpw, python_with, remote_with_files, remote_with_plan, script, states,
-};
+use common::scale::{Remote, install_built_mpw, python_with, remote_with_plan, script, states};
 use common::{stderr_of, stdout_of};
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -271,10 +269,30 @@ fn a_piece_of_another_plan_or_base_is_refused_and_nothing_changes() {
     here.mpw().arg("import").args(&dirs).assert().success();
     let before = here.status_json(RUN);
 
-    // Same run id, another plan: task b/T runs something else.
-    let other = remote_with_files(&TWO.replace("echo b > b.txt", "echo B > b.txt"), &[]);
-    let foreign = pieces(&other, &["b"]);
-    let out = here.mpw().arg("import").args(&foreign).output().unwrap();
+    // Same run id and base, another plan: on its runner, task b/T ran
+    // something else than the plan run here says.
+    let runner = remote.clone_as("runner-changed");
+    std::fs::write(
+        runner.path.join(remote.plan_rel),
+        TWO.replace("echo b > b.txt", "echo B > b.txt"),
+    )
+    .unwrap();
+    let foreign = remote.dir.path().join("pieces-changed");
+    runner
+        .mpw()
+        .args([
+            "-q",
+            "run",
+            remote.plan_rel,
+            "--workstream",
+            "b",
+            "--run-id",
+            RUN,
+        ])
+        .args(["--records-out", foreign.to_str().unwrap()])
+        .assert()
+        .success();
+    let out = here.mpw().arg("import").arg(&foreign).output().unwrap();
     assert_eq!(out.status.code(), Some(2));
     let err = stderr_of(&out);
     assert!(err.contains("another plan"), "{err}");
@@ -282,9 +300,25 @@ fn a_piece_of_another_plan_or_base_is_refused_and_nothing_changes() {
     assert_eq!(here.status_json(RUN), before);
 
     // Same plan, another base commit.
-    let moved = remote_with_files(TWO, &[("README.md", "another base\n")]);
-    let foreign = pieces(&moved, &["b"]);
-    let out = here.mpw().arg("import").args(&foreign).output().unwrap();
+    let runner = remote.clone_as("runner-moved");
+    std::fs::write(runner.path.join("README.md"), "moved on\n").unwrap();
+    runner.git(&["commit", "-q", "-am", "moved on"]);
+    let foreign = remote.dir.path().join("pieces-moved");
+    runner
+        .mpw()
+        .args([
+            "-q",
+            "run",
+            remote.plan_rel,
+            "--workstream",
+            "b",
+            "--run-id",
+            RUN,
+        ])
+        .args(["--records-out", foreign.to_str().unwrap()])
+        .assert()
+        .success();
+    let out = here.mpw().arg("import").arg(&foreign).output().unwrap();
     assert_eq!(out.status.code(), Some(2));
     assert!(
         stderr_of(&out).contains("another base"),

@@ -12,18 +12,11 @@ const MAX_BYTES: usize = 512 * 1024;
 pub(super) fn render(e: &Exported) -> Result<String> {
     let repo_url = match &e.opts.repo_url {
         Some(u) => u.clone(),
-        None => {
-            let main =
-                crate::git::discover(e.opts.repo.as_deref().unwrap_or_else(|| {
-                    e.loaded.path.parent().unwrap_or(std::path::Path::new("."))
-                }))?
-                .main_workdir;
-            crate::git::remote_url(&main, "origin")?.ok_or_else(|| {
-                ExportError::Usage(
-                    "no `origin` remote to clone from on the cluster; pass --repo-url URL".into(),
-                )
-            })?
-        }
+        None => crate::git::remote_url(&e.main, "origin")?.ok_or_else(|| {
+            ExportError::Usage(
+                "no `origin` remote to clone from on the cluster; pass --repo-url URL".into(),
+            )
+        })?,
     };
     let mut keys: Vec<String> = Vec::new();
     for j in &e.jobs {

@@ -9,7 +9,7 @@ mod github;
 use crate::git::{self, GitError};
 use crate::plan::{self, LoadOptions, Loaded, PlanError};
 use std::collections::BTreeSet;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ExportError {
@@ -75,6 +75,8 @@ pub(crate) struct Job {
 /// The plan, checked for the target and laid out as jobs.
 pub(crate) struct Exported {
     pub loaded: Loaded,
+    /// Main worktree of the repository holding the plan.
+    pub main: PathBuf,
     pub jobs: Vec<Job>,
     /// The plan's path inside the repository, `/`-separated.
     pub plan_rel: String,
@@ -100,12 +102,8 @@ fn prepare(opts: &ExportOptions) -> Result<Exported> {
     )?;
     let start = match &opts.repo {
         Some(r) => r.clone(),
-        None => opts
-            .plan
-            .parent()
-            .filter(|p| !p.as_os_str().is_empty())
-            .map(Path::to_path_buf)
-            .unwrap_or_else(|| PathBuf::from(".")),
+        None => std::env::current_dir()
+            .map_err(|e| ExportError::Env(format!("current directory: {e}")))?,
     };
     let info = git::discover(&start)?;
     let main = info.main_workdir.clone();
@@ -172,6 +170,7 @@ fn prepare(opts: &ExportOptions) -> Result<Exported> {
     let jobs = jobs(&loaded)?;
     Ok(Exported {
         loaded,
+        main,
         jobs,
         plan_rel,
         base: base.to_string(),
