@@ -24,7 +24,8 @@ Expressions: `${{ github.run_id }}`, `github.run_attempt`, `github.token`,
 simulation with an error, rather than being guessed.
 
 Prints one line per job, and with --summary FILE writes
-{"jobs": {"<job>": "success" | "failure" | "skipped"}} as JSON.
+{"jobs": {"<job>": "success" | "failure" | "skipped"}, "seconds": {"<job>": N}}
+as JSON (a job's wall time, as a runner would bill it before rounding).
 Exit code: 0 when every job succeeded, 1 otherwise, 2 on a workflow it
 cannot simulate.
 """
@@ -38,6 +39,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 
 import yaml
 
@@ -137,7 +139,9 @@ class Runner:
     def run(self):
         jobs = self.wf.get("jobs") or {}
         results = {}
+        self.seconds = {}
         for name in order_jobs(jobs):
+            t0 = time.monotonic()
             job = jobs[name]
             needs = needs_of(job)
             ctx = Ctx(self.run_id, self.sha, {})
@@ -146,7 +150,8 @@ class Runner:
                 results[name] = "skipped"
             else:
                 results[name] = self.run_job(name, job)
-            print(f"job {name}: {results[name]}", flush=True)
+            self.seconds[name] = round(time.monotonic() - t0, 1)
+            print(f"job {name}: {results[name]} ({self.seconds[name]} s)", flush=True)
         return results
 
     def run_job(self, name, job):
@@ -279,13 +284,14 @@ def main():
         wf["on"] = wf.pop(True)
     work = a.work or tempfile.mkdtemp(prefix="mpw-sim-")
     try:
-        results = Runner(wf, a.remote, work, a.run_id).run()
+        runner = Runner(wf, a.remote, work, a.run_id)
+        results = runner.run()
     except Unsupported as e:
         print(f"simulate_workflow: {e}", file=sys.stderr)
         return 2
     if a.summary:
         with open(a.summary, "w") as f:
-            json.dump({"jobs": results}, f, indent=2)
+            json.dump({"jobs": results, "seconds": runner.seconds}, f, indent=2)
     return 0 if all(r == "success" for r in results.values()) else 1
 
 
