@@ -635,7 +635,7 @@ fn fetch_refs(
         };
         let tip = git::branch_tip(main, &b)?;
         match tip {
-            Some(t) if t.to_string() == head => {}
+            Some(t) if head.parse::<git::Oid>().ok() == Some(t) => {}
             Some(t) => {
                 return Err(ImportError::Env(format!(
                     "branch {b} from {remote} is at {t}, but the records of {} say {head}; was the job re-run after its records were downloaded?",
@@ -700,9 +700,9 @@ pub fn seed_upstreams(
     plan: &Value,
     base: &str,
     upstream: &[String],
-    records: &[PathBuf],
-    remote: &str,
+    from: &crate::runner::Upstream,
 ) -> Result<()> {
+    let (records, remote) = (&from.records, from.remote.as_str());
     let pieces = if records.iter().any(|r| r.exists()) {
         read_pieces(
             &records

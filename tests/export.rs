@@ -434,12 +434,12 @@ fn exported_github_workflows_pass_actionlint() {
             .output()
             .unwrap()
     };
-    for i in 0..files.len() {
+    for (i, f) in files.iter().enumerate() {
         let out = run(&format!("w{i}.yml"));
         assert!(
             out.status.success(),
             "actionlint on {}:\n{}{}",
-            files[i].display(),
+            f.display(),
             stdout_of(&out),
             stderr_of(&out)
         );

@@ -393,8 +393,7 @@ pub fn run(
             &full,
             &p.base.to_string(),
             &upstream,
-            &up.records,
-            &up.remote,
+            up,
         )
         .map_err(import_err)?;
     }
