@@ -887,3 +887,33 @@ fn insert(conn: &Connection, table: &str, row: &Map<String, Value>) -> rusqlite:
         params_from_iter(cols.iter().map(|c| sql_value(row.get(c.as_str())))),
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_first_difference_of_two_plans_is_named() {
+        let a = json!({ "workstreams": [ { "id": "a", "tasks": [ { "run": "x" } ] } ] });
+        let b = json!({ "workstreams": [ { "id": "a", "tasks": [ { "run": "y" } ] } ] });
+        assert_eq!(
+            first_difference(&a, &b).as_deref(),
+            Some(".workstreams[0].tasks[0].run")
+        );
+        assert_eq!(first_difference(&a, &a), None);
+        let c = json!({ "workstreams": [], "name": "n" });
+        assert_eq!(first_difference(&a, &c).as_deref(), Some(".workstreams[0]"));
+    }
+
+    #[test]
+    fn event_rows_become_events_jsonl_lines() {
+        let row = json!({ "ts": "t", "kind": "TASK_FAILED", "ws": "w", "task": "T",
+            "attempt": 2, "data": "{\"exit_code\":3}" });
+        let line = jsonl_line("R", row.as_object().unwrap());
+        assert_eq!(
+            line,
+            json!({ "ts": "t", "kind": "TASK_FAILED", "run": "R", "workstream": "w",
+                "task": "T", "attempt": 2, "exit_code": 3 })
+        );
+    }
+}

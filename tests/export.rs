@@ -559,3 +559,36 @@ fn plans_that_cannot_fit_a_runner_are_refused() {
     assert_eq!(out.status.code(), Some(2));
     assert!(stderr_of(&out).contains("inside the repository"));
 }
+
+#[test]
+fn plans_over_the_targets_size_limits_are_refused() {
+    let many = |n: usize| {
+        let wss: Vec<String> = (0..n)
+            .map(|i| format!(r#"{{ "id": "w{i}", "tasks": [ {{ "id": "T", "run": "true" }} ] }}"#))
+            .collect();
+        format!(r#"{{ "workstreams": [ {} ] }}"#, wss.join(",\n"))
+    };
+    let remote = remote_with_plan(&many(256));
+    let c = remote.clone_as("c");
+    let out = c
+        .mpw()
+        .args(["export", remote.plan_rel, "--to", "github-actions"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr_of(&out).contains("257 jobs"), "{}", stderr_of(&out));
+    c.mpw()
+        .args(["export", remote.plan_rel, "--to", "argo", "--repo-url", "u"])
+        .assert()
+        .success();
+
+    let remote = remote_with_plan(&many(400));
+    let c = remote.clone_as("c");
+    let out = c
+        .mpw()
+        .args(["export", remote.plan_rel, "--to", "argo", "--repo-url", "u"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr_of(&out).contains("1 MiB"), "{}", stderr_of(&out));
+}

@@ -205,7 +205,8 @@ fn write_records(
 ) -> Result<(), CliError> {
     let rc = runner::open_repo(Some(&fin.repo))?;
     let store = Store::open_existing(rc.layout.clone())?;
-    let wss: Vec<String> = if opts.workstreams.is_empty() {
+    // Upstreams taken from records were not run here: no piece of theirs.
+    let wss: Vec<String> = if opts.upstream.is_none() {
         store
             .workstreams(&fin.run_id)?
             .into_iter()

@@ -9,6 +9,8 @@ mod github;
 use crate::git::{self, GitError};
 use crate::plan::{self, LoadOptions, Loaded, PlanError};
 use std::collections::BTreeSet;
+#[cfg(test)]
+use std::path::Path;
 use std::path::PathBuf;
 
 #[derive(Debug, thiserror::Error)]
@@ -320,6 +322,29 @@ mod tests {
         assert_eq!(find_cycle(&deps), Some(vec![0, 1, 2, 0]));
         let ok = vec![BTreeSet::new(), BTreeSet::from([0]), BTreeSet::from([0, 1])];
         assert_eq!(find_cycle(&ok), None);
+    }
+
+    #[test]
+    fn needs_collapse_task_dependencies_and_budgets_count_tries() {
+        let text = r#"{ "globals": { "timeout_s": 100, "setup": ["true"] }, "workstreams": [
+            { "id": "x", "tasks": [ { "id": "T", "run": "a", "retries": 2 } ] },
+            { "id": "y", "depends_on": ["x"], "tasks": [ { "id": "T", "run": "a", "timeout_s": 10 } ] },
+            { "id": "z.1", "tasks": [ { "id": "T", "run": "a", "depends_on": ["y/T"] } ] },
+            { "id": "z_1", "tasks": [ { "id": "T", "run": "a" } ] } ] }"#;
+        let loaded = plan::parse_str(text, Path::new("p.jsonc"), LoadOptions::default()).unwrap();
+        let jobs = jobs(&loaded).unwrap();
+        assert_eq!(jobs[1].needs, vec![0]);
+        assert_eq!(jobs[2].needs, vec![1], "a task dependency becomes a need");
+        assert_eq!(jobs[2].upstream, vec![0, 1], "and brings its upstreams");
+        assert_eq!(
+            jobs[0].budget_s,
+            100 + 3 * 100 + 2 * 30,
+            "setup, three tries, backoff"
+        );
+        assert_eq!(jobs[1].budget_s, 100 + 10);
+        assert_eq!(jobs[2].key, "ws-z_1");
+        assert_eq!(jobs[3].key, "ws-z_1-2", "keys stay unique");
+        assert_eq!(jobs[0].ref_sh, "\"refs/heads/mpw/$MPW_RUN_ID/\"x");
     }
 
     #[test]
