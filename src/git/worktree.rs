@@ -2,7 +2,7 @@
 
 use super::Oid;
 use super::error::{GitError, ctx};
-use super::merge::open_repo;
+use super::repo::open_repo;
 use gix::refs::transaction::PreviousValue;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
@@ -336,7 +336,7 @@ fn collect_locks(dir: &Path, out: &mut Vec<PathBuf>) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::git::merge::tests::git;
+    use crate::git::test_support::git;
 
     fn repo() -> (tempfile::TempDir, PathBuf) {
         let d = tempfile::tempdir().unwrap();
