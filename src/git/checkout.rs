@@ -332,10 +332,11 @@ pub(super) fn remove_file_and_empty_parents(workdir: &Path, path: &BStr) -> Resu
     };
     match removed {
         Ok(()) => {}
-        Err(e) if matches!(
-            e.kind(),
-            std::io::ErrorKind::NotFound | std::io::ErrorKind::NotADirectory
-        ) => {}
+        Err(e)
+            if matches!(
+                e.kind(),
+                std::io::ErrorKind::NotFound | std::io::ErrorKind::NotADirectory
+            ) => {}
         Err(source) => return Err(GitError::Io { path: full, source }),
     }
     let mut dir = full.parent();
@@ -355,50 +356,22 @@ mod tests {
     use std::process::Command;
 
     #[test]
-    fn update_ref_cas_moves_or_reports_moved() {
-        let dir = init_repo();
-        let root = dir.path();
-        write(root, "f.txt", "1\n");
-        let c1 = commit_all(root, "one");
-        write(root, "f.txt", "2\n");
-        let c2 = commit_all(root, "two");
-        write(root, "f.txt", "3\n");
-        let c3 = commit_all(root, "three");
-        git(root, &["branch", "x", &c1.to_string()]);
-
-        update_ref_cas(root, "refs/heads/x", c1, c2, "mpw: integrate").unwrap();
-        assert_eq!(oid(&git(root, &["rev-parse", "x"])), c2);
-        assert!(git(root, &["reflog", "-1", "x"]).contains("mpw: integrate"));
-
-        git(root, &["branch", "-f", "x", &c3.to_string()]);
-        let err = update_ref_cas(root, "refs/heads/x", c2, c1, "stale").unwrap_err();
-        match err {
-            GitError::RefMoved {
-                name,
-                expected,
-                found,
-            } => {
-                assert_eq!(name, "refs/heads/x");
-                assert_eq!(expected, c2.to_string());
-                assert_eq!(found, c3.to_string());
-            }
-            other => panic!("expected RefMoved, got {other}"),
-        }
-        assert_eq!(oid(&git(root, &["rev-parse", "x"])), c3);
-    }
-
-    #[test]
     fn checkout_update_brings_checked_out_branch_to_new_commit() {
         let dir = init_repo();
         let root = dir.path();
-        write(root, "keep.txt", "untouched\n");
-        write(root, "keep/dir/also.txt", "untouched too\n");
-        write(root, "mod.txt", "old\n");
-        write(root, "del.txt", "bye\n");
-        write(root, "gone/dir/file.txt", "whole dir goes\n");
-        write(root, "old/name.txt", "renamed content\n");
-        write(root, "tool.sh", "#!/bin/sh\n");
-        write(root, "becomes_dir", "file now\n");
+        write_files(
+            root,
+            &[
+                ("keep.txt", "untouched\n"),
+                ("keep/dir/also.txt", "untouched too\n"),
+                ("mod.txt", "old\n"),
+                ("del.txt", "bye\n"),
+                ("gone/dir/file.txt", "whole dir goes\n"),
+                ("old/name.txt", "renamed content\n"),
+                ("tool.sh", "#!/bin/sh\n"),
+                ("becomes_dir", "file now\n"),
+            ],
+        );
         let from = commit_all(root, "base");
 
         // The new commit is made in a linked worktree: main's files stay as they are.
@@ -474,21 +447,14 @@ mod tests {
             git(root, &["write-tree"]),
             git(root, &["rev-parse", "HEAD^{tree}"])
         );
-        assert_eq!(
-            std::fs::read_to_string(root.join("mod.txt")).unwrap(),
-            "new\n"
-        );
-        assert_eq!(
-            std::fs::read_to_string(root.join("new/deep/dir/name.txt")).unwrap(),
-            "renamed content\n"
-        );
-        assert_eq!(
-            std::fs::read_to_string(root.join("becomes_dir/inner.txt")).unwrap(),
-            "dir now\n"
-        );
-        assert_eq!(
-            std::fs::read_to_string(root.join("added.txt")).unwrap(),
-            "added\n"
+        assert_files(
+            root,
+            &[
+                ("mod.txt", "new\n"),
+                ("new/deep/dir/name.txt", "renamed content\n"),
+                ("becomes_dir/inner.txt", "dir now\n"),
+                ("added.txt", "added\n"),
+            ],
         );
         for gone in ["del.txt", "gone", "old"] {
             assert!(!root.join(gone).exists(), "{gone} should be gone");
@@ -503,5 +469,35 @@ mod tests {
             assert_eq!(mode & 0o111, 0o111, "exec bit");
         }
         assert_eq!((mtime("keep.txt"), mtime("keep/dir/also.txt")), keep_before);
+    }
+
+    #[test]
+    fn update_ref_cas_moves_or_reports_moved() {
+        let dir = init_repo();
+        let root = dir.path();
+        let c1 = commit_file(root, "f.txt", "1\n", "one");
+        let c2 = commit_file(root, "f.txt", "2\n", "two");
+        let c3 = commit_file(root, "f.txt", "3\n", "three");
+        git(root, &["branch", "x", &c1.to_string()]);
+
+        update_ref_cas(root, "refs/heads/x", c1, c2, "mpw: integrate").unwrap();
+        assert_eq!(oid(&git(root, &["rev-parse", "x"])), c2);
+        assert!(git(root, &["reflog", "-1", "x"]).contains("mpw: integrate"));
+
+        git(root, &["branch", "-f", "x", &c3.to_string()]);
+        let err = update_ref_cas(root, "refs/heads/x", c2, c1, "stale").unwrap_err();
+        match err {
+            GitError::RefMoved {
+                name,
+                expected,
+                found,
+            } => {
+                assert_eq!(name, "refs/heads/x");
+                assert_eq!(expected, c2.to_string());
+                assert_eq!(found, c3.to_string());
+            }
+            other => panic!("expected RefMoved, got {other}"),
+        }
+        assert_eq!(oid(&git(root, &["rev-parse", "x"])), c3);
     }
 }

@@ -2,8 +2,8 @@
 //! `git add -A && git commit` records), and a reset back to a commit.
 
 use super::Oid;
-use super::error::{GitError, ctx};
 use super::checkout::{patch_index, remove_file_and_empty_parents, write_entries};
+use super::error::{GitError, ctx};
 use super::repo::{open_repo, write_commit};
 use gix::bstr::{BStr, BString, ByteSlice};
 use gix::refs::transaction::PreviousValue;
@@ -466,23 +466,21 @@ pub fn find_task_commit(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::git::test_support::git;
+    use crate::git::test_support::{commit_all, git, init_repo_named, write_files};
 
     fn repo() -> (tempfile::TempDir, PathBuf) {
-        let d = tempfile::tempdir().unwrap();
-        let p = d.path().join("r ü");
-        std::fs::create_dir(&p).unwrap();
-        git(&p, &["init", "-q", "-b", "main"]);
-        git(&p, &["config", "user.name", "T"]);
-        git(&p, &["config", "user.email", "t@example.com"]);
-        std::fs::write(p.join(".gitignore"), "*.log\n").unwrap();
-        std::fs::write(p.join("keep.txt"), "keep\n").unwrap();
-        std::fs::write(p.join("mod.txt"), "old\n").unwrap();
-        std::fs::write(p.join("del.txt"), "del\n").unwrap();
-        std::fs::create_dir(p.join("d")).unwrap();
-        std::fs::write(p.join("d/x.sh"), "echo\n").unwrap();
-        git(&p, &["add", "-A"]);
-        git(&p, &["commit", "-q", "-m", "init"]);
+        let (d, p) = init_repo_named("r ü");
+        write_files(
+            &p,
+            &[
+                (".gitignore", "*.log\n"),
+                ("keep.txt", "keep\n"),
+                ("mod.txt", "old\n"),
+                ("del.txt", "del\n"),
+                ("d/x.sh", "echo\n"),
+            ],
+        );
+        commit_all(&p, "init");
         (d, p)
     }
 

@@ -16,10 +16,12 @@ pub(super) fn write_like_git(
     merge: &mut gix::merge::tree::Outcome<'_>,
 ) -> Result<(Oid, Vec<String>), gix::Error> {
     let mut tree = merge.tree.write()?.detach();
+    // git: after a rename, the exec bit merges three-way.
     let fixes = rename_mode_fixes(&merge.conflicts);
     if !fixes.is_empty() {
         tree = apply_mode_fixes(repo, &mut merge.tree, tree, &fixes)?;
     }
+    // git: `merge.directoryRenames=conflict` moves only direct children, as conflicts.
     let (undo, dir_rename_conflicts) = dir_rename_fixes(&merge.conflicts);
     if !undo.is_empty() {
         let editor = &mut merge.tree;
@@ -29,6 +31,7 @@ pub(super) fn write_like_git(
         }
         tree = editor.write()?.detach();
     }
+    // git: what counts as unresolved, and the paths its index would hold at stages 1-3.
     let how = TreatAsUnresolved::git();
     let mut conflicts = if merge.has_unresolved_conflicts(how) {
         conflicted_paths(repo, tree, &merge.conflicts, how)?

@@ -10,6 +10,7 @@ use crate::git::repo::{open_repo, write_commit};
 
 /// An in-memory merge session: objects written by merges and commits stay in memory until `persist`.
 pub struct MergeSession {
+    /// Also read by the git-compatibility tests: merged trees live only here.
     pub(super) repo: gix::Repository,
     options: gix::merge::commit::Options,
     /// Commits made by `commit` and not yet persisted.
@@ -114,15 +115,11 @@ mod tests {
     fn objects_stay_in_memory_until_persist() {
         let dir = init_repo();
         let root = dir.path();
-        write(root, "f.txt", "base\n");
-        let base = commit_all(root, "base");
+        commit_file(root, "f.txt", "base\n", "base");
         git(root, &["checkout", "-q", "-b", "side"]);
-        write(root, "side.txt", "side\n");
-        let side = commit_all(root, "side");
+        let side = commit_file(root, "side.txt", "side\n", "side");
         git(root, &["checkout", "-q", "main"]);
-        write(root, "main.txt", "main\n");
-        let main = commit_all(root, "main");
-        let _ = base;
+        let main = commit_file(root, "main.txt", "main\n", "main");
 
         let mut session = MergeSession::open(root).unwrap();
         let merged = session.merge(main, side, "main", "side").unwrap();
