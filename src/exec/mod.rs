@@ -41,17 +41,25 @@ pub struct Guards {
     pub require: Vec<regex::bytes::Regex>,
 }
 
+/// One command to run, and how.
 #[derive(Debug, Clone)]
 pub struct Spec {
+    /// What to start.
     pub program: Program,
+    /// Working directory; must exist.
     pub cwd: PathBuf,
     /// Added to the inherited environment.
     pub env: Vec<(String, String)>,
+    /// After this long the tree is stopped and the outcome is `TimedOut`.
     pub timeout: Option<Duration>,
     /// Between TERM and KILL.
     pub grace: Duration,
+    /// File that receives stdout (created with its folders); the `.proc`
+    /// file is written beside it while the command runs.
     pub stdout: PathBuf,
+    /// File that receives stderr.
     pub stderr: PathBuf,
+    /// Rules applied to both streams as they are captured.
     pub guards: Guards,
 }
 

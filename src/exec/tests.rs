@@ -64,6 +64,14 @@ fn res(p: &[&str]) -> Vec<Regex> {
     p.iter().map(|s| Regex::new(s).unwrap()).collect()
 }
 
+fn guards(fail_on: &[&str], quarantine_on: &[&str], require: &[&str]) -> Guards {
+    Guards {
+        fail_on: res(fail_on),
+        quarantine_on: res(quarantine_on),
+        require: res(require),
+    }
+}
+
 fn pid_dead(pid: i32) -> bool {
     // Zombies of reparented processes are reaped by init; give it a
     // moment, a long one on a loaded 2-core machine.
@@ -127,7 +135,7 @@ async fn binary_output_is_kept_exactly() {
 async fn fail_on_match_fails_even_with_exit_zero() {
     let fx = Fixture::new();
     let mut spec = fx.sh("echo fine; echo 'error[E0425]: cannot find value' >&2; echo more");
-    spec.guards.fail_on = res(&[r"error\[E\d+\]"]);
+    spec.guards = guards(&[r"error\[E\d+\]"], &[], &[]);
     let out = run_plain(&spec).await;
     assert_eq!(out.exit_code, Some(0));
     assert_eq!(
@@ -149,8 +157,7 @@ async fn fail_on_match_fails_even_with_exit_zero() {
 async fn quarantine_beats_fail() {
     let fx = Fixture::new();
     let mut spec = fx.sh("echo 'FAIL here'; echo '-----BEGIN RSA PRIVATE KEY-----'; exit 1");
-    spec.guards.fail_on = res(&["FAIL"]);
-    spec.guards.quarantine_on = res(&["BEGIN RSA PRIVATE KEY"]);
+    spec.guards = guards(&["FAIL"], &["BEGIN RSA PRIVATE KEY"], &[]);
     let out = run_plain(&spec).await;
     assert!(out.fail_match.is_some());
     assert_eq!(
@@ -166,12 +173,12 @@ async fn quarantine_beats_fail() {
 async fn require_patterns() {
     let fx = Fixture::new();
     let mut spec = fx.sh("echo 'test result: ok. 3 passed'; echo done >&2");
-    spec.guards.require = res(&["test result: ok", "^done$"]);
+    spec.guards = guards(&[], &[], &["test result: ok", "^done$"]);
     let out = run_plain(&spec).await;
     assert!(out.missing_require.is_empty());
     assert_eq!(out.verdict(), Verdict::Succeeded);
 
-    spec.guards.require = res(&["test result: ok", "never printed"]);
+    spec.guards = guards(&[], &[], &["test result: ok", "never printed"]);
     let out = run_plain(&spec).await;
     assert_eq!(out.missing_require, vec!["never printed".to_string()]);
     assert_eq!(
@@ -185,8 +192,7 @@ async fn long_lines_are_scanned_in_chunks_and_matches_truncated() {
     let fx = Fixture::new();
     // 200 KB without a newline, then the marker on the same line.
     let mut spec = fx.sh("head -c 200000 /dev/zero | tr '\\0' x; echo SECRET; echo tail");
-    spec.guards.quarantine_on = res(&["SECRET"]);
-    spec.guards.require = res(&["^tail$"]);
+    spec.guards = guards(&[], &["SECRET"], &["^tail$"]);
     let out = run_plain(&spec).await;
     let (_, line) = out.quarantine_match.clone().expect("matched");
     assert!(line.ends_with("xxxSECRET"), "{line}");
@@ -427,7 +433,7 @@ fn process_start_time_of_self_and_unknown() {
 async fn flood_streams_to_disk() {
     let fx = Fixture::new();
     let mut spec = fx.sh("head -c 50000000 /dev/zero; echo end >&2");
-    spec.guards.fail_on = res(&["never"]);
+    spec.guards = guards(&["never"], &[], &[]);
     let out = run_plain(&spec).await;
     assert_eq!(out.verdict(), Verdict::Succeeded);
     assert_eq!(

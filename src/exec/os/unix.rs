@@ -100,6 +100,14 @@ struct ProcStat {
 }
 
 #[cfg(target_os = "linux")]
+impl ProcStat {
+    /// Neither a zombie nor dead.
+    fn live(&self) -> bool {
+        self.state != b'Z' && self.state != b'X'
+    }
+}
+
+#[cfg(target_os = "linux")]
 fn proc_stat(pid: u32) -> Option<ProcStat> {
     if pid == 0 {
         return None;
@@ -137,33 +145,24 @@ fn macos_start_time(pid: u32) -> Option<u64> {
 
 /// Is a live (non-zombie) process with this pid there?
 pub fn pid_alive(pid: u32) -> bool {
-    let Ok(raw) = i32::try_from(pid) else {
-        return false;
-    };
-    if raw <= 0 {
-        return false;
-    }
-    #[cfg(target_os = "linux")]
-    {
-        match proc_stat(pid) {
-            Some(st) => st.state != b'Z' && st.state != b'X',
-            None => false,
+    if i32::try_from(pid).is_ok_and(|p| p > 0) {
+        #[cfg(target_os = "linux")]
+        {
+            proc_stat(pid).is_some_and(|st| st.live())
         }
-    }
-    #[cfg(not(target_os = "linux"))]
-    {
-        // SAFETY: plain syscall.
-        let r = unsafe { libc::kill(raw, 0) };
-        r == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
+        #[cfg(not(target_os = "linux"))]
+        {
+            // SAFETY: plain syscall.
+            answers(unsafe { libc::kill(pid as i32, 0) })
+        }
+    } else {
+        false
     }
 }
 
 /// Does the process group still have a live (non-zombie) member?
 pub fn group_alive(pgid: i64) -> bool {
-    let Ok(raw) = i32::try_from(pgid) else {
-        return false;
-    };
-    if raw <= 1 {
+    if !i32::try_from(pgid).is_ok_and(|g| g > 1) {
         return false;
     }
     #[cfg(target_os = "linux")]
@@ -176,13 +175,19 @@ pub fn group_alive(pgid: i64) -> bool {
                 .to_str()
                 .and_then(|n| n.parse::<u32>().ok())
                 .and_then(proc_stat)
-                .is_some_and(|st| st.pgrp == Some(pgid) && st.state != b'Z' && st.state != b'X')
+                .is_some_and(|st| st.pgrp == Some(pgid) && st.live())
         })
     }
     #[cfg(not(target_os = "linux"))]
     {
         // SAFETY: plain syscall.
-        let r = unsafe { libc::killpg(raw, 0) };
-        r == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
+        answers(unsafe { libc::killpg(pgid as i32, 0) })
     }
+}
+
+/// A signal 0 probe found someone: it succeeded, or the target exists but
+/// is not ours to signal.
+#[cfg(not(target_os = "linux"))]
+fn answers(ret: libc::c_int) -> bool {
+    ret == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
 }
