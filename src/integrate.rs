@@ -4,12 +4,13 @@
 
 use crate::exec::{self, Cancel, Program, Spec, Verdict};
 use crate::git::{self, Excluded, GitError, MergeSession, Oid};
-use crate::model::{EventKind, WorkstreamState, now};
+use crate::model::{
+    EventData, Integration, IntegrationDone, IntegrationStarted, WorkstreamState, now,
+};
 use crate::plan::{self, LoadOptions, Plan};
 use crate::runner::{Listener, RunError, open_repo};
 use crate::store::{IntegrationRow, Store, WsPatch, WsRow};
 use serde::Serialize;
-use serde_json::{Map, json};
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs::File;
 use std::path::{Path, PathBuf};
@@ -17,14 +18,7 @@ use std::time::Duration;
 
 type Result<T, E = RunError> = std::result::Result<T, E>;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Strategy {
-    /// A two-parent merge commit per workstream.
-    Merge,
-    /// One single-parent commit per workstream.
-    Squash,
-}
+pub use crate::model::Strategy;
 
 #[derive(Debug, Clone)]
 pub struct Options {
@@ -208,18 +202,12 @@ pub fn integrate(
     let target_ref = format!("refs/heads/{}", s.into);
     let before = git::branch_tip(&s.repo, &s.into)?.expect("checked in setup");
     let run = s.run_id.clone();
-    let ev = s.store.event(
-        &run,
-        EventKind::IntegrationStarted,
-        None,
-        None,
-        None,
-        Map::from_iter([
-            ("into".to_string(), json!(s.into)),
-            ("strategy".to_string(), json!(opts.strategy)),
-            ("target".to_string(), json!(before.to_string())),
-        ]),
-    )?;
+    let started = EventData::IntegrationStarted(IntegrationStarted {
+        into: s.into.clone(),
+        strategy: opts.strategy,
+        target: before.to_string(),
+    });
+    let ev = s.store.event(&run, None, None, None, started)?;
     listener.event(&ev);
 
     let rows = s.store.workstreams(&run)?;
@@ -348,11 +336,15 @@ pub fn integrate(
                 at: at.clone(),
             },
         )?;
-        let integration = json!({
-            "into": s.into, "commit": commit.map(|c| c.to_string()), "conflicts": conflicts,
-            "at": at, "strategy": opts.strategy, "branch_head": head.to_string(),
-            "detail": detail,
-        });
+        let integration = Integration {
+            into: s.into.clone(),
+            commit: commit.map(|c| c.to_string()),
+            conflicts: conflicts.clone(),
+            at,
+            strategy: opts.strategy,
+            branch_head: head.to_string(),
+            detail: detail.clone(),
+        };
         let ev = s.store.transition_ws(
             &run,
             &row.id,
@@ -361,11 +353,6 @@ pub fn integrate(
                 integration: Some(integration),
                 ..Default::default()
             },
-            Map::from_iter([
-                ("into".to_string(), json!(s.into)),
-                ("conflicts".to_string(), json!(conflicts)),
-                ("detail".to_string(), json!(detail)),
-            ]),
         )?;
         if let Some(ev) = ev {
             listener.event(&ev);
@@ -382,17 +369,11 @@ pub fn integrate(
         });
     }
     let after = git::branch_tip(&s.repo, &s.into)?.expect("target exists");
-    let ev = s.store.event(
-        &run,
-        EventKind::IntegrationCompleted,
-        None,
-        None,
-        None,
-        Map::from_iter([
-            ("into".to_string(), json!(s.into)),
-            ("target".to_string(), json!(after.to_string())),
-        ]),
-    )?;
+    let done = EventData::IntegrationCompleted(IntegrationDone {
+        into: s.into.clone(),
+        target: after.to_string(),
+    });
+    let ev = s.store.event(&run, None, None, None, done)?;
     listener.event(&ev);
     s.store.write_status_files(&run)?;
     Ok(Report {
