@@ -31,11 +31,12 @@ pub struct Options {
     pub grace: Duration,
 }
 
-/// What happened to one workstream.
+/// What happened to one workstream: its state after integrating, or in a
+/// forecast what would happen.
 #[derive(Debug, Clone, Serialize)]
-pub struct Outcome {
+pub struct Outcome<S = WorkstreamState> {
     pub workstream: String,
-    pub state: String,
+    pub state: S,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub commit: Option<String>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
@@ -58,7 +59,7 @@ impl Report {
     pub fn failed(&self) -> bool {
         self.outcomes
             .iter()
-            .any(|o| o.state == "CONFLICT" || o.state == "GATE_FAILED")
+            .any(|o| matches!(o.state, WorkstreamState::Conflict | WorkstreamState::GateFailed))
     }
 }
 
@@ -227,20 +228,20 @@ pub fn integrate(
             .name
             .clone()
             .unwrap_or_else(|| row.id.clone());
-        let skip = |state: &str, detail: String| Outcome {
+        let skip = |state: WorkstreamState, detail: String| Outcome {
             workstream: row.id.clone(),
-            state: state.into(),
+            state,
             commit: None,
             conflicts: vec![],
             detail,
         };
         if row.state == WorkstreamState::Integrated {
-            outcomes.push(skip("INTEGRATED", "already integrated".into()));
+            outcomes.push(skip(row.state, "already integrated".into()));
             continue;
         }
         if !row.state.is_mergeable() {
             outcomes.push(skip(
-                row.state.as_str(),
+                row.state,
                 format!(
                     "not merged: workstream is {}{}",
                     row.state,
@@ -254,7 +255,7 @@ pub fn integrate(
         }
         if let Some(&d) = s.ws_deps[w].iter().find(|d| !integrated.contains(d)) {
             outcomes.push(skip(
-                row.state.as_str(),
+                row.state,
                 format!(
                     "not merged: it stacks on {}, which is not integrated",
                     rows[d].id
@@ -264,7 +265,7 @@ pub fn integrate(
         }
         let Some(head) = git::branch_tip(&s.repo, &row.branch)? else {
             outcomes.push(skip(
-                row.state.as_str(),
+                row.state,
                 format!("not merged: branch {} is gone", row.branch),
             ));
             continue;
@@ -280,7 +281,7 @@ pub fn integrate(
             .is_some_and(|h| h.branch_head.parse::<Oid>().ok() == Some(head))
         {
             outcomes.push(skip(
-                row.state.as_str(),
+                row.state,
                 format!(
                     "unchanged since it was {}; fix it in {}, commit, and run mpw integrate again",
                     row.state, row.worktree
@@ -362,7 +363,7 @@ pub fn integrate(
         }
         outcomes.push(Outcome {
             workstream: row.id.clone(),
-            state: state.as_str().into(),
+            state,
             commit: commit.map(|c| c.to_string()),
             conflicts,
             detail,
@@ -563,7 +564,15 @@ pub struct Forecast {
     /// Pairs of candidates whose branches conflict with each other.
     pub pairs: Vec<PairConflict>,
     /// Candidates merged one after another in integration order.
-    pub sequence: Vec<Outcome>,
+    pub sequence: Vec<Outcome<WouldMerge>>,
+}
+
+/// What a forecast says of one candidate merged onto the ones before it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum WouldMerge {
+    Clean,
+    Conflict,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -617,7 +626,7 @@ pub fn forecast(repo: Option<&Path>, run: Option<&str>, into: Option<&str>) -> R
             acc = session.commit(m.tree, &[acc, *h], &format!("forecast {id}"))?;
             sequence.push(Outcome {
                 workstream: id.clone(),
-                state: "CLEAN".into(),
+                state: WouldMerge::Clean,
                 commit: None,
                 conflicts: vec![],
                 detail: "would merge cleanly".into(),
@@ -625,7 +634,7 @@ pub fn forecast(repo: Option<&Path>, run: Option<&str>, into: Option<&str>) -> R
         } else {
             sequence.push(Outcome {
                 workstream: id.clone(),
-                state: "CONFLICT".into(),
+                state: WouldMerge::Conflict,
                 commit: None,
                 conflicts: m.conflicts.clone(),
                 detail: format!("would conflict on {}", m.conflicts.join(", ")),

@@ -120,7 +120,7 @@ state_enum!(
 
 /// A state machine whose every allowed change is listed as data, so that
 /// docs/ARCHITECTURE.md can draw it and a test can compare the two.
-pub trait StateMachine: Copy + Eq + fmt::Display + 'static {
+pub trait StateMachine: Copy + Eq + std::hash::Hash + fmt::Debug + fmt::Display + 'static {
     /// Every allowed change of state, `(from, to)`; staying put is no change.
     fn transitions() -> &'static [(Self, Self)];
 
@@ -297,7 +297,7 @@ mod tests {
     }
 
     /// A table lists each change once and never a state to itself.
-    fn well_formed<S: StateMachine + std::hash::Hash>() {
+    fn well_formed<S: StateMachine>() {
         let mut seen = std::collections::HashSet::new();
         for (a, b) in S::transitions() {
             assert_ne!(a, b, "{a} -> {b}: staying put is not a transition");
