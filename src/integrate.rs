@@ -57,9 +57,12 @@ pub struct Report {
 impl Report {
     /// A conflict or a gate failure: exit 1.
     pub fn failed(&self) -> bool {
-        self.outcomes
-            .iter()
-            .any(|o| matches!(o.state, WorkstreamState::Conflict | WorkstreamState::GateFailed))
+        self.outcomes.iter().any(|o| {
+            matches!(
+                o.state,
+                WorkstreamState::Conflict | WorkstreamState::GateFailed
+            )
+        })
     }
 }
 

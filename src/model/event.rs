@@ -331,13 +331,13 @@ mod tests {
         let mut out: Vec<(Event, String)> = vec![
             (
                 ev(false, false, D::RunStarted),
-                (format!(r#"{{{H},"kind":"RUN_STARTED","run":"R"}}"#)),
+                format!(r#"{{{H},"kind":"RUN_STARTED","run":"R"}}"#),
             ),
             (
                 ev(false, false, D::RunResumed(locks())),
-                (format!(
+                format!(
                     r#"{{{H},"kind":"RUN_RESUMED","run":"R","stale_locks_removed":["/r/.git/index.lock"]}}"#
-                )),
+                ),
             ),
             (
                 ev(
@@ -350,9 +350,9 @@ mod tests {
                         missing_copies: vec![".env".into()],
                     }),
                 ),
-                (format!(
+                format!(
                     r#"{{{H},"kind":"WORKTREE_CREATED","run":"R","workstream":"W","path":"/wt/W","branch":"mpw/R/W","commit":"abc","missing_copies":[".env"]}}"#
-                )),
+                ),
             ),
             (
                 ev(
@@ -362,23 +362,23 @@ mod tests {
                         reason: "why".into(),
                     }),
                 ),
-                (format!(
+                format!(
                     r#"{{{H},"kind":"SETUP_FAILED","run":"R","workstream":"W","reason":"why"}}"#
-                )),
+                ),
             ),
             (
                 ev(false, false, D::RunCompleted),
-                (format!(r#"{{{H},"kind":"RUN_COMPLETED","run":"R"}}"#)),
+                format!(r#"{{{H},"kind":"RUN_COMPLETED","run":"R"}}"#),
             ),
             (
                 ev(false, false, D::RunFailed),
-                (format!(r#"{{{H},"kind":"RUN_FAILED","run":"R"}}"#)),
+                format!(r#"{{{H},"kind":"RUN_FAILED","run":"R"}}"#),
             ),
             (
                 ev(false, false, D::RunCancelled(locks())),
-                (format!(
+                format!(
                     r#"{{{H},"kind":"RUN_CANCELLED","run":"R","stale_locks_removed":["/r/.git/index.lock"]}}"#
-                )),
+                ),
             ),
             (
                 ev(
@@ -390,9 +390,9 @@ mod tests {
                         target: "abc".into(),
                     }),
                 ),
-                (format!(
+                format!(
                     r#"{{{H},"kind":"INTEGRATION_STARTED","run":"R","into":"main","strategy":"squash","target":"abc"}}"#
-                )),
+                ),
             ),
             (
                 ev(
@@ -403,42 +403,46 @@ mod tests {
                         target: "def".into(),
                     }),
                 ),
-                (format!(
+                format!(
                     r#"{{{H},"kind":"INTEGRATION_COMPLETED","run":"R","into":"main","target":"def"}}"#
-                )),
+                ),
             ),
         ];
-        let tasks: [(fn(TaskFacts) -> EventData, &str); 9] = [
-            (D::TaskReady, "TASK_READY"),
-            (D::TaskStarted, "TASK_STARTED"),
-            (D::TaskRetry, "TASK_RETRY"),
-            (D::TaskInterrupted, "TASK_INTERRUPTED"),
-            (D::TaskSucceeded, "TASK_SUCCEEDED"),
-            (D::TaskFailed, "TASK_FAILED"),
-            (D::TaskQuarantined, "TASK_QUARANTINED"),
-            (D::TaskSkipped, "TASK_SKIPPED"),
-            (D::TaskCancelled, "TASK_CANCELLED"),
+        let tf = all_task_facts;
+        let wsi = ws_integration;
+        let per_workstream = [
+            (D::TaskReady(tf()), task_line("TASK_READY")),
+            (D::TaskStarted(tf()), task_line("TASK_STARTED")),
+            (D::TaskRetry(tf()), task_line("TASK_RETRY")),
+            (D::TaskInterrupted(tf()), task_line("TASK_INTERRUPTED")),
+            (D::TaskSucceeded(tf()), task_line("TASK_SUCCEEDED")),
+            (D::TaskFailed(tf()), task_line("TASK_FAILED")),
+            (D::TaskQuarantined(tf()), task_line("TASK_QUARANTINED")),
+            (D::TaskSkipped(tf()), task_line("TASK_SKIPPED")),
+            (D::TaskCancelled(tf()), task_line("TASK_CANCELLED")),
+            (D::WorkstreamStarted(wsf()), ws_line("WORKSTREAM_STARTED")),
+            (
+                D::WorkstreamCompleted(wsf()),
+                ws_line("WORKSTREAM_COMPLETED"),
+            ),
+            (D::WorkstreamFailed(wsf()), ws_line("WORKSTREAM_FAILED")),
+            (
+                D::WorkstreamQuarantined(wsf()),
+                ws_line("WORKSTREAM_QUARANTINED"),
+            ),
+            (D::WorkstreamSkipped(wsf()), ws_line("WORKSTREAM_SKIPPED")),
+            (
+                D::WorkstreamIntegrated(wsi()),
+                wsi_line("WORKSTREAM_INTEGRATED"),
+            ),
+            (
+                D::WorkstreamConflict(wsi()),
+                wsi_line("WORKSTREAM_CONFLICT"),
+            ),
+            (D::GateFailed(wsi()), wsi_line("GATE_FAILED")),
         ];
-        for (make, kind) in tasks {
-            out.push((ev(true, true, make(all_task_facts())), task_line(kind)));
-        }
-        let wss: [(fn(WorkstreamFacts) -> EventData, &str); 5] = [
-            (D::WorkstreamStarted, "WORKSTREAM_STARTED"),
-            (D::WorkstreamCompleted, "WORKSTREAM_COMPLETED"),
-            (D::WorkstreamFailed, "WORKSTREAM_FAILED"),
-            (D::WorkstreamQuarantined, "WORKSTREAM_QUARANTINED"),
-            (D::WorkstreamSkipped, "WORKSTREAM_SKIPPED"),
-        ];
-        for (make, kind) in wss {
-            out.push((ev(true, false, make(wsf())), ws_line(kind)));
-        }
-        let wsis: [(fn(WsIntegration) -> EventData, &str); 3] = [
-            (D::WorkstreamIntegrated, "WORKSTREAM_INTEGRATED"),
-            (D::WorkstreamConflict, "WORKSTREAM_CONFLICT"),
-            (D::GateFailed, "GATE_FAILED"),
-        ];
-        for (make, kind) in wsis {
-            out.push((ev(true, false, make(ws_integration())), wsi_line(kind)));
+        for (data, line) in per_workstream {
+            out.push((ev(true, data.task().is_some(), data), line));
         }
         out
     }

@@ -5,7 +5,7 @@ mod event;
 
 pub use event::{
     Event, EventData, Integration, IntegrationDone, IntegrationStarted, SetupFailed, StaleLocks,
-    TaskFacts, WorkstreamFacts, WsIntegration, WorktreeCreated,
+    TaskFacts, WorkstreamFacts, WorktreeCreated, WsIntegration,
 };
 
 use serde::{Deserialize, Serialize};
@@ -321,7 +321,10 @@ mod tests {
             }
         }
         assert!(Failed.can_become(Running) && Cancelled.can_become(Running));
-        assert!(!Completed.can_become(Running), "a completed run is never resumed");
+        assert!(
+            !Completed.can_become(Running),
+            "a completed run is never resumed"
+        );
         assert!(RunState::ALL.iter().all(|s| !s.can_become(Pending)));
     }
 
@@ -331,11 +334,7 @@ mod tests {
         for s in WorkstreamState::ALL {
             assert!(!s.can_become(Pending), "{s} -> PENDING");
             for n in [Integrated, Conflict, GateFailed] {
-                assert_eq!(
-                    s.can_become(n),
-                    s.is_mergeable() && *s != n,
-                    "{s} -> {n}"
-                );
+                assert_eq!(s.can_become(n), s.is_mergeable() && *s != n, "{s} -> {n}");
             }
         }
         assert!(Pending.can_become(Running) && Running.can_become(Completed));

@@ -433,7 +433,10 @@ impl Listener for BarListener {
                     }
                     self.total.inc(1);
                 }
-                if matches!(ev.kind(), EventKind::TaskFailed | EventKind::TaskQuarantined) {
+                if matches!(
+                    ev.kind(),
+                    EventKind::TaskFailed | EventKind::TaskQuarantined
+                ) {
                     let _ = self.multi.println(event_line(ev));
                 }
                 if let Some(b) = self.bars.get(&ws) {

@@ -8,8 +8,8 @@ use super::{Finished, Result, RunError, StoredOptions, is_done};
 use crate::exec::{self, Cancel, ProcInfo, Verdict};
 use crate::git::{self, Excluded, Oid};
 use crate::model::{
-    AttemptState, Event, EventData, RunState, SetupFailed, StaleLocks, TaskState,
-    WorkstreamState, WorktreeCreated,
+    AttemptState, Event, EventData, RunState, SetupFailed, StaleLocks, TaskState, WorkstreamState,
+    WorktreeCreated,
 };
 use crate::plan::Loaded;
 use crate::scheduler::{Scheduler, Slots, TaskInfo};

@@ -5,9 +5,8 @@
 //! row and its event in one transaction and appends the event to
 //! `events.jsonl`, so the database and the event stream cannot disagree.
 
-use crate::model::{Event, EventData, RunState, TaskState, WorkstreamState, now};
+use crate::model::{Event, RunState, TaskState, WorkstreamState, now};
 use rusqlite::{Connection, OptionalExtension, params};
-use serde_json::{Map, Value};
 use std::collections::HashMap;
 use std::fs::{self, File};
 use std::path::PathBuf;
@@ -51,12 +50,11 @@ mod transitions;
 
 pub use layout::{Layout, write_atomic};
 pub use rows::{
-    AttemptRow, IntegrationRow, NewRun, NewWs, RunPatch, RunRow, TaskPatch, TaskRow, WsPatch,
-    WsRow,
+    AttemptRow, IntegrationRow, NewRun, NewWs, RunPatch, RunRow, TaskPatch, TaskRow, WsPatch, WsRow,
 };
 pub use status::{Counts, RunStatus, TaskStatus, WsStatus};
 
-use rows::{parse_col, run_row};
+use rows::run_row;
 
 pub struct Store {
     conn: Connection,
@@ -64,11 +62,18 @@ pub struct Store {
     jsonl: HashMap<String, File>,
 }
 
-fn db_err(layout: &Layout) -> impl Fn(rusqlite::Error) -> StoreError + '_ {
+fn db_err(layout: &Layout) -> impl Fn(rusqlite::Error) -> StoreError + use<> {
+    let path = layout.db();
     move |source| StoreError::Db {
-        path: layout.db(),
+        path: path.clone(),
         source,
     }
+}
+
+/// A write transaction that takes the database's write lock at once, so that
+/// what it read stays true until it commits.
+fn begin(conn: &mut Connection) -> rusqlite::Result<rusqlite::Transaction<'_>> {
+    conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
 }
 
 impl Store {
@@ -96,25 +101,20 @@ impl Store {
         Self::open(layout)
     }
 
-
-    fn err(&self) -> impl Fn(rusqlite::Error) -> StoreError + '_ {
+    fn err(&self) -> impl Fn(rusqlite::Error) -> StoreError + use<> {
         db_err(&self.layout)
     }
 
     /// Record a new run with all its workstreams and tasks as PENDING.
     pub fn create_run(&mut self, run: &NewRun) -> Result<()> {
-        let layout = self.layout.clone();
-        let e = db_err(&layout);
-        let tx = self
-            .conn
-            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
-            .map_err(&e)?;
+        let e = self.err();
+        let tx = begin(&mut self.conn).map_err(&e)?;
         let exists: bool = tx
             .query_row("SELECT 1 FROM runs WHERE id = ?1", [run.id], |_| Ok(true))
             .optional()
             .map_err(&e)?
             .unwrap_or(false);
-        if exists || layout.run_dir(run.id).exists() {
+        if exists || self.layout.run_dir(run.id).exists() {
             return Err(StoreError::RunExists(run.id.to_string()));
         }
         tx.prepare_cached("INSERT INTO runs (id, name, state, repo, base, base_ref, plan_path, worktree_root, created_at, options)
@@ -161,8 +161,8 @@ impl Store {
             }
         }
         tx.commit().map_err(&e)?;
-        fs::create_dir_all(layout.run_dir(run.id)).map_err(|source| StoreError::Io {
-            path: layout.run_dir(run.id),
+        fs::create_dir_all(self.layout.run_dir(run.id)).map_err(|source| StoreError::Io {
+            path: self.layout.run_dir(run.id),
             source,
         })?;
         Ok(())
@@ -252,12 +252,11 @@ impl Store {
 
     /// Runs, newest first.
     pub fn runs(&self) -> Result<Vec<RunRow>> {
-        let mut st = self
-            .conn
-            .prepare("SELECT * FROM runs ORDER BY created_at DESC, rowid DESC")
-            .map_err(self.err())?;
-        let rows = st.query_map([], run_row).map_err(self.err())?;
-        rows.collect::<rusqlite::Result<_>>().map_err(self.err())
+        self.query(
+            "SELECT * FROM runs ORDER BY created_at DESC, rowid DESC",
+            [],
+            run_row,
+        )
     }
 
     /// The given run, or the newest one.
@@ -269,161 +268,65 @@ impl Store {
     }
 
     pub fn workstreams(&self, run: &str) -> Result<Vec<WsRow>> {
-        let mut st = self
-            .conn
-            .prepare(
-                "SELECT id, idx, name, state, branch, worktree, start_commit, head, reason, started_at, finished_at, integration, baseline
-                 FROM workstreams WHERE run_id = ?1 ORDER BY idx",
-            )
-            .map_err(self.err())?;
-        let rows = st
-            .query_map([run], |r| {
-                Ok(WsRow {
-                    id: r.get(0)?,
-                    idx: r.get::<_, i64>(1)? as usize,
-                    name: r.get(2)?,
-                    state: parse_col(r, 3)?,
-                    branch: r.get(4)?,
-                    worktree: r.get(5)?,
-                    start_commit: r.get(6)?,
-                    head: r.get(7)?,
-                    reason: r.get(8)?,
-                    started_at: r.get(9)?,
-                    finished_at: r.get(10)?,
-                    integration: r
-                        .get::<_, Option<String>>(11)?
-                        .and_then(|s| serde_json::from_str(&s).ok()),
-                    baseline: r
-                        .get::<_, Option<String>>(12)?
-                        .and_then(|s| serde_json::from_str(&s).ok()),
-                })
-            })
-            .map_err(self.err())?;
-        rows.collect::<rusqlite::Result<_>>().map_err(self.err())
+        self.query(
+            "SELECT id, idx, name, state, branch, worktree, start_commit, head, reason, started_at, finished_at, integration, baseline
+             FROM workstreams WHERE run_id = ?1 ORDER BY idx",
+            [run],
+            rows::ws_row,
+        )
     }
 
     /// Tasks of a run in plan order.
     pub fn tasks(&self, run: &str) -> Result<Vec<TaskRow>> {
-        let mut st = self
-            .conn
-            .prepare(
-                "SELECT t.ws, t.id, t.idx, t.name, t.state, t.attempts, t.exit_code, t.commit_id, t.preserved_ref,
-                        t.reason, t.started_at, t.finished_at, t.duration_ms
-                 FROM tasks t JOIN workstreams w ON w.run_id = t.run_id AND w.id = t.ws
-                 WHERE t.run_id = ?1 ORDER BY w.idx, t.idx",
-            )
-            .map_err(self.err())?;
-        let rows = st
-            .query_map([run], |r| {
-                Ok(TaskRow {
-                    ws: r.get(0)?,
-                    id: r.get(1)?,
-                    idx: r.get::<_, i64>(2)? as usize,
-                    name: r.get(3)?,
-                    state: parse_col(r, 4)?,
-                    attempts: r.get(5)?,
-                    exit_code: r.get(6)?,
-                    commit: r.get(7)?,
-                    preserved_ref: r.get(8)?,
-                    reason: r.get(9)?,
-                    started_at: r.get(10)?,
-                    finished_at: r.get(11)?,
-                    duration_ms: r.get(12)?,
-                })
-            })
-            .map_err(self.err())?;
-        rows.collect::<rusqlite::Result<_>>().map_err(self.err())
+        self.query(
+            "SELECT t.ws, t.id, t.idx, t.name, t.state, t.attempts, t.exit_code, t.commit_id, t.preserved_ref,
+                    t.reason, t.started_at, t.finished_at, t.duration_ms
+             FROM tasks t JOIN workstreams w ON w.run_id = t.run_id AND w.id = t.ws
+             WHERE t.run_id = ?1 ORDER BY w.idx, t.idx",
+            [run],
+            rows::task_row,
+        )
     }
 
     pub fn attempts(&self, run: &str) -> Result<Vec<AttemptRow>> {
-        let mut st = self
-            .conn
-            .prepare(
-                "SELECT ws, task, attempt, state, start_commit, pid, pgid, proc_start, exit_code, reason,
-                        started_at, finished_at, duration_ms
-                 FROM attempts WHERE run_id = ?1 ORDER BY started_at, ws, task, attempt",
-            )
-            .map_err(self.err())?;
-        let rows = st
-            .query_map([run], |r| {
-                Ok(AttemptRow {
-                    ws: r.get(0)?,
-                    task: r.get(1)?,
-                    attempt: r.get(2)?,
-                    state: parse_col(r, 3)?,
-                    start_commit: r.get(4)?,
-                    pid: r.get(5)?,
-                    pgid: r.get(6)?,
-                    proc_start: r.get::<_, Option<i64>>(7)?.map(|v| v as u64),
-                    exit_code: r.get(8)?,
-                    reason: r.get(9)?,
-                    started_at: r.get(10)?,
-                    finished_at: r.get(11)?,
-                    duration_ms: r.get(12)?,
-                })
-            })
-            .map_err(self.err())?;
-        rows.collect::<rusqlite::Result<_>>().map_err(self.err())
+        self.query(
+            "SELECT ws, task, attempt, state, start_commit, pid, pgid, proc_start, exit_code, reason,
+                    started_at, finished_at, duration_ms
+             FROM attempts WHERE run_id = ?1 ORDER BY started_at, ws, task, attempt",
+            [run],
+            rows::attempt_row,
+        )
     }
 
     /// Events of a run after sequence number `after`, with their sequence numbers.
     pub fn events(&self, run: &str, after: i64) -> Result<Vec<(i64, Event)>> {
-        let mut st = self
-            .conn
-            .prepare(
-                "SELECT seq, ts, kind, ws, task, attempt, data FROM events
-                 WHERE run_id = ?1 AND seq > ?2 ORDER BY seq",
-            )
-            .map_err(self.err())?;
-        let rows = st
-            .query_map(params![run, after], |r| {
-                let facts: String = r.get(6)?;
-                let facts = serde_json::from_str::<Map<String, Value>>(&facts).unwrap_or_default();
-                let data = EventData::from_facts(parse_col(r, 2)?, facts).map_err(|e| {
-                    rusqlite::Error::FromSqlConversionFailure(6, rusqlite::types::Type::Text, e.into())
-                })?;
-                Ok((
-                    r.get(0)?,
-                    Event {
-                        ts: r.get(1)?,
-                        run: run.into(),
-                        workstream: r.get(3)?,
-                        task: r.get(4)?,
-                        attempt: r.get(5)?,
-                        data,
-                    },
-                ))
-            })
-            .map_err(self.err())?;
-        rows.collect::<rusqlite::Result<_>>().map_err(self.err())
+        self.query(
+            "SELECT seq, ts, kind, ws, task, attempt, data, run_id FROM events
+             WHERE run_id = ?1 AND seq > ?2 ORDER BY seq",
+            params![run, after],
+            rows::event_row,
+        )
     }
 
     pub fn integrations(&self, run: &str) -> Result<Vec<IntegrationRow>> {
-        let mut st = self
-            .conn
-            .prepare(
-                "SELECT ws, into_branch, state, branch_head, commit_id, conflicts, reason, at
-                 FROM integrations WHERE run_id = ?1 ORDER BY id",
-            )
-            .map_err(self.err())?;
-        let rows = st
-            .query_map([run], |r| {
-                let conflicts: String = r.get(5)?;
-                Ok(IntegrationRow {
-                    ws: r.get(0)?,
-                    into_branch: r.get(1)?,
-                    state: parse_col(r, 2)?,
-                    branch_head: r.get(3)?,
-                    commit: r.get(4)?,
-                    conflicts: serde_json::from_str(&conflicts).unwrap_or_default(),
-                    reason: r.get(6)?,
-                    at: r.get(7)?,
-                })
-            })
-            .map_err(self.err())?;
-        rows.collect::<rusqlite::Result<_>>().map_err(self.err())
+        self.query(
+            "SELECT ws, into_branch, state, branch_head, commit_id, conflicts, reason, at
+             FROM integrations WHERE run_id = ?1 ORDER BY id",
+            [run],
+            rows::integration_row,
+        )
     }
 
+    fn query<T>(
+        &self,
+        sql: &str,
+        params: impl rusqlite::Params,
+        row: fn(&rusqlite::Row) -> rusqlite::Result<T>,
+    ) -> Result<Vec<T>> {
+        let mut st = self.conn.prepare(sql).map_err(self.err())?;
+        let rows = st.query_map(params, row).map_err(self.err())?;
+        rows.collect::<rusqlite::Result<_>>().map_err(self.err())
+    }
 }
 
 #[cfg(test)]

@@ -1,8 +1,10 @@
 //! The rows of the database as Rust types, and what a change may set.
 
-use crate::model::{AttemptState, Integration, RunState, TaskState, WorkstreamState};
+use crate::model::{
+    AttemptState, Event, EventData, Integration, RunState, TaskState, WorkstreamState,
+};
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
+use serde_json::{Map, Value};
 
 /// A run as recorded.
 #[derive(Debug, Clone, Serialize)]
@@ -181,4 +183,99 @@ pub(super) fn run_row(r: &rusqlite::Row) -> rusqlite::Result<RunRow> {
         cancel_requested: r.get::<_, i64>("cancel_requested")? != 0,
         options: serde_json::from_str(&r.get::<_, String>("options")?).unwrap_or(Value::Null),
     })
+}
+
+pub(super) fn ws_row(r: &rusqlite::Row) -> rusqlite::Result<WsRow> {
+    Ok(WsRow {
+        id: r.get(0)?,
+        idx: r.get::<_, i64>(1)? as usize,
+        name: r.get(2)?,
+        state: parse_col(r, 3)?,
+        branch: r.get(4)?,
+        worktree: r.get(5)?,
+        start_commit: r.get(6)?,
+        head: r.get(7)?,
+        reason: r.get(8)?,
+        started_at: r.get(9)?,
+        finished_at: r.get(10)?,
+        integration: json_col(r, 11)?,
+        baseline: json_col(r, 12)?,
+    })
+}
+
+pub(super) fn task_row(r: &rusqlite::Row) -> rusqlite::Result<TaskRow> {
+    Ok(TaskRow {
+        ws: r.get(0)?,
+        id: r.get(1)?,
+        idx: r.get::<_, i64>(2)? as usize,
+        name: r.get(3)?,
+        state: parse_col(r, 4)?,
+        attempts: r.get(5)?,
+        exit_code: r.get(6)?,
+        commit: r.get(7)?,
+        preserved_ref: r.get(8)?,
+        reason: r.get(9)?,
+        started_at: r.get(10)?,
+        finished_at: r.get(11)?,
+        duration_ms: r.get(12)?,
+    })
+}
+
+pub(super) fn attempt_row(r: &rusqlite::Row) -> rusqlite::Result<AttemptRow> {
+    Ok(AttemptRow {
+        ws: r.get(0)?,
+        task: r.get(1)?,
+        attempt: r.get(2)?,
+        state: parse_col(r, 3)?,
+        start_commit: r.get(4)?,
+        pid: r.get(5)?,
+        pgid: r.get(6)?,
+        proc_start: r.get::<_, Option<i64>>(7)?.map(|v| v as u64),
+        exit_code: r.get(8)?,
+        reason: r.get(9)?,
+        started_at: r.get(10)?,
+        finished_at: r.get(11)?,
+        duration_ms: r.get(12)?,
+    })
+}
+
+pub(super) fn integration_row(r: &rusqlite::Row) -> rusqlite::Result<IntegrationRow> {
+    Ok(IntegrationRow {
+        ws: r.get(0)?,
+        into_branch: r.get(1)?,
+        state: parse_col(r, 2)?,
+        branch_head: r.get(3)?,
+        commit: r.get(4)?,
+        conflicts: json_col(r, 5)?.unwrap_or_default(),
+        reason: r.get(6)?,
+        at: r.get(7)?,
+    })
+}
+
+/// An event with its sequence number.
+pub(super) fn event_row(r: &rusqlite::Row) -> rusqlite::Result<(i64, Event)> {
+    let facts: Map<String, Value> = json_col(r, 6)?.unwrap_or_default();
+    let data = EventData::from_facts(parse_col(r, 2)?, facts).map_err(|e| {
+        rusqlite::Error::FromSqlConversionFailure(6, rusqlite::types::Type::Text, e.into())
+    })?;
+    Ok((
+        r.get(0)?,
+        Event {
+            ts: r.get(1)?,
+            run: r.get(7)?,
+            workstream: r.get(3)?,
+            task: r.get(4)?,
+            attempt: r.get(5)?,
+            data,
+        },
+    ))
+}
+
+/// A JSON column; what does not parse counts as absent.
+fn json_col<T: serde::de::DeserializeOwned>(
+    r: &rusqlite::Row,
+    i: usize,
+) -> rusqlite::Result<Option<T>> {
+    Ok(r.get::<_, Option<String>>(i)?
+        .and_then(|s| serde_json::from_str(&s).ok()))
 }

@@ -108,9 +108,7 @@ pub(super) fn configure(conn: &Connection) -> rusqlite::Result<()> {
         if mode.eq_ignore_ascii_case("wal") {
             break;
         }
-        match conn
-            .pragma_update_and_check(None, "journal_mode", "WAL", |r| r.get::<_, String>(0))
-        {
+        match conn.pragma_update_and_check(None, "journal_mode", "WAL", |r| r.get::<_, String>(0)) {
             Ok(_) => break,
             Err(rusqlite::Error::SqliteFailure(e, _))
                 if e.code == rusqlite::ErrorCode::DatabaseBusy

@@ -2,7 +2,7 @@
 //! transaction, then the event is appended to `events.jsonl`.
 
 use super::rows::{RunPatch, TaskPatch, WsPatch};
-use super::{Result, Store, StoreError, db_err};
+use super::{Result, Store, StoreError, begin};
 use crate::model::{
     AttemptState, Event, EventData, RunState, StaleLocks, StateMachine, TaskFacts, TaskState,
     WorkstreamFacts, WorkstreamState, WsIntegration, now,
@@ -75,12 +75,8 @@ impl Store {
         patch: RunPatch,
     ) -> Result<Option<Event>> {
         let ts = now();
-        let layout = self.layout.clone();
-        let e = db_err(&layout);
-        let tx = self
-            .conn
-            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
-            .map_err(&e)?;
+        let e = self.err();
+        let tx = begin(&mut self.conn).map_err(&e)?;
         let from: RunState = tx
             .query_row("SELECT state FROM runs WHERE id = ?1", [run], |r| {
                 super::rows::parse_col(r, 0)
@@ -134,12 +130,8 @@ impl Store {
         patch: WsPatch,
     ) -> Result<Option<Event>> {
         let ts = now();
-        let layout = self.layout.clone();
-        let e = db_err(&layout);
-        let tx = self
-            .conn
-            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
-            .map_err(&e)?;
+        let e = self.err();
+        let tx = begin(&mut self.conn).map_err(&e)?;
         let from: WorkstreamState = tx
             .query_row(
                 "SELECT state FROM workstreams WHERE run_id = ?1 AND id = ?2",
@@ -214,12 +206,8 @@ impl Store {
         patch: TaskPatch,
     ) -> Result<Option<Event>> {
         let ts = now();
-        let layout = self.layout.clone();
-        let e = db_err(&layout);
-        let tx = self
-            .conn
-            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
-            .map_err(&e)?;
+        let e = self.err();
+        let tx = begin(&mut self.conn).map_err(&e)?;
         let (from, attempts): (TaskState, u32) = tx
             .query_row(
                 "SELECT state, attempts FROM tasks WHERE run_id = ?1 AND ws = ?2 AND id = ?3",
