@@ -420,3 +420,188 @@ fn task_event(from: TaskState, to: TaskState, patch: TaskPatch) -> Option<EventD
         (_, T::Cancelled, _) => EventData::TaskCancelled(facts),
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{EventKind, Integration, Strategy};
+    use crate::store::{Layout, NewRun, NewWs};
+
+    /// A run R with workstream W holding task T, all PENDING.
+    fn store_with_run(dir: &std::path::Path) -> Store {
+        let mut store = Store::open(Layout::new(dir)).unwrap();
+        store
+            .create_run(&NewRun {
+                id: "R",
+                name: None,
+                repo: "/repo",
+                base: "b",
+                base_ref: None,
+                plan_path: None,
+                worktree_root: "/wt",
+                options: serde_json::json!({}),
+                workstreams: vec![NewWs {
+                    id: "W",
+                    name: None,
+                    branch: "mpw/R/W".into(),
+                    worktree: "/wt/R/W".into(),
+                    tasks: vec![("T", None)],
+                }],
+            })
+            .unwrap();
+        store
+    }
+
+    fn is_bad_transition<T: std::fmt::Debug>(r: Result<T>) -> bool {
+        matches!(r, Err(StoreError::BadTransition { .. }))
+    }
+
+    #[test]
+    fn a_change_outside_the_tables_is_refused_and_writes_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = store_with_run(dir.path());
+        assert!(is_bad_transition(s.transition_run(
+            "R",
+            RunState::Completed,
+            RunPatch::default()
+        )));
+        assert!(is_bad_transition(s.transition_ws(
+            "R",
+            "W",
+            WorkstreamState::Integrated,
+            WsPatch::default()
+        )));
+        assert!(is_bad_transition(s.transition_task(
+            "R",
+            "W",
+            "T",
+            TaskState::Succeeded,
+            TaskPatch::default()
+        )));
+        assert_eq!(s.run("R").unwrap().state, RunState::Pending);
+        assert_eq!(
+            s.workstreams("R").unwrap()[0].state,
+            WorkstreamState::Pending
+        );
+        assert_eq!(s.tasks("R").unwrap()[0].state, TaskState::Pending);
+        assert!(s.events("R", 0).unwrap().is_empty());
+        assert!(!s.layout.events_jsonl("R").exists());
+    }
+
+    #[test]
+    fn an_integration_state_needs_its_record() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = store_with_run(dir.path());
+        s.transition_ws("R", "W", WorkstreamState::Running, WsPatch::default())
+            .unwrap();
+        s.transition_ws("R", "W", WorkstreamState::Completed, WsPatch::default())
+            .unwrap();
+        assert!(is_bad_transition(s.transition_ws(
+            "R",
+            "W",
+            WorkstreamState::Conflict,
+            WsPatch::default()
+        )));
+        let integration = Integration {
+            into: "main".into(),
+            commit: None,
+            conflicts: vec!["a.txt".into()],
+            at: now(),
+            strategy: Strategy::Merge,
+            branch_head: "h".into(),
+            detail: "conflicts".into(),
+        };
+        let patch = WsPatch {
+            integration: Some(integration.clone()),
+            ..Default::default()
+        };
+        let ev = s
+            .transition_ws("R", "W", WorkstreamState::Conflict, patch)
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            ev.data,
+            EventData::WorkstreamConflict(WsIntegration::from(&integration))
+        );
+        assert_eq!(
+            s.workstreams("R").unwrap()[0].integration,
+            Some(integration)
+        );
+    }
+
+    /// The events table and `events.jsonl` tell the same typed events, in order.
+    #[test]
+    fn events_read_back_from_the_table_equal_the_lines() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = store_with_run(dir.path());
+        s.transition_run("R", RunState::Running, RunPatch::default())
+            .unwrap();
+        let head = WsPatch {
+            head: Some("h1".into()),
+            ..Default::default()
+        };
+        s.transition_ws("R", "W", WorkstreamState::Running, head)
+            .unwrap();
+        s.transition_task("R", "W", "T", TaskState::Ready, TaskPatch::default())
+            .unwrap();
+        let running = TaskPatch {
+            attempt: Some(1),
+            ..Default::default()
+        };
+        s.transition_task("R", "W", "T", TaskState::Running, running)
+            .unwrap();
+        let failed = TaskPatch {
+            attempt: Some(1),
+            exit_code: Some(2),
+            reason: Some("exit 2".into()),
+            duration_ms: Some(5),
+            ..Default::default()
+        };
+        s.transition_task("R", "W", "T", TaskState::Failed, failed)
+            .unwrap();
+        let locks = RunPatch {
+            stale_locks_removed: vec!["/x/index.lock".into()],
+        };
+        s.transition_run("R", RunState::Cancelled, locks).unwrap();
+
+        let from_table: Vec<Event> = s
+            .events("R", 0)
+            .unwrap()
+            .into_iter()
+            .map(|(_, e)| e)
+            .collect();
+        let text = std::fs::read_to_string(s.layout.events_jsonl("R")).unwrap();
+        let from_lines: Vec<Event> = text
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        assert_eq!(from_table, from_lines);
+        let kinds: Vec<EventKind> = from_table.iter().map(Event::kind).collect();
+        assert_eq!(
+            kinds,
+            [
+                EventKind::RunStarted,
+                EventKind::WorkstreamStarted,
+                EventKind::TaskReady,
+                EventKind::TaskStarted,
+                EventKind::TaskFailed,
+                EventKind::RunCancelled,
+            ]
+        );
+        let failed = from_table[4].data.task().unwrap();
+        assert_eq!(
+            (
+                failed.exit_code,
+                failed.reason.as_deref(),
+                failed.duration_ms
+            ),
+            (Some(2), Some("exit 2"), Some(5))
+        );
+        assert_eq!(
+            from_table[5].data,
+            EventData::RunCancelled(StaleLocks {
+                stale_locks_removed: vec!["/x/index.lock".into()]
+            })
+        );
+    }
+}
