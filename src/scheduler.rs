@@ -40,12 +40,7 @@ pub struct Scheduler<'a> {
 impl<'a> Scheduler<'a> {
     pub fn new(dag: &'a Dag, info: &'a [TaskInfo], slots: Slots) -> Self {
         let n = dag.tasks.len();
-        let mut dependants = vec![Vec::new(); n];
-        for (i, t) in dag.tasks.iter().enumerate() {
-            for &d in &t.deps {
-                dependants[d].push(i);
-            }
-        }
+        let dependants = dag.dependants();
         // Reverse topological order: higher level first.
         let mut order: Vec<usize> = (0..n).collect();
         order.sort_by_key(|&i| std::cmp::Reverse(dag.levels.get(i).copied().unwrap_or(0)));
@@ -79,13 +74,18 @@ impl<'a> Scheduler<'a> {
     pub fn blocked(&self, states: &[TaskState]) -> Vec<usize> {
         (0..states.len())
             .filter(|&i| matches!(states[i], TaskState::Pending | TaskState::Ready))
-            .filter(|&i| {
-                self.dag.tasks[i]
-                    .deps
-                    .iter()
-                    .any(|&d| self.dep_status(d, states) == DepStatus::Blocked)
-            })
+            .filter(|&i| self.blocking_dep(i, states).is_some())
             .collect()
+    }
+
+    /// The first dependency of task `i` that failed for good, if any: why it
+    /// is blocked.
+    pub fn blocking_dep(&self, i: usize, states: &[TaskState]) -> Option<usize> {
+        self.dag.tasks[i]
+            .deps
+            .iter()
+            .copied()
+            .find(|&d| self.dep_status(d, states) == DepStatus::Blocked)
     }
 
     /// Pending tasks whose dependencies are all satisfied and whose

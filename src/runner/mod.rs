@@ -3,11 +3,15 @@
 
 mod attempt;
 mod coordinator;
+mod ctx;
+mod ledger;
 mod provision;
+mod recover;
 
-pub use coordinator::Listener;
+pub use ledger::Listener;
 
 use crate::git::{self, GitError, Oid, RepoInfo};
+use crate::lock::{self, LockError};
 use crate::model::{RunState, TaskState};
 use crate::plan::{self, LoadOptions, Loaded, Plan, PlanError, Shell};
 use crate::store::{Layout, NewRun, NewWs, Store, StoreError};
@@ -16,6 +20,8 @@ use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+/// Why `run`, `resume`, `cancel`, `integrate` or `clean` stopped. The CLI
+/// maps each variant to its exit code in one place (`cli::exit`).
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
     #[error(transparent)]
@@ -24,12 +30,76 @@ pub enum RunError {
     Git(#[from] GitError),
     #[error(transparent)]
     Store(#[from] StoreError),
-    /// Bad input the user can fix; nothing was touched.
-    #[error("{0}")]
-    Usage(String),
-    /// The machine or repository is not in a state to run.
+    #[error(transparent)]
+    Lock(#[from] LockError),
+
+    // Bad input the user can fix; nothing was touched.
+    #[error("task {ws}/{task}: {problem}")]
+    BadTask {
+        ws: String,
+        task: String,
+        problem: String,
+    },
+    #[error("workstream {ws}: {problem}")]
+    BadWorkstream { ws: String, problem: String },
+    #[error("{}: base {base:?} does not resolve to a commit in {}", plan.display(), repo.display())]
+    BadBase {
+        plan: PathBuf,
+        base: String,
+        repo: PathBuf,
+    },
+    #[error("--workstream {name}: no such workstream in {} (it has: {})", plan.display(), known.join(", "))]
+    NoSuchWorkstream {
+        name: String,
+        plan: PathBuf,
+        known: Vec<String>,
+    },
+    #[error("--workstream {name}: no such workstream in run {run}")]
+    NoSuchWorkstreamInRun { name: String, run: String },
+    #[error(
+        "run {run} has no COMPLETED or INTEGRATED workstream to prepare a PR for; name one with --workstream"
+    )]
+    NothingToPropose { run: String },
+    #[error("run {run} already COMPLETED; nothing to resume")]
+    NothingToResume { run: String },
+    #[error("run {run} is {state}; integrate it when it has finished")]
+    NotFinished { run: String, state: RunState },
+    #[error("run {run} did not start from a branch; say which one with --into BRANCH")]
+    NoTarget { run: String },
+    #[error("--into {branch}: no such branch")]
+    NoSuchBranch { branch: String },
+
+    // The machine or repository is not in a state to run.
+    #[error("{}: {source}", path.display())]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{}: no such directory", path.display())]
+    NoDirectory { path: PathBuf },
+    #[error("workstream {ws}: worktree path {} already exists and is not mpw's; move it away or set globals.worktree_root", path.display())]
+    WorktreeInTheWay { ws: String, path: PathBuf },
+    #[error("run {run} is being worked on by another mpw process right now (lock {})", lock.display())]
+    RunLocked { run: String, lock: PathBuf },
+    #[error("run {run} is still running; cancel it first (mpw cancel {run})")]
+    StillRunning { run: String },
+    #[error("another mpw integrate holds the lock {} (--no-wait)", lock.display())]
+    IntegrationLocked { lock: PathBuf },
     #[error("{0}")]
     Env(String),
+
+    /// Ctrl-C or SIGTERM stopped it; what it had not finished is unchanged.
+    #[error("{0}")]
+    Interrupted(String),
+}
+
+impl RunError {
+    pub(crate) fn io(path: &Path) -> impl FnOnce(std::io::Error) -> RunError + '_ {
+        move |source| RunError::Io {
+            path: path.to_path_buf(),
+            source,
+        }
+    }
 }
 
 type Result<T, E = RunError> = std::result::Result<T, E>;
@@ -69,15 +139,10 @@ pub struct RepoCtx {
 pub fn open_repo(repo: Option<&Path>) -> Result<RepoCtx> {
     let start = match repo {
         Some(p) => p.to_path_buf(),
-        None => {
-            std::env::current_dir().map_err(|e| RunError::Env(format!("current directory: {e}")))?
-        }
+        None => std::env::current_dir().map_err(RunError::io(Path::new("current directory")))?,
     };
     if !start.exists() {
-        return Err(RunError::Env(format!(
-            "{}: no such directory",
-            start.display()
-        )));
+        return Err(RunError::NoDirectory { path: start });
     }
     let info = git::discover(&start)?;
     let layout = Layout::new(&info.common_dir);
@@ -134,11 +199,11 @@ fn prepare(opts: &RunOptions) -> Result<Prepared> {
 
     let base_rev = loaded.plan.base.clone().unwrap_or_else(|| "HEAD".into());
     let base = git::resolve_commit(&main, &base_rev).map_err(|e| match e {
-        GitError::UnknownRev { .. } => RunError::Usage(format!(
-            "{}: base {base_rev:?} does not resolve to a commit in {}",
-            opts.plan.display(),
-            main.display()
-        )),
+        GitError::UnknownRev { .. } => RunError::BadBase {
+            plan: opts.plan.clone(),
+            base: base_rev.clone(),
+            repo: main.clone(),
+        },
         e => e.into(),
     })?;
     let base_ref = if base_rev == "HEAD" {
@@ -218,11 +283,11 @@ fn select_workstreams(loaded: Loaded, names: &[String]) -> Result<Loaded> {
         match ids.iter().position(|i| i == n) {
             Some(i) => stack.push(i),
             None => {
-                return Err(RunError::Usage(format!(
-                    "--workstream {n}: no such workstream in {} (it has: {})",
-                    loaded.path.display(),
-                    ids.join(", ")
-                )));
+                return Err(RunError::NoSuchWorkstream {
+                    name: n.clone(),
+                    plan: loaded.path.clone(),
+                    known: ids.iter().map(|i| i.to_string()).collect(),
+                });
             }
         }
     }
@@ -289,25 +354,25 @@ pub fn run(
             .branch
             .clone()
             .unwrap_or_else(|| default_branch(&p.run_id, &w.id));
+        let bad = |problem: String| RunError::BadWorkstream {
+            ws: w.id.clone(),
+            problem,
+        };
         if !git::is_valid_branch_name(&branch) {
-            return Err(RunError::Usage(format!(
-                "workstream {}: {branch:?} is not a valid branch name",
-                w.id
-            )));
+            return Err(bad(format!("{branch:?} is not a valid branch name")));
         }
         if git::branch_tip(&main, &branch)?.is_some() {
-            return Err(RunError::Usage(format!(
-                "workstream {}: branch {branch} already exists; pick another run_id or branch (or `mpw resume {}`)",
-                w.id, p.run_id
+            return Err(bad(format!(
+                "branch {branch} already exists; pick another run_id or branch (or `mpw resume {}`)",
+                p.run_id
             )));
         }
         let wt = p.worktree_root.join(&p.run_id).join(&w.id);
         if wt.exists() {
-            return Err(RunError::Env(format!(
-                "workstream {}: worktree path {} already exists and is not mpw's; move it away or set globals.worktree_root",
-                w.id,
-                wt.display()
-            )));
+            return Err(RunError::WorktreeInTheWay {
+                ws: w.id.clone(),
+                path: wt,
+            });
         }
         wss.push((w, branch, wt));
     }
@@ -362,18 +427,10 @@ pub fn resume(repo: Option<&Path>, run_id: &str, listener: Box<dyn Listener>) ->
     let store = Store::open_existing(rc.layout.clone())?;
     let row = store.run(run_id)?;
     if row.state == RunState::Completed {
-        return Err(RunError::Usage(format!(
-            "run {run_id} already COMPLETED; nothing to resume"
-        )));
+        return Err(RunError::NothingToResume { run: run_id.into() });
     }
     let lock = lock_run(&store.layout, run_id)?;
-    let text = std::fs::read_to_string(store.layout.plan_json(run_id))
-        .map_err(|e| RunError::Env(format!("{}: {e}", store.layout.plan_json(run_id).display())))?;
-    let loaded = plan::parse_str(
-        &text,
-        &store.layout.plan_json(run_id),
-        LoadOptions::default(),
-    )?;
+    let loaded = stored_plan(&store.layout, run_id)?;
     let stored: StoredOptions = serde_json::from_value(row.options.clone()).unwrap_or_default();
     let how = Invocation {
         repo: rc.info.main_workdir.clone(),
@@ -386,22 +443,17 @@ pub fn resume(repo: Option<&Path>, run_id: &str, listener: Box<dyn Listener>) ->
 /// one (whose lock the OS released) is recognised by `resume` and `cancel`.
 fn lock_run(layout: &Layout, run_id: &str) -> Result<File> {
     let path = layout.run_lock(run_id);
-    let f = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&path)
-        .map_err(|e| RunError::Env(format!("{}: {e}", path.display())))?;
-    match f.try_lock() {
-        Ok(()) => Ok(f),
-        Err(std::fs::TryLockError::WouldBlock) => Err(RunError::Env(format!(
-            "run {run_id} is being worked on by another mpw process right now (lock {})",
-            path.display()
-        ))),
-        Err(std::fs::TryLockError::Error(e)) => {
-            Err(RunError::Env(format!("{}: {e}", path.display())))
-        }
-    }
+    lock::try_acquire(&path)?.ok_or_else(|| RunError::RunLocked {
+        run: run_id.into(),
+        lock: path,
+    })
+}
+
+/// The plan of a recorded run, as stored in its `plan.json`.
+pub(crate) fn stored_plan(layout: &Layout, run_id: &str) -> Result<Loaded> {
+    let path = layout.plan_json(run_id);
+    let text = std::fs::read_to_string(&path).map_err(RunError::io(&path))?;
+    Ok(plan::parse_str(&text, &path, LoadOptions::default())?)
 }
 
 /// Ask a run to stop. With its coordinator alive, it is told through the
@@ -422,7 +474,7 @@ pub fn cancel(repo: Option<&Path>, run_id: &str, grace: Duration) -> Result<RunS
                 // No coordinator (any more): finish the job here.
                 let row = store.run(run_id)?;
                 if !row.state.is_terminal() {
-                    coordinator::cancel_orphaned(&mut store, &rc.info.main_workdir, run_id, grace)?;
+                    recover::cancel_orphaned(&mut store, &rc.info.main_workdir, run_id, grace)?;
                 }
                 drop(lock);
                 return Ok(store.run(run_id)?.state);
