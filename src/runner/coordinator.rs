@@ -30,22 +30,26 @@ struct Coord<'a> {
     max_provisioning: usize,
 }
 
+/// A recorded run, ready for its coordinator.
+pub(super) struct Start {
+    pub store: Store,
+    pub run_id: String,
+    pub loaded: Loaded,
+    pub opts: StoredOptions,
+    pub listener: Box<dyn Listener>,
+    pub how: super::Invocation,
+    /// The run's coordinator lock, held until the run ends.
+    pub lock: File,
+}
+
 /// Drive a recorded run to its end.
-pub(super) fn drive(
-    store: Store,
-    run_id: &str,
-    loaded: Loaded,
-    opts: StoredOptions,
-    listener: Box<dyn Listener>,
-    how: super::Invocation,
-    _lock: File,
-) -> Result<Finished> {
+pub(super) fn drive(start: Start) -> Result<Finished> {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
         .map_err(|e| RunError::Env(format!("cannot start the runtime: {e}")))?;
-    rt.block_on(drive_async(store, run_id, loaded, opts, listener, how))
+    rt.block_on(drive_async(start))
 }
 
 /// The run's fixed context, from its recorded row and plan.
@@ -106,14 +110,17 @@ fn slots(loaded: &Loaded, opts: &StoredOptions) -> Slots {
     }
 }
 
-async fn drive_async(
-    store: Store,
-    run_id: &str,
-    loaded: Loaded,
-    opts: StoredOptions,
-    listener: Box<dyn Listener>,
-    how: super::Invocation,
-) -> Result<Finished> {
+async fn drive_async(start: Start) -> Result<Finished> {
+    let Start {
+        store,
+        run_id,
+        loaded,
+        opts,
+        listener,
+        how,
+        lock: _lock,
+    } = start;
+    let run_id = run_id.as_str();
     let ctx = Arc::new(run_ctx(&store, run_id, &loaded, &opts, how.repo)?);
     let info: Vec<TaskInfo> = ctx
         .tasks

@@ -418,7 +418,15 @@ pub fn run(
         repo: main,
         resuming: false,
     };
-    coordinator::drive(store, &p.run_id, p.loaded, stored, listener, how, lock)
+    coordinator::drive(coordinator::Start {
+        store,
+        run_id: p.run_id,
+        loaded: p.loaded,
+        opts: stored,
+        listener,
+        how,
+        lock,
+    })
 }
 
 /// Continue a run whose coordinator died or was interrupted.
@@ -436,7 +444,15 @@ pub fn resume(repo: Option<&Path>, run_id: &str, listener: Box<dyn Listener>) ->
         repo: rc.info.main_workdir.clone(),
         resuming: true,
     };
-    coordinator::drive(store, run_id, loaded, stored, listener, how, lock)
+    coordinator::drive(coordinator::Start {
+        store,
+        run_id: run_id.into(),
+        loaded,
+        opts: stored,
+        listener,
+        how,
+        lock,
+    })
 }
 
 /// Hold the run's coordinator lock: one coordinator per run, and a crashed
