@@ -3,8 +3,10 @@
 //! ledger. See docs/ARCHITECTURE.md, "Plan flow".
 
 use super::ctx::{AttemptResult, Msg, Provisioned, RunCtx, TaskCtx, WsCtx};
+use super::error::{Result, RunError};
 use super::ledger::{Ledger, Listener, WsPhase};
-use super::{Finished, Result, RunError, StoredOptions, attempt, provision, recover};
+use super::options::{Finished, Invocation, StoredOptions, plan_shell};
+use super::{attempt, provision, recover};
 use crate::exec::{Cancel, Verdict};
 use crate::git::{Excluded, Oid};
 use crate::model::{AttemptState, EventKind, RunState, TaskState, WorkstreamState};
@@ -37,7 +39,7 @@ pub(super) struct Start {
     pub loaded: Loaded,
     pub opts: StoredOptions,
     pub listener: Box<dyn Listener>,
-    pub how: super::Invocation,
+    pub how: Invocation,
     /// The run's coordinator lock, held until the run ends.
     pub lock: File,
 }
@@ -72,7 +74,7 @@ fn run_ctx(
         opts.grace_ms
     });
     let ws_rows = store.workstreams(run_id)?;
-    let shell = super::plan_shell(plan);
+    let shell = plan_shell(plan);
     let ws = plan
         .workstreams
         .iter()

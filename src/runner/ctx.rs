@@ -2,7 +2,7 @@
 //! what they send back. Executors import from here, never from the
 //! coordinator (see docs/ARCHITECTURE.md, "Module map").
 
-use super::{Result, RunError};
+use super::error::{Result, RunError};
 use crate::exec::{Guards, ProcInfo, Program, Verdict};
 use crate::git::Oid;
 use crate::plan::{Plan, Shell, Task, TaskClass, Workstream};

@@ -3,8 +3,8 @@
 //! row, event, listeners, in that order). See docs/ARCHITECTURE.md,
 //! "State machines".
 
-use super::Result;
 use super::ctx::RunCtx;
+use super::error::Result;
 use crate::git::{Excluded, Oid};
 use crate::model::{Event, EventKind, RunState, TaskState, WorkstreamState};
 use crate::plan::Dag;

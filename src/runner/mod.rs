@@ -1,132 +1,39 @@
 //! `mpw run` and `mpw resume`: turn a validated plan into a recorded run and
 //! drive it to its end. The runner emits events to listeners; it prints nothing.
+//!
+//! Its files, none of which imports from this one or from a file that
+//! imports it back (checked by a test below; see docs/ARCHITECTURE.md,
+//! "Module map"):
+//! - `coordinator`: the loop that starts work and records results;
+//! - `ledger`: the states in memory and the one place each changes;
+//! - `ctx`: what executors get and send back; `attempt`, `provision`: the executors;
+//! - `recover`: after a coordinator died (`resume`, `cancel`);
+//! - `error`, `options`: shared by all of them.
 
 mod attempt;
 mod coordinator;
 mod ctx;
+mod error;
 mod ledger;
+mod options;
 mod provision;
 mod recover;
 
+use error::Result;
+pub use error::RunError;
 pub use ledger::Listener;
+pub use options::{Finished, RunOptions, plan_shell};
+pub(crate) use options::{Invocation, StoredOptions};
 
 use crate::git::{self, GitError, Oid, RepoInfo};
-use crate::lock::{self, LockError};
-use crate::model::{RunState, TaskState};
-use crate::plan::{self, LoadOptions, Loaded, Plan, PlanError, Shell};
-use crate::store::{Layout, NewRun, NewWs, Store, StoreError};
+use crate::lock;
+use crate::model::RunState;
+use crate::plan::{self, LoadOptions, Loaded, Plan};
+use crate::store::{Layout, NewRun, NewWs, Store};
 use std::collections::BTreeSet;
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
-
-/// Why `run`, `resume`, `cancel`, `integrate` or `clean` stopped. The CLI
-/// maps each variant to its exit code in one place (`cli::exit`).
-#[derive(Debug, thiserror::Error)]
-pub enum RunError {
-    #[error(transparent)]
-    Plan(#[from] PlanError),
-    #[error(transparent)]
-    Git(#[from] GitError),
-    #[error(transparent)]
-    Store(#[from] StoreError),
-    #[error(transparent)]
-    Lock(#[from] LockError),
-
-    // Bad input the user can fix; nothing was touched.
-    #[error("task {ws}/{task}: {problem}")]
-    BadTask {
-        ws: String,
-        task: String,
-        problem: String,
-    },
-    #[error("workstream {ws}: {problem}")]
-    BadWorkstream { ws: String, problem: String },
-    #[error("{}: base {base:?} does not resolve to a commit in {}", plan.display(), repo.display())]
-    BadBase {
-        plan: PathBuf,
-        base: String,
-        repo: PathBuf,
-    },
-    #[error("--workstream {name}: no such workstream in {} (it has: {})", plan.display(), known.join(", "))]
-    NoSuchWorkstream {
-        name: String,
-        plan: PathBuf,
-        known: Vec<String>,
-    },
-    #[error("--workstream {name}: no such workstream in run {run}")]
-    NoSuchWorkstreamInRun { name: String, run: String },
-    #[error(
-        "run {run} has no COMPLETED or INTEGRATED workstream to prepare a PR for; name one with --workstream"
-    )]
-    NothingToPropose { run: String },
-    #[error("run {run} already COMPLETED; nothing to resume")]
-    NothingToResume { run: String },
-    #[error("run {run} is {state}; integrate it when it has finished")]
-    NotFinished { run: String, state: RunState },
-    #[error("run {run} did not start from a branch; say which one with --into BRANCH")]
-    NoTarget { run: String },
-    #[error("--into {branch}: no such branch")]
-    NoSuchBranch { branch: String },
-
-    // The machine or repository is not in a state to run.
-    #[error("{}: {source}", path.display())]
-    Io {
-        path: PathBuf,
-        source: std::io::Error,
-    },
-    #[error("{}: no such directory", path.display())]
-    NoDirectory { path: PathBuf },
-    #[error("workstream {ws}: worktree path {} already exists and is not mpw's; move it away or set globals.worktree_root", path.display())]
-    WorktreeInTheWay { ws: String, path: PathBuf },
-    #[error("run {run} is being worked on by another mpw process right now (lock {})", lock.display())]
-    RunLocked { run: String, lock: PathBuf },
-    #[error("run {run} is still running; cancel it first (mpw cancel {run})")]
-    StillRunning { run: String },
-    #[error("another mpw integrate holds the lock {} (--no-wait)", lock.display())]
-    IntegrationLocked { lock: PathBuf },
-    #[error("{0}")]
-    Env(String),
-
-    /// Ctrl-C or SIGTERM stopped it; what it had not finished is unchanged.
-    #[error("{0}")]
-    Interrupted(String),
-}
-
-impl RunError {
-    pub(crate) fn io(path: &Path) -> impl FnOnce(std::io::Error) -> RunError + '_ {
-        move |source| RunError::Io {
-            path: path.to_path_buf(),
-            source,
-        }
-    }
-}
-
-type Result<T, E = RunError> = std::result::Result<T, E>;
-
-/// What `mpw run` was asked to do.
-#[derive(Debug, Clone)]
-pub struct RunOptions {
-    pub plan: PathBuf,
-    pub repo: Option<PathBuf>,
-    pub max_concurrency: Option<usize>,
-    pub workstreams: Vec<String>,
-    pub fail_fast: bool,
-    pub strict: bool,
-    /// Between TERM and KILL when stopping tasks.
-    pub grace: Duration,
-}
-
-/// How a run ended, for the exit code and the summary.
-#[derive(Debug, Clone)]
-pub struct Finished {
-    pub run_id: String,
-    pub state: RunState,
-    /// Stopped by Ctrl-C / SIGTERM / `mpw cancel`.
-    pub interrupted: bool,
-    /// Main worktree of the repository the run works in.
-    pub repo: PathBuf,
-}
 
 /// Facts of the repository a run works in.
 pub struct RepoCtx {
@@ -147,21 +54,6 @@ pub fn open_repo(repo: Option<&Path>) -> Result<RepoCtx> {
     let info = git::discover(&start)?;
     let layout = Layout::new(&info.common_dir);
     Ok(RepoCtx { info, layout })
-}
-
-/// How the coordinator was started.
-pub(crate) struct Invocation {
-    /// The main worktree, as found now.
-    pub repo: PathBuf,
-    pub resuming: bool,
-}
-
-/// Options of a run kept in its row, so `resume` continues the same way.
-#[derive(Debug, Clone, serde::Serialize, serde::Deserialize, Default)]
-pub(crate) struct StoredOptions {
-    pub max_concurrency: Option<usize>,
-    pub fail_fast: bool,
-    pub grace_ms: u64,
 }
 
 /// Everything checked before anything is touched.
@@ -503,14 +395,69 @@ pub fn cancel(repo: Option<&Path>, run_id: &str, grace: Duration) -> Result<RunS
     }
 }
 
-/// The shell for `run` commands when the plan names none.
-pub fn plan_shell(plan: &Plan) -> Shell {
-    plan.globals
-        .shell
-        .unwrap_or_else(crate::exec::default_shell)
-}
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
 
-/// Is this task state one that a resume leaves alone?
-pub(crate) fn is_done(s: TaskState) -> bool {
-    s.is_terminal() && s != TaskState::Cancelled && s != TaskState::Skipped
+    /// Which sibling files each file of src/runner imports (`super::x`),
+    /// tests aside. Anything else named through `super::` lives in mod.rs.
+    fn imports() -> BTreeMap<String, Vec<String>> {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src/runner");
+        let mut files = BTreeMap::new();
+        for e in std::fs::read_dir(&dir).unwrap() {
+            let path = e.unwrap().path();
+            let name = path.file_stem().unwrap().to_string_lossy().into_owned();
+            if name != "mod" {
+                files.insert(name, std::fs::read_to_string(&path).unwrap());
+            }
+        }
+        let mut out = BTreeMap::new();
+        for (name, text) in &files {
+            let code = text.split("#[cfg(test)]").next().unwrap();
+            let mut deps = Vec::new();
+            for part in code.split("super::").skip(1) {
+                let names: Vec<&str> = match part.strip_prefix('{') {
+                    Some(list) => list.split('}').next().unwrap().split(',').collect(),
+                    None => vec![part],
+                };
+                for n in names {
+                    let n: String = n
+                        .trim()
+                        .chars()
+                        .take_while(|c| c.is_alphanumeric() || *c == '_')
+                        .collect();
+                    deps.push(n);
+                }
+            }
+            out.insert(name.clone(), deps);
+        }
+        out
+    }
+
+    #[test]
+    fn runner_files_import_no_cycle() {
+        let graph = imports();
+        for (file, deps) in &graph {
+            for d in deps {
+                assert!(
+                    graph.contains_key(d),
+                    "runner/{file}.rs takes `{d}` from runner/mod.rs, which imports it back"
+                );
+            }
+        }
+        // Peel off files that import nothing left: a cycle is what remains.
+        let mut left = graph.clone();
+        while let Some(leaf) = left
+            .iter()
+            .find(|(_, deps)| deps.iter().all(|d| !left.contains_key(d)))
+            .map(|(f, _)| f.clone())
+        {
+            left.remove(&leaf);
+        }
+        assert!(left.is_empty(), "import cycle among {:?}", left.keys());
+        // Executors know nothing of the coordinator.
+        for exec in ["attempt", "provision"] {
+            assert!(!graph[exec].iter().any(|d| d == "coordinator" || d == "ledger"));
+        }
+    }
 }

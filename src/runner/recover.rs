@@ -3,8 +3,9 @@
 //! did not finish (`resume`) or record the run CANCELLED (`cancel`).
 //! See docs/ARCHITECTURE.md, "State machines".
 
+use super::error::Result;
 use super::ledger::Ledger;
-use super::{Result, is_done};
+use super::options::is_done;
 use crate::exec::{self, ProcInfo};
 use crate::git::{self, Oid};
 use crate::model::{AttemptState, RunState, TaskState, WorkstreamState};
