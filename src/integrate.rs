@@ -95,11 +95,11 @@ impl GateRuntime {
             .worker_threads(1)
             .enable_all()
             .build()
-            .map_err(|e| RunError::Env(format!("cannot start the runtime: {e}")))?;
+            .map_err(RunError::runtime("cannot start the runtime"))?;
         let signals = {
             let _in_rt = rt.enter();
             Signals::new()
-                .map_err(|e| RunError::Env(format!("cannot listen for signals: {e}")))?
+                .map_err(RunError::runtime("cannot listen for signals"))?
                 .watch()
         };
         Ok(GateRuntime { rt, stop: signals })
@@ -196,13 +196,12 @@ fn checked_out_clean(repo: &Path, branch: &str) -> Result<Option<Checkout>> {
         .into_iter()
         .partition(|c| c.kind == git::ChangeKind::Added);
     if !dirty.is_empty() {
-        let paths: Vec<&str> = dirty.iter().take(20).map(|c| c.path.as_str()).collect();
-        return Err(RunError::Env(format!(
-            "{branch} is checked out in {} and it has uncommitted changes ({}{}); commit or stash them first, nothing was merged",
-            wt.path.display(),
-            paths.join(", "),
-            if dirty.len() > 20 { ", ..." } else { "" }
-        )));
+        return Err(RunError::DirtyTarget {
+            branch: branch.into(),
+            worktree: wt.path,
+            more: dirty.len() > 20,
+            paths: dirty.into_iter().take(20).map(|c| c.path).collect(),
+        });
     }
     Ok(Some(Checkout {
         path: wt.path,
@@ -487,13 +486,12 @@ fn merge_one(
                 .filter(|p| co.untracked.contains(p))
                 .collect();
             if !in_the_way.is_empty() {
-                return Err(RunError::Env(format!(
-                    "merging {} would overwrite untracked file(s) in {}: {}; move them away and run mpw integrate again ({} was not moved for it)",
-                    row.id,
-                    co.path.display(),
-                    in_the_way.join(", "),
-                    s.into
-                )));
+                return Err(RunError::UntrackedInTheWay {
+                    ws: row.id.clone(),
+                    worktree: co.path.clone(),
+                    paths: in_the_way,
+                    into: s.into.clone(),
+                });
             }
         }
         match git::advance_branch(
@@ -517,10 +515,10 @@ fn merge_one(
             Err(e) => return Err(e.into()),
         }
     }
-    Err(RunError::Env(format!(
-        "{} kept moving while merging {}; try again",
-        s.into, row.id
-    )))
+    Err(RunError::TargetKeptMoving {
+        into: s.into.clone(),
+        ws: row.id.clone(),
+    })
 }
 
 /// Check the candidate out in a scratch worktree and run the gate there.

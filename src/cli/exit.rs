@@ -86,6 +86,11 @@ impl Exit {
             | R::RunLocked { .. }
             | R::StillRunning { .. }
             | R::IntegrationLocked { .. }
+            | R::DirtyTarget { .. }
+            | R::UntrackedInTheWay { .. }
+            | R::TargetKeptMoving { .. }
+            | R::BadRecord { .. }
+            | R::Runtime { .. }
             | R::Env(_) => Exit::Env,
             R::Interrupted(_) => Exit::Interrupted,
         }

@@ -50,7 +50,7 @@ pub(super) fn drive(start: Start) -> Result<Finished> {
         .worker_threads(2)
         .enable_all()
         .build()
-        .map_err(|e| RunError::Env(format!("cannot start the runtime: {e}")))?;
+        .map_err(RunError::runtime("cannot start the runtime"))?;
     rt.block_on(drive_async(start))
 }
 
@@ -64,10 +64,10 @@ fn run_ctx(
 ) -> Result<RunCtx> {
     let row = store.run(run_id)?;
     let plan = &loaded.plan;
-    let base: Oid = row
-        .base
-        .parse()
-        .map_err(|_| RunError::Env(format!("run {run_id}: bad base commit {}", row.base)))?;
+    let base: Oid = row.base.parse().map_err(|_| RunError::BadRecord {
+        run: run_id.into(),
+        problem: format!("bad base commit {}", row.base),
+    })?;
     let grace = Duration::from_millis(if opts.grace_ms == 0 {
         5000
     } else {
@@ -155,8 +155,7 @@ async fn drive_async(start: Start) -> Result<Finished> {
     }
     c.l.transition_run(RunState::Running, Map::new())?;
 
-    let mut signals =
-        Signals::new().map_err(|e| RunError::Env(format!("cannot listen for SIGTERM: {e}")))?;
+    let mut signals = Signals::new().map_err(RunError::runtime("cannot listen for SIGTERM"))?;
     let mut tick = tokio::time::interval(Duration::from_millis(200));
     loop {
         c.step()?;

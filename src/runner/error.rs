@@ -73,8 +73,36 @@ pub enum RunError {
     StillRunning { run: String },
     #[error("another mpw integrate holds the lock {} (--no-wait)", lock.display())]
     IntegrationLocked { lock: PathBuf },
+    #[error("{branch} is checked out in {} and it has uncommitted changes ({}{}); commit or stash them first, nothing was merged",
+        worktree.display(), paths.join(", "), if *more { ", ..." } else { "" })]
+    DirtyTarget {
+        branch: String,
+        worktree: PathBuf,
+        /// The first twenty; `more` when there are others.
+        paths: Vec<String>,
+        more: bool,
+    },
+    #[error("merging {ws} would overwrite untracked file(s) in {}: {}; move them away and run mpw integrate again ({into} was not moved for it)",
+        worktree.display(), paths.join(", "))]
+    UntrackedInTheWay {
+        ws: String,
+        worktree: PathBuf,
+        paths: Vec<String>,
+        into: String,
+    },
+    #[error("{into} kept moving while merging {ws}; try again")]
+    TargetKeptMoving { into: String, ws: String },
+    #[error("run {run}: {problem}")]
+    BadRecord { run: String, problem: String },
+    /// Anything else in the environment (used by `pr` for external tools).
     #[error("{0}")]
     Env(String),
+    /// The async runtime or the signal handlers could not be set up.
+    #[error("{what}: {source}")]
+    Runtime {
+        what: &'static str,
+        source: std::io::Error,
+    },
 
     /// Ctrl-C or SIGTERM stopped it; what it had not finished is unchanged.
     #[error("{0}")]
@@ -82,6 +110,10 @@ pub enum RunError {
 }
 
 impl RunError {
+    pub(crate) fn runtime(what: &'static str) -> impl FnOnce(std::io::Error) -> RunError {
+        move |source| RunError::Runtime { what, source }
+    }
+
     pub(crate) fn io(path: &Path) -> impl FnOnce(std::io::Error) -> RunError + '_ {
         move |source| RunError::Io {
             path: path.to_path_buf(),

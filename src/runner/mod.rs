@@ -457,7 +457,11 @@ mod tests {
         assert!(left.is_empty(), "import cycle among {:?}", left.keys());
         // Executors know nothing of the coordinator.
         for exec in ["attempt", "provision"] {
-            assert!(!graph[exec].iter().any(|d| d == "coordinator" || d == "ledger"));
+            assert!(
+                !graph[exec]
+                    .iter()
+                    .any(|d| d == "coordinator" || d == "ledger")
+            );
         }
     }
 }
