@@ -217,10 +217,12 @@ pub fn integrate(
     on_wait: &mut dyn FnMut(&str),
 ) -> Result<Report> {
     let mut s = setup(repo, opts.run.as_deref(), opts.into.as_deref())?;
+    let _lock = take_lock(&s.store.layout.integrate_lock(), opts.no_wait, on_wait)?;
+    // Only now: Ctrl-C while waiting for the lock ends mpw at once, as
+    // nothing has been touched yet.
     if opts.gate.is_some() {
         s.gate_rt = Some(GateRuntime::new()?);
     }
-    let _lock = take_lock(&s.store.layout.integrate_lock(), opts.no_wait, on_wait)?;
     let checkout = checked_out_clean(&s.repo, &s.into)?;
     let target_ref = format!("refs/heads/{}", s.into);
     let before = git::branch_tip(&s.repo, &s.into)?.expect("checked in setup");
