@@ -10,7 +10,7 @@
 use crate::git::{self, GitError};
 use crate::model::{RunState, WorkstreamState};
 use crate::plan::{self, LoadOptions, Loaded, PlanError};
-use crate::store::{Layout, NewRun, NewWs, Store, StoreError};
+use crate::store::{Layout, NewRun, NewWs, RunPatch, Store, StoreError};
 use rusqlite::{Connection, params_from_iter, types::ValueRef};
 use serde_json::{Map, Value, json};
 use std::collections::BTreeMap;
@@ -35,6 +35,9 @@ pub enum ImportError {
     Refused(String),
     #[error("{0}")]
     Env(String),
+    /// Finding the repository.
+    #[error(transparent)]
+    Run(Box<crate::runner::RunError>),
 }
 
 type Result<T, E = ImportError> = std::result::Result<T, E>;
@@ -660,7 +663,7 @@ fn settle_run(store: &mut Store, run_id: &str) -> Result<RunState> {
     let wss = store.workstreams(run_id)?;
     let cur = store.run(run_id)?.state;
     if cur == RunState::Pending {
-        store.transition_run(run_id, RunState::Running, Map::new())?;
+        store.transition_run(run_id, RunState::Running, RunPatch::default())?;
     }
     let next = if wss.iter().all(|w| w.state == WorkstreamState::Completed) {
         Some(RunState::Completed)
@@ -670,7 +673,7 @@ fn settle_run(store: &mut Store, run_id: &str) -> Result<RunState> {
         None
     };
     if let Some(next) = next {
-        store.transition_run(run_id, next, Map::new())?;
+        store.transition_run(run_id, next, RunPatch::default())?;
     }
     // The run lasted as long as its workstreams did on their runners, not
     // as long as the import.
@@ -770,14 +773,7 @@ fn io(path: &Path, source: std::io::Error) -> ImportError {
 }
 
 fn runner_err(e: crate::runner::RunError) -> ImportError {
-    use crate::runner::RunError as R;
-    match e {
-        R::Git(g) => ImportError::Git(g),
-        R::Store(s) => ImportError::Store(s),
-        R::Plan(p) => ImportError::Plan(p),
-        R::Usage(m) => ImportError::Refused(m),
-        R::Env(m) => ImportError::Env(m),
-    }
+    ImportError::Run(Box::new(e))
 }
 
 /// Rows as JSON objects keyed by column name.

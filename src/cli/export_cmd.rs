@@ -1,7 +1,7 @@
 //! `mpw export PLAN --to github-actions|argo`.
 
 use super::{CliError, CliResult, Ctx, Exit};
-use crate::export::{self, ExportError, ExportOptions, Target};
+use crate::export::{self, ExportOptions, Target};
 use clap::{Args, ValueEnum};
 use std::path::PathBuf;
 
@@ -46,17 +46,6 @@ pub struct ExportArgs {
     /// Unknown keys in the plan are errors.
     #[arg(long)]
     pub strict: bool,
-}
-
-impl From<ExportError> for CliError {
-    fn from(e: ExportError) -> Self {
-        match e {
-            ExportError::Plan(e) => e.into(),
-            ExportError::Git(e) => e.into(),
-            ExportError::Usage(m) => CliError::usage(m),
-            ExportError::Env(m) => CliError::env(m),
-        }
-    }
 }
 
 pub fn export(a: ExportArgs, ctx: &Ctx) -> CliResult {

@@ -1,7 +1,7 @@
 //! `mpw import DIR... [--fetch REMOTE]`.
 
-use super::{CliError, CliResult, Ctx, Exit};
-use crate::import::{self, ImportError};
+use super::{CliResult, Ctx, Exit};
+use crate::import;
 use clap::Args;
 use std::path::PathBuf;
 
@@ -17,18 +17,6 @@ pub struct ImportArgs {
     /// Print what was imported as JSON.
     #[arg(long)]
     pub json: bool,
-}
-
-impl From<ImportError> for CliError {
-    fn from(e: ImportError) -> Self {
-        match e {
-            ImportError::Plan(e) => e.into(),
-            ImportError::Git(e) => e.into(),
-            ImportError::Store(e) => e.into(),
-            ImportError::Refused(m) => CliError::usage(m),
-            ImportError::Env(m) => CliError::env(m),
-        }
-    }
 }
 
 pub fn import(a: ImportArgs, ctx: &Ctx) -> CliResult {

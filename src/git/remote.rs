@@ -2,7 +2,7 @@
 //! binary.
 
 use super::GitError;
-use super::merge::open_repo;
+use super::repo::open_repo;
 use std::path::Path;
 
 /// The URL of a configured remote, if there is such a remote.
