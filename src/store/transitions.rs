@@ -1,8 +1,7 @@
 //! The one place a state changes: the row and its event are written in one
 //! transaction, then the event is appended to `events.jsonl`.
 
-use super::rows::parse_col;
-use super::rows::{RunPatch, TaskPatch, WsPatch};
+use super::rows::{RunPatch, TaskPatch, WsPatch, parse_col};
 use super::{Result, Store, StoreError, begin};
 use crate::model::{
     AttemptState, Event, EventData, RunState, StaleLocks, StateMachine, TaskFacts, TaskState,
