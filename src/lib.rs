@@ -7,6 +7,7 @@ pub mod exec;
 pub mod fault;
 pub mod git;
 pub mod integrate;
+pub mod mcp;
 pub mod model;
 pub mod plan;
 pub mod pr;

@@ -18,6 +18,7 @@ macro_rules! out {
 }
 
 mod integrate_cmd;
+mod mcp_cmd;
 mod plan_cmd;
 mod pr_cmd;
 mod run_cmd;
@@ -145,6 +146,8 @@ pub enum Command {
     Report(pr_cmd::ReportArgs),
     /// Remove a run's worktrees (and integrated branches).
     Clean(integrate_cmd::CleanArgs),
+    /// Serve the Model Context Protocol on stdin/stdout, for AI assistants.
+    Mcp(mcp_cmd::McpArgs),
 }
 
 /// What every command gets: the global flags, resolved.
@@ -224,6 +227,7 @@ pub fn main() -> i32 {
         Command::Pr(a) => pr_cmd::pr(a, &ctx),
         Command::Report(a) => pr_cmd::report(a, &ctx),
         Command::Clean(a) => integrate_cmd::clean(a, &ctx),
+        Command::Mcp(a) => mcp_cmd::mcp(a, &ctx),
     };
     match result {
         Ok(exit) => exit as i32,
