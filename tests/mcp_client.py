@@ -97,6 +97,9 @@ async def main(mpw, repo):
             slow = await call("run_start", {"path": "plans/slow.jsonc"})
             out["slow_start"] = slow
             out["cancel"] = await call("run_cancel", {"run": slow["structured"]["run_id"]})
+
+            # A run that is still going when the client leaves.
+            out["late_start"] = await call("run_start", {"path": "plans/late.jsonc"})
     print(json.dumps(out))
 
 

@@ -93,10 +93,23 @@ pub async fn start_run(
     #[cfg(unix)]
     c.process_group(0);
     #[cfg(windows)]
-    {
-        // CREATE_NEW_PROCESS_GROUP: console Ctrl-C of the client stays out.
-        c.creation_flags(0x0000_0200);
-    }
+    let mut child = {
+        // CREATE_NEW_PROCESS_GROUP keeps the client's Ctrl-C out;
+        // CREATE_BREAKAWAY_FROM_JOB keeps a client that kills its server's
+        // job object (as the Python SDK does) from killing the run, where
+        // the job allows it.
+        const NEW_GROUP: u32 = 0x0000_0200;
+        const BREAKAWAY: u32 = 0x0100_0000;
+        c.creation_flags(NEW_GROUP | BREAKAWAY);
+        match c.spawn() {
+            Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
+                c.creation_flags(NEW_GROUP);
+                c.spawn()?
+            }
+            r => r?,
+        }
+    };
+    #[cfg(not(windows))]
     let mut child = c.spawn()?;
     let stdout = child.stdout.take().expect("stdout is piped");
     let mut lines = BufReader::new(stdout);

@@ -81,5 +81,8 @@ pub fn serve(repo: Option<&Path>) -> Result<(), McpError> {
         .enable_all()
         .build()
         .map_err(|e| McpError::io("starting the async runtime", e))?;
-    rt.block_on(server::serve_stdio(ws))
+    let r = rt.block_on(server::serve_stdio(ws));
+    // Detached runs' output copiers may still be waiting: leave them.
+    rt.shutdown_background();
+    r
 }

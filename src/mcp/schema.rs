@@ -113,6 +113,9 @@ pub struct IntegrateIn {
 }
 
 // ---- results ----
+//
+// Described as serialised: a field that the command may leave out is
+// `skip_serializing_if`, so that the schema does not require it.
 
 #[derive(Debug, Serialize, Deserialize, JsonSchema)]
 pub struct Location {
@@ -138,15 +141,15 @@ pub struct Diagnostic {
 pub struct PlanCheckOut {
     pub ok: bool,
     /// Every error, with its location (when `ok` is false).
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub errors: Vec<Diagnostic>,
     #[serde(default)]
     pub warnings: Vec<Diagnostic>,
     /// The plan with defaults applied (when `ok`).
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub plan: Option<Value>,
     /// Workstreams, tasks, levels and the critical path (when `ok`).
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub summary: Option<Value>,
 }
 
@@ -179,7 +182,7 @@ pub struct WsStatus {
     pub head: Option<String>,
     pub counts: Counts,
     /// Set once `integrate` has tried the workstream.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub integration: Option<Value>,
     pub tasks: Vec<TaskStatus>,
 }
@@ -230,10 +233,10 @@ pub struct Outcome {
     pub workstream: String,
     /// INTEGRATED, CONFLICT, GATE_FAILED, SKIPPED, ...
     pub state: String,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub commit: Option<String>,
     /// Conflicting paths.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conflicts: Vec<String>,
     pub detail: String,
 }
