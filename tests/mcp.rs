@@ -44,7 +44,8 @@ const BAD_PLAN: &str = r#"{
 }
 "#;
 
-const SLOW_PLAN: &str = r#"{ "workstreams": [ { "id": "S", "tasks": [ { "id": "T1", "run": "sleep 60" } ] } ] }"#;
+const SLOW_PLAN: &str =
+    r#"{ "workstreams": [ { "id": "S", "tasks": [ { "id": "T1", "run": "sleep 60" } ] } ] }"#;
 
 /// Still running when the client has gone.
 const LATE_PLAN: &str = r#"{ "workstreams": [ { "id": "L", "tasks": [ { "id": "T1", "run": "sleep 2 && echo late > late.txt" } ] } ] }"#;
@@ -59,10 +60,7 @@ fn repo_with_plans() -> TestRepo {
         .with_file("plans/slow.jsonc", SLOW_PLAN)
         .with_file("plans/late.jsonc", LATE_PLAN)
         .commit("init");
-    write_file(
-        &repo.dir.path().join("outside.jsonc"),
-        GOOD_PLAN.as_bytes(),
-    );
+    write_file(&repo.dir.path().join("outside.jsonc"), GOOD_PLAN.as_bytes());
     repo
 }
 
@@ -132,9 +130,10 @@ fn an_mcp_client_checks_runs_watches_and_integrates_a_plan() {
             .any(|r| r == "task")
     );
     // The plan schema is the one `mpw plan schema` prints.
-    let cli_schema: Value =
-        serde_json::from_str(&stdout_of(&repo.mpw().args(["plan", "schema"]).output().unwrap()))
-            .unwrap();
+    let cli_schema: Value = serde_json::from_str(&stdout_of(
+        &repo.mpw().args(["plan", "schema"]).output().unwrap(),
+    ))
+    .unwrap();
     assert_eq!(s["plan_schema"]["structured"], cli_schema);
 
     // A bad plan: every error with its line and column, as the CLI gives them.
@@ -163,7 +162,9 @@ fn an_mcp_client_checks_runs_watches_and_integrates_a_plan() {
             .any(|e| e["message"].as_str().unwrap().contains("NOPE"))
     );
     // The same plan as text: the same errors, in a file named for it.
-    let text = s["check_bad_text"]["structured"]["errors"].as_array().unwrap();
+    let text = s["check_bad_text"]["structured"]["errors"]
+        .as_array()
+        .unwrap();
     assert_eq!(text.len(), errors.len());
     for (t, f) in text.iter().zip(errors) {
         assert_eq!(t["message"], f["message"]);

@@ -29,7 +29,9 @@ pub fn confine(root: &Path, canonical_root: &Path, given: &str) -> Result<PathBu
         inside.to_path_buf()
     } else {
         // `C:foo` (drive-relative) is neither absolute nor under the root.
-        if p.components().any(|c| matches!(c, Component::Prefix(_) | Component::RootDir)) {
+        if p.components()
+            .any(|c| matches!(c, Component::Prefix(_) | Component::RootDir))
+        {
             return Err(outside());
         }
         normalise(p).ok_or_else(outside)?

@@ -78,9 +78,10 @@ pub async fn start_run(
     args: &[OsString],
 ) -> std::io::Result<Result<Started, Output>> {
     std::fs::create_dir_all(&ws.log_dir)?;
-    let log = ws
-        .log_dir
-        .join(format!("run-{}.log", ulid::Ulid::generate().to_string().to_lowercase()));
+    let log = ws.log_dir.join(format!(
+        "run-{}.log",
+        ulid::Ulid::generate().to_string().to_lowercase()
+    ));
     let err_file = std::fs::OpenOptions::new()
         .create(true)
         .append(true)

@@ -63,7 +63,8 @@ impl Workspace {
         let canonical_root = std::fs::canonicalize(&info.workdir)
             .map_err(|e| McpError::io(info.workdir.display().to_string(), e))?;
         let layout = crate::store::Layout::new(&info.common_dir);
-        let exe = std::env::current_exe().map_err(|e| McpError::io("locating the mpw binary", e))?;
+        let exe =
+            std::env::current_exe().map_err(|e| McpError::io("locating the mpw binary", e))?;
         Ok(Workspace {
             root: info.workdir,
             canonical_root,

@@ -354,12 +354,9 @@ impl ServerHandler for MpwServer {
                 continue;
             };
             items.push(
-                Resource::new(
-                    STATUS_URI.replace("{run}", id),
-                    format!("run {id}: status"),
-                )
-                .with_description("run_status.json: run, workstream and task states")
-                .with_mime_type("application/json"),
+                Resource::new(STATUS_URI.replace("{run}", id), format!("run {id}: status"))
+                    .with_description("run_status.json: run, workstream and task states")
+                    .with_mime_type("application/json"),
             );
             items.push(
                 Resource::new(EVENTS_URI.replace("{run}", id), format!("run {id}: events"))
