@@ -10,6 +10,7 @@ pub mod git;
 pub mod import;
 pub mod integrate;
 pub mod lock;
+pub mod mcp;
 pub mod model;
 pub mod plan;
 pub mod pr;

@@ -21,6 +21,7 @@ mod exit;
 mod export_cmd;
 mod import_cmd;
 mod integrate_cmd;
+mod mcp_cmd;
 mod plan_cmd;
 mod pr_cmd;
 mod run_cmd;
@@ -93,6 +94,8 @@ pub enum Command {
     Export(export_cmd::ExportArgs),
     /// Merge records of workstreams run elsewhere (CI runners) into this repository's.
     Import(import_cmd::ImportArgs),
+    /// Serve the Model Context Protocol on stdin/stdout, for AI assistants.
+    Mcp(mcp_cmd::McpArgs),
 }
 
 /// What every command gets: the global flags, resolved.
@@ -169,6 +172,7 @@ pub fn main() -> i32 {
         Command::Clean(a) => integrate_cmd::clean(a, &ctx),
         Command::Export(a) => export_cmd::export(a, &ctx),
         Command::Import(a) => import_cmd::import(a, &ctx),
+        Command::Mcp(a) => mcp_cmd::mcp(a, &ctx),
     };
     match result {
         Ok(exit) => exit as i32,
