@@ -2,7 +2,7 @@
 
 use super::{CliError, CliResult, Ctx, Exit};
 use crate::plan::{self, Diagnostic, GraphFormat, LoadOptions, Loaded, PlanError};
-use clap::{Subcommand, ValueEnum};
+use clap::{Args, Subcommand, ValueEnum};
 use std::path::{Path, PathBuf};
 
 #[derive(Debug, Subcommand)]
@@ -11,9 +11,8 @@ pub enum PlanCmd {
     Check {
         /// The plan file (JSON or JSONC).
         plan: PathBuf,
-        /// Unknown keys are errors, not warnings.
-        #[arg(long)]
-        strict: bool,
+        #[command(flatten)]
+        load: LoadArgs,
         /// Print the result as JSON on stdout.
         #[arg(long)]
         json: bool,
@@ -26,10 +25,28 @@ pub enum PlanCmd {
         plan: PathBuf,
         #[arg(long, value_enum, default_value_t = FormatArg::Dot)]
         format: FormatArg,
-        /// Unknown keys are errors, not warnings.
-        #[arg(long)]
-        strict: bool,
+        #[command(flatten)]
+        load: LoadArgs,
     },
+}
+
+/// How a plan is read, for every command that reads one.
+#[derive(Debug, Clone, Copy, Args)]
+pub struct LoadArgs {
+    /// Unknown keys in the plan are warnings, not errors.
+    #[arg(long)]
+    pub lenient: bool,
+    /// Unknown keys are errors: the default now, accepted for old scripts.
+    #[arg(long, hide = true, conflicts_with = "lenient")]
+    pub strict: bool,
+}
+
+impl LoadArgs {
+    pub fn options(self) -> LoadOptions {
+        LoadOptions {
+            lenient: self.lenient,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -40,18 +57,13 @@ pub enum FormatArg {
 
 pub fn run(cmd: PlanCmd, ctx: &Ctx) -> CliResult {
     match cmd {
-        PlanCmd::Check { plan, strict, json } => check(&plan, strict, json, ctx),
+        PlanCmd::Check { plan, load, json } => check(&plan, load.options(), json, ctx),
         PlanCmd::Schema => {
             out(&(pretty(&plan::schema()) + "\n"));
             Ok(Exit::Ok)
         }
-        PlanCmd::Graph {
-            plan,
-            format,
-            strict,
-        } => {
-            let loaded =
-                plan::load(&plan, LoadOptions { strict }).map_err(|e| failure(&plan, e))?;
+        PlanCmd::Graph { plan, format, load } => {
+            let loaded = plan::load(&plan, load.options()).map_err(|e| failure(&plan, e))?;
             print_warnings(&loaded.warnings);
             let fmt = match format {
                 FormatArg::Dot => GraphFormat::Dot,
@@ -82,8 +94,8 @@ fn print_warnings(warnings: &[Diagnostic]) {
     }
 }
 
-fn check(path: &Path, strict: bool, json: bool, ctx: &Ctx) -> CliResult {
-    match plan::load(path, LoadOptions { strict }) {
+fn check(path: &Path, opts: LoadOptions, json: bool, ctx: &Ctx) -> CliResult {
+    match plan::load(path, opts) {
         Ok(loaded) => {
             print_warnings(&loaded.warnings);
             if json {

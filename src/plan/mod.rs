@@ -2,8 +2,10 @@
 
 mod dag;
 mod graph;
+mod keys;
 mod load;
 mod source;
+pub mod suggest;
 mod types;
 mod validate;
 
@@ -44,6 +46,9 @@ pub struct Diagnostic {
     pub pointer: String,
     pub location: Option<Location>,
     pub message: String,
+    /// One line saying what to do about it ("did you mean `depends_on`?").
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub help: Option<String>,
 }
 
 impl fmt::Display for Diagnostic {
@@ -62,6 +67,10 @@ impl fmt::Display for Diagnostic {
                 self.message
             ),
             None => write!(f, "{sev}: {}", self.message),
+        }?;
+        match &self.help {
+            Some(h) => write!(f, "\n  help: {h}"),
+            None => Ok(()),
         }
     }
 }
@@ -125,8 +134,8 @@ pub struct Loaded {
 
 #[derive(Debug, Clone, Copy, Default)]
 pub struct LoadOptions {
-    /// Unknown keys are errors, not warnings.
-    pub strict: bool,
+    /// Unknown keys are warnings, not errors.
+    pub lenient: bool,
 }
 
 #[cfg(test)]

@@ -2,6 +2,7 @@
 //! Every problem is collected; nothing stops at the first one.
 
 use super::dag;
+use super::suggest;
 use super::source::esc;
 use super::{Dag, Plan, Severity, TaskNode, Workstream};
 use std::collections::{HashMap, HashSet};
@@ -17,6 +18,8 @@ pub(crate) struct Finding {
     pub message: String,
     /// Pointer of an earlier place the message refers to ("first at …").
     pub related: Option<String>,
+    /// What to do about it, in one line.
+    pub help: Option<String>,
 }
 
 impl Finding {
@@ -27,6 +30,7 @@ impl Finding {
             at_key: false,
             message: message.into(),
             related: None,
+            help: None,
         }
     }
     pub(crate) fn warning(pointer: impl Into<String>, message: impl Into<String>) -> Self {
@@ -34,6 +38,27 @@ impl Finding {
             severity: Severity::Warning,
             ..Finding::error(pointer, message)
         }
+    }
+    pub(crate) fn help(mut self, help: impl Into<String>) -> Self {
+        self.help = Some(help.into());
+        self
+    }
+    /// A help line when there is one.
+    pub(crate) fn maybe_help(mut self, help: Option<String>) -> Self {
+        self.help = help.or(self.help);
+        self
+    }
+    /// Without a closer guess, the help line names what exists.
+    fn or_list(self, what: &str, names: &[&str]) -> Self {
+        if self.help.is_some() || names.is_empty() {
+            return self;
+        }
+        const SHOWN: usize = 8;
+        let mut list: Vec<String> = names.iter().take(SHOWN).map(|n| format!("`{n}`")).collect();
+        if names.len() > SHOWN {
+            list.push(format!("and {} more", names.len() - SHOWN));
+        }
+        self.help(format!("known {what}: {}", list.join(", ")))
     }
     fn at_key(mut self) -> Self {
         self.at_key = true;
@@ -189,6 +214,15 @@ fn check_limit(v: Option<u64>, pointer: String, what: &str, out: &mut Vec<Findin
     }
 }
 
+/// Ids worth suggesting: a stand-in for a missing id (`?missing-1`) is not.
+fn task_ids(ws: &Workstream) -> Vec<&str> {
+    ws.tasks
+        .iter()
+        .map(|t| t.id.as_str())
+        .filter(|id| !id.starts_with('?'))
+        .collect()
+}
+
 /// One resolved entry of a task's `depends_on`.
 enum Dep {
     Task(usize),
@@ -321,6 +355,12 @@ pub(crate) fn validate(plan: &Plan, out: &mut Vec<Finding>) -> Option<Dag> {
         offsets.push(total);
         total += ws.tasks.len();
     }
+    let ws_ids: Vec<&str> = plan
+        .workstreams
+        .iter()
+        .map(|w| w.id.as_str())
+        .filter(|id| !id.starts_with('?'))
+        .collect();
     // workstream-level
     let mut ws_deps: Vec<Vec<usize>> = Vec::with_capacity(plan.workstreams.len());
     for (w, ws) in plan.workstreams.iter().enumerate() {
@@ -328,10 +368,14 @@ pub(crate) fn validate(plan: &Plan, out: &mut Vec<Finding>) -> Option<Dag> {
         for (k, d) in ws.depends_on.iter().enumerate() {
             let p = format!("/workstreams/{w}/depends_on/{k}");
             match ws_index.get(d.as_str()) {
-                None => out.push(Finding::error(
-                    p,
-                    format!("workstream `{}` depends on unknown workstream `{d}`", ws.id),
-                )),
+                None => out.push(
+                    Finding::error(
+                        p,
+                        format!("workstream `{}` depends on unknown workstream `{d}`", ws.id),
+                    )
+                    .maybe_help(suggest::hint(d, ws_ids.iter().copied()))
+                    .or_list("workstreams", &ws_ids),
+                ),
                 Some(&x) if x == w => out.push(Finding::error(
                     p,
                     format!("workstream `{}` depends on itself", ws.id),
@@ -364,18 +408,33 @@ pub(crate) fn validate(plan: &Plan, out: &mut Vec<Finding>) -> Option<Dag> {
                             None
                         }
                         None => {
-                            out.push(Finding::error(
-                                p,
-                                format!("{who} depends on `{d}` of unknown workstream `{wid}`"),
-                            ));
+                            out.push(
+                                Finding::error(
+                                    p,
+                                    format!("{who} depends on `{d}` of unknown workstream `{wid}`"),
+                                )
+                                .maybe_help(
+                                    suggest::did_you_mean(wid, ws_ids.iter().copied())
+                                        .map(|w| format!("did you mean `{w}/{tid}`?")),
+                                )
+                                .or_list("workstreams", &ws_ids),
+                            );
                             None
                         }
                         Some(&x) => match task_index[x].get(tid) {
                             None => {
-                                out.push(Finding::error(
-                                    p,
-                                    format!("{who} depends on unknown task `{d}`: workstream `{wid}` has no task `{tid}`"),
-                                ));
+                                let ids = task_ids(&plan.workstreams[x]);
+                                out.push(
+                                    Finding::error(
+                                        p,
+                                        format!("{who} depends on unknown task `{d}`: workstream `{wid}` has no task `{tid}`"),
+                                    )
+                                    .maybe_help(
+                                        suggest::did_you_mean(tid, ids.iter().copied())
+                                            .map(|t| format!("did you mean `{wid}/{t}`?")),
+                                    )
+                                    .or_list(&format!("tasks of `{wid}`"), &ids),
+                                );
                                 None
                             }
                             Some(&y) => Some(Dep::Task(offsets[x] + y)),
@@ -398,13 +457,18 @@ pub(crate) fn validate(plan: &Plan, out: &mut Vec<Finding>) -> Option<Dag> {
                 } else if let Some(&x) = ws_index.get(d.as_str()) {
                     Some(Dep::Workstream(x))
                 } else {
-                    out.push(Finding::error(
-                        p,
-                        format!(
-                            "{who} depends on unknown task `{d}`: no task `{d}` in workstream `{}` and no workstream `{d}`",
-                            ws.id
-                        ),
-                    ));
+                    let own = task_ids(ws);
+                    out.push(
+                        Finding::error(
+                            p,
+                            format!(
+                                "{who} depends on unknown task `{d}`: no task `{d}` in workstream `{}` and no workstream `{d}`",
+                                ws.id
+                            ),
+                        )
+                        .maybe_help(suggest::hint(d, own.iter().chain(&ws_ids).copied()))
+                        .or_list(&format!("tasks of `{}`", ws.id), &own),
+                    );
                     None
                 };
                 match resolved {

@@ -42,7 +42,8 @@ pub struct RunOptions {
     pub max_concurrency: Option<usize>,
     pub workstreams: Vec<String>,
     pub fail_fast: bool,
-    pub strict: bool,
+    /// Unknown plan keys are warnings, not errors.
+    pub lenient: bool,
     /// Between TERM and KILL when stopping tasks.
     pub grace: Duration,
 }
@@ -116,7 +117,7 @@ fn prepare(opts: &RunOptions) -> Result<Prepared> {
     let loaded = plan::load(
         &opts.plan,
         LoadOptions {
-            strict: opts.strict,
+            lenient: opts.lenient,
         },
     )?;
     let plan_dir = opts
