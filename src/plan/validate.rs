@@ -373,7 +373,10 @@ pub(crate) fn validate(plan: &Plan, out: &mut Vec<Finding>) -> Option<Dag> {
                         p,
                         format!("workstream `{}` depends on unknown workstream `{d}`", ws.id),
                     )
-                    .maybe_help(suggest::hint(d, ws_ids.iter().copied()))
+                    .maybe_help(suggest::hint(
+                        d,
+                        ws_ids.iter().copied().filter(|id| *id != ws.id),
+                    ))
                     .or_list("workstreams", &ws_ids),
                 ),
                 Some(&x) if x == w => out.push(Finding::error(
@@ -457,7 +460,8 @@ pub(crate) fn validate(plan: &Plan, out: &mut Vec<Finding>) -> Option<Dag> {
                 } else if let Some(&x) = ws_index.get(d.as_str()) {
                     Some(Dep::Workstream(x))
                 } else {
-                    let own = task_ids(ws);
+                    let mut own = task_ids(ws);
+                    own.retain(|id| *id != task.id);
                     out.push(
                         Finding::error(
                             p,
