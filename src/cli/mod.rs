@@ -17,6 +17,8 @@ macro_rules! out {
     }};
 }
 
+mod completions_cmd;
+mod init_cmd;
 mod integrate_cmd;
 mod plan_cmd;
 mod pr_cmd;
@@ -145,6 +147,10 @@ pub enum Command {
     Report(pr_cmd::ReportArgs),
     /// Remove a run's worktrees (and integrated branches).
     Clean(integrate_cmd::CleanArgs),
+    /// Write a commented starter plan (and its schema) into plans/.
+    Init(init_cmd::InitArgs),
+    /// Print a shell completion script (bash, zsh, fish, powershell, elvish).
+    Completions(completions_cmd::CompletionsArgs),
 }
 
 /// What every command gets: the global flags, resolved.
@@ -224,6 +230,8 @@ pub fn main() -> i32 {
         Command::Pr(a) => pr_cmd::pr(a, &ctx),
         Command::Report(a) => pr_cmd::report(a, &ctx),
         Command::Clean(a) => integrate_cmd::clean(a, &ctx),
+        Command::Init(a) => init_cmd::init(a, &ctx),
+        Command::Completions(a) => completions_cmd::completions(a, &ctx),
     };
     match result {
         Ok(exit) => exit as i32,
