@@ -14,3 +14,4 @@ pub mod report;
 pub mod runner;
 pub mod scheduler;
 pub mod store;
+pub mod worktree_include;

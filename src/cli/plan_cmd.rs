@@ -98,16 +98,22 @@ fn check(path: &Path, opts: LoadOptions, json: bool, ctx: &Ctx) -> CliResult {
     match plan::load(path, opts) {
         Ok(loaded) => {
             print_warnings(&loaded.warnings);
+            let included = included_copies(&loaded, ctx);
             if json {
                 let json = serde_json::json!({
                     "ok": true,
                     "plan": loaded.plan,
                     "summary": plan::summary(&loaded),
+                    "copy": {
+                        "globals": loaded.plan.globals.copy,
+                        "worktreeinclude": included,
+                    },
                     "warnings": loaded.warnings,
                 });
                 out(&(pretty(&json) + "\n"));
             } else {
                 print_summary(path, &loaded, ctx);
+                print_copies(&loaded.plan.globals.copy, &included);
             }
             Ok(Exit::Ok)
         }
@@ -201,6 +207,39 @@ fn print_summary(path: &Path, loaded: &Loaded, ctx: &Ctx) {
                 s.per_workstream.len() - SHOWN
             );
         }
+    }
+    out(&o);
+}
+
+/// What `.worktreeinclude` adds to each new worktree, when the plan's
+/// repository is at hand; a broken `.worktreeinclude` is a warning here
+/// (`mpw run` stops on it).
+fn included_copies(loaded: &Loaded, ctx: &Ctx) -> Vec<String> {
+    let Some(start) = loaded
+        .repo_dir(ctx.repo.as_deref())
+        .or_else(|| std::env::current_dir().ok())
+    else {
+        return Vec::new();
+    };
+    let Ok(info) = crate::git::discover(&start) else {
+        return Vec::new();
+    };
+    crate::worktree_include::paths_to_copy(&info.main_workdir).unwrap_or_else(|e| {
+        eprintln!("mpw: warning: {e}");
+        Vec::new()
+    })
+}
+
+fn print_copies(globals: &[String], included: &[String]) {
+    if globals.is_empty() && included.is_empty() {
+        return;
+    }
+    let mut o = String::from("  copied into each new worktree (never committed):\n");
+    for c in globals {
+        o.push_str(&format!("    {c}  (globals.copy)\n"));
+    }
+    for c in included {
+        o.push_str(&format!("    {c}  ({})\n", crate::worktree_include::FILE));
     }
     out(&o);
 }

@@ -3,6 +3,7 @@
 
 mod error;
 mod history;
+mod ignored;
 mod merge;
 mod snapshot;
 mod worktree;
@@ -10,6 +11,7 @@ mod worktree;
 pub use error::GitError;
 pub use gix::ObjectId as Oid;
 pub use history::*;
+pub use ignored::*;
 pub use merge::*;
 pub use snapshot::*;
 pub use worktree::*;

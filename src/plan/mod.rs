@@ -132,6 +132,23 @@ pub struct Loaded {
     pub warnings: Vec<Diagnostic>,
 }
 
+impl Loaded {
+    /// Where the plan's repository is: `--repo`, else `globals.repo_root`
+    /// relative to the plan file; `None` means the current directory.
+    pub fn repo_dir(&self, cli_repo: Option<&std::path::Path>) -> Option<PathBuf> {
+        match (cli_repo, &self.plan.globals.repo_root) {
+            (Some(r), _) => Some(r.to_path_buf()),
+            (None, Some(root)) => Some(
+                self.path
+                    .parent()
+                    .unwrap_or_else(|| std::path::Path::new("."))
+                    .join(root),
+            ),
+            (None, None) => None,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, Default)]
 pub struct LoadOptions {
     /// Unknown keys are warnings, not errors.

@@ -120,16 +120,7 @@ fn prepare(opts: &RunOptions) -> Result<Prepared> {
             lenient: opts.lenient,
         },
     )?;
-    let plan_dir = opts
-        .plan
-        .parent()
-        .map(Path::to_path_buf)
-        .unwrap_or_else(|| PathBuf::from("."));
-    let repo_dir = match (&opts.repo, &loaded.plan.globals.repo_root) {
-        (Some(r), _) => Some(r.clone()),
-        (None, Some(root)) => Some(plan_dir.join(root)),
-        (None, None) => None,
-    };
+    let repo_dir = loaded.repo_dir(opts.repo.as_deref());
     let repo = open_repo(repo_dir.as_deref())?;
     let main = repo.info.main_workdir.clone();
 
