@@ -21,7 +21,7 @@ pub fn load(path: &Path, opts: LoadOptions) -> Result<Loaded, PlanError> {
 /// JSONC as VS Code writes it: comments and trailing commas, nothing looser
 /// (no single quotes, missing commas, bare keys, hex numbers ...), so a plan
 /// that passes here is one edit away from plain JSON.
-fn jsonc_options() -> ParseOptions {
+pub(crate) fn jsonc_options() -> ParseOptions {
     ParseOptions {
         allow_comments: true,
         allow_trailing_commas: true,

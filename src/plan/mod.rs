@@ -1,6 +1,7 @@
 //! Plan files: parse (JSON/JSONC), validate, and the task DAG.
 
 mod dag;
+mod fix;
 mod graph;
 mod keys;
 mod load;
@@ -10,6 +11,7 @@ mod types;
 mod validate;
 
 pub use graph::{GraphFormat, Summary, WorkstreamSummary, graph, summary, task_name};
+pub use fix::{Fixed, fix};
 pub use load::{load, parse_str};
 pub use types::*;
 pub use validate::{branch_problem, id_problem, relative_path_problem};
