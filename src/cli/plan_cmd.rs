@@ -16,6 +16,10 @@ pub enum PlanCmd {
         /// Print the result as JSON on stdout.
         #[arg(long)]
         json: bool,
+        /// Rewrite the plan with the fixes that are certain (keys in schema
+        /// order, ids' case as defined), keeping comments; then check it.
+        #[arg(long)]
+        fix: bool,
     },
     /// Print the JSON Schema of the plan format (for editors and AI tools).
     Schema,
@@ -57,7 +61,17 @@ pub enum FormatArg {
 
 pub fn run(cmd: PlanCmd, ctx: &Ctx) -> CliResult {
     match cmd {
-        PlanCmd::Check { plan, load, json } => check(&plan, load.options(), json, ctx),
+        PlanCmd::Check {
+            plan,
+            load,
+            json,
+            fix,
+        } => {
+            if fix {
+                fix_file(&plan)?;
+            }
+            check(&plan, load.options(), json, ctx)
+        }
         PlanCmd::Schema => {
             out(&(pretty(&plan::schema()) + "\n"));
             Ok(Exit::Ok)
@@ -242,4 +256,39 @@ fn print_copies(globals: &[String], included: &[String]) {
         o.push_str(&format!("    {c}  ({})\n", crate::worktree_include::FILE));
     }
     out(&o);
+}
+
+/// Applies the certain fixes in place and says what they were. A file that
+/// is not JSONC is left for the check to report.
+fn fix_file(path: &Path) -> Result<(), CliError> {
+    let text = std::fs::read_to_string(path).map_err(|source| {
+        CliError::from(PlanError::Read {
+            path: path.to_path_buf(),
+            source,
+        })
+    })?;
+    let (bom, body) = match text.strip_prefix('\u{feff}') {
+        Some(b) => ("\u{feff}", b),
+        None => ("", text.as_str()),
+    };
+    let Ok(fixed) = plan::fix(body) else {
+        return Ok(());
+    };
+    if fixed.changes.is_empty() {
+        eprintln!("{}: nothing to fix with certainty", path.display());
+        return Ok(());
+    }
+    let io = |e: std::io::Error| CliError::env(format!("writing {}: {e}", path.display()));
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    // Written beside it and renamed over it: never half a plan.
+    let mut tmp = tempfile::NamedTempFile::new_in(dir).map_err(io)?;
+    std::io::Write::write_all(&mut tmp, format!("{bom}{}", fixed.text).as_bytes()).map_err(io)?;
+    tmp.persist(path).map_err(|e| io(e.error))?;
+    for c in &fixed.changes {
+        eprintln!("{}: fixed: {c}", path.display());
+    }
+    Ok(())
 }
