@@ -16,10 +16,7 @@ fn init_writes_a_starter_plan_that_runs_as_is() {
     assert!(plan.contains("// "), "the starter plan explains itself");
     // the schema it links to is the one `mpw plan schema` prints
     let schema = repo.mpw().args(["plan", "schema"]).output().unwrap();
-    assert_eq!(
-        repo.read("plans/mpw-plan.schema.json"),
-        stdout_of(&schema)
-    );
+    assert_eq!(repo.read("plans/mpw-plan.schema.json"), stdout_of(&schema));
     assert!(!repo.path.join(".github").exists());
 
     let out = repo
@@ -32,12 +29,7 @@ fn init_writes_a_starter_plan_that_runs_as_is() {
     let st = repo.run_status(&run_id);
     assert_eq!(st["state"], "COMPLETED", "{st:#}");
     // the writing task committed on its branch, nothing else did
-    let log = repo.git(&[
-        "log",
-        "--format=%s",
-        &format!("mpw/{run_id}/review"),
-        "-2",
-    ]);
+    let log = repo.git(&["log", "--format=%s", &format!("mpw/{run_id}/review"), "-2"]);
     assert_eq!(log.lines().next(), Some("Add the starter note"), "{log}");
 }
 
@@ -124,7 +116,10 @@ fn completions_for_all_five_shells_and_bash_loads_them() {
     let stdout = stdout_of(&out);
     assert!(out.status.success(), "{}", stderr_of(&out));
     assert!(stdout.contains("-F _mpw mpw"), "{stdout}");
-    assert!(stdout.lines().last().unwrap().contains("integrate"), "{stdout}");
+    assert!(
+        stdout.lines().last().unwrap().contains("integrate"),
+        "{stdout}"
+    );
 }
 
 #[test]

@@ -50,7 +50,10 @@ fn included_files_are_copied_into_the_worktree_and_never_committed() {
     let files: Vec<String> = tree.lines().map(str::to_string).collect();
     assert!(files.contains(&"seen.txt".to_string()), "{files:?}");
     for local in [".env", "config/local.toml", "build/keep.cfg"] {
-        assert!(!files.contains(&local.to_string()), "{local} committed: {files:?}");
+        assert!(
+            !files.contains(&local.to_string()),
+            "{local} committed: {files:?}"
+        );
     }
 }
 
@@ -79,7 +82,10 @@ fn plan_check_names_the_files_each_worktree_gets() {
     ] {
         assert!(text.contains(line), "missing {line:?} in\n{text}");
     }
-    assert!(!text.contains("debug.log") && !text.contains("out.bin"), "{text}");
+    assert!(
+        !text.contains("debug.log") && !text.contains("out.bin"),
+        "{text}"
+    );
 
     let out = repo
         .mpw()

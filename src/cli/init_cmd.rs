@@ -30,8 +30,9 @@ const COPILOT_INSTRUCTIONS: &str = include_str!("init/copilot-instructions.md");
 pub fn init(a: InitArgs, ctx: &Ctx) -> CliResult {
     let start = match &ctx.repo {
         Some(r) => r.clone(),
-        None => std::env::current_dir()
-            .map_err(|e| CliError::env(format!("current directory: {e}")))?,
+        None => {
+            std::env::current_dir().map_err(|e| CliError::env(format!("current directory: {e}")))?
+        }
     };
     let root = match git::discover(&start) {
         Ok(info) => info.workdir,

@@ -52,8 +52,11 @@ fn sort_keys(obj: &CstObject, segs: &mut Vec<String>, sorted: &mut usize) {
     };
     let before = names(obj);
     let rank = |name: &str| known.iter().position(|k| *k == name).unwrap_or(known.len());
-    let original: HashMap<String, usize> =
-        before.iter().enumerate().map(|(i, n)| (n.clone(), i)).collect();
+    let original: HashMap<String, usize> = before
+        .iter()
+        .enumerate()
+        .map(|(i, n)| (n.clone(), i))
+        .collect();
     obj.sort_properties().pin_comment_headers().by_key(|p| {
         let n = p.decoded_name().unwrap_or_default();
         (rank(&n), original.get(&n).copied().unwrap_or(usize::MAX))
@@ -64,21 +67,16 @@ fn sort_keys(obj: &CstObject, segs: &mut Vec<String>, sorted: &mut usize) {
     for p in obj.properties() {
         let name = p.decoded_name().unwrap_or_default();
         segs.push(name);
-        match p.value() {
-            Some(CstNode::Container(_)) => {
-                if let Some(o) = p.object_value() {
+        if let Some(o) = p.object_value() {
+            sort_keys(&o, segs, sorted);
+        } else if let Some(a) = p.array_value() {
+            for (i, e) in a.elements().iter().enumerate() {
+                if let Some(o) = e.as_object() {
+                    segs.push(i.to_string());
                     sort_keys(&o, segs, sorted);
-                } else if let Some(a) = p.array_value() {
-                    for (i, e) in a.elements().iter().enumerate() {
-                        if let Some(o) = e.as_object() {
-                            segs.push(i.to_string());
-                            sort_keys(&o, segs, sorted);
-                            segs.pop();
-                        }
-                    }
+                    segs.pop();
                 }
             }
-            _ => {}
         }
         segs.pop();
     }

@@ -22,7 +22,10 @@ fn resolve<'a>(root: &'a Value, mut node: &'a Value) -> &'a Value {
             .iter()
             .find_map(|k| node.get(*k).and_then(Value::as_array))
         {
-            match alt.iter().find(|a| a.get("type") != Some(&Value::from("null"))) {
+            match alt
+                .iter()
+                .find(|a| a.get("type") != Some(&Value::from("null")))
+            {
                 Some(a) => node = a,
                 None => return node,
             }

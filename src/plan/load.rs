@@ -309,7 +309,11 @@ fn type_help(msg: &str, key: &str) -> Option<String> {
         "struct" | "a" => "an object (`{...}`)".into(),
         _ => format!("one of {}", expected.trim_start_matches("one of ")),
     };
-    let what = if key.is_empty() { "it".into() } else { format!("`{key}`") };
+    let what = if key.is_empty() {
+        "it".into()
+    } else {
+        format!("`{key}`")
+    };
     Some(format!("write {what} as {kind}"))
 }
 
@@ -352,7 +356,9 @@ fn under(pointer: &str, dead: &[String]) -> bool {
 }
 
 fn parent_of(pointer: &str) -> Option<(&str, &str)> {
-    pointer.rfind('/').map(|i| (&pointer[..i], &pointer[i + 1..]))
+    pointer
+        .rfind('/')
+        .map(|i| (&pointer[..i], &pointer[i + 1..]))
 }
 
 /// Takes the culprit at `pointer` out of `v` so that the rest can be read:
@@ -402,7 +408,11 @@ fn stand_in(v: &mut Value, pointer: &str, field: &str, n: &mut usize) -> Result<
 /// the plan is read again, so the semantic checks still run and every
 /// problem is reported in one pass. Returns the pointers of stand-ins, whose
 /// own findings would be about the stand-in and are dropped.
-fn deserialize(value: &Value, opts: LoadOptions, out: &mut Vec<Finding>) -> (Option<Plan>, Vec<String>) {
+fn deserialize(
+    value: &Value,
+    opts: LoadOptions,
+    out: &mut Vec<Finding>,
+) -> (Option<Plan>, Vec<String>) {
     if !value.is_object() {
         // serde would take an array as the fields in order: a confusing message.
         let kind = match value {

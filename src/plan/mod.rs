@@ -10,8 +10,8 @@ pub mod suggest;
 mod types;
 mod validate;
 
-pub use graph::{GraphFormat, Summary, WorkstreamSummary, graph, summary, task_name};
 pub use fix::{Fixed, fix};
+pub use graph::{GraphFormat, Summary, WorkstreamSummary, graph, summary, task_name};
 pub use load::{load, parse_str};
 pub use types::*;
 pub use validate::{branch_problem, id_problem, relative_path_problem};

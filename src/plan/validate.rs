@@ -2,8 +2,8 @@
 //! Every problem is collected; nothing stops at the first one.
 
 use super::dag;
-use super::suggest;
 use super::source::esc;
+use super::suggest;
 use super::{Dag, Plan, Severity, TaskNode, Workstream};
 use std::collections::{HashMap, HashSet};
 
