@@ -4,12 +4,13 @@
 
 use crate::exec::{self, Cancel, Program, Spec, Verdict};
 use crate::git::{self, Excluded, GitError, MergeSession, Oid};
-use crate::model::{EventKind, WorkstreamState, now};
+use crate::model::{
+    EventData, Integration, IntegrationDone, IntegrationStarted, WorkstreamState, now,
+};
 use crate::plan::{self, LoadOptions, Plan};
 use crate::runner::{Listener, RunError, open_repo};
 use crate::store::{IntegrationRow, Store, WsPatch, WsRow};
 use serde::Serialize;
-use serde_json::{Map, json};
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs::File;
 use std::path::{Path, PathBuf};
@@ -17,14 +18,7 @@ use std::time::Duration;
 
 type Result<T, E = RunError> = std::result::Result<T, E>;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Strategy {
-    /// A two-parent merge commit per workstream.
-    Merge,
-    /// One single-parent commit per workstream.
-    Squash,
-}
+pub use crate::model::Strategy;
 
 #[derive(Debug, Clone)]
 pub struct Options {
@@ -37,11 +31,12 @@ pub struct Options {
     pub grace: Duration,
 }
 
-/// What happened to one workstream.
+/// What happened to one workstream: its state after integrating, or in a
+/// forecast what would happen.
 #[derive(Debug, Clone, Serialize)]
-pub struct Outcome {
+pub struct Outcome<S = WorkstreamState> {
     pub workstream: String,
-    pub state: String,
+    pub state: S,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub commit: Option<String>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
@@ -62,9 +57,12 @@ pub struct Report {
 impl Report {
     /// A conflict or a gate failure: exit 1.
     pub fn failed(&self) -> bool {
-        self.outcomes
-            .iter()
-            .any(|o| o.state == "CONFLICT" || o.state == "GATE_FAILED")
+        self.outcomes.iter().any(|o| {
+            matches!(
+                o.state,
+                WorkstreamState::Conflict | WorkstreamState::GateFailed
+            )
+        })
     }
 }
 
@@ -208,18 +206,12 @@ pub fn integrate(
     let target_ref = format!("refs/heads/{}", s.into);
     let before = git::branch_tip(&s.repo, &s.into)?.expect("checked in setup");
     let run = s.run_id.clone();
-    let ev = s.store.event(
-        &run,
-        EventKind::IntegrationStarted,
-        None,
-        None,
-        None,
-        Map::from_iter([
-            ("into".to_string(), json!(s.into)),
-            ("strategy".to_string(), json!(opts.strategy)),
-            ("target".to_string(), json!(before.to_string())),
-        ]),
-    )?;
+    let started = EventData::IntegrationStarted(IntegrationStarted {
+        into: s.into.clone(),
+        strategy: opts.strategy,
+        target: before.to_string(),
+    });
+    let ev = s.store.event(&run, None, None, None, started)?;
     listener.event(&ev);
 
     let rows = s.store.workstreams(&run)?;
@@ -239,20 +231,20 @@ pub fn integrate(
             .name
             .clone()
             .unwrap_or_else(|| row.id.clone());
-        let skip = |state: &str, detail: String| Outcome {
+        let skip = |state: WorkstreamState, detail: String| Outcome {
             workstream: row.id.clone(),
-            state: state.into(),
+            state,
             commit: None,
             conflicts: vec![],
             detail,
         };
         if row.state == WorkstreamState::Integrated {
-            outcomes.push(skip("INTEGRATED", "already integrated".into()));
+            outcomes.push(skip(row.state, "already integrated".into()));
             continue;
         }
         if !row.state.is_mergeable() {
             outcomes.push(skip(
-                row.state.as_str(),
+                row.state,
                 format!(
                     "not merged: workstream is {}{}",
                     row.state,
@@ -266,7 +258,7 @@ pub fn integrate(
         }
         if let Some(&d) = s.ws_deps[w].iter().find(|d| !integrated.contains(d)) {
             outcomes.push(skip(
-                row.state.as_str(),
+                row.state,
                 format!(
                     "not merged: it stacks on {}, which is not integrated",
                     rows[d].id
@@ -276,7 +268,7 @@ pub fn integrate(
         }
         let Some(head) = git::branch_tip(&s.repo, &row.branch)? else {
             outcomes.push(skip(
-                row.state.as_str(),
+                row.state,
                 format!("not merged: branch {} is gone", row.branch),
             ));
             continue;
@@ -292,7 +284,7 @@ pub fn integrate(
             .is_some_and(|h| h.branch_head.parse::<Oid>().ok() == Some(head))
         {
             outcomes.push(skip(
-                row.state.as_str(),
+                row.state,
                 format!(
                     "unchanged since it was {}; fix it in {}, commit, and run mpw integrate again",
                     row.state, row.worktree
@@ -348,11 +340,15 @@ pub fn integrate(
                 at: at.clone(),
             },
         )?;
-        let integration = json!({
-            "into": s.into, "commit": commit.map(|c| c.to_string()), "conflicts": conflicts,
-            "at": at, "strategy": opts.strategy, "branch_head": head.to_string(),
-            "detail": detail,
-        });
+        let integration = Integration {
+            into: s.into.clone(),
+            commit: commit.map(|c| c.to_string()),
+            conflicts: conflicts.clone(),
+            at,
+            strategy: opts.strategy,
+            branch_head: head.to_string(),
+            detail: detail.clone(),
+        };
         let ev = s.store.transition_ws(
             &run,
             &row.id,
@@ -361,11 +357,6 @@ pub fn integrate(
                 integration: Some(integration),
                 ..Default::default()
             },
-            Map::from_iter([
-                ("into".to_string(), json!(s.into)),
-                ("conflicts".to_string(), json!(conflicts)),
-                ("detail".to_string(), json!(detail)),
-            ]),
         )?;
         if let Some(ev) = ev {
             listener.event(&ev);
@@ -375,24 +366,18 @@ pub fn integrate(
         }
         outcomes.push(Outcome {
             workstream: row.id.clone(),
-            state: state.as_str().into(),
+            state,
             commit: commit.map(|c| c.to_string()),
             conflicts,
             detail,
         });
     }
     let after = git::branch_tip(&s.repo, &s.into)?.expect("target exists");
-    let ev = s.store.event(
-        &run,
-        EventKind::IntegrationCompleted,
-        None,
-        None,
-        None,
-        Map::from_iter([
-            ("into".to_string(), json!(s.into)),
-            ("target".to_string(), json!(after.to_string())),
-        ]),
-    )?;
+    let done = EventData::IntegrationCompleted(IntegrationDone {
+        into: s.into.clone(),
+        target: after.to_string(),
+    });
+    let ev = s.store.event(&run, None, None, None, done)?;
     listener.event(&ev);
     s.store.write_status_files(&run)?;
     Ok(Report {
@@ -582,7 +567,15 @@ pub struct Forecast {
     /// Pairs of candidates whose branches conflict with each other.
     pub pairs: Vec<PairConflict>,
     /// Candidates merged one after another in integration order.
-    pub sequence: Vec<Outcome>,
+    pub sequence: Vec<Outcome<WouldMerge>>,
+}
+
+/// What a forecast says of one candidate merged onto the ones before it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum WouldMerge {
+    Clean,
+    Conflict,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -636,7 +629,7 @@ pub fn forecast(repo: Option<&Path>, run: Option<&str>, into: Option<&str>) -> R
             acc = session.commit(m.tree, &[acc, *h], &format!("forecast {id}"))?;
             sequence.push(Outcome {
                 workstream: id.clone(),
-                state: "CLEAN".into(),
+                state: WouldMerge::Clean,
                 commit: None,
                 conflicts: vec![],
                 detail: "would merge cleanly".into(),
@@ -644,7 +637,7 @@ pub fn forecast(repo: Option<&Path>, run: Option<&str>, into: Option<&str>) -> R
         } else {
             sequence.push(Outcome {
                 workstream: id.clone(),
-                state: "CONFLICT".into(),
+                state: WouldMerge::Conflict,
                 commit: None,
                 conflicts: m.conflicts.clone(),
                 detail: format!("would conflict on {}", m.conflicts.join(", ")),

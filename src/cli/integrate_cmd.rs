@@ -111,7 +111,7 @@ fn render_report(r: &Report, style: Style) -> String {
         s.push_str(&format!(
             "{:<w$}  {}  {}\n",
             o.workstream,
-            report::pad_state(&style, &o.state),
+            report::pad_state(&style, o.state.as_str()),
             o.detail
         ));
     }

@@ -7,11 +7,13 @@ use super::provision::{self, Provisioned, WsCtx};
 use super::{Finished, Result, RunError, StoredOptions, is_done};
 use crate::exec::{self, Cancel, ProcInfo, Verdict};
 use crate::git::{self, Excluded, Oid};
-use crate::model::{AttemptState, Event, EventKind, RunState, TaskState, WorkstreamState};
+use crate::model::{
+    AttemptState, Event, EventData, RunState, SetupFailed, StaleLocks, TaskState, WorkstreamState,
+    WorktreeCreated,
+};
 use crate::plan::Loaded;
 use crate::scheduler::{Scheduler, Slots, TaskInfo};
-use crate::store::{RunStatus, Store, TaskPatch, WsPatch};
-use serde_json::{Map, Value, json};
+use crate::store::{RunPatch, RunStatus, Store, TaskPatch, WsPatch};
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -206,15 +208,12 @@ async fn drive_async(
     c.listener.start(&status);
     if resuming {
         let removed = c.recover()?;
-        c.event(
-            EventKind::RunResumed,
-            None,
-            None,
-            None,
-            locks_data(&removed),
-        )?;
+        let locks = StaleLocks {
+            stale_locks_removed: lock_names(&removed),
+        };
+        c.event(None, None, None, EventData::RunResumed(locks))?;
     }
-    c.transition_run(RunState::Running, Map::new())?;
+    c.transition_run(RunState::Running, RunPatch::default())?;
 
     let mut signals = Signals::new()?;
     let mut tick = tokio::time::interval(Duration::from_millis(200));
@@ -247,7 +246,7 @@ async fn drive_async(
     } else {
         RunState::Failed
     };
-    c.transition_run(final_state, Map::new())?;
+    c.transition_run(final_state, RunPatch::default())?;
     let status = c.store.write_status_files(run_id)?;
     c.listener.finish(&status);
     Ok(Finished {
@@ -287,17 +286,15 @@ impl Coord<'_> {
 
     fn event(
         &mut self,
-        kind: EventKind,
         ws: Option<usize>,
         task: Option<usize>,
         attempt: Option<u32>,
-        data: Map<String, Value>,
+        data: EventData,
     ) -> Result<()> {
         let ws_id = ws.map(|w| self.ctx.ws[w].id.clone());
         let task_id = task.map(|t| self.ctx.tasks[t].id.clone());
         let ev = self.store.event(
             &self.ctx.run_id,
-            kind,
             ws_id.as_deref(),
             task_id.as_deref(),
             attempt,
@@ -307,9 +304,9 @@ impl Coord<'_> {
         Ok(())
     }
 
-    fn transition_run(&mut self, to: RunState, data: Map<String, Value>) -> Result<()> {
+    fn transition_run(&mut self, to: RunState, patch: RunPatch) -> Result<()> {
         let run = self.ctx.run_id.clone();
-        let ev = self.store.transition_run(&run, to, data)?;
+        let ev = self.store.transition_run(&run, to, patch)?;
         self.emit(ev);
         Ok(())
     }
@@ -331,11 +328,7 @@ impl Coord<'_> {
 
     fn transition_ws(&mut self, w: usize, to: WorkstreamState, patch: WsPatch) -> Result<()> {
         let (run, ws) = (self.ctx.run_id.clone(), self.ctx.ws[w].id.clone());
-        let mut data = Map::new();
-        if let Some(h) = &patch.head {
-            data.insert("head".into(), json!(h));
-        }
-        let ev = self.store.transition_ws(&run, &ws, to, patch, data)?;
+        let ev = self.store.transition_ws(&run, &ws, to, patch)?;
         self.ws_state[w] = to;
         self.emit(ev);
         if to.is_terminal() {
@@ -644,18 +637,14 @@ impl Coord<'_> {
                             Arc::new(Excluded(p.baseline.iter().cloned().collect()));
                         self.ws_open[ws] = true;
                         self.ws_known[ws] = true;
-                        let mut data = Map::new();
-                        data.insert(
-                            "path".into(),
-                            json!(self.ctx.ws[ws].worktree.to_string_lossy()),
-                        );
-                        data.insert("branch".into(), json!(self.ctx.ws[ws].branch));
-                        data.insert("commit".into(), json!(p.start_commit.to_string()));
-                        if !p.missing_copies.is_empty() {
-                            data.insert("missing_copies".into(), json!(p.missing_copies));
-                        }
                         if p.created {
-                            self.event(EventKind::WorktreeCreated, Some(ws), None, None, data)?;
+                            let data = EventData::WorktreeCreated(WorktreeCreated {
+                                path: self.ctx.ws[ws].worktree.to_string_lossy().into_owned(),
+                                branch: self.ctx.ws[ws].branch.clone(),
+                                commit: p.start_commit.to_string(),
+                                missing_copies: p.missing_copies,
+                            });
+                            self.event(Some(ws), None, None, data)?;
                         }
                         let patch = WsPatch {
                             start_commit: p.fresh.then(|| p.start_commit.to_string()),
@@ -666,9 +655,10 @@ impl Coord<'_> {
                         self.transition_ws(ws, WorkstreamState::Running, patch)?;
                     }
                     Err(reason) => {
-                        let mut data = Map::new();
-                        data.insert("reason".into(), json!(reason));
-                        self.event(EventKind::SetupFailed, Some(ws), None, None, data)?;
+                        let data = EventData::SetupFailed(SetupFailed {
+                            reason: reason.clone(),
+                        });
+                        self.event(Some(ws), None, None, data)?;
                         for t in self.dag.ws_tasks[ws].clone() {
                             if !self.states[t].is_terminal() {
                                 self.transition_task(
@@ -733,7 +723,6 @@ impl Coord<'_> {
                             head: r.commit.map(|c| c.to_string()),
                             ..Default::default()
                         },
-                        Map::new(),
                     )?;
                     self.emit(ev);
                 }
@@ -859,7 +848,6 @@ impl Coord<'_> {
                                 head: Some(found.id.to_string()),
                                 ..Default::default()
                             },
-                            Map::new(),
                         )?;
                         self.emit(ev);
                     } else {
@@ -960,13 +948,8 @@ fn remove_run_locks(
     )?)
 }
 
-fn locks_data(removed: &[PathBuf]) -> Map<String, serde_json::Value> {
-    let mut data = Map::new();
-    if !removed.is_empty() {
-        let list: Vec<String> = removed.iter().map(|p| p.display().to_string()).collect();
-        data.insert("stale_locks_removed".into(), list.into());
-    }
-    data
+fn lock_names(removed: &[PathBuf]) -> Vec<String> {
+    removed.iter().map(|p| p.display().to_string()).collect()
 }
 
 /// Stop a run whose coordinator is gone: end its processes, record CANCELLED.
@@ -1020,7 +1003,6 @@ pub(super) fn cancel_orphaned(
                     reason: Some("run cancelled".into()),
                     ..Default::default()
                 },
-                Map::new(),
             )?;
         }
     }
@@ -1031,7 +1013,10 @@ pub(super) fn cancel_orphaned(
             .into_iter()
             .map(|w| (PathBuf::from(w.worktree), w.branch)),
     )?;
-    store.transition_run(run, RunState::Cancelled, locks_data(&removed))?;
+    let patch = RunPatch {
+        stale_locks_removed: lock_names(&removed),
+    };
+    store.transition_run(run, RunState::Cancelled, patch)?;
     store.write_status_files(run)?;
     Ok(())
 }
