@@ -2,7 +2,7 @@
 //! `.worktreeinclude`, see docs/ARCHITECTURE.md).
 
 use super::error::{GitError, ctx};
-use super::merge::open_repo;
+use super::repo::open_repo;
 use gix::bstr::ByteSlice;
 use gix::dir::entry::Status;
 use gix::dir::walk::EmissionMode;
