@@ -351,6 +351,14 @@ fn every_bad_plan_exits_2_naming_the_culprit_and_its_position() {
         if !stdout_of(&out).is_empty() {
             failures.push(format!("{name}: stdout not empty"));
         }
+        // each error comes with a one-line suggestion
+        let errors = err.lines().filter(|l| l.contains(": error: ")).count();
+        let helps = err.lines().filter(|l| l.starts_with("  help: ")).count();
+        if errors != helps {
+            failures.push(format!(
+                "{name}: {errors} error(s), {helps} help line(s)\n{err}"
+            ));
+        }
     }
     assert!(failures.is_empty(), "{}", failures.join("\n\n"));
 }

@@ -41,21 +41,28 @@ pub(crate) fn jsonc_options() -> ParseOptions {
 pub fn parse_str(text: &str, path: &Path, opts: LoadOptions) -> Result<Loaded, PlanError> {
     let text = text.strip_prefix('\u{feff}').unwrap_or(text);
     let lines = LineIndex::new(text);
-    let syntax = |offset: usize, message: String| {
+    let syntax = |offset: usize, message: String, help: &str| {
         PlanError::Invalid(vec![Diagnostic {
             severity: Severity::Error,
             pointer: String::new(),
             location: Some(lines.location(path, offset)),
             message,
-            help: None,
+            help: Some(help.to_string()),
         }])
     };
-    let parsed = parse_to_ast(text, &CollectOptions::default(), &jsonc_options())
-        .map_err(|e| syntax(e.range().start, format!("invalid JSON: {}", e.kind())))?;
+    let parsed = parse_to_ast(text, &CollectOptions::default(), &jsonc_options()).map_err(|e| {
+        syntax(
+            e.range().start,
+            format!("invalid JSON: {}", e.kind()),
+            "JSON with comments and trailing commas is accepted, nothing looser: \
+                 double quotes around keys and strings, commas between items",
+        )
+    })?;
     let Some(ast) = parsed.value else {
         return Err(syntax(
             0,
             "the plan is empty: expected a JSON object".into(),
+            "`mpw init` writes a starter plan",
         ));
     };
 
@@ -167,7 +174,8 @@ fn to_value<'b>(
                     let mut f = Finding::error(
                         trail_pointer(trail),
                         format!("duplicate key `{name}`: which one counts would be a guess"),
-                    );
+                    )
+                    .help("keep one of them");
                     f.at_key = true;
                     out.push(f);
                 }
@@ -422,10 +430,10 @@ fn deserialize(
             Value::Bool(_) => "a boolean",
             _ => "null",
         };
-        out.push(Finding::error(
-            "",
-            format!("the plan must be a JSON object, not {kind}"),
-        ));
+        out.push(
+            Finding::error("", format!("the plan must be a JSON object, not {kind}"))
+                .help("a plan is an object: `{ \"workstreams\": [ ... ] }`"),
+        );
         return (None, Vec::new());
     }
     let mut v = value.clone();

@@ -217,7 +217,8 @@ mod tests {
         );
         assert_eq!(
             e[0],
-            "t.jsonc:2:68: error: dependency cycle: WS-1/T1 -> WS-2/T1 -> WS-1/T1"
+            "t.jsonc:2:68: error: dependency cycle: WS-1/T1 -> WS-2/T1 -> WS-1/T1\n  \
+             help: remove one of these `depends_on` entries"
         );
         let e = errors(
             r#"{"workstreams": [
