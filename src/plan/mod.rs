@@ -257,6 +257,32 @@ mod tests {
     }
 
     #[test]
+    fn broken_pieces_do_not_hide_the_other_errors() {
+        let e = errors(
+            r#"{"workstreams": [
+  {"id": "A", "priority": "high", "tasks": [{"id": "T1", "run": "x", "retries": -1}, "oops", {"run": "x"}]},
+  {"id": 7, "tasks": [{"id": "T1", "run": "x"}]},
+  {"id": "C", "depends_on": ["a"], "tasks": [{"id": "T1", "run": "x", "depends_on": ["A/T2"]}]}
+]}"#,
+        );
+        let first: Vec<&str> = e.iter().map(|d| d.lines().next().unwrap()).collect();
+        assert_eq!(
+            first,
+            [
+                "t.jsonc:2:27: error: `priority` of workstream `A`: invalid type: string \"high\", expected i64",
+                "t.jsonc:2:81: error: `retries` of task `A/T1`: invalid value: integer `-1`, expected u32",
+                "t.jsonc:2:86: error: task `A/#1`: invalid type: string \"oops\", expected struct Task",
+                "t.jsonc:2:94: error: task `A/#2`: missing field `id`",
+                "t.jsonc:3:10: error: `id` of workstream `#1`: invalid type: integer `7`, expected a string",
+                "t.jsonc:4:30: error: workstream `C` depends on unknown workstream `a`",
+                "t.jsonc:4:86: error: task `C/T1` depends on unknown task `A/T2`: workstream `A` has no task `T2`",
+            ],
+            "{e:#?}"
+        );
+        assert!(e[5].ends_with("help: did you mean `A`?"), "{}", e[5]);
+    }
+
+    #[test]
     fn jsonc_is_accepted_but_json5_looseness_is_not() {
         load_ok(
             "// c\n{ /* c */ \"workstreams\": [{\"id\": \"A\", \"tasks\": [{\"id\": \"T\", \"run\": \"x\",},],},], }",
