@@ -4,17 +4,20 @@
 
 use crate::exec::{self, Cancel, Program, Spec, Verdict};
 use crate::git::{self, Excluded, GitError, MergeSession, Oid};
+use crate::lock;
 use crate::model::{
     EventData, Integration, IntegrationDone, IntegrationStarted, WorkstreamState, now,
 };
-use crate::plan::{self, LoadOptions, Plan};
+use crate::plan::Plan;
 use crate::runner::{Listener, RunError, open_repo};
+use crate::signals::Signals;
 use crate::store::{IntegrationRow, Store, WsPatch, WsRow};
 use serde::Serialize;
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
+use tokio::sync::watch;
 
 type Result<T, E = RunError> = std::result::Result<T, E>;
 
@@ -74,6 +77,42 @@ struct Setup {
     plan: Plan,
     ws_deps: Vec<Vec<usize>>,
     into: String,
+    /// With a gate: the runtime it runs on and the stop requests of
+    /// Ctrl-C / SIGTERM, as for `mpw run`.
+    gate_rt: Option<GateRuntime>,
+}
+
+struct GateRuntime {
+    rt: tokio::runtime::Runtime,
+    stop: watch::Receiver<Cancel>,
+}
+
+impl GateRuntime {
+    fn new() -> Result<Self> {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .map_err(RunError::runtime("cannot start the runtime"))?;
+        let signals = {
+            let _in_rt = rt.enter();
+            Signals::new()
+                .map_err(RunError::runtime("cannot listen for signals"))?
+                .watch()
+        };
+        Ok(GateRuntime { rt, stop: signals })
+    }
+
+    fn stopped(&self) -> bool {
+        *self.stop.borrow() != Cancel::No
+    }
+}
+
+fn interrupted(s: &Setup, what: &str) -> RunError {
+    RunError::Interrupted(format!(
+        "interrupted {what}; {} and the workstreams not yet merged are unchanged",
+        s.into
+    ))
 }
 
 fn setup(repo: Option<&Path>, run: Option<&str>, into: Option<&str>) -> Result<Setup> {
@@ -81,30 +120,22 @@ fn setup(repo: Option<&Path>, run: Option<&str>, into: Option<&str>) -> Result<S
     let store = Store::open_existing(rc.layout.clone())?;
     let row = store.run_or_latest(run)?;
     if !row.state.is_terminal() {
-        return Err(RunError::Usage(format!(
-            "run {} is {}; integrate it when it has finished",
-            row.id, row.state
-        )));
+        return Err(RunError::NotFinished {
+            run: row.id,
+            state: row.state,
+        });
     }
     let into = match (into, &row.base_ref) {
         (Some(i), _) => i.to_string(),
         (None, Some(b)) => b.clone(),
-        (None, None) => {
-            return Err(RunError::Usage(format!(
-                "run {} did not start from a branch; say which one with --into BRANCH",
-                row.id
-            )));
-        }
+        (None, None) => return Err(RunError::NoTarget { run: row.id }),
     };
     // The repository as found now (it may have moved since the run).
     let main = rc.info.main_workdir.clone();
     if git::branch_tip(&main, &into)?.is_none() {
-        return Err(RunError::Usage(format!("--into {into}: no such branch")));
+        return Err(RunError::NoSuchBranch { branch: into });
     }
-    let plan_path = store.layout.plan_json(&row.id);
-    let text = std::fs::read_to_string(&plan_path)
-        .map_err(|e| RunError::Env(format!("{}: {e}", plan_path.display())))?;
-    let loaded = plan::parse_str(&text, &plan_path, LoadOptions::default())?;
+    let loaded = crate::runner::stored_plan(&store.layout, &row.id)?;
     Ok(Setup {
         store,
         repo: main,
@@ -112,6 +143,7 @@ fn setup(repo: Option<&Path>, run: Option<&str>, into: Option<&str>) -> Result<S
         plan: loaded.plan,
         ws_deps: loaded.dag.ws_deps,
         into,
+        gate_rt: None,
     })
 }
 
@@ -132,34 +164,17 @@ fn order(plan: &Plan, deps: &[Vec<usize>]) -> Vec<usize> {
 }
 
 fn take_lock(path: &Path, no_wait: bool, on_wait: &mut dyn FnMut(&str)) -> Result<File> {
-    if let Some(p) = path.parent() {
-        std::fs::create_dir_all(p).map_err(|e| RunError::Env(format!("{}: {e}", p.display())))?;
+    if no_wait {
+        return lock::try_acquire(path)?.ok_or_else(|| RunError::IntegrationLocked {
+            lock: path.to_path_buf(),
+        });
     }
-    let f = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(path)
-        .map_err(|e| RunError::Env(format!("{}: {e}", path.display())))?;
-    match f.try_lock() {
-        Ok(()) => return Ok(f),
-        Err(std::fs::TryLockError::WouldBlock) if no_wait => {
-            return Err(RunError::Env(format!(
-                "another mpw integrate holds the lock {} (--no-wait)",
-                path.display()
-            )));
-        }
-        Err(std::fs::TryLockError::WouldBlock) => on_wait(&format!(
+    Ok(lock::acquire(path, &mut || {
+        on_wait(&format!(
             "waiting for another mpw integrate to finish (lock {})",
             path.display()
-        )),
-        Err(std::fs::TryLockError::Error(e)) => {
-            return Err(RunError::Env(format!("{}: {e}", path.display())));
-        }
-    }
-    f.lock()
-        .map_err(|e| RunError::Env(format!("{}: {e}", path.display())))?;
-    Ok(f)
+        ))
+    })?)
 }
 
 /// The worktree that has `branch` checked out, if any; refuse if it has changes.
@@ -179,13 +194,12 @@ fn checked_out_clean(repo: &Path, branch: &str) -> Result<Option<Checkout>> {
         .into_iter()
         .partition(|c| c.kind == git::ChangeKind::Added);
     if !dirty.is_empty() {
-        let paths: Vec<&str> = dirty.iter().take(20).map(|c| c.path.as_str()).collect();
-        return Err(RunError::Env(format!(
-            "{branch} is checked out in {} and it has uncommitted changes ({}{}); commit or stash them first, nothing was merged",
-            wt.path.display(),
-            paths.join(", "),
-            if dirty.len() > 20 { ", ..." } else { "" }
-        )));
+        return Err(RunError::DirtyTarget {
+            branch: branch.into(),
+            worktree: wt.path,
+            more: dirty.len() > 20,
+            paths: dirty.into_iter().take(20).map(|c| c.path).collect(),
+        });
     }
     Ok(Some(Checkout {
         path: wt.path,
@@ -202,6 +216,11 @@ pub fn integrate(
 ) -> Result<Report> {
     let mut s = setup(repo, opts.run.as_deref(), opts.into.as_deref())?;
     let _lock = take_lock(&s.store.layout.integrate_lock(), opts.no_wait, on_wait)?;
+    // Only now: Ctrl-C while waiting for the lock ends mpw at once, as
+    // nothing has been touched yet.
+    if opts.gate.is_some() {
+        s.gate_rt = Some(GateRuntime::new()?);
+    }
     let checkout = checked_out_clean(&s.repo, &s.into)?;
     let target_ref = format!("refs/heads/{}", s.into);
     let before = git::branch_tip(&s.repo, &s.into)?.expect("checked in setup");
@@ -226,6 +245,10 @@ pub fn integrate(
         .map(|(i, _)| i)
         .collect();
     for w in order(&s.plan, &s.ws_deps) {
+        if s.gate_rt.as_ref().is_some_and(GateRuntime::stopped) {
+            s.store.write_status_files(&run)?;
+            return Err(interrupted(&s, "between two merges"));
+        }
         let row = &rows[w];
         let name = s.plan.workstreams[w]
             .name
@@ -450,13 +473,12 @@ fn merge_one(
                 .filter(|p| co.untracked.contains(p))
                 .collect();
             if !in_the_way.is_empty() {
-                return Err(RunError::Env(format!(
-                    "merging {} would overwrite untracked file(s) in {}: {}; move them away and run mpw integrate again ({} was not moved for it)",
-                    row.id,
-                    co.path.display(),
-                    in_the_way.join(", "),
-                    s.into
-                )));
+                return Err(RunError::UntrackedInTheWay {
+                    ws: row.id.clone(),
+                    worktree: co.path.clone(),
+                    paths: in_the_way,
+                    into: s.into.clone(),
+                });
             }
         }
         match git::advance_branch(
@@ -480,10 +502,10 @@ fn merge_one(
             Err(e) => return Err(e.into()),
         }
     }
-    Err(RunError::Env(format!(
-        "{} kept moving while merging {}; try again",
-        s.into, row.id
-    )))
+    Err(RunError::TargetKeptMoving {
+        into: s.into.clone(),
+        ws: row.id.clone(),
+    })
 }
 
 /// Check the candidate out in a scratch worktree and run the gate there.
@@ -539,13 +561,17 @@ fn run_gate(
             .join(format!("{}.{n}.err", row.id)),
         guards: Default::default(),
     };
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| RunError::Env(format!("cannot start the runtime: {e}")))?;
-    let (_tx, rx) = tokio::sync::watch::channel(Cancel::No);
-    let out = rt.block_on(exec::run(&spec, rx, |_| {}));
+    let gate_rt = s
+        .gate_rt
+        .as_ref()
+        .expect("integrate starts a runtime for a gate");
+    let out = gate_rt
+        .rt
+        .block_on(exec::run(&spec, gate_rt.stop.clone(), |_| {}));
     let _ = git::remove_worktree(&s.repo, &scratch, true);
+    if gate_rt.stopped() {
+        return Err(interrupted(s, &format!("while the gate ran on {}", row.id)));
+    }
     Ok(match out.verdict() {
         Verdict::Succeeded => None,
         Verdict::Failed(r) | Verdict::Quarantined(r) => Some(format!(

@@ -1,7 +1,6 @@
 //! `mpw run`, `resume`, `cancel`, `status`, `runs`, `logs`, `events`.
 
 use super::{CliError, CliResult, Ctx, Exit};
-use crate::model::RunState;
 use crate::report::{self, BarListener, LineListener, Style};
 use crate::runner::{self, Listener, RunOptions};
 use crate::store::{Store, StoreError};
@@ -94,32 +93,6 @@ pub struct EventsArgs {
     pub json: bool,
 }
 
-impl From<StoreError> for CliError {
-    fn from(e: StoreError) -> Self {
-        let exit = match &e {
-            StoreError::RunExists(_)
-            | StoreError::NoSuchRun(_)
-            | StoreError::NoRuns
-            | StoreError::NoSuchTask { .. } => Exit::Usage,
-            _ => Exit::Env,
-        };
-        CliError::new(exit, e.to_string())
-    }
-}
-
-impl From<runner::RunError> for CliError {
-    fn from(e: runner::RunError) -> Self {
-        use runner::RunError as R;
-        match e {
-            R::Plan(e) => e.into(),
-            R::Git(e) => e.into(),
-            R::Store(e) => e.into(),
-            R::Usage(m) => CliError::usage(m),
-            R::Env(m) => CliError::env(m),
-        }
-    }
-}
-
 fn listener(ctx: &Ctx, json: bool) -> Box<dyn Listener> {
     if ctx.tty && !ctx.quiet && !json && ctx.verbose == 0 {
         Box::new(BarListener::new())
@@ -138,11 +111,7 @@ fn finish(ctx: &Ctx, fin: runner::Finished, json: bool) -> CliResult {
     } else {
         let _ = write!(out, "{}", report::summary(&st, Style { color: ctx.color }));
     }
-    Ok(match fin.state {
-        _ if fin.interrupted => Exit::Interrupted,
-        RunState::Completed => Exit::Ok,
-        _ => Exit::Failed,
-    })
+    Ok(Exit::of_run(&fin))
 }
 
 pub fn run(a: RunArgs, ctx: &Ctx) -> CliResult {

@@ -29,6 +29,8 @@ pub enum StoreError {
     NoSuchRun(String),
     #[error("no runs yet in this repository; start one with `mpw run PLAN`")]
     NoRuns,
+    #[error("run {run}: no workstream {ws} (see `mpw status {run}`)")]
+    NoSuchWorkstream { run: String, ws: String },
     #[error("run {run}: no task {task} (see `mpw status {run}`)")]
     NoSuchTask { run: String, task: String },
     #[error("run {run}: {what} cannot go from {from} to {to}")]

@@ -1,7 +1,7 @@
 //! The one place a state changes: the row and its event are written in one
 //! transaction, then the event is appended to `events.jsonl`.
 
-use super::rows::{RunPatch, TaskPatch, WsPatch};
+use super::rows::{RunPatch, TaskPatch, WsPatch, parse_col};
 use super::{Result, Store, StoreError, begin};
 use crate::model::{
     AttemptState, Event, EventData, RunState, StaleLocks, StateMachine, TaskFacts, TaskState,
@@ -32,6 +32,20 @@ impl Store {
         insert_event(&self.conn, &ev).map_err(self.err())?;
         self.append_jsonl(&ev)?;
         Ok(ev)
+    }
+
+    /// Begin a change: take the write lock, then read what is there now.
+    fn begin_change<T>(
+        &mut self,
+        sql: &str,
+        params: impl rusqlite::Params,
+        row: impl FnOnce(&rusqlite::Row) -> rusqlite::Result<T>,
+        missing: impl FnOnce() -> StoreError,
+    ) -> Result<(rusqlite::Transaction<'_>, T)> {
+        let e = self.err();
+        let tx = begin(&mut self.conn).map_err(&e)?;
+        let cur = tx.query_row(sql, params, row).optional().map_err(&e)?;
+        Ok((tx, cur.ok_or_else(missing)?))
     }
 
     /// After the commit: the same event to `events.jsonl`.
@@ -74,16 +88,13 @@ impl Store {
         to: RunState,
         patch: RunPatch,
     ) -> Result<Option<Event>> {
-        let ts = now();
-        let e = self.err();
-        let tx = begin(&mut self.conn).map_err(&e)?;
-        let from: RunState = tx
-            .query_row("SELECT state FROM runs WHERE id = ?1", [run], |r| {
-                super::rows::parse_col(r, 0)
-            })
-            .optional()
-            .map_err(&e)?
-            .ok_or_else(|| StoreError::NoSuchRun(run.into()))?;
+        let (ts, e) = (now(), self.err());
+        let (tx, from): (_, RunState) = self.begin_change(
+            "SELECT state FROM runs WHERE id = ?1",
+            [run],
+            |r| parse_col(r, 0),
+            || StoreError::NoSuchRun(run.into()),
+        )?;
         if from == to {
             return Ok(None);
         }
@@ -129,16 +140,16 @@ impl Store {
         to: WorkstreamState,
         patch: WsPatch,
     ) -> Result<Option<Event>> {
-        let ts = now();
-        let e = self.err();
-        let tx = begin(&mut self.conn).map_err(&e)?;
-        let from: WorkstreamState = tx
-            .query_row(
-                "SELECT state FROM workstreams WHERE run_id = ?1 AND id = ?2",
-                params![run, ws],
-                |r| super::rows::parse_col(r, 0),
-            )
-            .map_err(&e)?;
+        let (ts, e) = (now(), self.err());
+        let (tx, from): (_, WorkstreamState) = self.begin_change(
+            "SELECT state FROM workstreams WHERE run_id = ?1 AND id = ?2",
+            params![run, ws],
+            |r| parse_col(r, 0),
+            || StoreError::NoSuchWorkstream {
+                run: run.into(),
+                ws: ws.into(),
+            },
+        )?;
         if from != to {
             check(run, || format!("workstream {ws}"), from, to)?;
         }
@@ -205,21 +216,16 @@ impl Store {
         to: TaskState,
         patch: TaskPatch,
     ) -> Result<Option<Event>> {
-        let ts = now();
-        let e = self.err();
-        let tx = begin(&mut self.conn).map_err(&e)?;
-        let (from, attempts): (TaskState, u32) = tx
-            .query_row(
-                "SELECT state, attempts FROM tasks WHERE run_id = ?1 AND ws = ?2 AND id = ?3",
-                params![run, ws, task],
-                |r| Ok((super::rows::parse_col(r, 0)?, r.get(1)?)),
-            )
-            .optional()
-            .map_err(&e)?
-            .ok_or_else(|| StoreError::NoSuchTask {
+        let (ts, e) = (now(), self.err());
+        let (tx, (from, attempts)): (_, (TaskState, u32)) = self.begin_change(
+            "SELECT state, attempts FROM tasks WHERE run_id = ?1 AND ws = ?2 AND id = ?3",
+            params![run, ws, task],
+            |r| Ok((parse_col(r, 0)?, r.get(1)?)),
+            || StoreError::NoSuchTask {
                 run: run.into(),
                 task: format!("{ws}/{task}"),
-            })?;
+            },
+        )?;
         if from != to {
             check(run, || format!("task {ws}/{task}"), from, to)?;
         }
