@@ -4,8 +4,10 @@
 pub mod clean;
 pub mod cli;
 pub mod exec;
+pub mod export;
 pub mod fault;
 pub mod git;
+pub mod import;
 pub mod integrate;
 pub mod lock;
 pub mod model;

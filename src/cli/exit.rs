@@ -2,7 +2,9 @@
 //! failed, 2 usage or invalid plan, 3 environment, 130 interrupted; see
 //! docs/ARCHITECTURE.md, "Module map").
 
+use crate::export::ExportError;
 use crate::git::GitError;
+use crate::import::ImportError;
 use crate::integrate::Report;
 use crate::model::RunState;
 use crate::plan::PlanError;
@@ -63,14 +65,36 @@ impl Exit {
         }
     }
 
+    /// A foreign or broken piece is bad input (nothing merged); a missing
+    /// upstream or a branch that disagrees with its records is the environment.
+    fn of_import(e: &ImportError) -> Exit {
+        match e {
+            ImportError::Plan(_) | ImportError::Refused(_) => Exit::Usage,
+            ImportError::Git(e) => Exit::of_git(e),
+            ImportError::Store(e) => Exit::of_store(e),
+            ImportError::Run(e) => Exit::of_run_error(e),
+            ImportError::Env(_) => Exit::Env,
+        }
+    }
+
+    fn of_export(e: &ExportError) -> Exit {
+        match e {
+            ExportError::Plan(_) | ExportError::Usage(_) => Exit::Usage,
+            ExportError::Git(e) => Exit::of_git(e),
+            ExportError::Env(_) => Exit::Env,
+        }
+    }
+
     fn of_run_error(e: &RunError) -> Exit {
         use RunError as R;
         match e {
             R::Plan(_) => Exit::Usage,
             R::Git(e) => Exit::of_git(e),
             R::Store(e) => Exit::of_store(e),
+            R::Import(e) => Exit::of_import(e),
             R::BadTask { .. }
             | R::BadWorkstream { .. }
+            | R::BadRunId { .. }
             | R::BadBase { .. }
             | R::NoSuchWorkstream { .. }
             | R::NoSuchWorkstreamInRun { .. }
@@ -140,6 +164,18 @@ impl From<GitError> for CliError {
 impl From<StoreError> for CliError {
     fn from(e: StoreError) -> Self {
         CliError::new(Exit::of_store(&e), e.to_string())
+    }
+}
+
+impl From<ImportError> for CliError {
+    fn from(e: ImportError) -> Self {
+        CliError::new(Exit::of_import(&e), e.to_string())
+    }
+}
+
+impl From<ExportError> for CliError {
+    fn from(e: ExportError) -> Self {
+        CliError::new(Exit::of_export(&e), e.to_string())
     }
 }
 

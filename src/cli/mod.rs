@@ -19,6 +19,8 @@ macro_rules! out {
 
 mod completions_cmd;
 mod exit;
+mod export_cmd;
+mod import_cmd;
 mod init_cmd;
 mod integrate_cmd;
 mod plan_cmd;
@@ -93,6 +95,10 @@ pub enum Command {
     Init(init_cmd::InitArgs),
     /// Print a shell completion script (bash, zsh, fish, powershell, elvish).
     Completions(completions_cmd::CompletionsArgs),
+    /// Write a plan as a GitHub Actions or Argo workflow, one job per workstream.
+    Export(export_cmd::ExportArgs),
+    /// Merge records of workstreams run elsewhere (CI runners) into this repository's.
+    Import(import_cmd::ImportArgs),
 }
 
 /// What every command gets: the global flags, resolved.
@@ -169,6 +175,8 @@ pub fn main() -> i32 {
         Command::Clean(a) => integrate_cmd::clean(a, &ctx),
         Command::Init(a) => init_cmd::init(a, &ctx),
         Command::Completions(a) => completions_cmd::completions(a, &ctx),
+        Command::Export(a) => export_cmd::export(a, &ctx),
+        Command::Import(a) => import_cmd::import(a, &ctx),
     };
     match result {
         Ok(exit) => exit as i32,

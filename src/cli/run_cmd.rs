@@ -30,6 +30,22 @@ pub struct RunArgs {
     /// Print the final status as JSON (run_status.json) on stdout.
     #[arg(long)]
     pub json: bool,
+    /// Run id to use (overrides the plan's `run_id`).
+    #[arg(long, value_name = "ID")]
+    pub run_id: Option<String>,
+    /// Rev to start from (overrides the plan's `base`).
+    #[arg(long, value_name = "REV")]
+    pub base: Option<String>,
+    /// Do not run what the selected workstreams depend on: take their
+    /// records from --upstream-records and their branches from REMOTE.
+    #[arg(long, value_name = "REMOTE", requires = "workstreams")]
+    pub upstream_from: Option<String>,
+    /// Directories with the upstreams' records (`mpw run --records-out`).
+    #[arg(long, value_name = "DIR", requires = "upstream_from")]
+    pub upstream_records: Vec<PathBuf>,
+    /// At the end, write the records of the selected workstreams here, for `mpw import`.
+    #[arg(long, value_name = "DIR")]
+    pub records_out: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -123,6 +139,12 @@ pub fn run(a: RunArgs, ctx: &Ctx) -> CliResult {
         fail_fast: a.fail_fast,
         lenient: a.load.lenient,
         grace: Duration::from_secs(a.grace),
+        run_id: a.run_id,
+        base: a.base,
+        upstream: a.upstream_from.map(|remote| runner::Upstream {
+            remote,
+            records: a.upstream_records,
+        }),
     };
     let json = a.json;
     let fin = runner::run(
@@ -137,7 +159,34 @@ pub fn run(a: RunArgs, ctx: &Ctx) -> CliResult {
             }
         },
     )?;
+    if let Some(dir) = &a.records_out {
+        write_records(&opts, &fin, dir)?;
+    }
     finish(ctx, fin, json)
+}
+
+/// `--records-out`: a piece per workstream this invocation ran.
+fn write_records(
+    opts: &RunOptions,
+    fin: &runner::Finished,
+    dir: &std::path::Path,
+) -> Result<(), CliError> {
+    let rc = runner::open_repo(Some(&fin.repo))?;
+    let store = Store::open_existing(rc.layout.clone())?;
+    // Upstreams taken from records were not run here: no piece of theirs.
+    let wss: Vec<String> = if opts.upstream.is_none() {
+        store
+            .workstreams(&fin.run_id)?
+            .into_iter()
+            .map(|w| w.id)
+            .collect()
+    } else {
+        opts.workstreams.clone()
+    };
+    drop(store);
+    let plan = crate::import::plan_value_of(&opts.plan)?;
+    crate::import::write_pieces(&rc.layout, &fin.run_id, &wss, &plan, dir)?;
+    Ok(())
 }
 
 pub fn resume(a: ResumeArgs, ctx: &Ctx) -> CliResult {

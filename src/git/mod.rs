@@ -7,6 +7,7 @@ mod error;
 mod history;
 mod ignored;
 mod merge;
+mod remote;
 mod repo;
 mod snapshot;
 #[cfg(test)]
@@ -19,5 +20,6 @@ pub use gix::ObjectId as Oid;
 pub use history::*;
 pub use ignored::*;
 pub use merge::*;
+pub use remote::*;
 pub use snapshot::*;
 pub use worktree::*;

@@ -9,7 +9,15 @@ use super::error::{GitError, ctx};
 /// with nanoseconds. Without them every file written in the same second as
 /// the index is "racy" and status hashes it again (all of a new worktree).
 pub(super) fn open_repo(path: &Path) -> Result<gix::Repository, GitError> {
-    let opts = gix::open::Options::default().config_overrides(["gitoxide.core.useNsec=true"]);
+    // Without a git identity (a fresh CI runner), gix cannot write reflogs;
+    // the fallback is the identity mpw's commits use then (see `signatures`).
+    let opts = gix::open::Options::default().config_overrides([
+        "gitoxide.core.useNsec=true",
+        "gitoxide.committer.nameFallback=mpw",
+        "gitoxide.committer.emailFallback=mpw@localhost",
+        "gitoxide.author.nameFallback=mpw",
+        "gitoxide.author.emailFallback=mpw@localhost",
+    ]);
     gix::open_opts(path, opts).map_err(|e| {
         if path.exists() {
             GitError::gix(format!("opening {}", path.display()), e)

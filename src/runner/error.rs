@@ -20,6 +20,9 @@ pub enum RunError {
     Store(#[from] StoreError),
     #[error(transparent)]
     Lock(#[from] LockError),
+    /// Records of upstream workstreams (`mpw run --upstream-from`).
+    #[error(transparent)]
+    Import(#[from] crate::import::ImportError),
 
     // Bad input the user can fix; nothing was touched.
     #[error("task {ws}/{task}: {problem}")]
@@ -30,6 +33,8 @@ pub enum RunError {
     },
     #[error("workstream {ws}: {problem}")]
     BadWorkstream { ws: String, problem: String },
+    #[error("--run-id {id:?}: {problem}")]
+    BadRunId { id: String, problem: String },
     #[error("{}: base {base:?} does not resolve to a commit in {}", plan.display(), repo.display())]
     BadBase {
         plan: PathBuf,

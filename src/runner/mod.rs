@@ -22,7 +22,7 @@ mod recover;
 use error::Result;
 pub use error::RunError;
 pub use ledger::Listener;
-pub use options::{Finished, RunOptions, plan_shell};
+pub use options::{Finished, RunOptions, Upstream, plan_shell};
 pub(crate) use options::{Invocation, StoredOptions};
 
 use crate::git::{self, GitError, Oid, RepoInfo};
@@ -80,7 +80,11 @@ fn prepare(opts: &RunOptions) -> Result<Prepared> {
     let repo = open_repo(repo_dir.as_deref())?;
     let main = repo.info.main_workdir.clone();
 
-    let base_rev = loaded.plan.base.clone().unwrap_or_else(|| "HEAD".into());
+    let base_rev = opts
+        .base
+        .clone()
+        .or_else(|| loaded.plan.base.clone())
+        .unwrap_or_else(|| "HEAD".into());
     let base = git::resolve_commit(&main, &base_rev).map_err(|e| match e {
         GitError::UnknownRev { .. } => RunError::BadBase {
             plan: opts.plan.clone(),
@@ -97,10 +101,18 @@ fn prepare(opts: &RunOptions) -> Result<Prepared> {
         None
     };
 
-    let run_id = loaded
-        .plan
+    if let Some(id) = &opts.run_id
+        && let Some(problem) = plan::id_problem(id)
+    {
+        return Err(RunError::BadRunId {
+            id: id.clone(),
+            problem,
+        });
+    }
+    let run_id = opts
         .run_id
         .clone()
+        .or_else(|| loaded.plan.run_id.clone())
         .unwrap_or_else(|| ulid::Ulid::generate().to_string());
     let loaded = select_workstreams(loaded, &opts.workstreams)?;
 
@@ -229,6 +241,17 @@ pub fn run(
     }
     let main = p.repo.info.main_workdir.clone();
     let plan = &p.loaded.plan;
+    // Upstreams taken from records are not run here: their branches come
+    // from the remote.
+    let upstream: Vec<String> = match &opts.upstream {
+        Some(_) => plan
+            .workstreams
+            .iter()
+            .map(|w| w.id.clone())
+            .filter(|id| !opts.workstreams.contains(id))
+            .collect(),
+        None => Vec::new(),
+    };
 
     // Refuse before touching anything: branches or worktree paths in the way.
     let mut wss = Vec::new();
@@ -244,14 +267,15 @@ pub fn run(
         if !git::is_valid_branch_name(&branch) {
             return Err(bad(format!("{branch:?} is not a valid branch name")));
         }
-        if git::branch_tip(&main, &branch)?.is_some() {
+        let ours = !upstream.contains(&w.id);
+        if ours && git::branch_tip(&main, &branch)?.is_some() {
             return Err(bad(format!(
                 "branch {branch} already exists; pick another run_id or branch (or `mpw resume {}`)",
                 p.run_id
             )));
         }
         let wt = p.worktree_root.join(&p.run_id).join(&w.id);
-        if wt.exists() {
+        if ours && wt.exists() {
             return Err(RunError::WorktreeInTheWay {
                 ws: w.id.clone(),
                 path: wt,
@@ -295,6 +319,18 @@ pub fn run(
     })?;
     let plan_json = serde_json::to_vec_pretty(plan).expect("plan serialises");
     crate::store::write_atomic(&store.layout.plan_json(&p.run_id), &plan_json)?;
+    if let Some(up) = &opts.upstream {
+        let full = crate::import::plan_value_of(&opts.plan)?;
+        crate::import::seed_upstreams(
+            &mut store,
+            &main,
+            &p.run_id,
+            &full,
+            &p.base.to_string(),
+            &upstream,
+            up,
+        )?;
+    }
     on_id(&p.run_id);
     let lock = lock_run(&store.layout, &p.run_id)?;
     let how = Invocation {

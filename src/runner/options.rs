@@ -18,6 +18,22 @@ pub struct RunOptions {
     pub lenient: bool,
     /// Between TERM and KILL when stopping tasks.
     pub grace: Duration,
+    /// Overrides the plan's `run_id`.
+    pub run_id: Option<String>,
+    /// Overrides the plan's `base`.
+    pub base: Option<String>,
+    /// Take the selected workstreams' upstreams from records and a remote
+    /// instead of running them (a CI runner per workstream).
+    pub upstream: Option<Upstream>,
+}
+
+/// Where the upstreams of `--workstream` come from on a CI runner.
+#[derive(Debug, Clone)]
+pub struct Upstream {
+    /// Remote their branches were pushed to.
+    pub remote: String,
+    /// Directories holding their pieces (see `crate::import`).
+    pub records: Vec<PathBuf>,
 }
 
 /// How a run ended, for the exit code and the summary.
