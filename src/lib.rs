@@ -19,3 +19,4 @@ pub mod runner;
 pub mod scheduler;
 pub mod signals;
 pub mod store;
+pub mod worktree_include;

@@ -44,6 +44,31 @@ const BAD: &[(&str, &[&str])] = &[
     ),
     ("empty-file", &["empty-file.jsonc:1:1: error", "empty"]),
     (
+        "misspelt-key",
+        &[
+            "misspelt-key.jsonc:6:7: error: unknown key `alowed_paths` in workstream `WS-1`\n  help: did you mean `allowed_paths`?",
+        ],
+    ),
+    (
+        "misspelt-dependency",
+        &[
+            "misspelt-dependency.jsonc:7:22: error: workstream `docs` depends on unknown workstream `parsr`\n  help: did you mean `parser`?",
+            "misspelt-dependency.jsonc:9:56: error: task `docs/write` depends on unknown task `parser/lexx`",
+            "help: did you mean `parser/lex`?",
+            "misspelt-dependency.jsonc:10:41: error: unknown key `depend_on` in task `docs/check`\n  help: did you mean `depends_on`?",
+            "plan is invalid: 3 error(s)",
+        ],
+    ),
+    (
+        "type-error-and-more",
+        &[
+            "type-error-and-more.jsonc:4:33: error: `priority` of workstream `WS-1`",
+            "help: write `priority` as a whole number",
+            "type-error-and-more.jsonc:4:96: error: task `WS-1/T1` depends on unknown task `T2`",
+            "plan is invalid: 2 error(s)",
+        ],
+    ),
+    (
         "type-error",
         &[
             "type-error.jsonc:6:51: error",
@@ -326,6 +351,14 @@ fn every_bad_plan_exits_2_naming_the_culprit_and_its_position() {
         if !stdout_of(&out).is_empty() {
             failures.push(format!("{name}: stdout not empty"));
         }
+        // each error comes with a one-line suggestion
+        let errors = err.lines().filter(|l| l.contains(": error: ")).count();
+        let helps = err.lines().filter(|l| l.starts_with("  help: ")).count();
+        if errors != helps {
+            failures.push(format!(
+                "{name}: {errors} error(s), {helps} help line(s)\n{err}"
+            ));
+        }
     }
     assert!(failures.is_empty(), "{}", failures.join("\n\n"));
 }
@@ -350,7 +383,7 @@ fn every_good_plan_and_example_plan_is_valid() {
     ));
     assert!(files.len() >= 6, "{files:?}");
     for f in files {
-        let out = check(&rel(&f), &["--strict"]);
+        let out = check(&rel(&f), &[]);
         assert_eq!(
             out.status.code(),
             Some(0),
@@ -387,36 +420,95 @@ fn many_mistakes_reports_every_error_in_one_run_as_json_too() {
 }
 
 #[test]
-fn unknown_keys_warn_and_fail_with_strict_but_metadata_is_free() {
+fn unknown_keys_fail_warn_with_lenient_and_metadata_is_free() {
     let f = rel(&testdata("plans/warn/unknown-key.jsonc"));
     let out = check(&f, &[]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = stderr_of(&out);
+    for s in [
+        "unknown-key.jsonc:3:3: error: unknown key `owner` in the plan",
+        "unknown-key.jsonc:7:7: error: unknown key `estimate` in workstream `WS-1`",
+        "unknown-key.jsonc:9:54: error: unknown key `guardrails.warn_on` in task `WS-1/T1`",
+        "plan is invalid: 3 error(s)",
+    ] {
+        assert!(err.contains(s), "missing {s:?} in\n{err}");
+    }
+    // nothing close to `owner`: the way out is named instead
+    assert!(err.contains("help: remove it, move it under `metadata`, or pass --lenient"));
+    assert!(stdout_of(&out).is_empty());
+    // the old flag still works, and means what is now the default
+    assert_eq!(check(&f, &["--strict"]).status.code(), Some(2));
+
+    let out = check(&f, &["--lenient"]);
     assert_eq!(out.status.code(), Some(0), "{}", stderr_of(&out));
     let err = stderr_of(&out);
     for s in [
-        "unknown-key.jsonc:3:3: warning: unknown key `owner`",
-        "unknown-key.jsonc:7:7: warning: unknown key `estimate` in workstream `WS-1`",
-        "unknown-key.jsonc:9:54: warning: unknown key `guardrails.warn_on` in task `WS-1/T1`",
+        "unknown-key.jsonc:3:3: warning: unknown key `owner` in the plan; ignored",
+        "unknown-key.jsonc:7:7: warning: unknown key `estimate` in workstream `WS-1`; ignored",
+        "unknown-key.jsonc:9:54: warning: unknown key `guardrails.warn_on` in task `WS-1/T1`; ignored",
     ] {
         assert!(err.contains(s), "missing {s:?} in\n{err}");
     }
     assert!(!err.contains("metadata"), "{err}");
     assert!(stdout_of(&out).contains("plan is valid"));
 
-    let out = check(&f, &["--strict"]);
-    assert_eq!(out.status.code(), Some(2));
-    let err = stderr_of(&out);
-    assert!(
-        err.contains("unknown-key.jsonc:3:3: error: unknown key `owner`"),
-        "{err}"
-    );
-    assert!(err.contains("plan is invalid: 3 error(s)"), "{err}");
-
-    let out = check(&f, &["--json"]);
+    let out = check(&f, &["--json", "--lenient"]);
     let v: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["ok"], true);
     assert_eq!(v["warnings"].as_array().unwrap().len(), 3);
     assert_eq!(v["warnings"][0]["severity"], "warning");
     assert_eq!(v["warnings"][0]["pointer"], "/owner");
+
+    let out = check(&f, &["--json"]);
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["ok"], false);
+    assert_eq!(v["errors"].as_array().unwrap().len(), 3);
+}
+
+#[test]
+fn misspelt_keys_and_ids_come_with_a_guess_in_json_too() {
+    let out = check(
+        &rel(&testdata("plans/bad/misspelt-dependency.jsonc")),
+        &["--json"],
+    );
+    assert_eq!(out.status.code(), Some(2));
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let helps: Vec<&str> = v["errors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["help"].as_str().unwrap_or(""))
+        .collect();
+    assert_eq!(
+        helps,
+        [
+            "did you mean `parser`?",
+            "did you mean `parser/lex`?",
+            "did you mean `depends_on`?"
+        ]
+    );
+}
+
+#[test]
+fn run_refuses_a_misspelt_plan_before_touching_anything_unless_lenient() {
+    let repo = common::repo().commit("init");
+    let plan = repo.plan(
+        "typo",
+        r#"{ "workstreams": [ { "id": "A", "alowed_paths": ["a/**"],
+             "tasks": [ { "id": "T1", "run": "echo hi > a.txt" } ] } ] }"#,
+    );
+    let out = repo.mpw().args(["run"]).arg(&plan).output().unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", stderr_of(&out));
+    assert!(stderr_of(&out).contains("did you mean `allowed_paths`?"));
+    assert!(!repo.path.with_extension("mpw").exists());
+    let out = repo
+        .mpw()
+        .args(["run", "--lenient"])
+        .arg(&plan)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr_of(&out));
+    assert!(stderr_of(&out).contains("warning: unknown key `alowed_paths`"));
 }
 
 #[test]
@@ -846,4 +938,75 @@ fn bench_validate_100x100() {
         size / 1024,
         best.as_secs_f64() * 1000.0
     );
+}
+
+#[test]
+fn fix_sorts_keys_and_recases_ids_keeping_comments_then_checks() {
+    let dir = tempfile::tempdir().unwrap();
+    let plan = dir.path().join("plan.jsonc");
+    std::fs::write(
+        &plan,
+        r#"// generated by an assistant
+{
+  "workstreams": [
+    {
+      "tasks": [
+        { "run": "true", "id": "build" }, // compiles
+        { "id": "test", "run": "true", "depends_on": ["Build", "lint"] },
+      ],
+      "id": "core",
+    },
+  ],
+  "name": "fixable",
+}
+"#,
+    )
+    .unwrap();
+    let out = mpw()
+        .current_dir(dir.path())
+        .args(["plan", "check", "--fix", "plan.jsonc"])
+        .output()
+        .unwrap();
+    let err = stderr_of(&out);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("plan.jsonc: fixed: `Build` -> `build` in the depends_on of task `core/test`"),
+        "{err}"
+    );
+    assert!(
+        err.contains("fixed: sorted the keys of 3 object(s) into schema order"),
+        "{err}"
+    );
+    // what is not certain is left, with a one-line suggestion
+    assert!(
+        err.contains("error: task `core/test` depends on unknown task `lint`"),
+        "{err}"
+    );
+    assert!(
+        err.contains("help: known tasks of `core`: `build`"),
+        "{err}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(&plan).unwrap(),
+        r#"// generated by an assistant
+{
+  "name": "fixable",
+  "workstreams": [
+    {
+      "id": "core",
+      "tasks": [
+        { "id": "build", "run": "true" }, // compiles
+        { "id": "test", "run": "true", "depends_on": ["build", "lint"] },
+      ],
+    },
+  ],
+}
+"#
+    );
+    let again = mpw()
+        .current_dir(dir.path())
+        .args(["plan", "check", "--fix", "plan.jsonc"])
+        .output()
+        .unwrap();
+    assert!(stderr_of(&again).contains("nothing to fix with certainty"));
 }

@@ -43,9 +43,8 @@ pub struct ExportArgs {
     /// Argo: the repository URL pods clone (default: the `origin` remote's).
     #[arg(long, value_name = "URL")]
     pub repo_url: Option<String>,
-    /// Unknown keys in the plan are errors.
-    #[arg(long)]
-    pub strict: bool,
+    #[command(flatten)]
+    pub load: super::plan_cmd::LoadArgs,
 }
 
 pub fn export(a: ExportArgs, ctx: &Ctx) -> CliResult {
@@ -60,7 +59,7 @@ pub fn export(a: ExportArgs, ctx: &Ctx) -> CliResult {
         install: a.install,
         integrate_into: a.integrate_into,
         gate: a.gate,
-        strict: a.strict,
+        lenient: a.load.lenient,
         image: a.image,
         git_secret: a.git_secret,
         repo_url: a.repo_url,

@@ -17,9 +17,11 @@ macro_rules! out {
     }};
 }
 
+mod completions_cmd;
 mod exit;
 mod export_cmd;
 mod import_cmd;
+mod init_cmd;
 mod integrate_cmd;
 mod mcp_cmd;
 mod plan_cmd;
@@ -90,6 +92,10 @@ pub enum Command {
     Report(pr_cmd::ReportArgs),
     /// Remove a run's worktrees (and integrated branches).
     Clean(integrate_cmd::CleanArgs),
+    /// Write a commented starter plan (and its schema) into plans/.
+    Init(init_cmd::InitArgs),
+    /// Print a shell completion script (bash, zsh, fish, powershell, elvish).
+    Completions(completions_cmd::CompletionsArgs),
     /// Write a plan as a GitHub Actions or Argo workflow, one job per workstream.
     Export(export_cmd::ExportArgs),
     /// Merge records of workstreams run elsewhere (CI runners) into this repository's.
@@ -170,6 +176,8 @@ pub fn main() -> i32 {
         Command::Pr(a) => pr_cmd::pr(a, &ctx),
         Command::Report(a) => pr_cmd::report(a, &ctx),
         Command::Clean(a) => integrate_cmd::clean(a, &ctx),
+        Command::Init(a) => init_cmd::init(a, &ctx),
+        Command::Completions(a) => completions_cmd::completions(a, &ctx),
         Command::Export(a) => export_cmd::export(a, &ctx),
         Command::Import(a) => import_cmd::import(a, &ctx),
         Command::Mcp(a) => mcp_cmd::mcp(a, &ctx),

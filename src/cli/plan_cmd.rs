@@ -2,7 +2,7 @@
 
 use super::{CliError, CliResult, Ctx, Exit};
 use crate::plan::{self, Diagnostic, GraphFormat, LoadOptions, Loaded, PlanError};
-use clap::{Subcommand, ValueEnum};
+use clap::{Args, Subcommand, ValueEnum};
 use std::path::{Path, PathBuf};
 
 #[derive(Debug, Subcommand)]
@@ -11,12 +11,15 @@ pub enum PlanCmd {
     Check {
         /// The plan file (JSON or JSONC).
         plan: PathBuf,
-        /// Unknown keys are errors, not warnings.
-        #[arg(long)]
-        strict: bool,
+        #[command(flatten)]
+        load: LoadArgs,
         /// Print the result as JSON on stdout.
         #[arg(long)]
         json: bool,
+        /// Rewrite the plan with the fixes that are certain (keys in schema
+        /// order, ids' case as defined), keeping comments; then check it.
+        #[arg(long)]
+        fix: bool,
     },
     /// Print the JSON Schema of the plan format (for editors and AI tools).
     Schema,
@@ -26,10 +29,28 @@ pub enum PlanCmd {
         plan: PathBuf,
         #[arg(long, value_enum, default_value_t = FormatArg::Dot)]
         format: FormatArg,
-        /// Unknown keys are errors, not warnings.
-        #[arg(long)]
-        strict: bool,
+        #[command(flatten)]
+        load: LoadArgs,
     },
+}
+
+/// How a plan is read, for every command that reads one.
+#[derive(Debug, Clone, Copy, Args)]
+pub struct LoadArgs {
+    /// Unknown keys in the plan are warnings, not errors.
+    #[arg(long)]
+    pub lenient: bool,
+    /// Unknown keys are errors: the default now, accepted for old scripts.
+    #[arg(long, hide = true, conflicts_with = "lenient")]
+    pub strict: bool,
+}
+
+impl LoadArgs {
+    pub fn options(self) -> LoadOptions {
+        LoadOptions {
+            lenient: self.lenient,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -40,18 +61,23 @@ pub enum FormatArg {
 
 pub fn run(cmd: PlanCmd, ctx: &Ctx) -> CliResult {
     match cmd {
-        PlanCmd::Check { plan, strict, json } => check(&plan, strict, json, ctx),
+        PlanCmd::Check {
+            plan,
+            load,
+            json,
+            fix,
+        } => {
+            if fix {
+                fix_file(&plan)?;
+            }
+            check(&plan, load.options(), json, ctx)
+        }
         PlanCmd::Schema => {
             out(&(pretty(&plan::schema()) + "\n"));
             Ok(Exit::Ok)
         }
-        PlanCmd::Graph {
-            plan,
-            format,
-            strict,
-        } => {
-            let loaded =
-                plan::load(&plan, LoadOptions { strict }).map_err(|e| failure(&plan, e))?;
+        PlanCmd::Graph { plan, format, load } => {
+            let loaded = plan::load(&plan, load.options()).map_err(|e| failure(&plan, e))?;
             print_warnings(&loaded.warnings);
             let fmt = match format {
                 FormatArg::Dot => GraphFormat::Dot,
@@ -82,20 +108,26 @@ fn print_warnings(warnings: &[Diagnostic]) {
     }
 }
 
-fn check(path: &Path, strict: bool, json: bool, ctx: &Ctx) -> CliResult {
-    match plan::load(path, LoadOptions { strict }) {
+fn check(path: &Path, opts: LoadOptions, json: bool, ctx: &Ctx) -> CliResult {
+    match plan::load(path, opts) {
         Ok(loaded) => {
             print_warnings(&loaded.warnings);
+            let included = included_copies(&loaded, ctx);
             if json {
                 let json = serde_json::json!({
                     "ok": true,
                     "plan": loaded.plan,
                     "summary": plan::summary(&loaded),
+                    "copy": {
+                        "globals": loaded.plan.globals.copy,
+                        "worktreeinclude": included,
+                    },
                     "warnings": loaded.warnings,
                 });
                 out(&(pretty(&json) + "\n"));
             } else {
                 print_summary(path, &loaded, ctx);
+                print_copies(&loaded.plan.globals.copy, &included);
             }
             Ok(Exit::Ok)
         }
@@ -191,4 +223,72 @@ fn print_summary(path: &Path, loaded: &Loaded, ctx: &Ctx) {
         }
     }
     out(&o);
+}
+
+/// What `.worktreeinclude` adds to each new worktree, when the plan's
+/// repository is at hand; a broken `.worktreeinclude` is a warning here
+/// (`mpw run` stops on it).
+fn included_copies(loaded: &Loaded, ctx: &Ctx) -> Vec<String> {
+    let Some(start) = loaded
+        .repo_dir(ctx.repo.as_deref())
+        .or_else(|| std::env::current_dir().ok())
+    else {
+        return Vec::new();
+    };
+    let Ok(info) = crate::git::discover(&start) else {
+        return Vec::new();
+    };
+    crate::worktree_include::paths_to_copy(&info.main_workdir).unwrap_or_else(|e| {
+        eprintln!("mpw: warning: {e}");
+        Vec::new()
+    })
+}
+
+fn print_copies(globals: &[String], included: &[String]) {
+    if globals.is_empty() && included.is_empty() {
+        return;
+    }
+    let mut o = String::from("  copied into each new worktree (never committed):\n");
+    for c in globals {
+        o.push_str(&format!("    {c}  (globals.copy)\n"));
+    }
+    for c in included {
+        o.push_str(&format!("    {c}  ({})\n", crate::worktree_include::FILE));
+    }
+    out(&o);
+}
+
+/// Applies the certain fixes in place and says what they were. A file that
+/// is not JSONC is left for the check to report.
+fn fix_file(path: &Path) -> Result<(), CliError> {
+    let text = std::fs::read_to_string(path).map_err(|source| {
+        CliError::from(PlanError::Read {
+            path: path.to_path_buf(),
+            source,
+        })
+    })?;
+    let (bom, body) = match text.strip_prefix('\u{feff}') {
+        Some(b) => ("\u{feff}", b),
+        None => ("", text.as_str()),
+    };
+    let Ok(fixed) = plan::fix(body) else {
+        return Ok(());
+    };
+    if fixed.changes.is_empty() {
+        eprintln!("{}: nothing to fix with certainty", path.display());
+        return Ok(());
+    }
+    let io = |e: std::io::Error| CliError::env(format!("writing {}: {e}", path.display()));
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    // Written beside it and renamed over it: never half a plan.
+    let mut tmp = tempfile::NamedTempFile::new_in(dir).map_err(io)?;
+    std::io::Write::write_all(&mut tmp, format!("{bom}{}", fixed.text).as_bytes()).map_err(io)?;
+    tmp.persist(path).map_err(|e| io(e.error))?;
+    for c in &fixed.changes {
+        eprintln!("{}: fixed: {c}", path.display());
+    }
+    Ok(())
 }

@@ -22,9 +22,8 @@ pub struct RunArgs {
     /// Start nothing new after the first failure.
     #[arg(long)]
     pub fail_fast: bool,
-    /// Unknown keys in the plan are errors.
-    #[arg(long)]
-    pub strict: bool,
+    #[command(flatten)]
+    pub load: super::plan_cmd::LoadArgs,
     /// Seconds between TERM and KILL when stopping tasks.
     #[arg(long, value_name = "SECS", default_value_t = 5)]
     pub grace: u64,
@@ -138,7 +137,7 @@ pub fn run(a: RunArgs, ctx: &Ctx) -> CliResult {
         max_concurrency: a.max_concurrency.map(|m| m as usize),
         workstreams: a.workstreams,
         fail_fast: a.fail_fast,
-        strict: a.strict,
+        lenient: a.load.lenient,
         grace: Duration::from_secs(a.grace),
         run_id: a.run_id,
         base: a.base,

@@ -61,11 +61,15 @@ pub(super) fn render(e: &Exported) -> Result<String> {
                 "path": format!("/work/upstream/{}", e.jobs[u].ws),
             }));
         }
-        let upstream = if j.upstream.is_empty() {
+        let mut upstream = if j.upstream.is_empty() {
             String::new()
         } else {
             " --upstream-from origin --upstream-records /work/upstream".into()
         };
+        if e.opts.lenient {
+            // the runner reads the plan as the export did
+            upstream.push_str(" --lenient");
+        }
         script.push_str(&format!(
             "status=0\nmpw run \"$MPW_PLAN\" --workstream {} --run-id \"$MPW_RUN_ID\" --base \"$MPW_BASE\" --records-out /work/records{upstream} || status=$?\nrefs=$(git for-each-ref --format='%(refname)' {} \"refs/mpw/$MPW_RUN_ID/\")\nfor r in $refs; do set -- \"$@\" \"+$r:$r\"; done\nif [ $# -gt 0 ]; then git push origin \"$@\"; fi\nexit $status\n",
             sq(&j.ws),

@@ -106,6 +106,10 @@ fn ws_job(e: &Exported, j: &super::Job) -> Value {
         "mpw run \"$MPW_PLAN\" --workstream {} --run-id \"$MPW_RUN_ID\" --base \"$MPW_BASE\" --records-out mpw-records",
         sq(&j.ws)
     );
+    if e.opts.lenient {
+        // the runner reads the plan as the export did
+        cmd.push_str(" --lenient");
+    }
     if !j.upstream.is_empty() {
         cmd.push_str(" --upstream-from origin --upstream-records mpw-upstream");
     }

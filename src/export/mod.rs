@@ -46,7 +46,8 @@ pub struct ExportOptions {
     pub install: String,
     pub integrate_into: Option<String>,
     pub gate: Option<String>,
-    pub strict: bool,
+    /// Unknown plan keys are warnings, not errors.
+    pub lenient: bool,
     /// Argo: the container image every step runs in.
     pub image: String,
     /// Argo: the secret holding `username` and `password` for git.
@@ -99,7 +100,7 @@ fn prepare(opts: &ExportOptions) -> Result<Exported> {
     let loaded = plan::load(
         &opts.plan,
         LoadOptions {
-            strict: opts.strict,
+            lenient: opts.lenient,
         },
     )?;
     let start = match &opts.repo {

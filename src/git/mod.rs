@@ -5,6 +5,7 @@
 mod checkout;
 mod error;
 mod history;
+mod ignored;
 mod merge;
 mod remote;
 mod repo;
@@ -17,6 +18,7 @@ pub use checkout::{advance_branch, update_ref_cas};
 pub use error::GitError;
 pub use gix::ObjectId as Oid;
 pub use history::*;
+pub use ignored::*;
 pub use merge::*;
 pub use remote::*;
 pub use snapshot::*;

@@ -3,7 +3,7 @@
 
 use super::source::{LineIndex, esc, offset_of, pointer_segments};
 use super::validate::{self, Finding};
-use super::{Diagnostic, LoadOptions, Loaded, Plan, PlanError, Severity, Task, Workstream};
+use super::{Diagnostic, LoadOptions, Loaded, Plan, PlanError, Severity, keys, suggest};
 use jsonc_parser::{CollectOptions, ParseOptions, ast, parse_to_ast};
 use serde::de::DeserializeOwned;
 use serde_json::{Map, Value};
@@ -21,7 +21,7 @@ pub fn load(path: &Path, opts: LoadOptions) -> Result<Loaded, PlanError> {
 /// JSONC as VS Code writes it: comments and trailing commas, nothing looser
 /// (no single quotes, missing commas, bare keys, hex numbers ...), so a plan
 /// that passes here is one edit away from plain JSON.
-fn jsonc_options() -> ParseOptions {
+pub(crate) fn jsonc_options() -> ParseOptions {
     ParseOptions {
         allow_comments: true,
         allow_trailing_commas: true,
@@ -41,30 +41,41 @@ fn jsonc_options() -> ParseOptions {
 pub fn parse_str(text: &str, path: &Path, opts: LoadOptions) -> Result<Loaded, PlanError> {
     let text = text.strip_prefix('\u{feff}').unwrap_or(text);
     let lines = LineIndex::new(text);
-    let syntax = |offset: usize, message: String| {
+    let syntax = |offset: usize, message: String, help: &str| {
         PlanError::Invalid(vec![Diagnostic {
             severity: Severity::Error,
             pointer: String::new(),
             location: Some(lines.location(path, offset)),
             message,
+            help: Some(help.to_string()),
         }])
     };
-    let parsed = parse_to_ast(text, &CollectOptions::default(), &jsonc_options())
-        .map_err(|e| syntax(e.range().start, format!("invalid JSON: {}", e.kind())))?;
+    let parsed = parse_to_ast(text, &CollectOptions::default(), &jsonc_options()).map_err(|e| {
+        syntax(
+            e.range().start,
+            format!("invalid JSON: {}", e.kind()),
+            "JSON with comments and trailing commas is accepted, nothing looser: \
+                 double quotes around keys and strings, commas between items",
+        )
+    })?;
     let Some(ast) = parsed.value else {
         return Err(syntax(
             0,
             "the plan is empty: expected a JSON object".into(),
+            "`mpw init` writes a starter plan",
         ));
     };
 
     let mut findings = Vec::new();
     let mut trail = Vec::new();
     let value = to_value(&ast, &mut trail, false, &mut findings);
-    let plan = deserialize(&value, opts, &mut findings);
-    let dag = plan
-        .as_ref()
-        .and_then(|p| validate::validate(p, &mut findings));
+    let (plan, dead) = deserialize(&value, opts, &mut findings);
+    let dag = plan.as_ref().and_then(|p| {
+        let mut semantic = Vec::new();
+        let dag = validate::validate(p, &mut semantic);
+        findings.extend(semantic.into_iter().filter(|f| !under(&f.pointer, &dead)));
+        dag
+    });
 
     let mut diags: Vec<(usize, Diagnostic)> = findings
         .into_iter()
@@ -80,6 +91,7 @@ pub fn parse_str(text: &str, path: &Path, opts: LoadOptions) -> Result<Loaded, P
                 pointer: f.pointer,
                 location: Some(lines.location(path, offset)),
                 message,
+                help: f.help,
             };
             (offset, d)
         })
@@ -162,7 +174,8 @@ fn to_value<'b>(
                     let mut f = Finding::error(
                         trail_pointer(trail),
                         format!("duplicate key `{name}`: which one counts would be a guess"),
-                    );
+                    )
+                    .help("keep one of them");
                     f.at_key = true;
                     out.push(f);
                 }
@@ -282,10 +295,37 @@ fn type_finding(root: &Value, (pointer, msg): (String, String)) -> Finding {
         (false, true) => format!("{ctx}: {msg}"),
         (false, false) => format!("`{key}` of {ctx}: {msg}"),
     };
-    Finding::error(pointer, message)
+    let help = type_help(&msg, &key);
+    Finding::error(pointer, message).maybe_help(help)
 }
 
-fn unknown_finding(root: &Value, pointer: String, strict: bool) -> Option<Finding> {
+/// serde's "expected u64" in words a plan author uses.
+fn type_help(msg: &str, key: &str) -> Option<String> {
+    if let Some(field) = msg
+        .strip_prefix("missing field `")
+        .and_then(|r| r.split('`').next())
+    {
+        return Some(format!("add `\"{field}\"`"));
+    }
+    let expected = msg.rsplit_once("expected ")?.1;
+    let kind = match expected.trim_start_matches("one of ").split(' ').next()? {
+        "u64" | "u32" | "usize" => "a whole number, without quotes".to_string(),
+        "i64" | "i32" => "a whole number".to_string(),
+        "a" if expected.contains("string") => "a string".into(),
+        "a" if expected.contains("sequence") => "a list (`[...]`)".into(),
+        "a" if expected.contains("boolean") => "`true` or `false`".into(),
+        "struct" | "a" => "an object (`{...}`)".into(),
+        _ => format!("one of {}", expected.trim_start_matches("one of ")),
+    };
+    let what = if key.is_empty() {
+        "it".into()
+    } else {
+        format!("`{key}`")
+    };
+    Some(format!("write {what} as {kind}"))
+}
+
+fn unknown_finding(root: &Value, pointer: String, lenient: bool) -> Option<Finding> {
     let segs = pointer_segments(&pointer);
     // `metadata` is free-form wherever it appears.
     if segs.last().is_some_and(|s| s == "metadata") {
@@ -297,21 +337,90 @@ fn unknown_finding(root: &Value, pointer: String, strict: bool) -> Option<Findin
     } else {
         ctx
     };
-    let (severity, tail) = if strict {
-        (Severity::Error, " (--strict)")
+    let (severity, tail) = if lenient {
+        (Severity::Warning, "; ignored (--lenient)")
     } else {
-        (Severity::Warning, "; ignored")
+        (Severity::Error, "")
     };
+    let (last, parent) = segs.split_last()?;
+    let help = keys::known_keys(parent)
+        .and_then(|known| suggest::hint(last, known))
+        .or_else(|| {
+            (!lenient).then(|| {
+                "remove it, move it under `metadata`, or pass --lenient to ignore unknown keys"
+                    .to_string()
+            })
+        });
     let mut f = Finding::error(pointer, format!("unknown key `{key}` in {place}{tail}"));
     f.severity = severity;
     f.at_key = true;
-    Some(f)
+    Some(f.maybe_help(help))
 }
 
-/// Typed plan, or `None` after recording every type error found: when the
-/// whole plan does not deserialize, each workstream and task is tried on its
-/// own so that all culprits are named, not just the first.
-fn deserialize(value: &Value, opts: LoadOptions, out: &mut Vec<Finding>) -> Option<Plan> {
+fn under(pointer: &str, dead: &[String]) -> bool {
+    dead.iter().any(|d| {
+        pointer == d || (pointer.starts_with(d.as_str()) && pointer[d.len()..].starts_with('/'))
+    })
+}
+
+fn parent_of(pointer: &str) -> Option<(&str, &str)> {
+    pointer
+        .rfind('/')
+        .map(|i| (&pointer[..i], &pointer[i + 1..]))
+}
+
+/// Takes the culprit at `pointer` out of `v` so that the rest can be read:
+/// a key is removed (its default applies), a workstream or task that is not
+/// an object becomes `{}`, a bad element of any other list takes its list
+/// with it. Returns the pointer of a stand-in, if one was made.
+fn remove_culprit(v: &mut Value, pointer: &str) -> Result<Option<String>, ()> {
+    let (parent, last) = parent_of(pointer).ok_or(())?;
+    match v.pointer_mut(parent).ok_or(())? {
+        Value::Object(m) => {
+            let key = pointer_segments(pointer).pop().ok_or(())?;
+            m.shift_remove(&key).map(|_| None).ok_or(())
+        }
+        Value::Array(a) => {
+            let element = parent.ends_with("/tasks") || parent == "/workstreams";
+            match a.get_mut(last.parse::<usize>().map_err(|_| ())?) {
+                Some(slot) if element && !slot.is_object() => {
+                    *slot = Value::Object(Map::new());
+                    Ok(Some(pointer.to_string()))
+                }
+                _ => remove_culprit(v, parent),
+            }
+        }
+        _ => Err(()),
+    }
+}
+
+/// Stands in for a missing required field; returns the pointer whose
+/// findings would be about the stand-in.
+fn stand_in(v: &mut Value, pointer: &str, field: &str, n: &mut usize) -> Result<String, ()> {
+    let Some(Value::Object(m)) = v.pointer_mut(pointer) else {
+        return Err(());
+    };
+    *n += 1;
+    let (value, dead) = match field {
+        // a name no dependency can spell
+        "id" => (Value::from(format!("?missing-{n}")), pointer.to_string()),
+        "tasks" | "workstreams" => (Value::Array(Vec::new()), format!("{pointer}/{field}")),
+        _ => return Err(()),
+    };
+    m.insert(field.to_string(), value);
+    Ok(dead)
+}
+
+/// Typed plan. A type error does not stop the checks: its culprit is
+/// recorded, then taken out (or, for a missing id or list, stood in for) and
+/// the plan is read again, so the semantic checks still run and every
+/// problem is reported in one pass. Returns the pointers of stand-ins, whose
+/// own findings would be about the stand-in and are dropped.
+fn deserialize(
+    value: &Value,
+    opts: LoadOptions,
+    out: &mut Vec<Finding>,
+) -> (Option<Plan>, Vec<String>) {
     if !value.is_object() {
         // serde would take an array as the fields in order: a confusing message.
         let kind = match value {
@@ -321,71 +430,52 @@ fn deserialize(value: &Value, opts: LoadOptions, out: &mut Vec<Finding>) -> Opti
             Value::Bool(_) => "a boolean",
             _ => "null",
         };
-        out.push(Finding::error(
-            "",
-            format!("the plan must be a JSON object, not {kind}"),
-        ));
-        return None;
+        out.push(
+            Finding::error("", format!("the plan must be a JSON object, not {kind}"))
+                .help("a plan is an object: `{ \"workstreams\": [ ... ] }`"),
+        );
+        return (None, Vec::new());
     }
-    let mut unknown = Vec::new();
-    let result = de_piece::<Plan>(value, "", &mut unknown);
-    let plan = match result {
-        Ok(plan) => Some(plan),
-        Err(_) => {
-            unknown.clear();
-            piecewise(value, &mut unknown, out);
-            None
-        }
-    };
-    for p in unknown {
-        out.extend(unknown_finding(value, p, opts.strict));
-    }
-    plan
-}
-
-fn without(obj: &Map<String, Value>, key: &str) -> Value {
-    let mut m = Map::with_capacity(obj.len());
-    for (k, v) in obj {
-        if k == key && v.is_array() {
-            m.insert(k.clone(), Value::Array(Vec::new()));
-        } else {
-            m.insert(k.clone(), v.clone());
-        }
-    }
-    Value::Object(m)
-}
-
-fn piecewise(value: &Value, unknown: &mut Vec<String>, out: &mut Vec<Finding>) {
-    let Some(obj) = value.as_object() else {
-        if let Err(e) = de_piece::<Plan>(value, "", unknown) {
-            out.push(type_finding(value, e));
-        }
-        return;
-    };
-    if let Err(e) = de_piece::<Plan>(&without(obj, "workstreams"), "", unknown) {
-        out.push(type_finding(value, e));
-    }
-    let Some(wss) = obj.get("workstreams").and_then(Value::as_array) else {
-        return;
-    };
-    for (w, ws) in wss.iter().enumerate() {
-        let base = format!("/workstreams/{w}");
-        let Some(wobj) = ws.as_object() else {
-            if let Err(e) = de_piece::<Workstream>(ws, &base, unknown) {
-                out.push(type_finding(value, e));
+    let mut v = value.clone();
+    let mut dead: Vec<String> = Vec::new();
+    let mut removed: Vec<String> = Vec::new();
+    let mut stand_ins = 0usize;
+    // Each round takes one culprit out; the bound only guards against a loop.
+    for _ in 0..100_000 {
+        let mut unknown = Vec::new();
+        let (pointer, msg) = match de_piece::<Plan>(&v, "", &mut unknown) {
+            Ok(plan) => {
+                for p in unknown.into_iter().filter(|p| !under(p, &dead)) {
+                    out.extend(unknown_finding(value, p, opts.lenient));
+                }
+                return (Some(plan), dead);
             }
-            continue;
+            Err(e) => e,
         };
-        if let Err(e) = de_piece::<Workstream>(&without(wobj, "tasks"), &base, unknown) {
-            out.push(type_finding(value, e));
+        let missing = msg
+            .strip_prefix("missing field `")
+            .and_then(|r| r.split('`').next())
+            .map(str::to_string);
+        // A required key removed for its type is not "missing" a second time.
+        let echo = missing
+            .as_ref()
+            .is_some_and(|k| removed.contains(&format!("{pointer}/{}", esc(k))));
+        if !echo && !under(&pointer, &dead) {
+            out.push(type_finding(value, (pointer.clone(), msg)));
         }
-        let Some(tasks) = wobj.get("tasks").and_then(Value::as_array) else {
-            continue;
+        let repaired = match &missing {
+            Some(field) => stand_in(&mut v, &pointer, field, &mut stand_ins).map(|d| dead.push(d)),
+            None => remove_culprit(&mut v, &pointer).map(|d| {
+                removed.push(pointer.clone());
+                dead.extend(d);
+            }),
         };
-        for (t, task) in tasks.iter().enumerate() {
-            if let Err(e) = de_piece::<Task>(task, &format!("{base}/tasks/{t}"), unknown) {
-                out.push(type_finding(value, e));
+        if repaired.is_err() {
+            for p in unknown.into_iter().filter(|p| !under(p, &dead)) {
+                out.extend(unknown_finding(value, p, opts.lenient));
             }
+            return (None, dead);
         }
     }
+    (None, dead)
 }

@@ -1,12 +1,16 @@
 //! Plan files: parse (JSON/JSONC), validate, and the task DAG.
 
 mod dag;
+mod fix;
 mod graph;
+mod keys;
 mod load;
 mod source;
+pub mod suggest;
 mod types;
 mod validate;
 
+pub use fix::{Fixed, fix};
 pub use graph::{GraphFormat, Summary, WorkstreamSummary, graph, summary, task_name};
 pub use load::{load, parse_str};
 pub use types::*;
@@ -44,6 +48,9 @@ pub struct Diagnostic {
     pub pointer: String,
     pub location: Option<Location>,
     pub message: String,
+    /// One line saying what to do about it ("did you mean `depends_on`?").
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub help: Option<String>,
 }
 
 impl fmt::Display for Diagnostic {
@@ -62,6 +69,10 @@ impl fmt::Display for Diagnostic {
                 self.message
             ),
             None => write!(f, "{sev}: {}", self.message),
+        }?;
+        match &self.help {
+            Some(h) => write!(f, "\n  help: {h}"),
+            None => Ok(()),
         }
     }
 }
@@ -130,10 +141,27 @@ pub struct Loaded {
     pub warnings: Vec<Diagnostic>,
 }
 
+impl Loaded {
+    /// Where the plan's repository is: `--repo`, else `globals.repo_root`
+    /// relative to the plan file; `None` means the current directory.
+    pub fn repo_dir(&self, cli_repo: Option<&std::path::Path>) -> Option<PathBuf> {
+        match (cli_repo, &self.plan.globals.repo_root) {
+            (Some(r), _) => Some(r.to_path_buf()),
+            (None, Some(root)) => Some(
+                self.path
+                    .parent()
+                    .unwrap_or_else(|| std::path::Path::new("."))
+                    .join(root),
+            ),
+            (None, None) => None,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, Default)]
 pub struct LoadOptions {
-    /// Unknown keys are errors, not warnings.
-    pub strict: bool,
+    /// Unknown keys are warnings, not errors.
+    pub lenient: bool,
 }
 
 #[cfg(test)]
@@ -196,7 +224,8 @@ mod tests {
         );
         assert_eq!(
             e[0],
-            "t.jsonc:2:68: error: dependency cycle: WS-1/T1 -> WS-2/T1 -> WS-1/T1"
+            "t.jsonc:2:68: error: dependency cycle: WS-1/T1 -> WS-2/T1 -> WS-1/T1\n  \
+             help: remove one of these `depends_on` entries"
         );
         let e = errors(
             r#"{"workstreams": [
@@ -232,6 +261,32 @@ mod tests {
             "{:?}",
             l.warnings
         );
+    }
+
+    #[test]
+    fn broken_pieces_do_not_hide_the_other_errors() {
+        let e = errors(
+            r#"{"workstreams": [
+  {"id": "A", "priority": "high", "tasks": [{"id": "T1", "run": "x", "retries": -1}, "oops", {"run": "x"}]},
+  {"id": 7, "tasks": [{"id": "T1", "run": "x"}]},
+  {"id": "C", "depends_on": ["a"], "tasks": [{"id": "T1", "run": "x", "depends_on": ["A/T2"]}]}
+]}"#,
+        );
+        let first: Vec<&str> = e.iter().map(|d| d.lines().next().unwrap()).collect();
+        assert_eq!(
+            first,
+            [
+                "t.jsonc:2:27: error: `priority` of workstream `A`: invalid type: string \"high\", expected i64",
+                "t.jsonc:2:81: error: `retries` of task `A/T1`: invalid value: integer `-1`, expected u32",
+                "t.jsonc:2:86: error: task `A/#1`: invalid type: string \"oops\", expected struct Task",
+                "t.jsonc:2:94: error: task `A/#2`: missing field `id`",
+                "t.jsonc:3:10: error: `id` of workstream `#1`: invalid type: integer `7`, expected a string",
+                "t.jsonc:4:30: error: workstream `C` depends on unknown workstream `a`",
+                "t.jsonc:4:86: error: task `C/T1` depends on unknown task `A/T2`: workstream `A` has no task `T2`",
+            ],
+            "{e:#?}"
+        );
+        assert!(e[5].ends_with("help: did you mean `A`?"), "{}", e[5]);
     }
 
     #[test]

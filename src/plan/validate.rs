@@ -3,6 +3,7 @@
 
 use super::dag;
 use super::source::esc;
+use super::suggest;
 use super::{Dag, Plan, Severity, TaskNode, Workstream};
 use std::collections::{HashMap, HashSet};
 
@@ -17,6 +18,8 @@ pub(crate) struct Finding {
     pub message: String,
     /// Pointer of an earlier place the message refers to ("first at …").
     pub related: Option<String>,
+    /// What to do about it, in one line.
+    pub help: Option<String>,
 }
 
 impl Finding {
@@ -27,6 +30,7 @@ impl Finding {
             at_key: false,
             message: message.into(),
             related: None,
+            help: None,
         }
     }
     pub(crate) fn warning(pointer: impl Into<String>, message: impl Into<String>) -> Self {
@@ -34,6 +38,31 @@ impl Finding {
             severity: Severity::Warning,
             ..Finding::error(pointer, message)
         }
+    }
+    pub(crate) fn help(mut self, help: impl Into<String>) -> Self {
+        self.help = Some(help.into());
+        self
+    }
+    /// A help line when there is one.
+    pub(crate) fn maybe_help(mut self, help: Option<String>) -> Self {
+        self.help = help.or(self.help);
+        self
+    }
+    fn or_help(mut self, help: &str) -> Self {
+        self.help.get_or_insert_with(|| help.to_string());
+        self
+    }
+    /// Without a closer guess, the help line names what exists.
+    fn or_list(self, what: &str, names: &[&str]) -> Self {
+        if self.help.is_some() || names.is_empty() {
+            return self;
+        }
+        const SHOWN: usize = 8;
+        let mut list: Vec<String> = names.iter().take(SHOWN).map(|n| format!("`{n}`")).collect();
+        if names.len() > SHOWN {
+            list.push(format!("and {} more", names.len() - SHOWN));
+        }
+        self.help(format!("known {what}: {}", list.join(", ")))
     }
     fn at_key(mut self) -> Self {
         self.at_key = true;
@@ -174,6 +203,7 @@ fn check_env<'a>(
                     format!("{base}/env/{}", esc(k)),
                     format!("environment variable name `{k}` of {whose} {p}"),
                 )
+                .help("rename the variable")
                 .at_key(),
             );
         }
@@ -182,11 +212,20 @@ fn check_env<'a>(
 
 fn check_limit(v: Option<u64>, pointer: String, what: &str, out: &mut Vec<Finding>) {
     if v == Some(0) {
-        out.push(Finding::error(
-            pointer,
-            format!("{what} must be at least 1 (is 0)"),
-        ));
+        out.push(
+            Finding::error(pointer, format!("{what} must be at least 1 (is 0)"))
+                .help("use 1 or more, or remove the key for the default"),
+        );
     }
+}
+
+/// Ids worth suggesting: a stand-in for a missing id (`?missing-1`) is not.
+fn task_ids(ws: &Workstream) -> Vec<&str> {
+    ws.tasks
+        .iter()
+        .map(|t| t.id.as_str())
+        .filter(|id| !id.starts_with('?'))
+        .collect()
 }
 
 /// One resolved entry of a task's `depends_on`.
@@ -203,18 +242,24 @@ pub(crate) fn validate(plan: &Plan, out: &mut Vec<Finding>) -> Option<Dag> {
     if let Some(s) = plan.schema
         && s != 1
     {
-        out.push(Finding::error(
-            "/schema",
-            format!("unsupported `schema` {s}: only schema 1 exists"),
-        ));
+        out.push(
+            Finding::error(
+                "/schema",
+                format!("unsupported `schema` {s}: only schema 1 exists"),
+            )
+            .help("remove `schema` or set it to 1"),
+        );
     }
     if let Some(id) = &plan.run_id
         && let Some(p) = id_problem(id)
     {
-        out.push(Finding::error(
-            "/run_id",
-            format!("run_id `{id}` is unfit for a branch or file name: it {p} ({ID_RULE})"),
-        ));
+        out.push(
+            Finding::error(
+                "/run_id",
+                format!("run_id `{id}` is unfit for a branch or file name: it {p} ({ID_RULE})"),
+            )
+            .help("remove `run_id` (a ULID is generated) or use letters, digits, `.`, `_`, `-`"),
+        );
     }
     let g = &plan.globals;
     check_limit(
@@ -244,17 +289,20 @@ pub(crate) fn validate(plan: &Plan, out: &mut Vec<Finding>) -> Option<Dag> {
     check_env(g.env.keys(), "/globals", "globals", out);
     for (i, c) in g.copy.iter().enumerate() {
         if let Some(p) = relative_path_problem(c) {
-            out.push(Finding::error(
-                format!("/globals/copy/{i}"),
-                format!("globals.copy entry `{c}` {p}"),
-            ));
+            out.push(
+                Finding::error(
+                    format!("/globals/copy/{i}"),
+                    format!("globals.copy entry `{c}` {p}"),
+                )
+                .help("name the file relative to the repository root, inside it"),
+            );
         }
     }
     if plan.workstreams.is_empty() {
-        out.push(Finding::error(
-            "/workstreams",
-            "`workstreams` is empty: nothing to run",
-        ));
+        out.push(
+            Finding::error("/workstreams", "`workstreams` is empty: nothing to run")
+                .help("add a workstream with at least one task (`mpw init` writes an example)"),
+        );
     }
 
     // --- ids ----------------------------------------------------------------
@@ -265,13 +313,16 @@ pub(crate) fn validate(plan: &Plan, out: &mut Vec<Finding>) -> Option<Dag> {
     for (w, ws) in plan.workstreams.iter().enumerate() {
         let wp = format!("/workstreams/{w}");
         if let Some(p) = id_problem(&ws.id) {
-            out.push(Finding::error(
-                format!("{wp}/id"),
-                format!(
-                    "workstream id `{}` is unfit for a branch or file name: it {p} ({ID_RULE})",
-                    ws.id
-                ),
-            ));
+            out.push(
+                Finding::error(
+                    format!("{wp}/id"),
+                    format!(
+                        "workstream id `{}` is unfit for a branch or file name: it {p} ({ID_RULE})",
+                        ws.id
+                    ),
+                )
+                .help("use letters, digits, `.`, `_`, `-`, e.g. `WS-1`"),
+            );
         }
         if let Some(&first) = ws_index.get(ws.id.as_str()) {
             out.push(
@@ -279,6 +330,7 @@ pub(crate) fn validate(plan: &Plan, out: &mut Vec<Finding>) -> Option<Dag> {
                     format!("{wp}/id"),
                     format!("duplicate workstream id `{}`", ws.id),
                 )
+                .help("give each workstream its own id")
                 .related(format!("/workstreams/{first}/id")),
             );
         } else {
@@ -296,7 +348,8 @@ pub(crate) fn validate(plan: &Plan, out: &mut Vec<Finding>) -> Option<Dag> {
                         "task id `{}` in workstream `{}` is unfit for a branch or file name: it {p} ({ID_RULE})",
                         task.id, ws.id
                     ),
-                ));
+                )
+.help("use letters, digits, `.`, `_`, `-`, e.g. `T1`"));
             }
             if let Some(&first) = tasks.get(task.id.as_str()) {
                 out.push(
@@ -304,6 +357,7 @@ pub(crate) fn validate(plan: &Plan, out: &mut Vec<Finding>) -> Option<Dag> {
                         format!("{tp}/id"),
                         format!("duplicate task id `{}` in workstream `{}`", task.id, ws.id),
                     )
+                    .help("give each task of a workstream its own id")
                     .related(format!("{wp}/tasks/{first}/id")),
                 );
             } else {
@@ -321,6 +375,12 @@ pub(crate) fn validate(plan: &Plan, out: &mut Vec<Finding>) -> Option<Dag> {
         offsets.push(total);
         total += ws.tasks.len();
     }
+    let ws_ids: Vec<&str> = plan
+        .workstreams
+        .iter()
+        .map(|w| w.id.as_str())
+        .filter(|id| !id.starts_with('?'))
+        .collect();
     // workstream-level
     let mut ws_deps: Vec<Vec<usize>> = Vec::with_capacity(plan.workstreams.len());
     for (w, ws) in plan.workstreams.iter().enumerate() {
@@ -328,14 +388,21 @@ pub(crate) fn validate(plan: &Plan, out: &mut Vec<Finding>) -> Option<Dag> {
         for (k, d) in ws.depends_on.iter().enumerate() {
             let p = format!("/workstreams/{w}/depends_on/{k}");
             match ws_index.get(d.as_str()) {
-                None => out.push(Finding::error(
-                    p,
-                    format!("workstream `{}` depends on unknown workstream `{d}`", ws.id),
-                )),
-                Some(&x) if x == w => out.push(Finding::error(
-                    p,
-                    format!("workstream `{}` depends on itself", ws.id),
-                )),
+                None => out.push(
+                    Finding::error(
+                        p,
+                        format!("workstream `{}` depends on unknown workstream `{d}`", ws.id),
+                    )
+                    .maybe_help(suggest::hint(
+                        d,
+                        ws_ids.iter().copied().filter(|id| *id != ws.id),
+                    ))
+                    .or_list("workstreams", &ws_ids),
+                ),
+                Some(&x) if x == w => out.push(
+                    Finding::error(p, format!("workstream `{}` depends on itself", ws.id))
+                        .help("remove this entry"),
+                ),
                 Some(&x) => {
                     if !deps.contains(&x) {
                         deps.push(x);
@@ -360,22 +427,38 @@ pub(crate) fn validate(plan: &Plan, out: &mut Vec<Finding>) -> Option<Dag> {
                             out.push(Finding::error(
                                 p,
                                 format!("{who} has a malformed dependency `{d}`: expected `TASK`, `WS/TASK` or `WS`"),
-                            ));
+                            )
+.help("write `TASK`, `WS/TASK` or `WS`"));
                             None
                         }
                         None => {
-                            out.push(Finding::error(
-                                p,
-                                format!("{who} depends on `{d}` of unknown workstream `{wid}`"),
-                            ));
+                            out.push(
+                                Finding::error(
+                                    p,
+                                    format!("{who} depends on `{d}` of unknown workstream `{wid}`"),
+                                )
+                                .maybe_help(
+                                    suggest::did_you_mean(wid, ws_ids.iter().copied())
+                                        .map(|w| format!("did you mean `{w}/{tid}`?")),
+                                )
+                                .or_list("workstreams", &ws_ids),
+                            );
                             None
                         }
                         Some(&x) => match task_index[x].get(tid) {
                             None => {
-                                out.push(Finding::error(
-                                    p,
-                                    format!("{who} depends on unknown task `{d}`: workstream `{wid}` has no task `{tid}`"),
-                                ));
+                                let ids = task_ids(&plan.workstreams[x]);
+                                out.push(
+                                    Finding::error(
+                                        p,
+                                        format!("{who} depends on unknown task `{d}`: workstream `{wid}` has no task `{tid}`"),
+                                    )
+                                    .maybe_help(
+                                        suggest::did_you_mean(tid, ids.iter().copied())
+                                            .map(|t| format!("did you mean `{wid}/{t}`?")),
+                                    )
+                                    .or_list(&format!("tasks of `{wid}`"), &ids),
+                                );
                                 None
                             }
                             Some(&y) => Some(Dep::Task(offsets[x] + y)),
@@ -398,27 +481,40 @@ pub(crate) fn validate(plan: &Plan, out: &mut Vec<Finding>) -> Option<Dag> {
                 } else if let Some(&x) = ws_index.get(d.as_str()) {
                     Some(Dep::Workstream(x))
                 } else {
-                    out.push(Finding::error(
-                        p,
-                        format!(
-                            "{who} depends on unknown task `{d}`: no task `{d}` in workstream `{}` and no workstream `{d}`",
-                            ws.id
-                        ),
-                    ));
+                    let mut own = task_ids(ws);
+                    own.retain(|id| *id != task.id);
+                    out.push(
+                        Finding::error(
+                            p,
+                            format!(
+                                "{who} depends on unknown task `{d}`: no task `{d}` in workstream `{}` and no workstream `{d}`",
+                                ws.id
+                            ),
+                        )
+                        .maybe_help(suggest::hint(d, own.iter().chain(&ws_ids).copied()))
+                        .or_list(&format!("tasks of `{}`", ws.id), &own)
+                        .or_help("remove this entry, or add the task it names"),
+                    );
                     None
                 };
                 match resolved {
-                    Some(Dep::Task(x)) if x == me => out.push(Finding::error(
-                        format!("/workstreams/{w}/tasks/{t}/depends_on/{k}"),
-                        format!("{who} depends on itself"),
-                    )),
-                    Some(Dep::Workstream(x)) if x == w => out.push(Finding::error(
-                        format!("/workstreams/{w}/tasks/{t}/depends_on/{k}"),
-                        format!(
-                            "{who} depends on its own workstream `{}` (and so on itself)",
-                            ws.id
-                        ),
-                    )),
+                    Some(Dep::Task(x)) if x == me => out.push(
+                        Finding::error(
+                            format!("/workstreams/{w}/tasks/{t}/depends_on/{k}"),
+                            format!("{who} depends on itself"),
+                        )
+                        .help("remove this entry"),
+                    ),
+                    Some(Dep::Workstream(x)) if x == w => out.push(
+                        Finding::error(
+                            format!("/workstreams/{w}/tasks/{t}/depends_on/{k}"),
+                            format!(
+                                "{who} depends on its own workstream `{}` (and so on itself)",
+                                ws.id
+                            ),
+                        )
+                        .help("name a task of the workstream instead, or remove this entry"),
+                    ),
                     Some(dep) => edges.push((dep, k)),
                     None => {}
                 }
@@ -445,10 +541,13 @@ pub(crate) fn validate(plan: &Plan, out: &mut Vec<Finding>) -> Option<Dag> {
             .iter()
             .map(|&w| plan.workstreams[w].id.as_str())
             .collect();
-        out.push(Finding::error(
-            format!("/workstreams/{a}/depends_on/{k}"),
-            format!("workstream dependency cycle: {}", text.join(" -> ")),
-        ));
+        out.push(
+            Finding::error(
+                format!("/workstreams/{a}/depends_on/{k}"),
+                format!("workstream dependency cycle: {}", text.join(" -> ")),
+            )
+            .help("remove one of these `depends_on` entries"),
+        );
     }
 
     let mut tasks = Vec::with_capacity(total);
@@ -520,10 +619,10 @@ pub(crate) fn validate(plan: &Plan, out: &mut Vec<Finding>) -> Option<Dag> {
                 })
                 .unwrap_or_else(|| format!("/workstreams/{aw}/tasks/{at}/id"));
             let text: Vec<String> = cycle.iter().map(|&g| task_name(g)).collect();
-            out.push(Finding::error(
-                pointer,
-                format!("dependency cycle: {}", text.join(" -> ")),
-            ));
+            out.push(
+                Finding::error(pointer, format!("dependency cycle: {}", text.join(" -> ")))
+                    .help("remove one of these `depends_on` entries"),
+            );
         }
     }
 
@@ -560,10 +659,15 @@ fn check_workstream<'p>(
     let id = &ws.id;
     if let Some(b) = &ws.branch {
         if let Some(p) = branch_problem(b) {
-            out.push(Finding::error(
-                format!("{wp}/branch"),
-                format!("branch `{b}` of workstream `{id}` is not a valid git branch name: it {p}"),
-            ));
+            out.push(
+                Finding::error(
+                    format!("{wp}/branch"),
+                    format!(
+                        "branch `{b}` of workstream `{id}` is not a valid git branch name: it {p}"
+                    ),
+                )
+                .help("remove `branch` for the default `mpw/<run>/<ws>`, or fix the name"),
+            );
         } else if let Some(&first) = branches.get(b.as_str()) {
             out.push(
                 Finding::error(
@@ -572,6 +676,7 @@ fn check_workstream<'p>(
                         "branch `{b}` of workstream `{id}` is already used by another workstream"
                     ),
                 )
+                .help("give each workstream its own branch, or remove `branch`")
                 .related(format!("/workstreams/{first}/branch")),
             );
         } else {
@@ -582,19 +687,25 @@ fn check_workstream<'p>(
         for (i, g) in paths.iter().enumerate() {
             if let Err(e) = globset::Glob::new(g) {
                 let why = e.kind().to_string();
-                out.push(Finding::error(
-                    format!("{wp}/allowed_paths/{i}"),
-                    format!("allowed_paths glob `{g}` of workstream `{id}` is invalid: {why}"),
-                ));
+                out.push(
+                    Finding::error(
+                        format!("{wp}/allowed_paths/{i}"),
+                        format!("allowed_paths glob `{g}` of workstream `{id}` is invalid: {why}"),
+                    )
+                    .help("fix the glob (e.g. `src/**`)"),
+                );
             }
         }
     }
     check_env(ws.env.keys(), wp, &format!("workstream `{id}`"), out);
     if ws.tasks.is_empty() {
-        out.push(Finding::error(
-            format!("{wp}/tasks"),
-            format!("workstream `{id}` has no tasks: nothing to run"),
-        ));
+        out.push(
+            Finding::error(
+                format!("{wp}/tasks"),
+                format!("workstream `{id}` has no tasks: nothing to run"),
+            )
+            .help("add a task, or remove the workstream"),
+        );
     }
 }
 
@@ -608,35 +719,53 @@ fn check_task<'p>(
     out: &mut Vec<Finding>,
 ) {
     match (&task.run, &task.argv) {
-        (None, None) => out.push(Finding::error(
-            format!("{tp}/id"),
-            format!("task `{name}` has neither `run` nor `argv`: one of them is required"),
-        )),
-        (Some(_), Some(_)) => out.push(Finding::error(
-            format!("{tp}/argv"),
-            format!("task `{name}` has both `run` and `argv`: keep one"),
-        )),
-        (Some(r), None) if r.trim().is_empty() => out.push(Finding::error(
-            format!("{tp}/run"),
-            format!("task `{name}` has an empty `run`"),
-        )),
-        (None, Some(a)) if a.is_empty() => out.push(Finding::error(
-            format!("{tp}/argv"),
-            format!("task `{name}` has an empty `argv`"),
-        )),
-        (None, Some(a)) if a[0].is_empty() => out.push(Finding::error(
-            format!("{tp}/argv/0"),
-            format!("task `{name}` has an empty program name in `argv`"),
-        )),
+        (None, None) => out.push(
+            Finding::error(
+                format!("{tp}/id"),
+                format!("task `{name}` has neither `run` nor `argv`: one of them is required"),
+            )
+            .help("add `\"run\": \"<command line>\"` or `\"argv\": [\"<program>\", ...]`"),
+        ),
+        (Some(_), Some(_)) => out.push(
+            Finding::error(
+                format!("{tp}/argv"),
+                format!("task `{name}` has both `run` and `argv`: keep one"),
+            )
+            .help("remove one of them"),
+        ),
+        (Some(r), None) if r.trim().is_empty() => out.push(
+            Finding::error(
+                format!("{tp}/run"),
+                format!("task `{name}` has an empty `run`"),
+            )
+            .help("write the command line to run"),
+        ),
+        (None, Some(a)) if a.is_empty() => out.push(
+            Finding::error(
+                format!("{tp}/argv"),
+                format!("task `{name}` has an empty `argv`"),
+            )
+            .help("list the program and its arguments"),
+        ),
+        (None, Some(a)) if a[0].is_empty() => out.push(
+            Finding::error(
+                format!("{tp}/argv/0"),
+                format!("task `{name}` has an empty program name in `argv`"),
+            )
+            .help("put the program first in `argv`"),
+        ),
         _ => {}
     }
     if let Some(cwd) = &task.cwd
         && let Some(p) = relative_path_problem(cwd)
     {
-        out.push(Finding::error(
-            format!("{tp}/cwd"),
-            format!("cwd `{cwd}` of task `{name}` {p}"),
-        ));
+        out.push(
+            Finding::error(
+                format!("{tp}/cwd"),
+                format!("cwd `{cwd}` of task `{name}` {p}"),
+            )
+            .help("use a directory inside the worktree, relative to its root"),
+        );
     }
     check_limit(
         task.timeout_s,
@@ -672,7 +801,8 @@ fn check_task<'p>(
                         format!(
                             "guardrails.{key} regex `{re}` of task `{name}` does not compile: {e}"
                         ),
-                    ));
+                    )
+.help("fix the regex (Rust regex syntax; escape `\\` as `\\\\` in JSON)"));
                 }
             }
         }

@@ -73,19 +73,10 @@ fn prepare(opts: &RunOptions) -> Result<Prepared> {
     let loaded = plan::load(
         &opts.plan,
         LoadOptions {
-            strict: opts.strict,
+            lenient: opts.lenient,
         },
     )?;
-    let plan_dir = opts
-        .plan
-        .parent()
-        .map(Path::to_path_buf)
-        .unwrap_or_else(|| PathBuf::from("."));
-    let repo_dir = match (&opts.repo, &loaded.plan.globals.repo_root) {
-        (Some(r), _) => Some(r.clone()),
-        (None, Some(root)) => Some(plan_dir.join(root)),
-        (None, None) => None,
-    };
+    let repo_dir = loaded.repo_dir(opts.repo.as_deref());
     let repo = open_repo(repo_dir.as_deref())?;
     let main = repo.info.main_workdir.clone();
 

@@ -14,7 +14,8 @@ pub struct RunOptions {
     pub max_concurrency: Option<usize>,
     pub workstreams: Vec<String>,
     pub fail_fast: bool,
-    pub strict: bool,
+    /// Unknown plan keys are warnings, not errors.
+    pub lenient: bool,
     /// Between TERM and KILL when stopping tasks.
     pub grace: Duration,
     /// Overrides the plan's `run_id`.

@@ -27,7 +27,9 @@ pub(crate) async fn provision(
         Prep::Ready(p) => return Ok(p),
         Prep::NeedsSetup { fresh } => fresh,
     };
-    let missing = copy_files(&ctx.repo, &ws.worktree, &ws.copy)?;
+    let mut copy = ws.copy.clone();
+    copy.extend(crate::worktree_include::paths_to_copy(&ctx.repo).map_err(|e| e.to_string())?);
+    let missing = copy_files(&ctx.repo, &ws.worktree, &copy)?;
     for (n, cmd) in ws.setup.iter().enumerate() {
         let layout = &ctx.layout;
         let task = format!("_setup{}", n + 1);
@@ -60,7 +62,7 @@ pub(crate) async fn provision(
     }
     let wt = ws.worktree.clone();
     // Nothing copied, nothing set up: the baseline is empty, no need to look.
-    let baseline = if ws.copy.is_empty() && ws.setup.is_empty() {
+    let baseline = if copy.is_empty() && ws.setup.is_empty() {
         Vec::new()
     } else {
         tokio::task::spawn_blocking(move || git::changes(&wt, &Excluded::default()))
