@@ -748,7 +748,8 @@ fn remove_file_and_empty_parents(workdir: &Path, path: &BStr) -> Result<(), GitE
     Ok(())
 }
 
-#[cfg(test)]
+// These tests check against the git CLI, which a Windows build under Wine lacks.
+#[cfg(all(test, unix))]
 pub(super) mod tests {
     use super::*;
     use std::collections::BTreeMap;

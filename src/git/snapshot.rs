@@ -553,7 +553,8 @@ pub fn find_task_commit(
     Ok(None)
 }
 
-#[cfg(test)]
+// These tests check against the git CLI, which a Windows build under Wine lacks.
+#[cfg(all(test, unix))]
 mod tests {
     use super::*;
     use crate::git::merge::tests::git;
