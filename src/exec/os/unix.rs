@@ -1,0 +1,193 @@
+//! Unix: a process group per task, signals to stop it, and the process table
+//! (`/proc` on Linux, `proc_pidinfo` on macOS) to tell whether it lives.
+
+use crate::exec::{ProcInfo, Program};
+use crate::plan::Shell;
+use process_wrap::tokio::{ChildWrapper, CommandWrap, ProcessGroup};
+use std::process::ExitStatus;
+
+pub const DEFAULT_SHELL: Shell = Shell::Sh;
+
+pub fn pwsh_program() -> String {
+    "pwsh".into()
+}
+
+pub fn add_args(cmd: &mut tokio::process::Command, _program: &Program, args: &[String]) {
+    cmd.args(args);
+}
+
+/// The task leads its own process group, so that signals reach all it starts.
+pub fn contain(wrap: &mut CommandWrap) {
+    wrap.wrap(ProcessGroup::leader());
+}
+
+/// The group the spawned leader heads: its own pid.
+pub fn group_id(pid: u32) -> Option<i64> {
+    Some(i64::from(pid))
+}
+
+/// TERM (or KILL when `force`) to the group led by `pid`.
+pub fn stop_tree(_child: &mut dyn ChildWrapper, pid: u32, force: bool) {
+    let pgid = i32::try_from(pid).unwrap_or(0);
+    for &sig in stop_signals(force) {
+        signal_group(pgid, sig);
+    }
+}
+
+/// TERM then CONT (stopped processes only act on TERM once continued), or KILL.
+fn stop_signals(force: bool) -> &'static [i32] {
+    if force {
+        &[libc::SIGKILL]
+    } else {
+        &[libc::SIGTERM, libc::SIGCONT]
+    }
+}
+
+fn signal_group(pgid: i32, sig: i32) -> bool {
+    if pgid <= 1 {
+        return false;
+    }
+    // SAFETY: plain syscall, no memory involved.
+    unsafe { libc::killpg(pgid, sig) == 0 }
+}
+
+/// Stop what a crashed coordinator left: its group, or the lone pid when no
+/// group was recorded.
+pub fn stop_stale(info: &ProcInfo, force: bool) {
+    for &sig in stop_signals(force) {
+        match info.pgid.and_then(|g| i32::try_from(g).ok()) {
+            Some(pgid) => {
+                signal_group(pgid, sig);
+            }
+            None => {
+                if let Ok(pid) = i32::try_from(info.pid)
+                    && pid > 1
+                {
+                    // SAFETY: plain syscall.
+                    unsafe { libc::kill(pid, sig) };
+                }
+            }
+        }
+    }
+}
+
+pub fn exit_signal(status: &ExitStatus) -> Option<i32> {
+    use std::os::unix::process::ExitStatusExt;
+    status.signal()
+}
+
+pub fn process_start_time(pid: u32) -> Option<u64> {
+    #[cfg(target_os = "linux")]
+    {
+        proc_stat(pid)?.starttime
+    }
+    #[cfg(target_os = "macos")]
+    {
+        macos_start_time(pid)
+    }
+    #[cfg(not(any(target_os = "linux", target_os = "macos")))]
+    {
+        let _ = pid;
+        None
+    }
+}
+
+#[cfg(target_os = "linux")]
+struct ProcStat {
+    state: u8,
+    pgrp: Option<i64>,
+    starttime: Option<u64>,
+}
+
+#[cfg(target_os = "linux")]
+impl ProcStat {
+    /// Neither a zombie nor dead.
+    fn live(&self) -> bool {
+        self.state != b'Z' && self.state != b'X'
+    }
+}
+
+#[cfg(target_os = "linux")]
+fn proc_stat(pid: u32) -> Option<ProcStat> {
+    if pid == 0 {
+        return None;
+    }
+    let text = std::fs::read(format!("/proc/{pid}/stat")).ok()?;
+    // "pid (comm) state ppid pgrp ...": comm may hold spaces and parentheses.
+    let close = text.iter().rposition(|&b| b == b')')?;
+    let rest = std::str::from_utf8(&text[close + 1..]).ok()?;
+    let fields: Vec<&str> = rest.split_ascii_whitespace().collect();
+    // fields[0] is field 3 (state), so field N is fields[N - 3].
+    Some(ProcStat {
+        state: fields.first()?.bytes().next()?,
+        pgrp: fields.get(2).and_then(|f| f.parse().ok()),
+        starttime: fields.get(19).and_then(|f| f.parse().ok()),
+    })
+}
+
+#[cfg(target_os = "macos")]
+fn macos_start_time(pid: u32) -> Option<u64> {
+    let pid = libc::c_int::try_from(pid).ok().filter(|p| *p > 0)?;
+    let mut info: libc::proc_bsdinfo = unsafe { std::mem::zeroed() };
+    let size = std::mem::size_of::<libc::proc_bsdinfo>() as libc::c_int;
+    // SAFETY: `info` is a properly sized, writable proc_bsdinfo.
+    let n = unsafe {
+        libc::proc_pidinfo(
+            pid,
+            libc::PROC_PIDTBSDINFO,
+            0,
+            (&mut info as *mut libc::proc_bsdinfo).cast(),
+            size,
+        )
+    };
+    (n == size).then(|| info.pbi_start_tvsec * 1_000_000 + info.pbi_start_tvusec)
+}
+
+/// Is a live (non-zombie) process with this pid there?
+pub fn pid_alive(pid: u32) -> bool {
+    if i32::try_from(pid).is_ok_and(|p| p > 0) {
+        #[cfg(target_os = "linux")]
+        {
+            proc_stat(pid).is_some_and(|st| st.live())
+        }
+        #[cfg(not(target_os = "linux"))]
+        {
+            // SAFETY: plain syscall.
+            answers(unsafe { libc::kill(pid as i32, 0) })
+        }
+    } else {
+        false
+    }
+}
+
+/// Does the process group still have a live (non-zombie) member?
+pub fn group_alive(pgid: i64) -> bool {
+    if !i32::try_from(pgid).is_ok_and(|g| g > 1) {
+        return false;
+    }
+    #[cfg(target_os = "linux")]
+    {
+        let Ok(dir) = std::fs::read_dir("/proc") else {
+            return false;
+        };
+        dir.flatten().any(|e| {
+            e.file_name()
+                .to_str()
+                .and_then(|n| n.parse::<u32>().ok())
+                .and_then(proc_stat)
+                .is_some_and(|st| st.pgrp == Some(pgid) && st.live())
+        })
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        // SAFETY: plain syscall.
+        answers(unsafe { libc::killpg(pgid as i32, 0) })
+    }
+}
+
+/// A signal 0 probe found someone: it succeeded, or the target exists but
+/// is not ours to signal.
+#[cfg(not(target_os = "linux"))]
+fn answers(ret: libc::c_int) -> bool {
+    ret == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
+}

@@ -1,0 +1,126 @@
+//! The `.proc` file next to a task's output (`T2.1.out` → `T2.1.proc`): the
+//! identity of its process while it runs, so that `mpw resume` can end what a
+//! crashed coordinator left running, and only if it is still ours.
+
+use super::{ProcInfo, os};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+use tracing::debug;
+
+impl ProcInfo {
+    fn to_line(self) -> String {
+        let opt = |v: Option<String>| v.unwrap_or_else(|| "-".into());
+        format!(
+            "{} {} {}\n",
+            self.pid,
+            opt(self.pgid.map(|g| g.to_string())),
+            opt(self.start_time.map(|t| t.to_string()))
+        )
+    }
+
+    fn from_line(line: &str) -> Option<ProcInfo> {
+        let mut f = line.split_whitespace();
+        let pid = f.next()?.parse().ok()?;
+        let pgid = f.next()?.parse().ok();
+        let start_time = f.next()?.parse().ok();
+        Some(ProcInfo {
+            pid,
+            pgid,
+            start_time,
+        })
+    }
+}
+
+/// Write the `.proc` file of the task whose stdout goes to `stdout`; returns
+/// its path. A failure is only logged: the task runs on without it.
+pub(super) fn record(stdout: &Path, info: &ProcInfo) -> PathBuf {
+    let path = stdout.with_extension("proc");
+    if let Err(e) = std::fs::write(&path, info.to_line()) {
+        debug!(pid = info.pid, "writing {}: {e}", path.display());
+    }
+    path
+}
+
+/// The task's tree has ended: nothing left to find.
+pub(super) fn forget(path: &Path) {
+    let _ = std::fs::remove_file(path);
+}
+
+/// End the processes that a dead coordinator left running, found by the
+/// `.proc` files in `dirs` (the log folders), and remove those files.
+/// Returns how many were still alive.
+pub fn end_leftovers(dirs: &[PathBuf], grace: Duration) -> usize {
+    let mut ended = 0;
+    for dir in dirs {
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            continue;
+        };
+        for p in entries.flatten().map(|e| e.path()) {
+            if p.extension().is_none_or(|x| x != "proc") {
+                continue;
+            }
+            let info = std::fs::read_to_string(&p)
+                .ok()
+                .and_then(|t| ProcInfo::from_line(&t));
+            if let Some(info) = info
+                && kill_stale(&info, grace)
+            {
+                ended += 1;
+            }
+            forget(&p);
+        }
+    }
+    ended
+}
+
+/// Start time of a pid as the OS reports it (Linux: field 22 of
+/// /proc/<pid>/stat, clock ticks since boot; macOS: start time in µs since
+/// the epoch), None where unknown (always on Windows).
+pub fn process_start_time(pid: u32) -> Option<u64> {
+    os::process_start_time(pid)
+}
+
+/// Is the process (or, on Unix, what is left of its process group) still
+/// alive and the same one we started? A pid that is alive with another start
+/// time was reused: not ours. When the leader is gone but its group still has
+/// members, the group is ours (a pid is not reused while a group carries it).
+/// Where the OS gives no start time (Windows), existence alone decides.
+pub fn is_alive(info: &ProcInfo) -> bool {
+    if let Some(recorded) = info.start_time
+        && let Some(now) = os::process_start_time(info.pid)
+        && recorded != now
+    {
+        return false;
+    }
+    if os::pid_alive(info.pid) {
+        return true;
+    }
+    info.pgid.is_some_and(os::group_alive)
+}
+
+/// End a process group left behind by a crashed coordinator: TERM, wait up to
+/// `grace`, KILL. Only if `is_alive`. Returns whether something was killed.
+/// Blocking (sleeps while waiting); call from `spawn_blocking` in async code.
+pub fn kill_stale(info: &ProcInfo, grace: Duration) -> bool {
+    if !is_alive(info) {
+        return false;
+    }
+    let gone = |limit: Duration| {
+        let until = Instant::now() + limit;
+        loop {
+            if !is_alive(info) {
+                return true;
+            }
+            if Instant::now() >= until {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    };
+    os::stop_stale(info, false);
+    if !gone(grace) {
+        os::stop_stale(info, true);
+        gone(Duration::from_secs(2));
+    }
+    true
+}
