@@ -28,7 +28,7 @@ import traceback
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent / "windows"))
-from wine_run import PREFIX, ROOT, TARGET_DIR, ensure_shim, wine_binary, wine_env  # noqa: E402
+from wine_run import PREFIX, ROOT, TARGET_DIR, ensure_shim, start_server, wine_binary, wine_env  # noqa: E402
 
 TARGET = "x86_64-pc-windows-gnu"
 OUT_DIR = TARGET_DIR / TARGET / "debug"
@@ -200,7 +200,8 @@ def make_repo(path: Path, files: dict, autocrlf=False):
         f.write_bytes(content if isinstance(content, bytes) else content.encode())
     git(path, "add", "-A")
     if (path / "tool.sh").exists():
-        git(path, "update-index", "--chmod=+x", "tool.sh")
+        (path / "tool.sh").chmod(0o755)
+        git(path, "add", "tool.sh")
     git(path, "commit", "-q", "-m", "init")
     if autocrlf:
         git(path, "config", "core.autocrlf", "true")
@@ -218,19 +219,17 @@ def write_plan(path: Path, plan: dict) -> Path:
 def build():
     t0 = time.monotonic()
     subprocess.run(["cargo", "build", "--target", TARGET, "--bin", "mpw"], cwd=ROOT, check=True)
-    ensure_shim(OUT_DIR)
     print(f"build: {time.monotonic() - t0:.0f}s", flush=True)
 
 
 def start_wine():
     t0 = time.monotonic()
-    PREFIX.mkdir(parents=True, exist_ok=True)
-    # A persistent wineserver for the whole script: each mpw.exe starts fast.
-    subprocess.Popen(["wineserver", "-p"], env=ENV).wait()
-    r = subprocess.run([WINE, str(EXE), "--version"], env=ENV, capture_output=True, text=True)
+    ensure_shim(OUT_DIR)
+    start_server(ENV)
+    r = subprocess.run([WINE, str(EXE), "--version"], env=ENV, capture_output=True, text=True, timeout=120)
     print(f"wine: {r.stdout.strip() or r.stderr.strip()} ({time.monotonic() - t0:.0f}s)", flush=True)
     if r.returncode != 0:
-        raise SystemExit("mpw.exe does not start under Wine")
+        raise SystemExit(f"mpw.exe does not start under Wine (exit {r.returncode})")
 
 
 def stop_wine():

@@ -59,6 +59,17 @@ def ensure_shim(exe_dir: Path):
     return dll
 
 
+def start_server(env):
+    """Start this prefix's wineserver (kept running) and its services, with
+    stdio on /dev/null: a service started by a program whose output is a pipe
+    inherits that pipe and keeps it open, and its reader never sees the end."""
+    PREFIX.mkdir(parents=True, exist_ok=True)
+    quiet = dict(stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    # Exits 2 when the server already runs: fine.
+    subprocess.run(["wineserver", "-p"], env=env, **quiet)
+    subprocess.run([wine_binary(), "wineboot"], env=env, check=True, **quiet)
+
+
 def main():
     if len(sys.argv) < 2:
         sys.exit("usage: wine_run.py PROGRAM.exe [ARGS...]")
@@ -67,8 +78,9 @@ def main():
         sys.exit("wine_run.py: no wine64 (apt-get install wine64)")
     exe = Path(sys.argv[1]).resolve()
     ensure_shim(exe.parent)
-    PREFIX.mkdir(parents=True, exist_ok=True)
-    os.execvpe(wine, [wine, str(exe), *sys.argv[2:]], wine_env())
+    env = wine_env()
+    start_server(env)
+    os.execvpe(wine, [wine, str(exe), *sys.argv[2:]], env)
 
 
 if __name__ == "__main__":

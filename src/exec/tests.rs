@@ -456,21 +456,12 @@ fn command_lines() {
     assert_eq!(command_line(&sh(Shell::Bash)).0, "bash");
     let (p, a) = command_line(&sh(Shell::Pwsh));
     assert_eq!(p, "pwsh");
-    assert_eq!(
-        a,
-        [
-            "-NoLogo",
-            "-NoProfile",
-            "-NonInteractive",
-            "-Command",
-            "echo hi"
-        ]
-    );
+    assert_eq!(a[..4], ["-NoLogo", "-NoProfile", "-NonInteractive", "-EncodedCommand"]);
     assert_eq!(
         command_line(&sh(Shell::Cmd)),
         (
             "cmd".into(),
-            vec!["/S".into(), "/C".into(), "echo hi".into()]
+            vec!["/D".into(), "/S".into(), "/C".into(), "echo hi".into()]
         )
     );
     let argv = Program::Argv(vec!["cargo".into(), "fmt".into(), "a b".into()]);

@@ -484,8 +484,16 @@ pub fn trees_equal(repo: &Path, a: Oid, b: Oid) -> Result<bool, GitError> {
 /// Open a repository as git on Linux, macOS and Windows reads stat data:
 /// with nanoseconds. Without them every file written in the same second as
 /// the index is "racy" and status hashes it again (all of a new worktree).
+/// On Windows the file system has no exec bit: `core.fileMode=false`, as Git
+/// for Windows sets, whatever the repository's config says (a repository made
+/// on Linux says true, and every executable would look changed).
 pub(super) fn open_repo(path: &Path) -> Result<gix::Repository, GitError> {
-    let opts = gix::open::Options::default().config_overrides(["gitoxide.core.useNsec=true"]);
+    let overrides: &[&str] = if cfg!(windows) {
+        &["gitoxide.core.useNsec=true", "core.fileMode=false"]
+    } else {
+        &["gitoxide.core.useNsec=true"]
+    };
+    let opts = gix::open::Options::default().config_overrides(overrides.iter().copied());
     gix::open_opts(path, opts).map_err(|e| {
         if path.exists() {
             GitError::gix(format!("opening {}", path.display()), e)
