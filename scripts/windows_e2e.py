@@ -3,7 +3,7 @@
 
 Builds the Windows binary (x86_64-pc-windows-gnu, reusing the target dir) and
 the bcryptprimitives.dll shim next to it, then drives `mpw.exe` through the
-scenario of docs/ARCHITECTURE.md's Windows section: workstreams of `cmd` and
+scenario of README.md's Windows section: workstreams of `cmd` and
 argv tasks, stacking, quarantine, retry, timeout of a process tree, copy and
 setup, CRLF and the exec bit, a path with spaces and non-ASCII characters,
 integrate (clean, dirty, gated, locked), cancel from a second process, a
@@ -506,7 +506,8 @@ def scenario(base: Path):
         r.check(st["state"] == "COMPLETED", f"E4 {st['state']}")
         counts = {t: len((state / f"{t}.count").read_text().split()) for t in ("T1", "T2", "T3")}
         r.check(counts == {"T1": 1, "T2": 1, "T3": 1}, f"runs per task {counts}")
-        r.check(git(repo, "rev-list", "--count", f"{main0}..mpw/E4/K") == "3", "3 commits on K")
+        n = git(repo, "rev-list", "--count", f"{st['base']}..mpw/E4/K")
+        r.check(n == "3", f"{n} commits on K, want 3")
         events = (repo / ".git/mpw/runs/E4/events.jsonl").read_text()
         r.check("TASK_INTERRUPTED" in events and "RUN_RESUMED" in events, "interrupted and resumed events")
 

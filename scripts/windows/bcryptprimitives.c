@@ -5,7 +5,7 @@
  * without it mpw.exe does not start under such a Wine. Placed next to mpw.exe
  * it is found before the system one. ProcessPrng is served by advapi32's
  * RtlGenRandom (exported as SystemFunction036). Only the Wine runs in CI use
- * it (scripts/windows_e2e.sh); see docs/ARCHITECTURE.md.
+ * it (scripts/windows_e2e.py); see README.md, Windows.
  *
  * Build: x86_64-w64-mingw32-gcc -shared -O2 -o bcryptprimitives.dll \
  *        bcryptprimitives.c -ladvapi32

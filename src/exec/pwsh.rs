@@ -1,6 +1,6 @@
 //! How a `pwsh` task's script reaches PowerShell: wrapped so that errors and
 //! failing native commands fail the task, and passed base64-encoded so that no
-//! quoting can alter it (see docs/ARCHITECTURE.md, Windows).
+//! quoting can alter it (see README.md, Windows).
 
 /// The PowerShell flags; the encoded script follows.
 pub(super) const FLAGS: [&str; 4] = ["-NoLogo", "-NoProfile", "-NonInteractive", "-EncodedCommand"];

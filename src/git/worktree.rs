@@ -193,7 +193,7 @@ pub fn remove_worktree(repo: &Path, path: &Path, force: bool) -> Result<(), GitE
 /// The first file or folder under `dir` that another process holds open
 /// without allowing its deletion. Windows refuses to delete such a file, and
 /// a removal stopped half way would leave a broken worktree, so it is looked
-/// for before anything is removed (see docs/ARCHITECTURE.md, Windows).
+/// for before anything is removed (see README.md, Windows).
 #[cfg(windows)]
 fn held_open(dir: &Path) -> Option<PathBuf> {
     use std::os::windows::fs::OpenOptionsExt;

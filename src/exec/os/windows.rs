@@ -1,7 +1,7 @@
 //! Windows: a kill-on-close job object per task, so the tree ends with the
 //! task, on timeout or cancel, and with the coordinator if it dies; a process
 //! is named by its pid and creation time, since Windows reuses pids quickly
-//! (see docs/ARCHITECTURE.md, Windows).
+//! (see README.md, Windows).
 
 use crate::exec::{ProcInfo, Program};
 use crate::plan::Shell;
