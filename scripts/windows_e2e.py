@@ -531,7 +531,8 @@ def scenario(base: Path):
     with Row("a file held open in a worktree: clean fails clearly, tree intact") as r:
         wt = Path(ws(status_json(repo, "E4"), "K")["worktree"].replace("Z:", "").replace("\\", "/"))
         held = subprocess.Popen(
-            [WINE, "cmd", "/c", f"ping -n 120 127.0.0.1 > {win(wt / 'held.log')}"],
+            # One token per argument: Wine quotes the path, spaces and all.
+            [WINE, "cmd", "/c", "ping", "-n", "120", "127.0.0.1", ">", win(wt / "held.log")],
             env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )
         try:

@@ -3,7 +3,12 @@
 //! quoting can alter it (see README.md, Windows).
 
 /// The PowerShell flags; the encoded script follows.
-pub(super) const FLAGS: [&str; 4] = ["-NoLogo", "-NoProfile", "-NonInteractive", "-EncodedCommand"];
+pub(super) const FLAGS: [&str; 4] = [
+    "-NoLogo",
+    "-NoProfile",
+    "-NonInteractive",
+    "-EncodedCommand",
+];
 
 /// A `pwsh` task's script as PowerShell runs it: errors stop it, a failing
 /// native command fails it (`$PSNativeCommandUseErrorActionPreference`,
@@ -61,11 +66,20 @@ mod tests {
         };
         let mut bytes = Vec::new();
         for quad in b64.as_bytes().chunks(4) {
-            let data: Vec<u8> = quad.iter().copied().filter(|&c| c != b'=').map(val).collect();
-            let n = data.iter().fold(0u32, |n, &v| (n << 6) | u32::from(v)) << (6 * (4 - data.len()));
+            let data: Vec<u8> = quad
+                .iter()
+                .copied()
+                .filter(|&c| c != b'=')
+                .map(val)
+                .collect();
+            let n =
+                data.iter().fold(0u32, |n, &v| (n << 6) | u32::from(v)) << (6 * (4 - data.len()));
             bytes.extend(n.to_be_bytes()[1..].iter().take(data.len() - 1));
         }
-        let units: Vec<u16> = bytes.chunks(2).map(|p| u16::from_le_bytes([p[0], p[1]])).collect();
+        let units: Vec<u16> = bytes
+            .chunks(2)
+            .map(|p| u16::from_le_bytes([p[0], p[1]]))
+            .collect();
         String::from_utf16(&units).unwrap()
     }
 
@@ -99,7 +113,11 @@ mod tests {
         assert_eq!(args.len(), 5, "{args:?}");
         assert_eq!(args[..4], FLAGS);
         // Only base64 characters: Windows' command line quoting leaves it as is.
-        assert!(args[4].bytes().all(|c| c.is_ascii_alphanumeric() || b"+/=".contains(&c)));
+        assert!(
+            args[4]
+                .bytes()
+                .all(|c| c.is_ascii_alphanumeric() || b"+/=".contains(&c))
+        );
         let sent = decode(&args[4]);
         assert_eq!(sent, wrap(script));
         let lines: Vec<&str> = sent.lines().collect();

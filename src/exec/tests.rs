@@ -456,7 +456,15 @@ fn command_lines() {
     assert_eq!(command_line(&sh(Shell::Bash)).0, "bash");
     let (p, a) = command_line(&sh(Shell::Pwsh));
     assert_eq!(p, "pwsh");
-    assert_eq!(a[..4], ["-NoLogo", "-NoProfile", "-NonInteractive", "-EncodedCommand"]);
+    assert_eq!(
+        a[..4],
+        [
+            "-NoLogo",
+            "-NoProfile",
+            "-NonInteractive",
+            "-EncodedCommand"
+        ]
+    );
     assert_eq!(
         command_line(&sh(Shell::Cmd)),
         (

@@ -34,7 +34,10 @@ async fn cmd_exit_code_is_the_tasks() {
     let d = tempfile::tempdir().unwrap();
     let out = run_plain(&spec(d.path(), Shell::Cmd, "echo hi& exit 3")).await;
     assert_eq!(out.ending, Ending::Exited(3));
-    assert_eq!(std::fs::read(d.path().join("logs/task.out")).unwrap(), b"hi\r\n");
+    assert_eq!(
+        std::fs::read(d.path().join("logs/task.out")).unwrap(),
+        b"hi\r\n"
+    );
 }
 
 #[tokio::test]
@@ -104,5 +107,8 @@ fn kill_stale_ends_a_live_process_once() {
     assert!(kill_stale(&info, Duration::from_millis(200)));
     child.wait().unwrap();
     assert!(!is_alive(&info));
-    assert!(!kill_stale(&info, Duration::from_millis(10)), "nothing left");
+    assert!(
+        !kill_stale(&info, Duration::from_millis(10)),
+        "nothing left"
+    );
 }

@@ -102,8 +102,7 @@ pub fn process_start_time(pid: u32) -> Option<u64> {
     let (mut created, mut exited, mut kernel, mut user) = (zero, zero, zero, zero);
     // SAFETY: an open handle and four writable FILETIMEs.
     let ok = unsafe { GetProcessTimes(p.0, &mut created, &mut exited, &mut kernel, &mut user) };
-    (ok != 0)
-        .then(|| (u64::from(created.dwHighDateTime) << 32) | u64::from(created.dwLowDateTime))
+    (ok != 0).then(|| (u64::from(created.dwHighDateTime) << 32) | u64::from(created.dwLowDateTime))
 }
 
 /// Still running (not merely kept open by a handle somewhere)?
