@@ -544,8 +544,11 @@ def scenario(base: Path):
             intact = all((wt / f).exists() for f in ("t1.txt", "t2.txt", "t3.txt", ".git"))
             r.check(intact, "the worktree is whole")
         finally:
+            # The holder is ping, started by cmd: end both.
             held.kill()
             held.wait()
+            for pid in wine_procs("-n 120"):
+                os.kill(pid, signal.SIGKILL)
             wait_for("the holder to end", lambda: not wine_procs("-n 120"), timeout=30)
         out = mpw(repo, "clean", "E4", "--force")
         r.check(out.returncode == 0 and not wt.exists(), f"clean after closing: exit {out.returncode}")

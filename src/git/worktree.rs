@@ -190,15 +190,16 @@ pub fn remove_worktree(repo: &Path, path: &Path, force: bool) -> Result<(), GitE
     Ok(())
 }
 
-/// The first file or folder under `dir` that another process holds open
-/// without allowing its deletion. Windows refuses to delete such a file, and
-/// a removal stopped half way would leave a broken worktree, so it is looked
-/// for before anything is removed (see README.md, Windows).
+/// The first file or folder under `dir` that another process holds open.
+/// Windows refuses to delete it, or only marks it for deletion so that its
+/// folder cannot be removed, and a removal stopped half way would leave a
+/// broken worktree: so it is looked for before anything is removed (see
+/// README.md, Windows). Opening it with no sharing fails while any other
+/// handle is open.
 #[cfg(windows)]
 fn held_open(dir: &Path) -> Option<PathBuf> {
     use std::os::windows::fs::OpenOptionsExt;
     const DELETE: u32 = 0x0001_0000;
-    const SHARE_ALL: u32 = 0x7;
     // Folders open only with backup semantics; links are checked, not followed.
     const BACKUP_SEMANTICS: u32 = 0x0200_0000;
     const OPEN_REPARSE_POINT: u32 = 0x0020_0000;
@@ -212,7 +213,7 @@ fn held_open(dir: &Path) -> Option<PathBuf> {
             let p = e.path();
             let opened = std::fs::OpenOptions::new()
                 .access_mode(DELETE)
-                .share_mode(SHARE_ALL)
+                .share_mode(0)
                 .custom_flags(BACKUP_SEMANTICS | OPEN_REPARSE_POINT)
                 .open(&p);
             if opened.is_err_and(|e| e.raw_os_error() == Some(ERROR_SHARING_VIOLATION)) {
@@ -481,5 +482,10 @@ mod windows_tests {
         assert_eq!(held_open(d.path()), Some(file.clone()));
         drop(holder);
         assert_eq!(held_open(d.path()), None, "closed again");
+        // Even one that allows deletion: the file would only be marked for it,
+        // and its folder could not be removed.
+        let holder = std::fs::File::open(&file).unwrap();
+        assert_eq!(held_open(d.path()), Some(file.clone()));
+        drop(holder);
     }
 }
