@@ -28,14 +28,8 @@ pub fn clean(
     let store = Store::open_existing(rc.layout.clone())?;
     let row = store.run_or_latest(run)?;
     // A coordinator still working on the run holds its lock.
-    let lock_path = store.layout.run_lock(&row.id);
-    if let Ok(f) = std::fs::OpenOptions::new().write(true).open(&lock_path)
-        && f.try_lock().is_err()
-    {
-        return Err(RunError::Env(format!(
-            "run {} is still running; cancel it first (mpw cancel {})",
-            row.id, row.id
-        )));
+    if crate::lock::is_held(&store.layout.run_lock(&row.id)) {
+        return Err(RunError::StillRunning { run: row.id });
     }
     // The repository as found now (it may have moved since the run).
     let main = rc.info.main_workdir.clone();

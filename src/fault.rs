@@ -22,3 +22,10 @@ pub fn kill_point(name: &str) {
         std::process::abort();
     }
 }
+
+/// Is `name` armed, and is this the first time this process asks? A fault
+/// that hits once lets the undo after it go through.
+pub fn armed_once(name: &str) -> bool {
+    static FIRED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+    armed(name) && !FIRED.swap(true, std::sync::atomic::Ordering::SeqCst)
+}

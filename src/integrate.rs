@@ -4,27 +4,24 @@
 
 use crate::exec::{self, Cancel, Program, Spec, Verdict};
 use crate::git::{self, Excluded, GitError, MergeSession, Oid};
-use crate::model::{EventKind, WorkstreamState, now};
-use crate::plan::{self, LoadOptions, Plan};
+use crate::lock;
+use crate::model::{
+    EventData, Integration, IntegrationDone, IntegrationStarted, WorkstreamState, now,
+};
+use crate::plan::Plan;
 use crate::runner::{Listener, RunError, open_repo};
+use crate::signals::Signals;
 use crate::store::{IntegrationRow, Store, WsPatch, WsRow};
 use serde::Serialize;
-use serde_json::{Map, json};
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
+use tokio::sync::watch;
 
 type Result<T, E = RunError> = std::result::Result<T, E>;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Strategy {
-    /// A two-parent merge commit per workstream.
-    Merge,
-    /// One single-parent commit per workstream.
-    Squash,
-}
+pub use crate::model::Strategy;
 
 #[derive(Debug, Clone)]
 pub struct Options {
@@ -37,11 +34,12 @@ pub struct Options {
     pub grace: Duration,
 }
 
-/// What happened to one workstream.
+/// What happened to one workstream: its state after integrating, or in a
+/// forecast what would happen.
 #[derive(Debug, Clone, Serialize)]
-pub struct Outcome {
+pub struct Outcome<S = WorkstreamState> {
     pub workstream: String,
-    pub state: String,
+    pub state: S,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub commit: Option<String>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
@@ -62,9 +60,12 @@ pub struct Report {
 impl Report {
     /// A conflict or a gate failure: exit 1.
     pub fn failed(&self) -> bool {
-        self.outcomes
-            .iter()
-            .any(|o| o.state == "CONFLICT" || o.state == "GATE_FAILED")
+        self.outcomes.iter().any(|o| {
+            matches!(
+                o.state,
+                WorkstreamState::Conflict | WorkstreamState::GateFailed
+            )
+        })
     }
 }
 
@@ -76,6 +77,42 @@ struct Setup {
     plan: Plan,
     ws_deps: Vec<Vec<usize>>,
     into: String,
+    /// With a gate: the runtime it runs on and the stop requests of
+    /// Ctrl-C / SIGTERM, as for `mpw run`.
+    gate_rt: Option<GateRuntime>,
+}
+
+struct GateRuntime {
+    rt: tokio::runtime::Runtime,
+    stop: watch::Receiver<Cancel>,
+}
+
+impl GateRuntime {
+    fn new() -> Result<Self> {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .map_err(RunError::runtime("cannot start the runtime"))?;
+        let signals = {
+            let _in_rt = rt.enter();
+            Signals::new()
+                .map_err(RunError::runtime("cannot listen for signals"))?
+                .watch()
+        };
+        Ok(GateRuntime { rt, stop: signals })
+    }
+
+    fn stopped(&self) -> bool {
+        *self.stop.borrow() != Cancel::No
+    }
+}
+
+fn interrupted(s: &Setup, what: &str) -> RunError {
+    RunError::Interrupted(format!(
+        "interrupted {what}; {} and the workstreams not yet merged are unchanged",
+        s.into
+    ))
 }
 
 fn setup(repo: Option<&Path>, run: Option<&str>, into: Option<&str>) -> Result<Setup> {
@@ -83,30 +120,22 @@ fn setup(repo: Option<&Path>, run: Option<&str>, into: Option<&str>) -> Result<S
     let store = Store::open_existing(rc.layout.clone())?;
     let row = store.run_or_latest(run)?;
     if !row.state.is_terminal() {
-        return Err(RunError::Usage(format!(
-            "run {} is {}; integrate it when it has finished",
-            row.id, row.state
-        )));
+        return Err(RunError::NotFinished {
+            run: row.id,
+            state: row.state,
+        });
     }
     let into = match (into, &row.base_ref) {
         (Some(i), _) => i.to_string(),
         (None, Some(b)) => b.clone(),
-        (None, None) => {
-            return Err(RunError::Usage(format!(
-                "run {} did not start from a branch; say which one with --into BRANCH",
-                row.id
-            )));
-        }
+        (None, None) => return Err(RunError::NoTarget { run: row.id }),
     };
     // The repository as found now (it may have moved since the run).
     let main = rc.info.main_workdir.clone();
     if git::branch_tip(&main, &into)?.is_none() {
-        return Err(RunError::Usage(format!("--into {into}: no such branch")));
+        return Err(RunError::NoSuchBranch { branch: into });
     }
-    let plan_path = store.layout.plan_json(&row.id);
-    let text = std::fs::read_to_string(&plan_path)
-        .map_err(|e| RunError::Env(format!("{}: {e}", plan_path.display())))?;
-    let loaded = plan::parse_str(&text, &plan_path, LoadOptions::default())?;
+    let loaded = crate::runner::stored_plan(&store.layout, &row.id)?;
     Ok(Setup {
         store,
         repo: main,
@@ -114,6 +143,7 @@ fn setup(repo: Option<&Path>, run: Option<&str>, into: Option<&str>) -> Result<S
         plan: loaded.plan,
         ws_deps: loaded.dag.ws_deps,
         into,
+        gate_rt: None,
     })
 }
 
@@ -134,34 +164,17 @@ fn order(plan: &Plan, deps: &[Vec<usize>]) -> Vec<usize> {
 }
 
 fn take_lock(path: &Path, no_wait: bool, on_wait: &mut dyn FnMut(&str)) -> Result<File> {
-    if let Some(p) = path.parent() {
-        std::fs::create_dir_all(p).map_err(|e| RunError::Env(format!("{}: {e}", p.display())))?;
+    if no_wait {
+        return lock::try_acquire(path)?.ok_or_else(|| RunError::IntegrationLocked {
+            lock: path.to_path_buf(),
+        });
     }
-    let f = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(path)
-        .map_err(|e| RunError::Env(format!("{}: {e}", path.display())))?;
-    match f.try_lock() {
-        Ok(()) => return Ok(f),
-        Err(std::fs::TryLockError::WouldBlock) if no_wait => {
-            return Err(RunError::Env(format!(
-                "another mpw integrate holds the lock {} (--no-wait)",
-                path.display()
-            )));
-        }
-        Err(std::fs::TryLockError::WouldBlock) => on_wait(&format!(
+    Ok(lock::acquire(path, &mut || {
+        on_wait(&format!(
             "waiting for another mpw integrate to finish (lock {})",
             path.display()
-        )),
-        Err(std::fs::TryLockError::Error(e)) => {
-            return Err(RunError::Env(format!("{}: {e}", path.display())));
-        }
-    }
-    f.lock()
-        .map_err(|e| RunError::Env(format!("{}: {e}", path.display())))?;
-    Ok(f)
+        ))
+    })?)
 }
 
 /// The worktree that has `branch` checked out, if any; refuse if it has changes.
@@ -181,13 +194,12 @@ fn checked_out_clean(repo: &Path, branch: &str) -> Result<Option<Checkout>> {
         .into_iter()
         .partition(|c| c.kind == git::ChangeKind::Added);
     if !dirty.is_empty() {
-        let paths: Vec<&str> = dirty.iter().take(20).map(|c| c.path.as_str()).collect();
-        return Err(RunError::Env(format!(
-            "{branch} is checked out in {} and it has uncommitted changes ({}{}); commit or stash them first, nothing was merged",
-            wt.path.display(),
-            paths.join(", "),
-            if dirty.len() > 20 { ", ..." } else { "" }
-        )));
+        return Err(RunError::DirtyTarget {
+            branch: branch.into(),
+            worktree: wt.path,
+            more: dirty.len() > 20,
+            paths: dirty.into_iter().take(20).map(|c| c.path).collect(),
+        });
     }
     Ok(Some(Checkout {
         path: wt.path,
@@ -204,22 +216,21 @@ pub fn integrate(
 ) -> Result<Report> {
     let mut s = setup(repo, opts.run.as_deref(), opts.into.as_deref())?;
     let _lock = take_lock(&s.store.layout.integrate_lock(), opts.no_wait, on_wait)?;
+    // Only now: Ctrl-C while waiting for the lock ends mpw at once, as
+    // nothing has been touched yet.
+    if opts.gate.is_some() {
+        s.gate_rt = Some(GateRuntime::new()?);
+    }
     let checkout = checked_out_clean(&s.repo, &s.into)?;
     let target_ref = format!("refs/heads/{}", s.into);
     let before = git::branch_tip(&s.repo, &s.into)?.expect("checked in setup");
     let run = s.run_id.clone();
-    let ev = s.store.event(
-        &run,
-        EventKind::IntegrationStarted,
-        None,
-        None,
-        None,
-        Map::from_iter([
-            ("into".to_string(), json!(s.into)),
-            ("strategy".to_string(), json!(opts.strategy)),
-            ("target".to_string(), json!(before.to_string())),
-        ]),
-    )?;
+    let started = EventData::IntegrationStarted(IntegrationStarted {
+        into: s.into.clone(),
+        strategy: opts.strategy,
+        target: before.to_string(),
+    });
+    let ev = s.store.event(&run, None, None, None, started)?;
     listener.event(&ev);
 
     let rows = s.store.workstreams(&run)?;
@@ -234,25 +245,29 @@ pub fn integrate(
         .map(|(i, _)| i)
         .collect();
     for w in order(&s.plan, &s.ws_deps) {
+        if s.gate_rt.as_ref().is_some_and(GateRuntime::stopped) {
+            s.store.write_status_files(&run)?;
+            return Err(interrupted(&s, "between two merges"));
+        }
         let row = &rows[w];
         let name = s.plan.workstreams[w]
             .name
             .clone()
             .unwrap_or_else(|| row.id.clone());
-        let skip = |state: &str, detail: String| Outcome {
+        let skip = |state: WorkstreamState, detail: String| Outcome {
             workstream: row.id.clone(),
-            state: state.into(),
+            state,
             commit: None,
             conflicts: vec![],
             detail,
         };
         if row.state == WorkstreamState::Integrated {
-            outcomes.push(skip("INTEGRATED", "already integrated".into()));
+            outcomes.push(skip(row.state, "already integrated".into()));
             continue;
         }
         if !row.state.is_mergeable() {
             outcomes.push(skip(
-                row.state.as_str(),
+                row.state,
                 format!(
                     "not merged: workstream is {}{}",
                     row.state,
@@ -266,7 +281,7 @@ pub fn integrate(
         }
         if let Some(&d) = s.ws_deps[w].iter().find(|d| !integrated.contains(d)) {
             outcomes.push(skip(
-                row.state.as_str(),
+                row.state,
                 format!(
                     "not merged: it stacks on {}, which is not integrated",
                     rows[d].id
@@ -276,7 +291,7 @@ pub fn integrate(
         }
         let Some(head) = git::branch_tip(&s.repo, &row.branch)? else {
             outcomes.push(skip(
-                row.state.as_str(),
+                row.state,
                 format!("not merged: branch {} is gone", row.branch),
             ));
             continue;
@@ -292,7 +307,7 @@ pub fn integrate(
             .is_some_and(|h| h.branch_head.parse::<Oid>().ok() == Some(head))
         {
             outcomes.push(skip(
-                row.state.as_str(),
+                row.state,
                 format!(
                     "unchanged since it was {}; fix it in {}, commit, and run mpw integrate again",
                     row.state, row.worktree
@@ -348,11 +363,15 @@ pub fn integrate(
                 at: at.clone(),
             },
         )?;
-        let integration = json!({
-            "into": s.into, "commit": commit.map(|c| c.to_string()), "conflicts": conflicts,
-            "at": at, "strategy": opts.strategy, "branch_head": head.to_string(),
-            "detail": detail,
-        });
+        let integration = Integration {
+            into: s.into.clone(),
+            commit: commit.map(|c| c.to_string()),
+            conflicts: conflicts.clone(),
+            at,
+            strategy: opts.strategy,
+            branch_head: head.to_string(),
+            detail: detail.clone(),
+        };
         let ev = s.store.transition_ws(
             &run,
             &row.id,
@@ -361,11 +380,6 @@ pub fn integrate(
                 integration: Some(integration),
                 ..Default::default()
             },
-            Map::from_iter([
-                ("into".to_string(), json!(s.into)),
-                ("conflicts".to_string(), json!(conflicts)),
-                ("detail".to_string(), json!(detail)),
-            ]),
         )?;
         if let Some(ev) = ev {
             listener.event(&ev);
@@ -375,24 +389,18 @@ pub fn integrate(
         }
         outcomes.push(Outcome {
             workstream: row.id.clone(),
-            state: state.as_str().into(),
+            state,
             commit: commit.map(|c| c.to_string()),
             conflicts,
             detail,
         });
     }
     let after = git::branch_tip(&s.repo, &s.into)?.expect("target exists");
-    let ev = s.store.event(
-        &run,
-        EventKind::IntegrationCompleted,
-        None,
-        None,
-        None,
-        Map::from_iter([
-            ("into".to_string(), json!(s.into)),
-            ("target".to_string(), json!(after.to_string())),
-        ]),
-    )?;
+    let done = EventData::IntegrationCompleted(IntegrationDone {
+        into: s.into.clone(),
+        target: after.to_string(),
+    });
+    let ev = s.store.event(&run, None, None, None, done)?;
     listener.event(&ev);
     s.store.write_status_files(&run)?;
     Ok(Report {
@@ -465,13 +473,12 @@ fn merge_one(
                 .filter(|p| co.untracked.contains(p))
                 .collect();
             if !in_the_way.is_empty() {
-                return Err(RunError::Env(format!(
-                    "merging {} would overwrite untracked file(s) in {}: {}; move them away and run mpw integrate again ({} was not moved for it)",
-                    row.id,
-                    co.path.display(),
-                    in_the_way.join(", "),
-                    s.into
-                )));
+                return Err(RunError::UntrackedInTheWay {
+                    ws: row.id.clone(),
+                    worktree: co.path.clone(),
+                    paths: in_the_way,
+                    into: s.into.clone(),
+                });
             }
         }
         match git::advance_branch(
@@ -495,10 +502,10 @@ fn merge_one(
             Err(e) => return Err(e.into()),
         }
     }
-    Err(RunError::Env(format!(
-        "{} kept moving while merging {}; try again",
-        s.into, row.id
-    )))
+    Err(RunError::TargetKeptMoving {
+        into: s.into.clone(),
+        ws: row.id.clone(),
+    })
 }
 
 /// Check the candidate out in a scratch worktree and run the gate there.
@@ -554,13 +561,17 @@ fn run_gate(
             .join(format!("{}.{n}.err", row.id)),
         guards: Default::default(),
     };
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| RunError::Env(format!("cannot start the runtime: {e}")))?;
-    let (_tx, rx) = tokio::sync::watch::channel(Cancel::No);
-    let out = rt.block_on(exec::run(&spec, rx, |_| {}));
+    let gate_rt = s
+        .gate_rt
+        .as_ref()
+        .expect("integrate starts a runtime for a gate");
+    let out = gate_rt
+        .rt
+        .block_on(exec::run(&spec, gate_rt.stop.clone(), |_| {}));
     let _ = git::remove_worktree(&s.repo, &scratch, true);
+    if gate_rt.stopped() {
+        return Err(interrupted(s, &format!("while the gate ran on {}", row.id)));
+    }
     Ok(match out.verdict() {
         Verdict::Succeeded => None,
         Verdict::Failed(r) | Verdict::Quarantined(r) => Some(format!(
@@ -582,7 +593,15 @@ pub struct Forecast {
     /// Pairs of candidates whose branches conflict with each other.
     pub pairs: Vec<PairConflict>,
     /// Candidates merged one after another in integration order.
-    pub sequence: Vec<Outcome>,
+    pub sequence: Vec<Outcome<WouldMerge>>,
+}
+
+/// What a forecast says of one candidate merged onto the ones before it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum WouldMerge {
+    Clean,
+    Conflict,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -636,7 +655,7 @@ pub fn forecast(repo: Option<&Path>, run: Option<&str>, into: Option<&str>) -> R
             acc = session.commit(m.tree, &[acc, *h], &format!("forecast {id}"))?;
             sequence.push(Outcome {
                 workstream: id.clone(),
-                state: "CLEAN".into(),
+                state: WouldMerge::Clean,
                 commit: None,
                 conflicts: vec![],
                 detail: "would merge cleanly".into(),
@@ -644,7 +663,7 @@ pub fn forecast(repo: Option<&Path>, run: Option<&str>, into: Option<&str>) -> R
         } else {
             sequence.push(Outcome {
                 workstream: id.clone(),
-                state: "CONFLICT".into(),
+                state: WouldMerge::Conflict,
                 commit: None,
                 conflicts: m.conflicts.clone(),
                 detail: format!("would conflict on {}", m.conflicts.join(", ")),

@@ -4,13 +4,17 @@
 pub mod clean;
 pub mod cli;
 pub mod exec;
+pub mod export;
 pub mod fault;
 pub mod git;
+pub mod import;
 pub mod integrate;
+pub mod lock;
 pub mod model;
 pub mod plan;
 pub mod pr;
 pub mod report;
 pub mod runner;
 pub mod scheduler;
+pub mod signals;
 pub mod store;

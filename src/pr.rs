@@ -4,7 +4,7 @@
 
 use crate::git::{self, Oid};
 use crate::model::{TaskState, WorkstreamState};
-use crate::plan::{self, LoadOptions, Plan};
+use crate::plan::Plan;
 use crate::report::human_ms;
 use crate::runner::{RunError, open_repo};
 use crate::store::{Store, WsStatus};
@@ -66,17 +66,14 @@ pub fn prepare(repo: Option<&Path>, opts: &Options) -> Result<Vec<Draft>> {
     let run = store.run_or_latest(opts.run.as_deref())?;
     // The repository as found now (it may have moved since the run).
     let main = rc.info.main_workdir.clone();
-    let plan_path = store.layout.plan_json(&run.id);
-    let text = std::fs::read_to_string(&plan_path)
-        .map_err(|e| RunError::Env(format!("{}: {e}", plan_path.display())))?;
-    let loaded = plan::parse_str(&text, &plan_path, LoadOptions::default())?;
+    let loaded = crate::runner::stored_plan(&store.layout, &run.id)?;
     let status = store.run_status(&run.id)?;
     for name in &opts.workstreams {
         if !status.workstreams.iter().any(|w| &w.id == name) {
-            return Err(RunError::Usage(format!(
-                "--workstream {name}: no such workstream in run {}",
-                run.id
-            )));
+            return Err(RunError::NoSuchWorkstreamInRun {
+                name: name.clone(),
+                run: run.id.clone(),
+            });
         }
     }
     let selected: Vec<usize> = status
@@ -93,26 +90,27 @@ pub fn prepare(repo: Option<&Path>, opts: &Options) -> Result<Vec<Draft>> {
         .map(|(i, _)| i)
         .collect();
     if selected.is_empty() {
-        return Err(RunError::Usage(format!(
-            "run {} has no COMPLETED or INTEGRATED workstream to prepare a PR for; name one with --workstream",
-            run.id
-        )));
+        return Err(RunError::NothingToPropose {
+            run: run.id.clone(),
+        });
     }
     let out_dir = opts
         .out
         .clone()
         .unwrap_or_else(|| store.layout.run_dir(&run.id).join("pr"));
-    std::fs::create_dir_all(&out_dir)
-        .map_err(|e| RunError::Env(format!("{}: {e}", out_dir.display())))?;
+    std::fs::create_dir_all(&out_dir).map_err(RunError::io(&out_dir))?;
     let run_base = run.base_ref.clone().unwrap_or_else(|| "main".into());
     let mut drafts = Vec::new();
     for i in selected {
         let ws = &status.workstreams[i];
         let Some(head) = git::branch_tip(&main, &ws.branch)? else {
-            return Err(RunError::Usage(format!(
-                "workstream {}: branch {} does not exist (never started, or cleaned)",
-                ws.id, ws.branch
-            )));
+            return Err(RunError::BadWorkstream {
+                ws: ws.id.clone(),
+                problem: format!(
+                    "branch {} does not exist (never started, or cleaned)",
+                    ws.branch
+                ),
+            });
         };
         let stacked_on: Option<&WsStatus> = loaded.dag.ws_deps[i]
             .first()

@@ -40,12 +40,7 @@ pub struct Scheduler<'a> {
 impl<'a> Scheduler<'a> {
     pub fn new(dag: &'a Dag, info: &'a [TaskInfo], slots: Slots) -> Self {
         let n = dag.tasks.len();
-        let mut dependants = vec![Vec::new(); n];
-        for (i, t) in dag.tasks.iter().enumerate() {
-            for &d in &t.deps {
-                dependants[d].push(i);
-            }
-        }
+        let dependants = dag.dependants();
         // Reverse topological order: higher level first.
         let mut order: Vec<usize> = (0..n).collect();
         order.sort_by_key(|&i| std::cmp::Reverse(dag.levels.get(i).copied().unwrap_or(0)));
@@ -79,13 +74,18 @@ impl<'a> Scheduler<'a> {
     pub fn blocked(&self, states: &[TaskState]) -> Vec<usize> {
         (0..states.len())
             .filter(|&i| matches!(states[i], TaskState::Pending | TaskState::Ready))
-            .filter(|&i| {
-                self.dag.tasks[i]
-                    .deps
-                    .iter()
-                    .any(|&d| self.dep_status(d, states) == DepStatus::Blocked)
-            })
+            .filter(|&i| self.blocking_dep(i, states).is_some())
             .collect()
+    }
+
+    /// The first dependency of task `i` that failed for good, if any: why it
+    /// is blocked.
+    pub fn blocking_dep(&self, i: usize, states: &[TaskState]) -> Option<usize> {
+        self.dag.tasks[i]
+            .deps
+            .iter()
+            .copied()
+            .find(|&d| self.dep_status(d, states) == DepStatus::Blocked)
     }
 
     /// Pending tasks whose dependencies are all satisfied and whose
@@ -206,6 +206,10 @@ mod tests {
         d
     }
 
+    const fn slots(max: usize, cpu: usize, io: usize) -> Slots {
+        Slots { max, cpu, io }
+    }
+
     fn io(n: usize) -> Vec<TaskInfo> {
         vec![
             TaskInfo {
@@ -217,11 +221,7 @@ mod tests {
         ]
     }
 
-    const SLOTS: Slots = Slots {
-        max: 2,
-        cpu: 2,
-        io: 2,
-    };
+    const SLOTS: Slots = slots(2, 2, 2);
 
     #[test]
     fn one_mutating_task_per_workstream() {
@@ -240,15 +240,7 @@ mod tests {
         let mut info = io(3);
         info[0].read_only = true;
         info[1].read_only = true;
-        let s = Scheduler::new(
-            &d,
-            &info,
-            Slots {
-                max: 3,
-                cpu: 3,
-                io: 3,
-            },
-        );
+        let s = Scheduler::new(&d, &info, slots(3, 3, 3));
         assert_eq!(s.startable(&[Ready, Ready, Ready], &|_| false), vec![0, 1]);
         assert!(s.startable(&[Ready, Ready, Running], &|_| false).is_empty());
     }
@@ -259,25 +251,9 @@ mod tests {
         let mut info = io(4);
         info[0].class = TaskClass::Cpu;
         info[1].class = TaskClass::Cpu;
-        let s = Scheduler::new(
-            &d,
-            &info,
-            Slots {
-                max: 3,
-                cpu: 1,
-                io: 3,
-            },
-        );
+        let s = Scheduler::new(&d, &info, slots(3, 1, 3));
         assert_eq!(s.startable(&[Ready; 4], &|_| false), vec![0, 2, 3]);
-        let s = Scheduler::new(
-            &d,
-            &info,
-            Slots {
-                max: 1,
-                cpu: 1,
-                io: 1,
-            },
-        );
+        let s = Scheduler::new(&d, &info, slots(1, 1, 1));
         assert_eq!(s.startable(&[Ready; 4], &|_| false).len(), 1);
     }
 
@@ -312,15 +288,7 @@ mod tests {
         // ws0: t0 (chain of 3 behind it in ws1), ws2: t4 alone
         let d = dag(&[1, 3, 1], &[(2, 1), (3, 2)]);
         let info = io(5);
-        let s = Scheduler::new(
-            &d,
-            &info,
-            Slots {
-                max: 1,
-                cpu: 1,
-                io: 1,
-            },
-        );
+        let s = Scheduler::new(&d, &info, slots(1, 1, 1));
         assert_eq!(
             s.startable(&[Ready, Ready, Pending, Pending, Ready], &|_| false),
             vec![1]

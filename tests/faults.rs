@@ -809,3 +809,40 @@ fn a_second_ctrl_c_kills_at_once() {
     );
     assert_eq!(task_state(&status(&repo, "CC"), "A", "T"), "CANCELLED");
 }
+
+#[test]
+fn ctrl_c_during_a_gate_ends_it_and_leaves_the_target_and_states_alone() {
+    let repo = repo().commit("init");
+    let plan = repo.plan(
+        "g",
+        r#"{ "run_id": "G", "workstreams": [ { "id": "A", "tasks": [ { "id": "T", "run": "echo a > a.txt" } ] } ] }"#,
+    );
+    let out = repo.mpw().arg("run").arg(&plan).output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr_of(&out));
+    let tip = repo.head("main");
+    let dir = tempfile::tempdir().unwrap();
+    let pid_file = dir.path().join("gate.pid");
+    let integrate = Command::new(assert_cmd::cargo::cargo_bin("mpw"))
+        .args(["-q", "integrate", "--grace", "2", "--gate"])
+        .arg(format!("echo $$ > {}; sleep 120", pid_file.display()))
+        .current_dir(&repo.path)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let gate = read_pid(&pid_file);
+    unsafe { libc::kill(integrate.id() as i32, libc::SIGINT) };
+    let out = integrate.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(130), "{}", stderr_of(&out));
+    assert!(
+        stderr_of(&out).contains("interrupted"),
+        "{}",
+        stderr_of(&out)
+    );
+    // The gate's process tree is gone, and with it its scratch worktree.
+    wait_for("the gate to end", Duration::from_secs(10), || !alive(gate));
+    assert!(!repo.git(&["worktree", "list"]).contains("_gate"));
+    // Nothing moved, nothing recorded as merged or failed.
+    assert_eq!(repo.head("main"), tip);
+    assert_eq!(ws(&repo.run_status("G"), "A")["state"], "COMPLETED");
+}

@@ -26,6 +26,9 @@ pub struct IntegrateArgs {
     /// Merge in memory only and print a conflict forecast; nothing moves.
     #[arg(long)]
     pub dry_run: bool,
+    /// Seconds between TERM and KILL when stopping the gate (Ctrl-C, timeout).
+    #[arg(long, value_name = "SECS", default_value_t = 5)]
+    pub grace: u64,
     /// Exit 3 instead of waiting when another integration holds the lock.
     #[arg(long)]
     pub no_wait: bool,
@@ -77,7 +80,7 @@ pub fn integrate(a: IntegrateArgs, ctx: &Ctx) -> CliResult {
         gate_timeout: Duration::from_secs(a.gate_timeout),
         strategy: a.strategy,
         no_wait: a.no_wait,
-        grace: Duration::from_secs(5),
+        grace: Duration::from_secs(a.grace),
     };
     let mut lines = Lines { quiet: ctx.quiet };
     let r = integrate::integrate(ctx.repo.as_deref(), &opts, &mut lines, &mut |m| {
@@ -88,7 +91,7 @@ pub fn integrate(a: IntegrateArgs, ctx: &Ctx) -> CliResult {
     } else {
         out!("{}", render_report(&r, Style { color: ctx.color }));
     }
-    Ok(if r.failed() { Exit::Failed } else { Exit::Ok })
+    Ok(Exit::of_integration(&r))
 }
 
 fn render_report(r: &Report, style: Style) -> String {
@@ -111,7 +114,7 @@ fn render_report(r: &Report, style: Style) -> String {
         s.push_str(&format!(
             "{:<w$}  {}  {}\n",
             o.workstream,
-            report::pad_state(&style, &o.state),
+            report::pad_state(&style, o.state.as_str()),
             o.detail
         ));
     }

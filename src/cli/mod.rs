@@ -17,75 +17,19 @@ macro_rules! out {
     }};
 }
 
+mod exit;
+mod export_cmd;
+mod import_cmd;
 mod integrate_cmd;
 mod plan_cmd;
 mod pr_cmd;
 mod run_cmd;
 
 use clap::{Parser, Subcommand, ValueEnum};
-use std::fmt;
 use std::io::IsTerminal;
 use std::path::PathBuf;
 
-/// Exit codes of DESIGN section 2.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Exit {
-    Ok = 0,
-    /// The work ran but something failed.
-    Failed = 1,
-    /// Usage error or invalid plan; nothing was touched.
-    Usage = 2,
-    /// Environment problem: not a repository, lock held, dirty target, I/O.
-    Env = 3,
-    Interrupted = 130,
-}
-
-/// An error on its way to the user: what to print and how to exit.
-#[derive(Debug)]
-pub struct CliError {
-    pub exit: Exit,
-    pub message: String,
-}
-
-impl CliError {
-    pub fn new(exit: Exit, message: impl Into<String>) -> Self {
-        CliError {
-            exit,
-            message: message.into(),
-        }
-    }
-    pub fn usage(message: impl Into<String>) -> Self {
-        Self::new(Exit::Usage, message)
-    }
-    pub fn env(message: impl Into<String>) -> Self {
-        Self::new(Exit::Env, message)
-    }
-}
-
-impl fmt::Display for CliError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.message)
-    }
-}
-
-impl From<crate::plan::PlanError> for CliError {
-    fn from(e: crate::plan::PlanError) -> Self {
-        CliError::usage(e.to_string())
-    }
-}
-
-impl From<crate::git::GitError> for CliError {
-    fn from(e: crate::git::GitError) -> Self {
-        use crate::git::GitError as G;
-        let exit = match &e {
-            G::UnknownRev { .. } | G::NoCommits { .. } => Exit::Usage,
-            _ => Exit::Env,
-        };
-        CliError::new(exit, e.to_string())
-    }
-}
-
-pub type CliResult = Result<Exit, CliError>;
+pub use exit::{CliError, CliResult, Exit};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum ColorChoice {
@@ -145,6 +89,10 @@ pub enum Command {
     Report(pr_cmd::ReportArgs),
     /// Remove a run's worktrees (and integrated branches).
     Clean(integrate_cmd::CleanArgs),
+    /// Write a plan as a GitHub Actions or Argo workflow, one job per workstream.
+    Export(export_cmd::ExportArgs),
+    /// Merge records of workstreams run elsewhere (CI runners) into this repository's.
+    Import(import_cmd::ImportArgs),
 }
 
 /// What every command gets: the global flags, resolved.
@@ -200,13 +148,8 @@ pub fn main() -> i32 {
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => {
-            let code = if e.use_stderr() {
-                Exit::Usage as i32
-            } else {
-                0
-            };
             let _ = e.print();
-            return code;
+            return Exit::of_clap(&e) as i32;
         }
     };
     let ctx = Ctx::from_cli(&cli);
@@ -224,6 +167,8 @@ pub fn main() -> i32 {
         Command::Pr(a) => pr_cmd::pr(a, &ctx),
         Command::Report(a) => pr_cmd::report(a, &ctx),
         Command::Clean(a) => integrate_cmd::clean(a, &ctx),
+        Command::Export(a) => export_cmd::export(a, &ctx),
+        Command::Import(a) => import_cmd::import(a, &ctx),
     };
     match result {
         Ok(exit) => exit as i32,

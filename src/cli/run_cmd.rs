@@ -1,7 +1,6 @@
 //! `mpw run`, `resume`, `cancel`, `status`, `runs`, `logs`, `events`.
 
 use super::{CliError, CliResult, Ctx, Exit};
-use crate::model::RunState;
 use crate::report::{self, BarListener, LineListener, Style};
 use crate::runner::{self, Listener, RunOptions};
 use crate::store::{Store, StoreError};
@@ -32,6 +31,22 @@ pub struct RunArgs {
     /// Print the final status as JSON (run_status.json) on stdout.
     #[arg(long)]
     pub json: bool,
+    /// Run id to use (overrides the plan's `run_id`).
+    #[arg(long, value_name = "ID")]
+    pub run_id: Option<String>,
+    /// Rev to start from (overrides the plan's `base`).
+    #[arg(long, value_name = "REV")]
+    pub base: Option<String>,
+    /// Do not run what the selected workstreams depend on: take their
+    /// records from --upstream-records and their branches from REMOTE.
+    #[arg(long, value_name = "REMOTE", requires = "workstreams")]
+    pub upstream_from: Option<String>,
+    /// Directories with the upstreams' records (`mpw run --records-out`).
+    #[arg(long, value_name = "DIR", requires = "upstream_from")]
+    pub upstream_records: Vec<PathBuf>,
+    /// At the end, write the records of the selected workstreams here, for `mpw import`.
+    #[arg(long, value_name = "DIR")]
+    pub records_out: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -95,32 +110,6 @@ pub struct EventsArgs {
     pub json: bool,
 }
 
-impl From<StoreError> for CliError {
-    fn from(e: StoreError) -> Self {
-        let exit = match &e {
-            StoreError::RunExists(_)
-            | StoreError::NoSuchRun(_)
-            | StoreError::NoRuns
-            | StoreError::NoSuchTask { .. } => Exit::Usage,
-            _ => Exit::Env,
-        };
-        CliError::new(exit, e.to_string())
-    }
-}
-
-impl From<runner::RunError> for CliError {
-    fn from(e: runner::RunError) -> Self {
-        use runner::RunError as R;
-        match e {
-            R::Plan(e) => e.into(),
-            R::Git(e) => e.into(),
-            R::Store(e) => e.into(),
-            R::Usage(m) => CliError::usage(m),
-            R::Env(m) => CliError::env(m),
-        }
-    }
-}
-
 fn listener(ctx: &Ctx, json: bool) -> Box<dyn Listener> {
     if ctx.tty && !ctx.quiet && !json && ctx.verbose == 0 {
         Box::new(BarListener::new())
@@ -139,11 +128,7 @@ fn finish(ctx: &Ctx, fin: runner::Finished, json: bool) -> CliResult {
     } else {
         let _ = write!(out, "{}", report::summary(&st, Style { color: ctx.color }));
     }
-    Ok(match fin.state {
-        _ if fin.interrupted => Exit::Interrupted,
-        RunState::Completed => Exit::Ok,
-        _ => Exit::Failed,
-    })
+    Ok(Exit::of_run(&fin))
 }
 
 pub fn run(a: RunArgs, ctx: &Ctx) -> CliResult {
@@ -155,6 +140,12 @@ pub fn run(a: RunArgs, ctx: &Ctx) -> CliResult {
         fail_fast: a.fail_fast,
         strict: a.strict,
         grace: Duration::from_secs(a.grace),
+        run_id: a.run_id,
+        base: a.base,
+        upstream: a.upstream_from.map(|remote| runner::Upstream {
+            remote,
+            records: a.upstream_records,
+        }),
     };
     let json = a.json;
     let fin = runner::run(
@@ -169,7 +160,34 @@ pub fn run(a: RunArgs, ctx: &Ctx) -> CliResult {
             }
         },
     )?;
+    if let Some(dir) = &a.records_out {
+        write_records(&opts, &fin, dir)?;
+    }
     finish(ctx, fin, json)
+}
+
+/// `--records-out`: a piece per workstream this invocation ran.
+fn write_records(
+    opts: &RunOptions,
+    fin: &runner::Finished,
+    dir: &std::path::Path,
+) -> Result<(), CliError> {
+    let rc = runner::open_repo(Some(&fin.repo))?;
+    let store = Store::open_existing(rc.layout.clone())?;
+    // Upstreams taken from records were not run here: no piece of theirs.
+    let wss: Vec<String> = if opts.upstream.is_none() {
+        store
+            .workstreams(&fin.run_id)?
+            .into_iter()
+            .map(|w| w.id)
+            .collect()
+    } else {
+        opts.workstreams.clone()
+    };
+    drop(store);
+    let plan = crate::import::plan_value_of(&opts.plan)?;
+    crate::import::write_pieces(&rc.layout, &fin.run_id, &wss, &plan, dir)?;
+    Ok(())
 }
 
 pub fn resume(a: ResumeArgs, ctx: &Ctx) -> CliResult {

@@ -269,3 +269,66 @@ async fn pump<R: AsyncRead + Unpin>(
     }
     (scanner, error)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use regex::bytes::Regex;
+
+    fn scanner(fail_on: &[&str], require: &[&str]) -> Scanner {
+        let res = |p: &[&str]| p.iter().map(|s| Regex::new(s).unwrap()).collect();
+        Scanner::new(Guards {
+            fail_on: res(fail_on),
+            quarantine_on: Vec::new(),
+            require: res(require),
+        })
+    }
+
+    #[test]
+    fn a_line_split_across_reads_is_scanned_whole_without_its_cr() {
+        let mut sc = scanner(&["^error: .*x$"], &[]);
+        sc.feed(b"fine\r\nerr");
+        assert!(sc.fail.is_none());
+        sc.feed(b"or: x\r\nlater\n");
+        let hit = sc.fail.expect("matched");
+        assert_eq!(
+            (hit.pattern.as_str(), hit.line.as_str()),
+            ("^error: .*x$", "error: x")
+        );
+    }
+
+    #[test]
+    fn the_last_line_without_newline_is_scanned_at_the_end() {
+        let mut sc = scanner(&[], &["^done$"]);
+        sc.feed(b"working\ndone");
+        assert_eq!(sc.required, [false]);
+        sc.finish();
+        assert_eq!(sc.required, [true]);
+    }
+
+    #[test]
+    fn scanning_stops_once_every_guard_has_matched() {
+        let mut sc = scanner(&["boom"], &["ok"]);
+        sc.feed(b"ok\nboom 1\n");
+        assert!(!sc.active());
+        sc.feed(b"boom 2\n");
+        assert_eq!(sc.fail.expect("matched").line, "boom 1");
+        assert!(sc.line.is_empty(), "nothing kept once inactive");
+    }
+
+    #[test]
+    fn the_earlier_of_two_streams_wins() {
+        let t0 = Instant::now();
+        let hit = |ms, line: &str| Hit {
+            at: t0 + std::time::Duration::from_millis(ms),
+            pattern: "x".into(),
+            line: line.into(),
+        };
+        let found = earliest(Some(hit(5, "x on stdout")), Some(hit(1, "x on stderr")));
+        assert_eq!(found, Some(("x".into(), "x on stderr".into())));
+        assert_eq!(
+            earliest(None, Some(hit(1, "only"))),
+            Some(("x".into(), "only".into()))
+        );
+    }
+}

@@ -124,3 +124,44 @@ pub fn kill_stale(info: &ProcInfo, grace: Duration) -> bool {
     }
     true
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn proc_lines_round_trip_with_unknown_fields() {
+        let info = ProcInfo {
+            pid: 42,
+            pgid: None,
+            start_time: Some(7),
+        };
+        assert_eq!(info.to_line(), "42 - 7\n");
+        assert_eq!(ProcInfo::from_line(&info.to_line()), Some(info));
+        assert_eq!(ProcInfo::from_line("not a pid"), None);
+        assert_eq!(ProcInfo::from_line("42 -"), None, "cut short");
+    }
+
+    #[test]
+    fn leftovers_of_dead_processes_are_forgotten() {
+        let dir = tempfile::tempdir().unwrap();
+        let stdout = dir.path().join("T1.out");
+        let dead = ProcInfo {
+            pid: u32::MAX - 1,
+            pgid: None,
+            start_time: None,
+        };
+        let path = record(&stdout, &dead);
+        assert_eq!(path, dir.path().join("T1.proc"));
+        std::fs::write(dir.path().join("T2.proc"), "garbage").unwrap();
+        std::fs::write(dir.path().join("T1.out"), "kept").unwrap();
+
+        let logs = [dir.path().to_path_buf(), dir.path().join("missing")];
+        assert_eq!(end_leftovers(&logs, Duration::from_millis(10)), 0);
+        let left: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(left, ["T1.out"]);
+    }
+}

@@ -6,7 +6,7 @@ use gix::bstr::ByteSlice;
 
 use super::Oid;
 use super::error::{GitError, ctx};
-use super::merge::{commit_tree_id_in, open_repo};
+use super::repo::{commit_tree_id_in, open_repo};
 
 /// Lines added and removed in one file.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -221,11 +221,17 @@ pub fn commit_tree_id(repo: &Path, commit: Oid) -> Result<Oid, GitError> {
     commit_tree_id_in(&open_repo(repo)?, commit)
 }
 
+/// `true` when commits `a` and `b` have the same tree.
+pub fn trees_equal(repo: &Path, a: Oid, b: Oid) -> Result<bool, GitError> {
+    let repo = open_repo(repo)?;
+    Ok(commit_tree_id_in(&repo, a)? == commit_tree_id_in(&repo, b)?)
+}
+
 // These tests check against the git CLI, which a Windows build under Wine lacks.
 #[cfg(all(test, unix))]
 mod tests {
     use super::*;
-    use crate::git::merge::tests::{commit_all, git, init_repo, oid, write};
+    use crate::git::test_support::{commit_all, git, init_repo, oid, write};
 
     /// Commit with a fixed, increasing date so log order has no ties.
     fn commit_at(root: &Path, msg: &str, t: i64) -> Oid {
@@ -349,7 +355,7 @@ mod tests {
                     assert_eq!(got.to_string(), all);
                 }
 
-                let anc = crate::git::merge::tests::git_out(
+                let anc = crate::git::test_support::git_out(
                     root,
                     &[
                         "merge-base",

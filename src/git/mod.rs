@@ -1,15 +1,24 @@
 //! Every gix call of mpw lives in this module: repositories, refs, worktrees,
-//! snapshot commits, in-memory merges.
+//! snapshot commits, in-memory merges. See the "Module map" in
+//! docs/ARCHITECTURE.md.
 
+mod checkout;
 mod error;
 mod history;
 mod merge;
+mod remote;
+mod repo;
 mod snapshot;
+// Git-CLI helpers: the tests that use them are Unix-only (Wine has no git).
+#[cfg(all(test, unix))]
+pub(crate) mod test_support;
 mod worktree;
 
+pub use checkout::{advance_branch, update_ref_cas};
 pub use error::GitError;
 pub use gix::ObjectId as Oid;
 pub use history::*;
 pub use merge::*;
+pub use remote::*;
 pub use snapshot::*;
 pub use worktree::*;

@@ -2,8 +2,9 @@
 //! `git add -A && git commit` records), and a reset back to a commit.
 
 use super::Oid;
+use super::checkout::{patch_index, remove_file_and_empty_parents, write_entries};
 use super::error::{GitError, ctx};
-use super::merge::{open_repo, signatures, write_entries};
+use super::repo::{open_repo, write_commit};
 use gix::bstr::{BStr, BString, ByteSlice};
 use gix::refs::transaction::PreviousValue;
 use gix::status::plumbing::index_as_worktree;
@@ -260,16 +261,6 @@ pub enum CommitTarget<'a> {
     Ref(&'a str),
 }
 
-enum IndexUpdate {
-    Upsert {
-        path: BString,
-        id: Oid,
-        mode: gix::index::entry::Mode,
-        stat: gix::index::entry::Stat,
-    },
-    Remove(BString),
-}
-
 /// Commit what changed in the worktree (never ignored or excluded files);
 /// None when nothing changed.
 pub fn commit_worktree(
@@ -303,7 +294,9 @@ pub fn commit_changes(
     let doing = || format!("snapshotting {}", workdir.display());
     let (mut pipeline, index) = repo.filter_pipeline(None).map_err(ctx(doing()))?;
     let mut editor = repo.edit_tree(head_tree).map_err(ctx(doing()))?;
-    let mut updates = Vec::with_capacity(changed.len());
+    // What the index gets when the commit lands on the checked-out branch.
+    let mut written = gix::index::State::new(repo.object_hash());
+    let mut removed = BTreeSet::new();
     for path in changed.keys() {
         let fs_path = full_path(&workdir, path.as_bstr())?;
         // Stat before reading: a write racing with us looks changed next time.
@@ -319,18 +312,19 @@ pub fn commit_changes(
                 editor
                     .upsert(path.as_bstr(), kind, id)
                     .map_err(ctx(format!("adding {path}")))?;
-                updates.push(IndexUpdate::Upsert {
-                    path: path.clone(),
+                written.dangerously_push_entry(
+                    stat.unwrap_or_default(),
                     id,
-                    mode: kind.into(),
-                    stat: stat.unwrap_or_default(),
-                });
+                    gix::index::entry::Flags::empty(),
+                    kind.into(),
+                    path.as_bstr(),
+                );
             }
             None => {
                 editor
                     .remove(path.as_bstr())
                     .map_err(ctx(format!("removing {path}")))?;
-                updates.push(IndexUpdate::Remove(path.clone()));
+                removed.insert(path.clone());
             }
         }
     }
@@ -338,24 +332,7 @@ pub fn commit_changes(
     if tree == head_tree {
         return Ok(None);
     }
-    let (author, committer) = signatures(&repo)?;
-    let mut message = message.to_string();
-    if !message.ends_with('\n') {
-        message.push('\n');
-    }
-    let commit = gix::objs::Commit {
-        tree,
-        parents: [head].into_iter().collect(),
-        author,
-        committer,
-        encoding: None,
-        message: message.clone().into(),
-        extra_headers: Vec::new(),
-    };
-    let id = repo
-        .write_object(&commit)
-        .map_err(ctx("writing the commit"))?
-        .detach();
+    let id = write_commit(&repo, tree, &[head], message)?;
     match target {
         CommitTarget::Head => {
             let name = repo
@@ -369,7 +346,7 @@ pub fn commit_changes(
                 format!("commit: {}", message.lines().next().unwrap_or_default()),
             )
             .map_err(ctx(format!("moving {}", name.as_bstr())))?;
-            apply_index(&repo, updates)?;
+            apply_index(&repo, &written, &removed)?;
         }
         CommitTarget::Ref(name) => {
             repo.reference(name, id, PreviousValue::Any, "mpw: keep a task's work")
@@ -402,50 +379,14 @@ fn keep_exec_bit(
     }
 }
 
-fn apply_index(repo: &gix::Repository, updates: Vec<IndexUpdate>) -> Result<(), GitError> {
+fn apply_index(
+    repo: &gix::Repository,
+    written: &gix::index::State,
+    removed: &BTreeSet<BString>,
+) -> Result<(), GitError> {
     let doing = "updating the index";
     let mut index = repo.open_index().map_err(ctx(doing))?;
-    let mut removed = BTreeSet::new();
-    let mut new = Vec::new();
-    for u in updates {
-        match u {
-            IndexUpdate::Upsert {
-                path,
-                id,
-                mode,
-                stat,
-            } => {
-                match index.entry_mut_by_path_and_stage(
-                    path.as_bstr(),
-                    gix::index::entry::Stage::Unconflicted,
-                ) {
-                    Some(e) => {
-                        e.id = id;
-                        e.mode = mode;
-                        e.stat = stat;
-                    }
-                    None => new.push((stat, id, mode, path)),
-                }
-            }
-            IndexUpdate::Remove(path) => {
-                removed.insert(path);
-            }
-        }
-    }
-    for (stat, id, mode, path) in new {
-        index.dangerously_push_entry(
-            stat,
-            id,
-            gix::index::entry::Flags::empty(),
-            mode,
-            path.as_bstr(),
-        );
-    }
-    index.sort_entries();
-    index.remove_entries(|_, path, _| removed.contains(path));
-    // A stale cache-tree would make `git write-tree` return the old tree.
-    index.remove_tree();
-    index.remove_resolve_undo();
+    patch_index(&mut index, &[written], removed);
     index.write(Default::default()).map_err(ctx(doing))?;
     Ok(())
 }
@@ -498,42 +439,11 @@ pub fn reset_worktree(worktree: &Path, commit: Oid, excluded: &Excluded) -> Resu
     for path in &drop {
         remove_file_and_empty_parents(&workdir, path.as_bstr())?;
     }
-    let mut updates = Vec::new();
     if !restore.entries().is_empty() {
         restore.sort_entries();
         write_entries(&repo, &workdir, &mut restore)?;
-        for e in restore.entries() {
-            updates.push(IndexUpdate::Upsert {
-                path: e.path(&restore).to_owned(),
-                id: e.id,
-                mode: e.mode,
-                stat: e.stat,
-            });
-        }
     }
-    updates.extend(drop.into_iter().map(IndexUpdate::Remove));
-    apply_index(&repo, updates)
-}
-
-fn remove_file_and_empty_parents(workdir: &Path, path: &BStr) -> Result<(), GitError> {
-    let full = full_path(workdir, path)?;
-    match std::fs::symlink_metadata(&full) {
-        Ok(m) if m.is_dir() => std::fs::remove_dir_all(&full),
-        Ok(_) => std::fs::remove_file(&full),
-        Err(_) => Ok(()),
-    }
-    .map_err(|source| GitError::Io {
-        path: full.clone(),
-        source,
-    })?;
-    let mut dir = full.parent();
-    while let Some(d) = dir {
-        if d == workdir || std::fs::remove_dir(d).is_err() {
-            break;
-        }
-        dir = d.parent();
-    }
-    Ok(())
+    apply_index(&repo, &restore, &drop)
 }
 
 /// A task's commit found by its trailers.
@@ -581,23 +491,21 @@ pub fn find_task_commit(
 #[cfg(all(test, unix))]
 mod tests {
     use super::*;
-    use crate::git::merge::tests::git;
+    use crate::git::test_support::{commit_all, git, init_repo_named, write_files};
 
     fn repo() -> (tempfile::TempDir, PathBuf) {
-        let d = tempfile::tempdir().unwrap();
-        let p = d.path().join("r ü");
-        std::fs::create_dir(&p).unwrap();
-        git(&p, &["init", "-q", "-b", "main"]);
-        git(&p, &["config", "user.name", "T"]);
-        git(&p, &["config", "user.email", "t@example.com"]);
-        std::fs::write(p.join(".gitignore"), "*.log\n").unwrap();
-        std::fs::write(p.join("keep.txt"), "keep\n").unwrap();
-        std::fs::write(p.join("mod.txt"), "old\n").unwrap();
-        std::fs::write(p.join("del.txt"), "del\n").unwrap();
-        std::fs::create_dir(p.join("d")).unwrap();
-        std::fs::write(p.join("d/x.sh"), "echo\n").unwrap();
-        git(&p, &["add", "-A"]);
-        git(&p, &["commit", "-q", "-m", "init"]);
+        let (d, p) = init_repo_named("r ü");
+        write_files(
+            &p,
+            &[
+                (".gitignore", "*.log\n"),
+                ("keep.txt", "keep\n"),
+                ("mod.txt", "old\n"),
+                ("del.txt", "del\n"),
+                ("d/x.sh", "echo\n"),
+            ],
+        );
+        commit_all(&p, "init");
         (d, p)
     }
 

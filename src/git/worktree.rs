@@ -2,7 +2,7 @@
 
 use super::Oid;
 use super::error::{GitError, ctx};
-use super::merge::open_repo;
+use super::repo::open_repo;
 use gix::refs::transaction::PreviousValue;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
@@ -381,18 +381,11 @@ fn collect_locks(dir: &Path, out: &mut Vec<PathBuf>) {
 #[cfg(all(test, unix))]
 mod tests {
     use super::*;
-    use crate::git::merge::tests::git;
+    use crate::git::test_support::{commit_file, git, init_repo_named};
 
     fn repo() -> (tempfile::TempDir, PathBuf) {
-        let d = tempfile::tempdir().unwrap();
-        let p = d.path().join("r");
-        std::fs::create_dir(&p).unwrap();
-        git(&p, &["init", "-q", "-b", "main"]);
-        git(&p, &["config", "user.name", "T"]);
-        git(&p, &["config", "user.email", "t@example.com"]);
-        std::fs::write(p.join("a.txt"), "a\n").unwrap();
-        git(&p, &["add", "-A"]);
-        git(&p, &["commit", "-q", "-m", "init"]);
+        let (d, p) = init_repo_named("r");
+        commit_file(&p, "a.txt", "a\n", "init");
         (d, p)
     }
 

@@ -28,13 +28,19 @@ pub(crate) fn levels(deps: &[Vec<usize>]) -> Option<(Vec<usize>, Vec<usize>)> {
 /// How many dependencies each node has, and which nodes depend on it.
 fn in_degrees_and_successors(deps: &[Vec<usize>]) -> (Vec<usize>, Vec<Vec<usize>>) {
     let indeg = deps.iter().map(Vec::len).collect();
+    (indeg, successors(deps.iter().map(Vec::as_slice)))
+}
+
+/// Which nodes depend on each node, in index order: the one place the
+/// successor lists of a graph are built.
+pub(crate) fn successors<'a>(deps: impl ExactSizeIterator<Item = &'a [usize]>) -> Vec<Vec<usize>> {
     let mut succ = vec![Vec::new(); deps.len()];
-    for (v, ds) in deps.iter().enumerate() {
+    for (v, ds) in deps.enumerate() {
         for &d in ds {
             succ[d].push(v);
         }
     }
-    (indeg, succ)
+    succ
 }
 
 /// The longest chain of nodes (by count), first to last. Among equally long

@@ -103,6 +103,13 @@ pub struct Dag {
     pub critical_path: Vec<usize>,
 }
 
+impl Dag {
+    /// The tasks that depend on each task.
+    pub fn dependants(&self) -> Vec<Vec<usize>> {
+        dag::successors(self.tasks.iter().map(|t| t.deps.as_slice()))
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct TaskNode {
     pub ws: usize,

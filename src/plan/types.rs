@@ -1,4 +1,4 @@
-//! The plan as users write it (schema 1, DESIGN section 1). The JSON Schema
+//! The plan as users write it (schema 1; docs/ARCHITECTURE.md, "How a plan flows"). The JSON Schema
 //! printed by `mpw plan schema` is derived from these types.
 
 use schemars::JsonSchema;

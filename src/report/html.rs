@@ -412,7 +412,9 @@ mod tests {
                     duration_ms: Some(40),
                 });
                 tasks.push(TaskStatus {
+                    ws: format!("W{w:03}"),
                     id: format!("T{t}"),
+                    idx: t as usize,
                     name: None,
                     state: TaskState::Succeeded,
                     attempts: 1,

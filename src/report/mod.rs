@@ -3,7 +3,9 @@
 
 pub mod html;
 
-use crate::model::{Event, EventKind, RunState, TaskState, WorkstreamState};
+use crate::model::{
+    Event, EventData, EventKind, RunState, TaskState, WorkstreamFacts, WorkstreamState,
+};
 use crate::runner::Listener;
 use crate::store::RunStatus;
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
@@ -124,18 +126,12 @@ pub fn status_table(st: &RunStatus, style: Style) -> String {
             (Some(i), _) => format!(
                 "{} into {}{}",
                 w.branch,
-                i.get("into").and_then(|v| v.as_str()).unwrap_or("?"),
-                i.get("conflicts")
-                    .and_then(|c| c.as_array())
-                    .filter(|c| !c.is_empty())
-                    .map(|c| format!(
-                        "; conflicts: {}",
-                        c.iter()
-                            .filter_map(|p| p.as_str())
-                            .collect::<Vec<_>>()
-                            .join(", ")
-                    ))
-                    .unwrap_or_default()
+                i.into,
+                if i.conflicts.is_empty() {
+                    String::new()
+                } else {
+                    format!("; conflicts: {}", i.conflicts.join(", "))
+                }
             ),
             (None, Some(r)) if w.state != WorkstreamState::Completed => {
                 format!("{}; {r}", w.branch)
@@ -248,35 +244,58 @@ pub fn event_line(ev: &Event) -> String {
         (Some(w), None) => w.clone(),
         _ => format!("run {}", ev.run),
     };
-    let mut line = format!("{who} {}", ev.kind.as_str());
-    let d = &ev.data;
-    if let Some(ms) = d.get("duration_ms").and_then(|v| v.as_i64()) {
+    let mut line = format!("{who} {}", ev.kind().as_str());
+    let (task, ws) = (ev.data.task(), ws_facts(&ev.data));
+    if let Some(ms) = task.and_then(|f| f.duration_ms) {
         let _ = write!(line, " in {}", human_ms(ms));
     }
     if let Some(a) = ev
         .attempt
-        .filter(|a| *a > 1 || ev.kind == EventKind::TaskRetry)
+        .filter(|a| *a > 1 || ev.kind() == EventKind::TaskRetry)
     {
         let _ = write!(line, " (attempt {a})");
     }
-    if let Some(c) = d.get("commit").and_then(|v| v.as_str()) {
+    let commit = match &ev.data {
+        EventData::WorktreeCreated(w) => Some(&w.commit),
+        d => d.task().and_then(|f| f.commit.as_ref()),
+    };
+    if let Some(c) = commit {
         let _ = write!(line, " commit {}", &c[..c.len().min(10)]);
     }
-    if let Some(r) = d.get("reason").and_then(|v| v.as_str()) {
+    let reason = match &ev.data {
+        EventData::SetupFailed(s) => Some(&s.reason),
+        _ => task
+            .and_then(|f| f.reason.as_ref())
+            .or(ws.and_then(|f| f.reason.as_ref())),
+    };
+    if let Some(r) = reason {
         let _ = write!(line, ": {r}");
     }
-    if let Some(p) = d.get("path").and_then(|v| v.as_str()) {
-        let _ = write!(line, " at {p}");
+    if let EventData::WorktreeCreated(w) = &ev.data {
+        let _ = write!(line, " at {}", w.path);
     }
-    if let Some(locks) = d.get("stale_locks_removed").and_then(|v| v.as_array()) {
-        let names: Vec<&str> = locks.iter().filter_map(|v| v.as_str()).collect();
+    if let EventData::RunResumed(l) | EventData::RunCancelled(l) = &ev.data
+        && !l.stale_locks_removed.is_empty()
+    {
         let _ = write!(
             line,
             "; removed git lock files a killed process left: {}",
-            names.join(", ")
+            l.stale_locks_removed.join(", ")
         );
     }
     line
+}
+
+/// The facts of a workstream's run-phase event.
+fn ws_facts(d: &EventData) -> Option<&WorkstreamFacts> {
+    match d {
+        EventData::WorkstreamStarted(f)
+        | EventData::WorkstreamCompleted(f)
+        | EventData::WorkstreamFailed(f)
+        | EventData::WorkstreamQuarantined(f)
+        | EventData::WorkstreamSkipped(f) => Some(f),
+        _ => None,
+    }
 }
 
 /// Plain timestamped lines on stderr (no terminal, `-q`, or `--json`).
@@ -293,7 +312,7 @@ impl LineListener {
 impl Listener for LineListener {
     fn event(&mut self, ev: &Event) {
         let important = matches!(
-            ev.kind,
+            ev.kind(),
             EventKind::TaskFailed
                 | EventKind::TaskQuarantined
                 | EventKind::SetupFailed
@@ -303,7 +322,7 @@ impl Listener for LineListener {
         if self.quiet && !important {
             return;
         }
-        if matches!(ev.kind, EventKind::TaskReady) {
+        if matches!(ev.kind(), EventKind::TaskReady) {
             return;
         }
         let time = ev.ts.get(11..19).unwrap_or(&ev.ts);
@@ -391,7 +410,7 @@ impl Listener for BarListener {
             return;
         };
         let task = ev.task.clone().unwrap_or_default();
-        match ev.kind {
+        match ev.kind() {
             EventKind::TaskStarted => {
                 self.running.entry(ws.clone()).or_default().push(task);
                 if let Some(b) = self.bars.get(&ws) {
@@ -408,19 +427,22 @@ impl Listener for BarListener {
                 if let Some(r) = self.running.get_mut(&ws) {
                     r.retain(|t| *t != task);
                 }
-                if ev.kind != EventKind::TaskRetry {
+                if ev.kind() != EventKind::TaskRetry {
                     if let Some(b) = self.bars.get(&ws) {
                         b.inc(1);
                     }
                     self.total.inc(1);
                 }
-                if matches!(ev.kind, EventKind::TaskFailed | EventKind::TaskQuarantined) {
+                if matches!(
+                    ev.kind(),
+                    EventKind::TaskFailed | EventKind::TaskQuarantined
+                ) {
                     let _ = self.multi.println(event_line(ev));
                 }
                 if let Some(b) = self.bars.get(&ws) {
                     b.set_message(format!(
                         "{task} {}",
-                        ev.kind.as_str().trim_start_matches("TASK_")
+                        ev.kind().as_str().trim_start_matches("TASK_")
                     ));
                 }
                 self.set_msg(&ws);
@@ -439,7 +461,7 @@ impl Listener for BarListener {
             | EventKind::WorkstreamSkipped => {
                 if let Some(b) = self.bars.get(&ws) {
                     b.finish_with_message(
-                        ev.kind
+                        ev.kind()
                             .as_str()
                             .trim_start_matches("WORKSTREAM_")
                             .to_string(),

@@ -1,95 +1,11 @@
 //! One attempt of one task: run it, judge it, and put its work where it
 //! belongs (a commit on the branch, a preserved ref, or discarded for a retry).
 
-use super::coordinator::RunCtx;
-use super::{Result, RunError};
-use crate::exec::{self, Cancel, Guards, ProcInfo, Program, Spec, Verdict};
+use super::ctx::{AttemptResult, RunCtx};
+use crate::exec::{self, Cancel, ProcInfo, Spec, Verdict};
 use crate::git::{self, CommitTarget, Excluded, Oid};
-use crate::plan::{Plan, Shell, Task, TaskClass, Workstream};
-use regex::bytes::Regex;
 use std::sync::Arc;
-use std::time::Duration;
 use tokio::sync::watch;
-
-/// What a task needs to know for the whole run.
-pub(crate) struct TaskCtx {
-    pub ws: usize,
-    pub id: String,
-    pub program: Program,
-    pub env: Vec<(String, String)>,
-    pub cwd: Option<String>,
-    pub timeout: Duration,
-    pub retries: u32,
-    pub class: TaskClass,
-    pub read_only: bool,
-    pub allow_failure: bool,
-    pub guards: Guards,
-    pub message: String,
-}
-
-impl TaskCtx {
-    pub fn new(plan: &Plan, w: &Workstream, t: &Task, ws: usize, shell: Shell) -> Result<Self> {
-        let program = match (&t.run, &t.argv) {
-            (Some(script), None) => Program::Shell {
-                shell,
-                script: script.clone(),
-            },
-            (None, Some(argv)) => Program::Argv(argv.clone()),
-            _ => {
-                return Err(RunError::Usage(format!(
-                    "task {}/{}: needs exactly one of run and argv",
-                    w.id, t.id
-                )));
-            }
-        };
-        let compile = |pats: &[String]| -> Result<Vec<Regex>> {
-            pats.iter()
-                .map(|p| {
-                    Regex::new(p).map_err(|e| {
-                        RunError::Usage(format!("task {}/{}: guardrail /{p}/: {e}", w.id, t.id))
-                    })
-                })
-                .collect()
-        };
-        let mut env: Vec<(String, String)> = plan.globals.env.clone().into_iter().collect();
-        env.extend(w.env.clone());
-        env.extend(t.env.clone());
-        let title = t
-            .name
-            .clone()
-            .unwrap_or_else(|| format!("Run task {}", t.id));
-        let message = t
-            .commit_message
-            .clone()
-            .unwrap_or_else(|| format!("{}: {title}", w.id));
-        Ok(TaskCtx {
-            ws,
-            id: t.id.clone(),
-            program,
-            env,
-            cwd: t.cwd.clone(),
-            timeout: Duration::from_secs(t.timeout_s.or(plan.globals.timeout_s).unwrap_or(1800)),
-            retries: t.retries.or(plan.globals.retries).unwrap_or(0),
-            class: t.class,
-            read_only: t.read_only,
-            allow_failure: t.allow_failure,
-            guards: Guards {
-                fail_on: compile(&t.guardrails.fail_on)?,
-                quarantine_on: compile(&t.guardrails.quarantine_on)?,
-                require: compile(&t.guardrails.require)?,
-            },
-            message,
-        })
-    }
-}
-
-pub(crate) struct AttemptResult {
-    pub verdict: Verdict,
-    pub exit_code: Option<i32>,
-    pub commit: Option<Oid>,
-    pub preserved_ref: Option<String>,
-    pub duration: Duration,
-}
 
 /// The commit message of a task's snapshot, with the trailers that let
 /// `resume` recognise it.

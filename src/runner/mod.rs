@@ -1,62 +1,39 @@
 //! `mpw run` and `mpw resume`: turn a validated plan into a recorded run and
 //! drive it to its end. The runner emits events to listeners; it prints nothing.
+//!
+//! Its files, none of which imports from this one or from a file that
+//! imports it back (checked by a test below; see docs/ARCHITECTURE.md,
+//! "Module map"):
+//! - `coordinator`: the loop that starts work and records results;
+//! - `ledger`: the states in memory and the one place each changes;
+//! - `ctx`: what executors get and send back; `attempt`, `provision`: the executors;
+//! - `recover`: after a coordinator died (`resume`, `cancel`);
+//! - `error`, `options`: shared by all of them.
 
 mod attempt;
 mod coordinator;
+mod ctx;
+mod error;
+mod ledger;
+mod options;
 mod provision;
+mod recover;
 
-pub use coordinator::Listener;
+use error::Result;
+pub use error::RunError;
+pub use ledger::Listener;
+pub use options::{Finished, RunOptions, Upstream, plan_shell};
+pub(crate) use options::{Invocation, StoredOptions};
 
 use crate::git::{self, GitError, Oid, RepoInfo};
-use crate::model::{RunState, TaskState};
-use crate::plan::{self, LoadOptions, Loaded, Plan, PlanError, Shell};
-use crate::store::{Layout, NewRun, NewWs, Store, StoreError};
+use crate::lock;
+use crate::model::RunState;
+use crate::plan::{self, LoadOptions, Loaded, Plan};
+use crate::store::{Layout, NewRun, NewWs, Store};
 use std::collections::BTreeSet;
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
-
-#[derive(Debug, thiserror::Error)]
-pub enum RunError {
-    #[error(transparent)]
-    Plan(#[from] PlanError),
-    #[error(transparent)]
-    Git(#[from] GitError),
-    #[error(transparent)]
-    Store(#[from] StoreError),
-    /// Bad input the user can fix; nothing was touched.
-    #[error("{0}")]
-    Usage(String),
-    /// The machine or repository is not in a state to run.
-    #[error("{0}")]
-    Env(String),
-}
-
-type Result<T, E = RunError> = std::result::Result<T, E>;
-
-/// What `mpw run` was asked to do.
-#[derive(Debug, Clone)]
-pub struct RunOptions {
-    pub plan: PathBuf,
-    pub repo: Option<PathBuf>,
-    pub max_concurrency: Option<usize>,
-    pub workstreams: Vec<String>,
-    pub fail_fast: bool,
-    pub strict: bool,
-    /// Between TERM and KILL when stopping tasks.
-    pub grace: Duration,
-}
-
-/// How a run ended, for the exit code and the summary.
-#[derive(Debug, Clone)]
-pub struct Finished {
-    pub run_id: String,
-    pub state: RunState,
-    /// Stopped by Ctrl-C / SIGTERM / `mpw cancel`.
-    pub interrupted: bool,
-    /// Main worktree of the repository the run works in.
-    pub repo: PathBuf,
-}
 
 /// Facts of the repository a run works in.
 pub struct RepoCtx {
@@ -69,34 +46,14 @@ pub struct RepoCtx {
 pub fn open_repo(repo: Option<&Path>) -> Result<RepoCtx> {
     let start = match repo {
         Some(p) => p.to_path_buf(),
-        None => {
-            std::env::current_dir().map_err(|e| RunError::Env(format!("current directory: {e}")))?
-        }
+        None => std::env::current_dir().map_err(RunError::io(Path::new("current directory")))?,
     };
     if !start.exists() {
-        return Err(RunError::Env(format!(
-            "{}: no such directory",
-            start.display()
-        )));
+        return Err(RunError::NoDirectory { path: start });
     }
     let info = git::discover(&start)?;
     let layout = Layout::new(&info.common_dir);
     Ok(RepoCtx { info, layout })
-}
-
-/// How the coordinator was started.
-pub(crate) struct Invocation {
-    /// The main worktree, as found now.
-    pub repo: PathBuf,
-    pub resuming: bool,
-}
-
-/// Options of a run kept in its row, so `resume` continues the same way.
-#[derive(Debug, Clone, serde::Serialize, serde::Deserialize, Default)]
-pub(crate) struct StoredOptions {
-    pub max_concurrency: Option<usize>,
-    pub fail_fast: bool,
-    pub grace_ms: u64,
 }
 
 /// Everything checked before anything is touched.
@@ -132,13 +89,17 @@ fn prepare(opts: &RunOptions) -> Result<Prepared> {
     let repo = open_repo(repo_dir.as_deref())?;
     let main = repo.info.main_workdir.clone();
 
-    let base_rev = loaded.plan.base.clone().unwrap_or_else(|| "HEAD".into());
+    let base_rev = opts
+        .base
+        .clone()
+        .or_else(|| loaded.plan.base.clone())
+        .unwrap_or_else(|| "HEAD".into());
     let base = git::resolve_commit(&main, &base_rev).map_err(|e| match e {
-        GitError::UnknownRev { .. } => RunError::Usage(format!(
-            "{}: base {base_rev:?} does not resolve to a commit in {}",
-            opts.plan.display(),
-            main.display()
-        )),
+        GitError::UnknownRev { .. } => RunError::BadBase {
+            plan: opts.plan.clone(),
+            base: base_rev.clone(),
+            repo: main.clone(),
+        },
         e => e.into(),
     })?;
     let base_ref = if base_rev == "HEAD" {
@@ -149,10 +110,18 @@ fn prepare(opts: &RunOptions) -> Result<Prepared> {
         None
     };
 
-    let run_id = loaded
-        .plan
+    if let Some(id) = &opts.run_id
+        && let Some(problem) = plan::id_problem(id)
+    {
+        return Err(RunError::BadRunId {
+            id: id.clone(),
+            problem,
+        });
+    }
+    let run_id = opts
         .run_id
         .clone()
+        .or_else(|| loaded.plan.run_id.clone())
         .unwrap_or_else(|| ulid::Ulid::generate().to_string());
     let loaded = select_workstreams(loaded, &opts.workstreams)?;
 
@@ -218,11 +187,11 @@ fn select_workstreams(loaded: Loaded, names: &[String]) -> Result<Loaded> {
         match ids.iter().position(|i| i == n) {
             Some(i) => stack.push(i),
             None => {
-                return Err(RunError::Usage(format!(
-                    "--workstream {n}: no such workstream in {} (it has: {})",
-                    loaded.path.display(),
-                    ids.join(", ")
-                )));
+                return Err(RunError::NoSuchWorkstream {
+                    name: n.clone(),
+                    plan: loaded.path.clone(),
+                    known: ids.iter().map(|i| i.to_string()).collect(),
+                });
             }
         }
     }
@@ -281,6 +250,17 @@ pub fn run(
     }
     let main = p.repo.info.main_workdir.clone();
     let plan = &p.loaded.plan;
+    // Upstreams taken from records are not run here: their branches come
+    // from the remote.
+    let upstream: Vec<String> = match &opts.upstream {
+        Some(_) => plan
+            .workstreams
+            .iter()
+            .map(|w| w.id.clone())
+            .filter(|id| !opts.workstreams.contains(id))
+            .collect(),
+        None => Vec::new(),
+    };
 
     // Refuse before touching anything: branches or worktree paths in the way.
     let mut wss = Vec::new();
@@ -289,25 +269,26 @@ pub fn run(
             .branch
             .clone()
             .unwrap_or_else(|| default_branch(&p.run_id, &w.id));
+        let bad = |problem: String| RunError::BadWorkstream {
+            ws: w.id.clone(),
+            problem,
+        };
         if !git::is_valid_branch_name(&branch) {
-            return Err(RunError::Usage(format!(
-                "workstream {}: {branch:?} is not a valid branch name",
-                w.id
-            )));
+            return Err(bad(format!("{branch:?} is not a valid branch name")));
         }
-        if git::branch_tip(&main, &branch)?.is_some() {
-            return Err(RunError::Usage(format!(
-                "workstream {}: branch {branch} already exists; pick another run_id or branch (or `mpw resume {}`)",
-                w.id, p.run_id
+        let ours = !upstream.contains(&w.id);
+        if ours && git::branch_tip(&main, &branch)?.is_some() {
+            return Err(bad(format!(
+                "branch {branch} already exists; pick another run_id or branch (or `mpw resume {}`)",
+                p.run_id
             )));
         }
         let wt = p.worktree_root.join(&p.run_id).join(&w.id);
-        if wt.exists() {
-            return Err(RunError::Env(format!(
-                "workstream {}: worktree path {} already exists and is not mpw's; move it away or set globals.worktree_root",
-                w.id,
-                wt.display()
-            )));
+        if ours && wt.exists() {
+            return Err(RunError::WorktreeInTheWay {
+                ws: w.id.clone(),
+                path: wt,
+            });
         }
         wss.push((w, branch, wt));
     }
@@ -347,13 +328,33 @@ pub fn run(
     })?;
     let plan_json = serde_json::to_vec_pretty(plan).expect("plan serialises");
     crate::store::write_atomic(&store.layout.plan_json(&p.run_id), &plan_json)?;
+    if let Some(up) = &opts.upstream {
+        let full = crate::import::plan_value_of(&opts.plan)?;
+        crate::import::seed_upstreams(
+            &mut store,
+            &main,
+            &p.run_id,
+            &full,
+            &p.base.to_string(),
+            &upstream,
+            up,
+        )?;
+    }
     on_id(&p.run_id);
     let lock = lock_run(&store.layout, &p.run_id)?;
     let how = Invocation {
         repo: main,
         resuming: false,
     };
-    coordinator::drive(store, &p.run_id, p.loaded, stored, listener, how, lock)
+    coordinator::drive(coordinator::Start {
+        store,
+        run_id: p.run_id,
+        loaded: p.loaded,
+        opts: stored,
+        listener,
+        how,
+        lock,
+    })
 }
 
 /// Continue a run whose coordinator died or was interrupted.
@@ -362,46 +363,41 @@ pub fn resume(repo: Option<&Path>, run_id: &str, listener: Box<dyn Listener>) ->
     let store = Store::open_existing(rc.layout.clone())?;
     let row = store.run(run_id)?;
     if row.state == RunState::Completed {
-        return Err(RunError::Usage(format!(
-            "run {run_id} already COMPLETED; nothing to resume"
-        )));
+        return Err(RunError::NothingToResume { run: run_id.into() });
     }
     let lock = lock_run(&store.layout, run_id)?;
-    let text = std::fs::read_to_string(store.layout.plan_json(run_id))
-        .map_err(|e| RunError::Env(format!("{}: {e}", store.layout.plan_json(run_id).display())))?;
-    let loaded = plan::parse_str(
-        &text,
-        &store.layout.plan_json(run_id),
-        LoadOptions::default(),
-    )?;
+    let loaded = stored_plan(&store.layout, run_id)?;
     let stored: StoredOptions = serde_json::from_value(row.options.clone()).unwrap_or_default();
     let how = Invocation {
         repo: rc.info.main_workdir.clone(),
         resuming: true,
     };
-    coordinator::drive(store, run_id, loaded, stored, listener, how, lock)
+    coordinator::drive(coordinator::Start {
+        store,
+        run_id: run_id.into(),
+        loaded,
+        opts: stored,
+        listener,
+        how,
+        lock,
+    })
 }
 
 /// Hold the run's coordinator lock: one coordinator per run, and a crashed
 /// one (whose lock the OS released) is recognised by `resume` and `cancel`.
 fn lock_run(layout: &Layout, run_id: &str) -> Result<File> {
     let path = layout.run_lock(run_id);
-    let f = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&path)
-        .map_err(|e| RunError::Env(format!("{}: {e}", path.display())))?;
-    match f.try_lock() {
-        Ok(()) => Ok(f),
-        Err(std::fs::TryLockError::WouldBlock) => Err(RunError::Env(format!(
-            "run {run_id} is being worked on by another mpw process right now (lock {})",
-            path.display()
-        ))),
-        Err(std::fs::TryLockError::Error(e)) => {
-            Err(RunError::Env(format!("{}: {e}", path.display())))
-        }
-    }
+    lock::try_acquire(&path)?.ok_or_else(|| RunError::RunLocked {
+        run: run_id.into(),
+        lock: path,
+    })
+}
+
+/// The plan of a recorded run, as stored in its `plan.json`.
+pub(crate) fn stored_plan(layout: &Layout, run_id: &str) -> Result<Loaded> {
+    let path = layout.plan_json(run_id);
+    let text = std::fs::read_to_string(&path).map_err(RunError::io(&path))?;
+    Ok(plan::parse_str(&text, &path, LoadOptions::default())?)
 }
 
 /// Ask a run to stop. With its coordinator alive, it is told through the
@@ -422,7 +418,7 @@ pub fn cancel(repo: Option<&Path>, run_id: &str, grace: Duration) -> Result<RunS
                 // No coordinator (any more): finish the job here.
                 let row = store.run(run_id)?;
                 if !row.state.is_terminal() {
-                    coordinator::cancel_orphaned(&mut store, &rc.info.main_workdir, run_id, grace)?;
+                    recover::cancel_orphaned(&mut store, &rc.info.main_workdir, run_id, grace)?;
                 }
                 drop(lock);
                 return Ok(store.run(run_id)?.state);
@@ -435,14 +431,73 @@ pub fn cancel(repo: Option<&Path>, run_id: &str, grace: Duration) -> Result<RunS
     }
 }
 
-/// The shell for `run` commands when the plan names none.
-pub fn plan_shell(plan: &Plan) -> Shell {
-    plan.globals
-        .shell
-        .unwrap_or_else(crate::exec::default_shell)
-}
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
 
-/// Is this task state one that a resume leaves alone?
-pub(crate) fn is_done(s: TaskState) -> bool {
-    s.is_terminal() && s != TaskState::Cancelled && s != TaskState::Skipped
+    /// Which sibling files each file of src/runner imports (`super::x`),
+    /// tests aside. Anything else named through `super::` lives in mod.rs.
+    fn imports() -> BTreeMap<String, Vec<String>> {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src/runner");
+        let mut files = BTreeMap::new();
+        for e in std::fs::read_dir(&dir).unwrap() {
+            let path = e.unwrap().path();
+            let name = path.file_stem().unwrap().to_string_lossy().into_owned();
+            if name != "mod" {
+                files.insert(name, std::fs::read_to_string(&path).unwrap());
+            }
+        }
+        let mut out = BTreeMap::new();
+        for (name, text) in &files {
+            let code = text.split("#[cfg(test)]").next().unwrap();
+            let mut deps = Vec::new();
+            for part in code.split("super::").skip(1) {
+                let names: Vec<&str> = match part.strip_prefix('{') {
+                    Some(list) => list.split('}').next().unwrap().split(',').collect(),
+                    None => vec![part],
+                };
+                for n in names {
+                    let n: String = n
+                        .trim()
+                        .chars()
+                        .take_while(|c| c.is_alphanumeric() || *c == '_')
+                        .collect();
+                    deps.push(n);
+                }
+            }
+            out.insert(name.clone(), deps);
+        }
+        out
+    }
+
+    #[test]
+    fn runner_files_import_no_cycle() {
+        let graph = imports();
+        for (file, deps) in &graph {
+            for d in deps {
+                assert!(
+                    graph.contains_key(d),
+                    "runner/{file}.rs takes `{d}` from runner/mod.rs, which imports it back"
+                );
+            }
+        }
+        // Peel off files that import nothing left: a cycle is what remains.
+        let mut left = graph.clone();
+        while let Some(leaf) = left
+            .iter()
+            .find(|(_, deps)| deps.iter().all(|d| !left.contains_key(d)))
+            .map(|(f, _)| f.clone())
+        {
+            left.remove(&leaf);
+        }
+        assert!(left.is_empty(), "import cycle among {:?}", left.keys());
+        // Executors know nothing of the coordinator.
+        for exec in ["attempt", "provision"] {
+            assert!(
+                !graph[exec]
+                    .iter()
+                    .any(|d| d == "coordinator" || d == "ledger")
+            );
+        }
+    }
 }

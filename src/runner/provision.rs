@@ -1,98 +1,12 @@
 //! A workstream's branch and worktree: created (or found again on resume),
 //! `copy` files brought in, `setup` commands run, the baseline recorded.
 
-use super::coordinator::RunCtx;
-use super::{Result, RunError};
+use super::ctx::{Provisioned, RunCtx};
 use crate::exec::{self, Cancel, Program, Spec, Verdict};
 use crate::git::{self, Excluded, MergeSession, Oid};
-use crate::plan::{Plan, Shell, Workstream};
-use crate::store::WsRow;
-use globset::{Glob, GlobSet, GlobSetBuilder};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
-use std::time::Duration;
 use tokio::sync::watch;
-
-/// What a workstream needs to know for its whole run.
-pub(crate) struct WsCtx {
-    pub id: String,
-    pub branch: String,
-    pub worktree: PathBuf,
-    pub allowed: Option<GlobSet>,
-    pub copy: Vec<String>,
-    pub setup: Vec<String>,
-    pub env: Vec<(String, String)>,
-    pub shell: Shell,
-    pub setup_timeout: Duration,
-    /// MPW_SLOT: the workstream's index.
-    pub slot: usize,
-}
-
-impl WsCtx {
-    pub fn new(
-        plan: &Plan,
-        w: &Workstream,
-        slot: usize,
-        row: &WsRow,
-        shell: Shell,
-    ) -> Result<Self> {
-        let allowed = match &w.allowed_paths {
-            None => None,
-            Some(globs) => {
-                let mut b = GlobSetBuilder::new();
-                for g in globs {
-                    let glob = Glob::new(g).map_err(|e| {
-                        RunError::Usage(format!("workstream {}: allowed_paths {g:?}: {e}", w.id))
-                    })?;
-                    b.add(glob);
-                }
-                Some(
-                    b.build()
-                        .map_err(|e| RunError::Usage(format!("workstream {}: {e}", w.id)))?,
-                )
-            }
-        };
-        let mut env: Vec<(String, String)> = plan.globals.env.clone().into_iter().collect();
-        env.extend(w.env.clone());
-        Ok(WsCtx {
-            id: w.id.clone(),
-            branch: row.branch.clone(),
-            worktree: PathBuf::from(&row.worktree),
-            allowed,
-            copy: plan.globals.copy.clone(),
-            setup: plan.globals.setup.iter().chain(&w.setup).cloned().collect(),
-            env,
-            shell,
-            setup_timeout: Duration::from_secs(plan.globals.timeout_s.unwrap_or(1800)),
-            slot,
-        })
-    }
-
-    /// The `MPW_*` variables of a command in this workstream.
-    pub fn mpw_env(&self, run_id: &str, task: &str, attempt: u32) -> Vec<(String, String)> {
-        vec![
-            ("MPW_RUN_ID".into(), run_id.into()),
-            ("MPW_WORKSTREAM".into(), self.id.clone()),
-            ("MPW_TASK".into(), task.into()),
-            ("MPW_ATTEMPT".into(), attempt.to_string()),
-            (
-                "MPW_WORKTREE".into(),
-                self.worktree.to_string_lossy().into_owned(),
-            ),
-            ("MPW_SLOT".into(), self.slot.to_string()),
-        ]
-    }
-}
-
-pub(crate) struct Provisioned {
-    pub start_commit: Oid,
-    pub baseline: Vec<String>,
-    pub missing_copies: Vec<String>,
-    /// A worktree was (re)created, not just found again.
-    pub created: bool,
-    /// The branch was created now (not found from an earlier invocation).
-    pub fresh: bool,
-}
 
 /// Make the workstream ready for its tasks. `from`: heads of the workstreams
 /// it depends on; `known`: the baseline recorded by an earlier invocation.

@@ -7,6 +7,8 @@
 //! ```
 #![allow(dead_code)]
 
+pub mod scale;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 

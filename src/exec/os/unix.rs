@@ -43,12 +43,12 @@ fn stop_signals(force: bool) -> &'static [i32] {
     }
 }
 
-fn signal_group(pgid: i32, sig: i32) -> bool {
-    if pgid <= 1 {
-        return false;
+/// Never to group 0 or 1: that would signal our own group, or everyone.
+fn signal_group(pgid: i32, sig: i32) {
+    if pgid > 1 {
+        // SAFETY: plain syscall, no memory involved.
+        unsafe { libc::killpg(pgid, sig) };
     }
-    // SAFETY: plain syscall, no memory involved.
-    unsafe { libc::killpg(pgid, sig) == 0 }
 }
 
 /// Stop what a crashed coordinator left: its group, or the lone pid when no
@@ -56,9 +56,7 @@ fn signal_group(pgid: i32, sig: i32) -> bool {
 pub fn stop_stale(info: &ProcInfo, force: bool) {
     for &sig in stop_signals(force) {
         match info.pgid.and_then(|g| i32::try_from(g).ok()) {
-            Some(pgid) => {
-                signal_group(pgid, sig);
-            }
+            Some(pgid) => signal_group(pgid, sig),
             None => {
                 if let Ok(pid) = i32::try_from(info.pid)
                     && pid > 1

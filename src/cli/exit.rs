@@ -1,0 +1,188 @@
+//! The one place where results and errors become exit codes (0 ok, 1 work
+//! failed, 2 usage or invalid plan, 3 environment, 130 interrupted; see
+//! docs/ARCHITECTURE.md, "Module map").
+
+use crate::export::ExportError;
+use crate::git::GitError;
+use crate::import::ImportError;
+use crate::integrate::Report;
+use crate::model::RunState;
+use crate::plan::PlanError;
+use crate::runner::{Finished, RunError};
+use crate::store::StoreError;
+use std::fmt;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Exit {
+    Ok = 0,
+    /// The work ran but something failed.
+    Failed = 1,
+    /// Usage error or invalid plan; nothing was touched.
+    Usage = 2,
+    /// Environment problem: not a repository, lock held, dirty target, I/O.
+    Env = 3,
+    Interrupted = 130,
+}
+
+impl Exit {
+    /// How a run (or resume) ended.
+    pub fn of_run(fin: &Finished) -> Exit {
+        match fin.state {
+            _ if fin.interrupted => Exit::Interrupted,
+            RunState::Completed => Exit::Ok,
+            _ => Exit::Failed,
+        }
+    }
+
+    /// A conflict or a gate failure: the work needs a look.
+    pub fn of_integration(r: &Report) -> Exit {
+        if r.failed() { Exit::Failed } else { Exit::Ok }
+    }
+
+    /// Bad arguments; `--help` and `--version` are no error.
+    pub fn of_clap(e: &clap::Error) -> Exit {
+        if e.use_stderr() {
+            Exit::Usage
+        } else {
+            Exit::Ok
+        }
+    }
+
+    fn of_git(e: &GitError) -> Exit {
+        match e {
+            GitError::UnknownRev { .. } | GitError::NoCommits { .. } => Exit::Usage,
+            _ => Exit::Env,
+        }
+    }
+
+    fn of_store(e: &StoreError) -> Exit {
+        match e {
+            StoreError::RunExists(_)
+            | StoreError::NoSuchRun(_)
+            | StoreError::NoRuns
+            | StoreError::NoSuchTask { .. } => Exit::Usage,
+            _ => Exit::Env,
+        }
+    }
+
+    /// A foreign or broken piece is bad input (nothing merged); a missing
+    /// upstream or a branch that disagrees with its records is the environment.
+    fn of_import(e: &ImportError) -> Exit {
+        match e {
+            ImportError::Plan(_) | ImportError::Refused(_) => Exit::Usage,
+            ImportError::Git(e) => Exit::of_git(e),
+            ImportError::Store(e) => Exit::of_store(e),
+            ImportError::Run(e) => Exit::of_run_error(e),
+            ImportError::Env(_) => Exit::Env,
+        }
+    }
+
+    fn of_export(e: &ExportError) -> Exit {
+        match e {
+            ExportError::Plan(_) | ExportError::Usage(_) => Exit::Usage,
+            ExportError::Git(e) => Exit::of_git(e),
+            ExportError::Env(_) => Exit::Env,
+        }
+    }
+
+    fn of_run_error(e: &RunError) -> Exit {
+        use RunError as R;
+        match e {
+            R::Plan(_) => Exit::Usage,
+            R::Git(e) => Exit::of_git(e),
+            R::Store(e) => Exit::of_store(e),
+            R::Import(e) => Exit::of_import(e),
+            R::BadTask { .. }
+            | R::BadWorkstream { .. }
+            | R::BadRunId { .. }
+            | R::BadBase { .. }
+            | R::NoSuchWorkstream { .. }
+            | R::NoSuchWorkstreamInRun { .. }
+            | R::NothingToPropose { .. }
+            | R::NothingToResume { .. }
+            | R::NotFinished { .. }
+            | R::NoTarget { .. }
+            | R::NoSuchBranch { .. } => Exit::Usage,
+            R::Lock(_)
+            | R::Io { .. }
+            | R::NoDirectory { .. }
+            | R::WorktreeInTheWay { .. }
+            | R::RunLocked { .. }
+            | R::StillRunning { .. }
+            | R::IntegrationLocked { .. }
+            | R::DirtyTarget { .. }
+            | R::UntrackedInTheWay { .. }
+            | R::TargetKeptMoving { .. }
+            | R::BadRecord { .. }
+            | R::Runtime { .. }
+            | R::Env(_) => Exit::Env,
+            R::Interrupted(_) => Exit::Interrupted,
+        }
+    }
+}
+
+/// An error on its way to the user: what to print and how to exit.
+#[derive(Debug)]
+pub struct CliError {
+    pub exit: Exit,
+    pub message: String,
+}
+
+impl CliError {
+    pub fn new(exit: Exit, message: impl Into<String>) -> Self {
+        CliError {
+            exit,
+            message: message.into(),
+        }
+    }
+    pub fn usage(message: impl Into<String>) -> Self {
+        Self::new(Exit::Usage, message)
+    }
+    pub fn env(message: impl Into<String>) -> Self {
+        Self::new(Exit::Env, message)
+    }
+}
+
+impl fmt::Display for CliError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl From<PlanError> for CliError {
+    fn from(e: PlanError) -> Self {
+        CliError::usage(e.to_string())
+    }
+}
+
+impl From<GitError> for CliError {
+    fn from(e: GitError) -> Self {
+        CliError::new(Exit::of_git(&e), e.to_string())
+    }
+}
+
+impl From<StoreError> for CliError {
+    fn from(e: StoreError) -> Self {
+        CliError::new(Exit::of_store(&e), e.to_string())
+    }
+}
+
+impl From<ImportError> for CliError {
+    fn from(e: ImportError) -> Self {
+        CliError::new(Exit::of_import(&e), e.to_string())
+    }
+}
+
+impl From<ExportError> for CliError {
+    fn from(e: ExportError) -> Self {
+        CliError::new(Exit::of_export(&e), e.to_string())
+    }
+}
+
+impl From<RunError> for CliError {
+    fn from(e: RunError) -> Self {
+        CliError::new(Exit::of_run_error(&e), e.to_string())
+    }
+}
+
+pub type CliResult = Result<Exit, CliError>;

@@ -1,0 +1,113 @@
+//! Opening a repository, and the identity and commit objects mpw writes.
+
+use std::path::Path;
+
+use super::Oid;
+use super::error::{GitError, ctx};
+
+/// Open a repository as git on Linux, macOS and Windows reads stat data:
+/// with nanoseconds. Without them every file written in the same second as
+/// the index is "racy" and status hashes it again (all of a new worktree).
+/// On Windows the file system has no exec bit: `core.fileMode=false`, as Git
+/// for Windows sets, whatever the repository's config says (a repository made
+/// on Linux says true, and every executable would look changed).
+pub(super) fn open_repo(path: &Path) -> Result<gix::Repository, GitError> {
+    // Without a git identity (a fresh CI runner), gix cannot write reflogs;
+    // the fallback is the identity mpw's commits use then (see `signatures`).
+    let mut overrides = vec![
+        "gitoxide.core.useNsec=true",
+        "gitoxide.committer.nameFallback=mpw",
+        "gitoxide.committer.emailFallback=mpw@localhost",
+        "gitoxide.author.nameFallback=mpw",
+        "gitoxide.author.emailFallback=mpw@localhost",
+    ];
+    if cfg!(windows) {
+        overrides.push("core.fileMode=false");
+    }
+    let opts = gix::open::Options::default().config_overrides(overrides);
+    gix::open_opts(path, opts).map_err(|e| {
+        if path.exists() {
+            GitError::gix(format!("opening {}", path.display()), e)
+        } else {
+            GitError::NotARepo {
+                path: path.to_owned(),
+            }
+        }
+    })
+}
+
+/// The tree of `commit`; `GitError::UnknownRev` when there is no such commit.
+pub(super) fn commit_tree_id_in(repo: &gix::Repository, commit: Oid) -> Result<Oid, GitError> {
+    repo.find_commit(commit)
+        .map_err(|_| GitError::UnknownRev {
+            rev: commit.to_string(),
+        })?
+        .tree_id()
+        .map(|id| id.detach())
+        .map_err(ctx(format!("reading commit {commit}")))
+}
+
+pub(super) fn commit_tree(repo: &gix::Repository, commit: Oid) -> Result<gix::Tree<'_>, GitError> {
+    let tree = commit_tree_id_in(repo, commit)?;
+    repo.find_tree(tree)
+        .map_err(ctx(format!("reading tree {tree}")))
+}
+
+/// Author and committer like git picks them, with the time taken now (or from `GIT_*_DATE`).
+pub(super) fn signatures(
+    repo: &gix::Repository,
+) -> Result<(gix::actor::Signature, gix::actor::Signature), GitError> {
+    let now = gix::date::Time::now_local_or_utc();
+    let make = |sig: Option<gix::Result<gix::actor::SignatureRef<'_>>>, date_var: &str| {
+        let Some(Ok(sig)) = sig else {
+            return gix::actor::Signature {
+                name: "mpw".into(),
+                email: "mpw@localhost".into(),
+                time: now,
+            };
+        };
+        // gix fixes the time when the repository is opened; a session lives longer.
+        let time = if std::env::var_os(date_var).is_some() {
+            sig.time().unwrap_or(now)
+        } else {
+            now
+        };
+        gix::actor::Signature {
+            name: sig.name.to_owned(),
+            email: sig.email.to_owned(),
+            time,
+        }
+    };
+    Ok((
+        make(repo.author(), "GIT_AUTHOR_DATE"),
+        make(repo.committer(), "GIT_COMMITTER_DATE"),
+    ))
+}
+
+/// Write a commit object with the configured identity, or `mpw <mpw@localhost>`;
+/// the message gets the final newline git gives it.
+pub(super) fn write_commit(
+    repo: &gix::Repository,
+    tree: Oid,
+    parents: &[Oid],
+    message: &str,
+) -> Result<Oid, GitError> {
+    let (author, committer) = signatures(repo)?;
+    let mut message = message.to_owned();
+    if !message.ends_with('\n') {
+        message.push('\n');
+    }
+    let commit = gix::objs::Commit {
+        tree,
+        parents: parents.iter().copied().collect(),
+        author,
+        committer,
+        encoding: None,
+        message: message.into(),
+        extra_headers: Vec::new(),
+    };
+    Ok(repo
+        .write_object(&commit)
+        .map_err(ctx("writing a commit"))?
+        .detach())
+}

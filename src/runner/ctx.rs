@@ -1,0 +1,205 @@
+//! What the coordinator hands to the executors (attempts, provisioning) and
+//! what they send back. Executors import from here, never from the
+//! coordinator (see docs/ARCHITECTURE.md, "Module map").
+
+use super::error::{Result, RunError};
+use crate::exec::{Guards, ProcInfo, Program, Verdict};
+use crate::git::Oid;
+use crate::plan::{Plan, Shell, Task, TaskClass, Workstream};
+use crate::store::{Layout, WsRow};
+use globset::{Glob, GlobSet, GlobSetBuilder};
+use regex::bytes::Regex;
+use std::path::PathBuf;
+use std::time::Duration;
+
+fn bad_task(w: &Workstream, t: &Task, problem: String) -> RunError {
+    RunError::BadTask {
+        ws: w.id.clone(),
+        task: t.id.clone(),
+        problem,
+    }
+}
+
+fn bad_ws(w: &Workstream, problem: String) -> RunError {
+    RunError::BadWorkstream {
+        ws: w.id.clone(),
+        problem,
+    }
+}
+
+/// Everything fixed for the run's lifetime, shared with attempts.
+pub(crate) struct RunCtx {
+    pub run_id: String,
+    pub repo: PathBuf,
+    pub layout: Layout,
+    pub base: Oid,
+    pub grace: Duration,
+    pub ws: Vec<WsCtx>,
+    pub tasks: Vec<TaskCtx>,
+}
+
+/// What executors report to the coordinator.
+pub(crate) enum Msg {
+    Started {
+        task: usize,
+        attempt: u32,
+        proc: ProcInfo,
+    },
+    Finished {
+        task: usize,
+        attempt: u32,
+        result: AttemptResult,
+    },
+    Provisioned {
+        ws: usize,
+        result: std::result::Result<Provisioned, String>,
+    },
+}
+
+/// What a task needs to know for the whole run.
+pub(crate) struct TaskCtx {
+    pub ws: usize,
+    pub id: String,
+    pub program: Program,
+    pub env: Vec<(String, String)>,
+    pub cwd: Option<String>,
+    pub timeout: Duration,
+    pub retries: u32,
+    pub class: TaskClass,
+    pub read_only: bool,
+    pub allow_failure: bool,
+    pub guards: Guards,
+    pub message: String,
+}
+
+impl TaskCtx {
+    pub fn new(plan: &Plan, w: &Workstream, t: &Task, ws: usize, shell: Shell) -> Result<Self> {
+        let program = match (&t.run, &t.argv) {
+            (Some(script), None) => Program::Shell {
+                shell,
+                script: script.clone(),
+            },
+            (None, Some(argv)) => Program::Argv(argv.clone()),
+            _ => return Err(bad_task(w, t, "needs exactly one of run and argv".into())),
+        };
+        let compile = |pats: &[String]| -> Result<Vec<Regex>> {
+            pats.iter()
+                .map(|p| Regex::new(p).map_err(|e| bad_task(w, t, format!("guardrail /{p}/: {e}"))))
+                .collect()
+        };
+        let mut env: Vec<(String, String)> = plan.globals.env.clone().into_iter().collect();
+        env.extend(w.env.clone());
+        env.extend(t.env.clone());
+        let title = t
+            .name
+            .clone()
+            .unwrap_or_else(|| format!("Run task {}", t.id));
+        let message = t
+            .commit_message
+            .clone()
+            .unwrap_or_else(|| format!("{}: {title}", w.id));
+        Ok(TaskCtx {
+            ws,
+            id: t.id.clone(),
+            program,
+            env,
+            cwd: t.cwd.clone(),
+            timeout: Duration::from_secs(t.timeout_s.or(plan.globals.timeout_s).unwrap_or(1800)),
+            retries: t.retries.or(plan.globals.retries).unwrap_or(0),
+            class: t.class,
+            read_only: t.read_only,
+            allow_failure: t.allow_failure,
+            guards: Guards {
+                fail_on: compile(&t.guardrails.fail_on)?,
+                quarantine_on: compile(&t.guardrails.quarantine_on)?,
+                require: compile(&t.guardrails.require)?,
+            },
+            message,
+        })
+    }
+}
+
+pub(crate) struct AttemptResult {
+    pub verdict: Verdict,
+    pub exit_code: Option<i32>,
+    pub commit: Option<Oid>,
+    pub preserved_ref: Option<String>,
+    pub duration: Duration,
+}
+
+/// What a workstream needs to know for its whole run.
+pub(crate) struct WsCtx {
+    pub id: String,
+    pub branch: String,
+    pub worktree: PathBuf,
+    pub allowed: Option<GlobSet>,
+    pub copy: Vec<String>,
+    pub setup: Vec<String>,
+    pub env: Vec<(String, String)>,
+    pub shell: Shell,
+    pub setup_timeout: Duration,
+    /// MPW_SLOT: the workstream's index.
+    pub slot: usize,
+}
+
+impl WsCtx {
+    pub fn new(
+        plan: &Plan,
+        w: &Workstream,
+        slot: usize,
+        row: &WsRow,
+        shell: Shell,
+    ) -> Result<Self> {
+        let allowed = match &w.allowed_paths {
+            None => None,
+            Some(globs) => {
+                let mut b = GlobSetBuilder::new();
+                for g in globs {
+                    let glob =
+                        Glob::new(g).map_err(|e| bad_ws(w, format!("allowed_paths {g:?}: {e}")))?;
+                    b.add(glob);
+                }
+                Some(b.build().map_err(|e| bad_ws(w, e.to_string()))?)
+            }
+        };
+        let mut env: Vec<(String, String)> = plan.globals.env.clone().into_iter().collect();
+        env.extend(w.env.clone());
+        Ok(WsCtx {
+            id: w.id.clone(),
+            branch: row.branch.clone(),
+            worktree: PathBuf::from(&row.worktree),
+            allowed,
+            copy: plan.globals.copy.clone(),
+            setup: plan.globals.setup.iter().chain(&w.setup).cloned().collect(),
+            env,
+            shell,
+            setup_timeout: Duration::from_secs(plan.globals.timeout_s.unwrap_or(1800)),
+            slot,
+        })
+    }
+
+    /// The `MPW_*` variables of a command in this workstream.
+    pub fn mpw_env(&self, run_id: &str, task: &str, attempt: u32) -> Vec<(String, String)> {
+        vec![
+            ("MPW_RUN_ID".into(), run_id.into()),
+            ("MPW_WORKSTREAM".into(), self.id.clone()),
+            ("MPW_TASK".into(), task.into()),
+            ("MPW_ATTEMPT".into(), attempt.to_string()),
+            (
+                "MPW_WORKTREE".into(),
+                self.worktree.to_string_lossy().into_owned(),
+            ),
+            ("MPW_SLOT".into(), self.slot.to_string()),
+        ]
+    }
+}
+
+pub(crate) struct Provisioned {
+    pub start_commit: Oid,
+    pub baseline: Vec<String>,
+    pub missing_copies: Vec<String>,
+    /// A worktree was (re)created, not just found again.
+    pub created: bool,
+    /// The branch was created now (not found from an earlier invocation).
+    pub fresh: bool,
+}

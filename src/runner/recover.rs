@@ -1,0 +1,234 @@
+//! After a coordinator died: recognise work it committed but never recorded,
+//! end the processes it left, clear git's lock files, and either reopen what
+//! did not finish (`resume`) or record the run CANCELLED (`cancel`).
+//! See docs/ARCHITECTURE.md, "State machines".
+
+use super::error::Result;
+use super::ledger::Ledger;
+use super::options::is_done;
+use crate::exec::{self, ProcInfo};
+use crate::git::{self, Oid};
+use crate::model::{AttemptState, RunState, TaskState, WorkstreamState};
+use crate::store::{AttemptRow, Layout, RunPatch, Store, TaskPatch, WsPatch};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// Bring the ledger of a resumed run back to what can continue. Returns the
+/// lock files the dead coordinator left, now removed.
+pub(super) fn recover(l: &mut Ledger) -> Result<Vec<PathBuf>> {
+    let run = l.ctx.run_id.clone();
+    l.store.clear_cancel(&run)?;
+    let attempts = l.store.attempts(&run)?;
+    let ws_ids = l.ctx.ws.iter().map(|w| w.id.as_str());
+    end_dead_coordinators_processes(&l.ctx.layout, &run, ws_ids, &attempts, l.ctx.grace);
+    for i in 0..l.tasks.len() {
+        match l.tasks[i].state {
+            TaskState::Running => recover_running(l, i, &attempts)?,
+            TaskState::Cancelled | TaskState::Skipped => {
+                l.transition_task(
+                    i,
+                    TaskState::Pending,
+                    TaskPatch {
+                        reason: None,
+                        ..Default::default()
+                    },
+                )?;
+            }
+            _ => {}
+        }
+    }
+    // Workstreams not finished go back to be provisioned (their worktree
+    // is checked, reset or re-created there).
+    for w in 0..l.ws.len() {
+        let unfinished = l.dag.ws_tasks[w]
+            .clone()
+            .any(|t| !is_done(l.tasks[t].state));
+        let state = l.ws[w].state;
+        if unfinished && state.is_terminal() || state == WorkstreamState::Running {
+            l.ws[w].state = WorkstreamState::Pending;
+        }
+        if !unfinished && !l.ws[w].state.is_terminal() {
+            l.update_ws(w)?;
+        }
+    }
+    // A kill -9 mid-write leaves git's lock files, which would fail every
+    // later write; the processes of this run are all gone by now.
+    let ws = l
+        .ctx
+        .ws
+        .iter()
+        .map(|w| (w.worktree.clone(), w.branch.clone()));
+    remove_run_locks(&l.ctx.repo, &run, ws)
+}
+
+/// A task the dead coordinator had running: done if its commit is on the
+/// branch, else back to PENDING without counting the attempt.
+fn recover_running(l: &mut Ledger, i: usize, attempts: &[AttemptRow]) -> Result<()> {
+    let (run, ws, id) = l.ids(i);
+    let w = l.ctx.tasks[i].ws;
+    let a = attempts
+        .iter()
+        .rfind(|a| a.ws == ws && a.task == id && a.state == AttemptState::Running);
+    let attempt = a.map(|a| a.attempt).unwrap_or(l.tasks[i].attempts);
+    // Committed before the crash, recorded never: it is done.
+    let task_key = format!("{ws}/{id}");
+    let start: Option<Oid> = a
+        .and_then(|a| a.start_commit.as_deref())
+        .and_then(|s| s.parse().ok());
+    let tip = git::branch_tip(&l.ctx.repo, &l.ctx.ws[w].branch)?;
+    let found = match (tip, start) {
+        (Some(tip), Some(start)) if tip != start => {
+            git::find_task_commit(&l.ctx.repo, tip, start, &run, &task_key)?
+        }
+        _ => None,
+    };
+    if let Some(found) = found {
+        l.ws[w].head = Some(found.id);
+        l.transition_task(
+            i,
+            TaskState::Succeeded,
+            TaskPatch {
+                attempt: Some(attempt),
+                commit: Some(found.id.to_string()),
+                exit_code: Some(0),
+                reason: Some(
+                    "committed before the coordinator stopped; recognised on resume".into(),
+                ),
+                ..Default::default()
+            },
+        )?;
+        l.record_head(w, found.id)?;
+    } else {
+        // Pending: it waits for its worktree to be reset.
+        l.transition_task(
+            i,
+            TaskState::Pending,
+            TaskPatch {
+                attempt: Some(attempt),
+                attempt_state: Some(AttemptState::Interrupted),
+                reason: Some("coordinator stopped while it ran".into()),
+                ..Default::default()
+            },
+        )?;
+        // The attempt does not count against retries.
+        l.tasks[i].attempts = attempt;
+        l.tasks[i].max_attempts += 1;
+    }
+    Ok(())
+}
+
+/// End what a dead coordinator's run left running: the attempts recorded as
+/// RUNNING with their pid, and any process started too late to be recorded
+/// (its `.proc` file beside its log). Each is checked to still be ours.
+fn end_dead_coordinators_processes<'a>(
+    layout: &Layout,
+    run: &str,
+    ws_ids: impl Iterator<Item = &'a str>,
+    attempts: &[AttemptRow],
+    grace: Duration,
+) {
+    for a in attempts.iter().filter(|a| a.state == AttemptState::Running) {
+        if let Some(pid) = a.pid {
+            let info = ProcInfo {
+                pid,
+                pgid: a.pgid,
+                start_time: a.proc_start,
+            };
+            exec::kill_stale(&info, grace);
+        }
+    }
+    let logs: Vec<PathBuf> = ws_ids.map(|w| layout.ws_logs(run, w)).collect();
+    exec::end_leftovers(&logs, grace);
+}
+
+/// Remove the git lock files a killed coordinator left in its run's worktrees
+/// and refs. Caller holds the run's coordinator lock.
+fn remove_run_locks(
+    repo: &Path,
+    run: &str,
+    ws: impl Iterator<Item = (PathBuf, String)>,
+) -> Result<Vec<PathBuf>> {
+    let (worktrees, branches): (Vec<PathBuf>, Vec<String>) = ws
+        .map(|(wt, branch)| (wt, format!("refs/heads/{branch}")))
+        .unzip();
+    Ok(git::remove_stale_locks(
+        repo,
+        &worktrees,
+        &branches,
+        &[format!("refs/mpw/{run}")],
+    )?)
+}
+
+/// The stale lock files removed, as the events name them.
+pub(super) fn lock_names(removed: &[PathBuf]) -> Vec<String> {
+    removed.iter().map(|p| p.display().to_string()).collect()
+}
+
+/// Stop a run whose coordinator is gone: end its processes, record CANCELLED.
+pub(super) fn cancel_orphaned(
+    store: &mut Store,
+    repo: &Path,
+    run: &str,
+    grace: Duration,
+) -> Result<()> {
+    let attempts = store.attempts(run)?;
+    let workstreams = store.workstreams(run)?;
+    let ws_ids = workstreams.iter().map(|w| w.id.as_str());
+    end_dead_coordinators_processes(&store.layout, run, ws_ids, &attempts, grace);
+    for a in attempts {
+        if a.state != AttemptState::Running {
+            continue;
+        }
+        store.transition_task(
+            run,
+            &a.ws,
+            &a.task,
+            TaskState::Cancelled,
+            TaskPatch {
+                attempt: Some(a.attempt),
+                reason: Some("cancelled; its coordinator had stopped".into()),
+                ..Default::default()
+            },
+        )?;
+    }
+    for t in store.tasks(run)? {
+        if matches!(t.state, TaskState::Pending | TaskState::Ready) {
+            store.transition_task(
+                run,
+                &t.ws,
+                &t.id,
+                TaskState::Skipped,
+                TaskPatch {
+                    reason: Some("run cancelled before it started".into()),
+                    ..Default::default()
+                },
+            )?;
+        }
+    }
+    for w in store.workstreams(run)? {
+        if !w.state.is_terminal() {
+            store.transition_ws(
+                run,
+                &w.id,
+                WorkstreamState::Failed,
+                WsPatch {
+                    reason: Some("run cancelled".into()),
+                    ..Default::default()
+                },
+            )?;
+        }
+    }
+    let removed = remove_run_locks(
+        repo,
+        run,
+        workstreams
+            .into_iter()
+            .map(|w| (PathBuf::from(w.worktree), w.branch)),
+    )?;
+    let patch = RunPatch {
+        stale_locks_removed: lock_names(&removed),
+    };
+    store.transition_run(run, RunState::Cancelled, patch)?;
+    store.write_status_files(run)?;
+    Ok(())
+}

@@ -1,0 +1,79 @@
+//! Where mpw keeps its files (docs/ARCHITECTURE.md lists them).
+
+use super::{Result, StoreError};
+use std::fs;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+/// Where mpw keeps its files: `<git-common-dir>/mpw/`.
+#[derive(Debug, Clone)]
+pub struct Layout {
+    pub root: PathBuf,
+}
+
+impl Layout {
+    pub fn new(common_dir: &Path) -> Self {
+        Layout {
+            root: common_dir.join("mpw"),
+        }
+    }
+    pub fn db(&self) -> PathBuf {
+        self.root.join("mpw.db")
+    }
+    pub fn integrate_lock(&self) -> PathBuf {
+        self.root.join("integrate.lock")
+    }
+    pub fn run_dir(&self, run: &str) -> PathBuf {
+        self.root.join("runs").join(run)
+    }
+    pub fn plan_json(&self, run: &str) -> PathBuf {
+        self.run_dir(run).join("plan.json")
+    }
+    pub fn run_status(&self, run: &str) -> PathBuf {
+        self.run_dir(run).join("run_status.json")
+    }
+    pub fn events_jsonl(&self, run: &str) -> PathBuf {
+        self.run_dir(run).join("events.jsonl")
+    }
+    pub fn ws_json(&self, run: &str, ws: &str) -> PathBuf {
+        self.run_dir(run)
+            .join("workstreams")
+            .join(format!("{ws}.json"))
+    }
+    /// Lock file held by the coordinator of a run while it works.
+    pub fn run_lock(&self, run: &str) -> PathBuf {
+        self.run_dir(run).join("coordinator.lock")
+    }
+    /// `logs/<ws>/<task>.<attempt>.out|.err`
+    pub fn log(&self, run: &str, ws: &str, task: &str, attempt: u32, stderr: bool) -> PathBuf {
+        let ext = if stderr { "err" } else { "out" };
+        self.ws_logs(run, ws)
+            .join(format!("{task}.{attempt}.{ext}"))
+    }
+
+    /// The logs of one workstream's setup commands and tasks.
+    pub fn ws_logs(&self, run: &str, ws: &str) -> PathBuf {
+        self.run_dir(run).join("logs").join(ws)
+    }
+}
+
+/// Write a file atomically: temp file in the same directory, then rename.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    let io = |source| StoreError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    let dir = path.parent().unwrap_or(Path::new("."));
+    fs::create_dir_all(dir).map_err(io)?;
+    #[allow(unused_mut)]
+    let mut builder = tempfile::Builder::new();
+    // A temp file is private (0600); these are ordinary files, so the umask decides.
+    #[cfg(unix)]
+    builder.permissions(std::os::unix::fs::PermissionsExt::from_mode(0o666));
+    let mut tmp = builder.tempfile_in(dir).map_err(io)?;
+    tmp.write_all(bytes).map_err(io)?;
+    // No fsync: these files are derived from the database and rewritten;
+    // the rename is what keeps readers from ever seeing half a file.
+    tmp.persist(path).map_err(|e| io(e.error))?;
+    Ok(())
+}

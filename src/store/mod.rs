@@ -1,0 +1,361 @@
+//! State on disk: SQLite (WAL) for runs, workstreams, tasks, attempts, events
+//! and integrations; `events.jsonl` and `run_status.json` beside it.
+//!
+//! Every state change goes through one `transition_*` function that writes the
+//! row and its event in one transaction and appends the event to
+//! `events.jsonl`, so the database and the event stream cannot disagree.
+
+use crate::model::{Event, RunState, TaskState, WorkstreamState, now};
+use rusqlite::{Connection, OptionalExtension, params};
+use std::collections::HashMap;
+use std::fs::{self, File};
+use std::path::PathBuf;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("database {}: {source}", .path.display())]
+    Db {
+        path: PathBuf,
+        source: rusqlite::Error,
+    },
+    #[error("{}: {source}", .path.display())]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("run {0} already exists; to continue it, use `mpw resume {0}`")]
+    RunExists(String),
+    #[error("no run {0} in this repository (see `mpw runs`)")]
+    NoSuchRun(String),
+    #[error("no runs yet in this repository; start one with `mpw run PLAN`")]
+    NoRuns,
+    #[error("run {run}: no workstream {ws} (see `mpw status {run}`)")]
+    NoSuchWorkstream { run: String, ws: String },
+    #[error("run {run}: no task {task} (see `mpw status {run}`)")]
+    NoSuchTask { run: String, task: String },
+    #[error("run {run}: {what} cannot go from {from} to {to}")]
+    BadTransition {
+        run: String,
+        what: String,
+        from: String,
+        to: String,
+    },
+}
+
+type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+mod layout;
+mod rows;
+mod schema;
+mod status;
+mod transitions;
+
+pub use layout::{Layout, write_atomic};
+pub use rows::{
+    AttemptRow, IntegrationRow, NewRun, NewWs, RunPatch, RunRow, TaskPatch, TaskRow, WsPatch, WsRow,
+};
+pub use status::{Counts, RunStatus, TaskStatus, WsStatus};
+
+use rows::run_row;
+
+pub struct Store {
+    conn: Connection,
+    pub layout: Layout,
+    jsonl: HashMap<String, File>,
+}
+
+fn db_err(layout: &Layout) -> impl Fn(rusqlite::Error) -> StoreError + use<> {
+    let path = layout.db();
+    move |source| StoreError::Db {
+        path: path.clone(),
+        source,
+    }
+}
+
+/// A write transaction that takes the database's write lock at once, so that
+/// what it read stays true until it commits.
+fn begin(conn: &mut Connection) -> rusqlite::Result<rusqlite::Transaction<'_>> {
+    conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+}
+
+impl Store {
+    /// Open (creating if needed) the database and bring its schema up to date.
+    pub fn open(layout: Layout) -> Result<Store> {
+        fs::create_dir_all(&layout.root).map_err(|source| StoreError::Io {
+            path: layout.root.clone(),
+            source,
+        })?;
+        let mut conn = Connection::open(layout.db()).map_err(db_err(&layout))?;
+        schema::configure(&conn).map_err(db_err(&layout))?;
+        schema::migrate(&mut conn).map_err(db_err(&layout))?;
+        Ok(Store {
+            conn,
+            layout,
+            jsonl: HashMap::new(),
+        })
+    }
+
+    /// Open for reading commands: no database yet means no runs yet.
+    pub fn open_existing(layout: Layout) -> Result<Store> {
+        if !layout.db().exists() {
+            return Err(StoreError::NoRuns);
+        }
+        Self::open(layout)
+    }
+
+    fn err(&self) -> impl Fn(rusqlite::Error) -> StoreError + use<> {
+        db_err(&self.layout)
+    }
+
+    /// Record a new run with all its workstreams and tasks as PENDING.
+    pub fn create_run(&mut self, run: &NewRun) -> Result<()> {
+        let e = self.err();
+        let tx = begin(&mut self.conn).map_err(&e)?;
+        let exists: bool = tx
+            .query_row("SELECT 1 FROM runs WHERE id = ?1", [run.id], |_| Ok(true))
+            .optional()
+            .map_err(&e)?
+            .unwrap_or(false);
+        if exists || self.layout.run_dir(run.id).exists() {
+            return Err(StoreError::RunExists(run.id.to_string()));
+        }
+        tx.prepare_cached("INSERT INTO runs (id, name, state, repo, base, base_ref, plan_path, worktree_root, created_at, options)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)")
+            .map_err(&e)?
+            .execute(
+            params![
+                run.id,
+                run.name,
+                RunState::Pending.as_str(),
+                run.repo,
+                run.base,
+                run.base_ref,
+                run.plan_path,
+                run.worktree_root,
+                now(),
+                run.options.to_string()
+            ],
+        )
+        .map_err(&e)?;
+        for (i, ws) in run.workstreams.iter().enumerate() {
+            tx.prepare_cached(
+                "INSERT INTO workstreams (run_id, id, idx, name, state, branch, worktree)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            )
+            .map_err(&e)?
+            .execute(params![
+                run.id,
+                ws.id,
+                i as i64,
+                ws.name,
+                WorkstreamState::Pending.as_str(),
+                ws.branch,
+                ws.worktree
+            ])
+            .map_err(&e)?;
+            for (j, (t, name)) in ws.tasks.iter().enumerate() {
+                tx.prepare_cached("INSERT INTO tasks (run_id, ws, id, idx, name, state) VALUES (?1, ?2, ?3, ?4, ?5, ?6)")
+            .map_err(&e)?
+            .execute(
+                    params![run.id, ws.id, t, j as i64, name, TaskState::Pending.as_str()],
+                )
+                .map_err(&e)?;
+            }
+        }
+        tx.commit().map_err(&e)?;
+        fs::create_dir_all(self.layout.run_dir(run.id)).map_err(|source| StoreError::Io {
+            path: self.layout.run_dir(run.id),
+            source,
+        })?;
+        Ok(())
+    }
+
+    /// Remember the process of a running attempt (for crash recovery).
+    pub fn record_proc(
+        &mut self,
+        run: &str,
+        ws: &str,
+        task: &str,
+        attempt: u32,
+        proc: &crate::exec::ProcInfo,
+    ) -> Result<()> {
+        let (pid, pgid, start) = (proc.pid, proc.pgid, proc.start_time);
+        self.conn
+            .execute(
+                "UPDATE attempts SET pid = ?5, pgid = ?6, proc_start = ?7
+                 WHERE run_id = ?1 AND ws = ?2 AND task = ?3 AND attempt = ?4",
+                params![run, ws, task, attempt, pid, pgid, start.map(|s| s as i64)],
+            )
+            .map_err(self.err())?;
+        Ok(())
+    }
+
+    pub fn set_cancel_requested(&mut self, run: &str) -> Result<()> {
+        self.conn
+            .execute("UPDATE runs SET cancel_requested = 1 WHERE id = ?1", [run])
+            .map_err(self.err())?;
+        Ok(())
+    }
+
+    /// Clear a cancel request (resume continues a cancelled run).
+    pub fn clear_cancel(&mut self, run: &str) -> Result<()> {
+        self.conn
+            .execute("UPDATE runs SET cancel_requested = 0 WHERE id = ?1", [run])
+            .map_err(self.err())?;
+        Ok(())
+    }
+
+    pub fn record_integration(&mut self, run: &str, row: &IntegrationRow) -> Result<()> {
+        self.conn
+            .execute(
+                "INSERT INTO integrations (run_id, ws, into_branch, state, branch_head, commit_id, conflicts, reason, at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+                params![
+                    run,
+                    row.ws,
+                    row.into_branch,
+                    row.state.as_str(),
+                    row.branch_head,
+                    row.commit,
+                    serde_json::to_string(&row.conflicts).unwrap(),
+                    row.reason,
+                    row.at
+                ],
+            )
+            .map_err(self.err())?;
+        Ok(())
+    }
+
+    // ---- queries ----
+
+    pub fn run(&self, id: &str) -> Result<RunRow> {
+        self.conn
+            .query_row("SELECT * FROM runs WHERE id = ?1", [id], run_row)
+            .optional()
+            .map_err(self.err())?
+            .ok_or_else(|| StoreError::NoSuchRun(id.into()))
+    }
+
+    /// A run by its id or an unambiguous prefix of it.
+    pub fn find_run(&self, id: &str) -> Result<RunRow> {
+        if let Ok(r) = self.run(id) {
+            return Ok(r);
+        }
+        let matches: Vec<RunRow> = self
+            .runs()?
+            .into_iter()
+            .filter(|r| r.id.starts_with(id))
+            .collect();
+        match matches.len() {
+            1 => Ok(matches.into_iter().next().unwrap()),
+            _ => Err(StoreError::NoSuchRun(id.into())),
+        }
+    }
+
+    /// Runs, newest first.
+    pub fn runs(&self) -> Result<Vec<RunRow>> {
+        self.query(
+            "SELECT * FROM runs ORDER BY created_at DESC, rowid DESC",
+            [],
+            run_row,
+        )
+    }
+
+    /// The given run, or the newest one.
+    pub fn run_or_latest(&self, id: Option<&str>) -> Result<RunRow> {
+        match id {
+            Some(id) => self.find_run(id),
+            None => self.runs()?.into_iter().next().ok_or(StoreError::NoRuns),
+        }
+    }
+
+    pub fn workstreams(&self, run: &str) -> Result<Vec<WsRow>> {
+        self.query(
+            "SELECT id, idx, name, state, branch, worktree, start_commit, head, reason, started_at, finished_at, integration, baseline
+             FROM workstreams WHERE run_id = ?1 ORDER BY idx",
+            [run],
+            rows::ws_row,
+        )
+    }
+
+    /// Tasks of a run in plan order.
+    pub fn tasks(&self, run: &str) -> Result<Vec<TaskRow>> {
+        self.query(
+            "SELECT t.ws, t.id, t.idx, t.name, t.state, t.attempts, t.exit_code, t.commit_id, t.preserved_ref,
+                    t.reason, t.started_at, t.finished_at, t.duration_ms
+             FROM tasks t JOIN workstreams w ON w.run_id = t.run_id AND w.id = t.ws
+             WHERE t.run_id = ?1 ORDER BY w.idx, t.idx",
+            [run],
+            rows::task_row,
+        )
+    }
+
+    pub fn attempts(&self, run: &str) -> Result<Vec<AttemptRow>> {
+        self.query(
+            "SELECT ws, task, attempt, state, start_commit, pid, pgid, proc_start, exit_code, reason,
+                    started_at, finished_at, duration_ms
+             FROM attempts WHERE run_id = ?1 ORDER BY started_at, ws, task, attempt",
+            [run],
+            rows::attempt_row,
+        )
+    }
+
+    /// Events of a run after sequence number `after`, with their sequence numbers.
+    pub fn events(&self, run: &str, after: i64) -> Result<Vec<(i64, Event)>> {
+        self.query(
+            "SELECT seq, ts, kind, ws, task, attempt, data, run_id FROM events
+             WHERE run_id = ?1 AND seq > ?2 ORDER BY seq",
+            params![run, after],
+            rows::event_row,
+        )
+    }
+
+    pub fn integrations(&self, run: &str) -> Result<Vec<IntegrationRow>> {
+        self.query(
+            "SELECT ws, into_branch, state, branch_head, commit_id, conflicts, reason, at
+             FROM integrations WHERE run_id = ?1 ORDER BY id",
+            [run],
+            rows::integration_row,
+        )
+    }
+
+    fn query<T>(
+        &self,
+        sql: &str,
+        params: impl rusqlite::Params,
+        row: fn(&rusqlite::Row) -> rusqlite::Result<T>,
+    ) -> Result<Vec<T>> {
+        let mut st = self.conn.prepare(sql).map_err(self.err())?;
+        let rows = st.query_map(params, row).map_err(self.err())?;
+        rows.collect::<rusqlite::Result<_>>().map_err(self.err())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Several runs starting at once on a fresh repository all open the
+    /// database: the switch to WAL can answer BUSY without waiting, and
+    /// nobody may fail for it.
+    #[test]
+    fn many_first_opens_at_once_all_succeed() {
+        for _ in 0..100 {
+            let dir = tempfile::tempdir().unwrap();
+            let layout = Layout::new(dir.path());
+            let barrier = std::sync::Arc::new(std::sync::Barrier::new(6));
+            let openers: Vec<_> = (0..6)
+                .map(|_| {
+                    let (layout, barrier) = (layout.clone(), barrier.clone());
+                    std::thread::spawn(move || {
+                        barrier.wait();
+                        Store::open(layout).map(|_| ())
+                    })
+                })
+                .collect();
+            for o in openers {
+                o.join().unwrap().expect("every opener gets the database");
+            }
+        }
+    }
+}
