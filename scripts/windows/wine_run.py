@@ -59,14 +59,15 @@ def ensure_shim(exe_dir: Path):
     return dll
 
 
-def start_server(env):
-    """Start this prefix's wineserver (kept running) and its services, with
-    stdio on /dev/null: a service started by a program whose output is a pipe
-    inherits that pipe and keeps it open, and its reader never sees the end."""
+def start_server(env, persist=""):
+    """Start this prefix's wineserver and its services, with stdio on
+    /dev/null: a service started by a program whose output is a pipe inherits
+    that pipe and keeps it open, and its reader never sees the end. The server
+    stays `persist` seconds after its last program ("": until `wineserver -k`)."""
     PREFIX.mkdir(parents=True, exist_ok=True)
     quiet = dict(stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     # Exits 2 when the server already runs: fine.
-    subprocess.run(["wineserver", "-p"], env=env, **quiet)
+    subprocess.run(["wineserver", f"-p{persist}"], env=env, **quiet)
     subprocess.run([wine_binary(), "wineboot"], env=env, check=True, **quiet)
 
 
@@ -79,7 +80,7 @@ def main():
     exe = Path(sys.argv[1]).resolve()
     ensure_shim(exe.parent)
     env = wine_env()
-    start_server(env)
+    start_server(env, persist="60")
     os.execvpe(wine, [wine, str(exe), *sys.argv[2:]], env)
 
 
