@@ -12,9 +12,12 @@
 mod capture;
 mod os;
 mod proc;
+mod pwsh;
 mod spawn;
 #[cfg(all(test, unix))]
 mod tests;
+#[cfg(all(test, windows))]
+mod tests_windows;
 
 pub use proc::{end_leftovers, is_alive, kill_stale, process_start_time};
 pub use spawn::run;
@@ -27,7 +30,7 @@ use std::time::{Duration, Instant};
 #[derive(Debug, Clone)]
 pub enum Program {
     /// Through a shell: `sh -c SCRIPT`, `bash -c`,
-    /// `pwsh -NoLogo -NoProfile -NonInteractive -Command`, `cmd /S /C`.
+    /// `pwsh -NoLogo -NoProfile -NonInteractive -EncodedCommand`, `cmd /D /S /C`.
     Shell { shell: Shell, script: String },
     /// Program and arguments, no shell.
     Argv(Vec<String>),
@@ -183,7 +186,8 @@ pub fn default_shell() -> Shell {
 }
 
 /// The program and arguments actually spawned for `program` (shell resolved).
-/// On Windows the `cmd` script is passed verbatim (raw, in quotes after `/S /C`).
+/// A `pwsh` script goes wrapped and encoded (see `pwsh`); on Windows the
+/// `cmd` script is passed verbatim (raw, in quotes after `/D /S /C`).
 pub fn command_line(program: &Program) -> (String, Vec<String>) {
     match program {
         Program::Argv(argv) => match argv.split_first() {
@@ -194,11 +198,13 @@ pub fn command_line(program: &Program) -> (String, Vec<String>) {
             let (prog, flags): (String, &[&str]) = match shell {
                 Shell::Sh => ("sh".into(), &["-c"]),
                 Shell::Bash => ("bash".into(), &["-c"]),
-                Shell::Pwsh => (
-                    os::pwsh_program(),
-                    &["-NoLogo", "-NoProfile", "-NonInteractive", "-Command"],
-                ),
-                Shell::Cmd => ("cmd".into(), &["/S", "/C"]),
+                Shell::Pwsh => {
+                    let mut args: Vec<String> = pwsh::FLAGS.map(String::from).to_vec();
+                    args.push(pwsh::encode(&pwsh::wrap(script)));
+                    return (os::pwsh_program(), args);
+                }
+                // /D: no AutoRun commands from the registry.
+                Shell::Cmd => ("cmd".into(), &["/D", "/S", "/C"]),
             };
             let mut args: Vec<String> = flags.iter().map(|s| s.to_string()).collect();
             args.push(script.clone());

@@ -75,7 +75,8 @@ pub fn end_leftovers(dirs: &[PathBuf], grace: Duration) -> usize {
 
 /// Start time of a pid as the OS reports it (Linux: field 22 of
 /// /proc/<pid>/stat, clock ticks since boot; macOS: start time in µs since
-/// the epoch), None where unknown (always on Windows).
+/// the epoch; Windows: creation time in 100 ns units since 1601), None where
+/// unknown.
 pub fn process_start_time(pid: u32) -> Option<u64> {
     os::process_start_time(pid)
 }
@@ -84,7 +85,6 @@ pub fn process_start_time(pid: u32) -> Option<u64> {
 /// alive and the same one we started? A pid that is alive with another start
 /// time was reused: not ours. When the leader is gone but its group still has
 /// members, the group is ours (a pid is not reused while a group carries it).
-/// Where the OS gives no start time (Windows), existence alone decides.
 pub fn is_alive(info: &ProcInfo) -> bool {
     if let Some(recorded) = info.start_time
         && let Some(now) = os::process_start_time(info.pid)

@@ -349,7 +349,8 @@ pub(super) fn remove_file_and_empty_parents(workdir: &Path, path: &BStr) -> Resu
     Ok(())
 }
 
-#[cfg(test)]
+// These tests check against the git CLI, which a Windows build under Wine lacks.
+#[cfg(all(test, unix))]
 mod tests {
     use super::*;
     use crate::git::test_support::*;

@@ -18,6 +18,8 @@ pub enum GitError {
     },
     #[error("{} exists: another git process is working here, or one was killed; if none is running, remove the file and try again", .path.display())]
     Locked { path: PathBuf },
+    #[error("{} is in use by another process, so {} cannot be removed; nothing was removed: close the program holding it, then try again", .file.display(), .worktree.display())]
+    InUse { file: PathBuf, worktree: PathBuf },
     #[error("{}: {source}", .path.display())]
     Io {
         path: PathBuf,

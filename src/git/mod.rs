@@ -10,7 +10,8 @@ mod merge;
 mod remote;
 mod repo;
 mod snapshot;
-#[cfg(test)]
+// Git-CLI helpers: the tests that use them are Unix-only (Wine has no git).
+#[cfg(all(test, unix))]
 pub(crate) mod test_support;
 mod worktree;
 

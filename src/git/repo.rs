@@ -8,16 +8,23 @@ use super::error::{GitError, ctx};
 /// Open a repository as git on Linux, macOS and Windows reads stat data:
 /// with nanoseconds. Without them every file written in the same second as
 /// the index is "racy" and status hashes it again (all of a new worktree).
+/// On Windows the file system has no exec bit: `core.fileMode=false`, as Git
+/// for Windows sets, whatever the repository's config says (a repository made
+/// on Linux says true, and every executable would look changed).
 pub(super) fn open_repo(path: &Path) -> Result<gix::Repository, GitError> {
     // Without a git identity (a fresh CI runner), gix cannot write reflogs;
     // the fallback is the identity mpw's commits use then (see `signatures`).
-    let opts = gix::open::Options::default().config_overrides([
+    let mut overrides = vec![
         "gitoxide.core.useNsec=true",
         "gitoxide.committer.nameFallback=mpw",
         "gitoxide.committer.emailFallback=mpw@localhost",
         "gitoxide.author.nameFallback=mpw",
         "gitoxide.author.emailFallback=mpw@localhost",
-    ]);
+    ];
+    if cfg!(windows) {
+        overrides.push("core.fileMode=false");
+    }
+    let opts = gix::open::Options::default().config_overrides(overrides);
     gix::open_opts(path, opts).map_err(|e| {
         if path.exists() {
             GitError::gix(format!("opening {}", path.display()), e)

@@ -308,6 +308,7 @@ pub fn commit_changes(
             .map_err(ctx(format!("adding {path}")))?
         {
             Some((id, kind, _)) => {
+                let kind = keep_exec_bit(&repo, &index, path.as_bstr(), kind);
                 editor
                     .upsert(path.as_bstr(), kind, id)
                     .map_err(ctx(format!("adding {path}")))?;
@@ -353,6 +354,29 @@ pub fn commit_changes(
         }
     }
     Ok(Some(id))
+}
+
+/// Where the file system has no exec bit (`core.fileMode=false`, always on
+/// Windows), a file keeps the exec bit its index entry has, as `git add` does.
+fn keep_exec_bit(
+    repo: &gix::Repository,
+    index: &gix::index::State,
+    path: &BStr,
+    kind: gix::object::tree::EntryKind,
+) -> gix::object::tree::EntryKind {
+    use gix::object::tree::EntryKind;
+    let trusted = repo
+        .config_snapshot()
+        .boolean("core.fileMode")
+        .unwrap_or(true);
+    let was_exec = index
+        .entry_by_path(path)
+        .is_some_and(|e| e.mode == gix::index::entry::Mode::FILE_EXECUTABLE);
+    if kind == EntryKind::Blob && was_exec && !trusted {
+        EntryKind::BlobExecutable
+    } else {
+        kind
+    }
 }
 
 fn apply_index(
@@ -463,7 +487,8 @@ pub fn find_task_commit(
     Ok(None)
 }
 
-#[cfg(test)]
+// These tests check against the git CLI, which a Windows build under Wine lacks.
+#[cfg(all(test, unix))]
 mod tests {
     use super::*;
     use crate::git::test_support::{commit_all, git, init_repo_named, write_files};

@@ -172,6 +172,13 @@ pub fn add_detached_worktree(repo: &Path, path: &Path, commit: Oid) -> Result<()
 /// Remove a linked worktree (also when its directory is already gone);
 /// without `force`, one with changes is refused.
 pub fn remove_worktree(repo: &Path, path: &Path, force: bool) -> Result<(), GitError> {
+    #[cfg(windows)]
+    if let Some(file) = held_open(path) {
+        return Err(GitError::InUse {
+            file,
+            worktree: path.to_path_buf(),
+        });
+    }
     let r = open_repo(repo)?;
     let force = if force {
         gix::worktree::remove::Force::DiscardChanges
@@ -181,6 +188,43 @@ pub fn remove_worktree(repo: &Path, path: &Path, force: bool) -> Result<(), GitE
     r.remove_worktree(path, force, gix::progress::Discard)
         .map_err(ctx(format!("removing worktree {}", path.display())))?;
     Ok(())
+}
+
+/// The first file or folder under `dir` that another process holds open.
+/// Windows refuses to delete it, or only marks it for deletion so that its
+/// folder cannot be removed, and a removal stopped half way would leave a
+/// broken worktree: so it is looked for before anything is removed (see
+/// README.md, Windows). Opening it with no sharing fails while any other
+/// handle is open.
+#[cfg(windows)]
+fn held_open(dir: &Path) -> Option<PathBuf> {
+    use std::os::windows::fs::OpenOptionsExt;
+    const DELETE: u32 = 0x0001_0000;
+    // Folders open only with backup semantics; links are checked, not followed.
+    const BACKUP_SEMANTICS: u32 = 0x0200_0000;
+    const OPEN_REPARSE_POINT: u32 = 0x0020_0000;
+    const ERROR_SHARING_VIOLATION: i32 = 32;
+    let mut todo = vec![dir.to_path_buf()];
+    while let Some(d) = todo.pop() {
+        let Ok(entries) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for e in entries.flatten() {
+            let p = e.path();
+            let opened = std::fs::OpenOptions::new()
+                .access_mode(DELETE)
+                .share_mode(0)
+                .custom_flags(BACKUP_SEMANTICS | OPEN_REPARSE_POINT)
+                .open(&p);
+            if opened.is_err_and(|e| e.raw_os_error() == Some(ERROR_SHARING_VIOLATION)) {
+                return Some(p);
+            }
+            if e.file_type().is_ok_and(|t| t.is_dir()) {
+                todo.push(p);
+            }
+        }
+    }
+    None
 }
 
 /// Remove one of mpw's worktrees, changes and all, also when its creation was
@@ -333,7 +377,8 @@ fn collect_locks(dir: &Path, out: &mut Vec<PathBuf>) {
     }
 }
 
-#[cfg(test)]
+// These tests check against the git CLI, which a Windows build under Wine lacks.
+#[cfg(all(test, unix))]
 mod tests {
     use super::*;
     use crate::git::test_support::{commit_file, git, init_repo_named};
@@ -405,5 +450,35 @@ mod tests {
         delete_branches(&p, &["mpw/R/W".into()]).unwrap();
         assert_eq!(branch_tip(&p, "mpw/R/W").unwrap(), None);
         git(&p, &["fsck", "--no-progress"]);
+    }
+}
+
+#[cfg(all(test, windows))]
+mod windows_tests {
+    use super::held_open;
+    use std::os::windows::fs::OpenOptionsExt;
+
+    #[test]
+    fn a_file_held_open_without_delete_sharing_is_found() {
+        let d = tempfile::tempdir().unwrap();
+        let file = d.path().join("sub").join("held.log");
+        std::fs::create_dir_all(file.parent().unwrap()).unwrap();
+        std::fs::write(&file, "x").unwrap();
+        std::fs::write(d.path().join("free.txt"), "y").unwrap();
+        assert_eq!(held_open(d.path()), None, "nothing open");
+        // As an editor or a running program holds it: read and write sharing only.
+        let holder = std::fs::OpenOptions::new()
+            .read(true)
+            .share_mode(0x1 | 0x2)
+            .open(&file)
+            .unwrap();
+        assert_eq!(held_open(d.path()), Some(file.clone()));
+        drop(holder);
+        assert_eq!(held_open(d.path()), None, "closed again");
+        // Even one that allows deletion: the file would only be marked for it,
+        // and its folder could not be removed.
+        let holder = std::fs::File::open(&file).unwrap();
+        assert_eq!(held_open(d.path()), Some(file.clone()));
+        drop(holder);
     }
 }

@@ -1,11 +1,18 @@
-//! Windows: a job object per task, `taskkill`/`tasklist` for what a crashed
-//! coordinator left (no Win32 bindings here, so no start times either).
+//! Windows: a kill-on-close job object per task, so the tree ends with the
+//! task, on timeout or cancel, and with the coordinator if it dies; a process
+//! is named by its pid and creation time, since Windows reuses pids quickly
+//! (see README.md, Windows).
 
 use crate::exec::{ProcInfo, Program};
 use crate::plan::Shell;
 use process_wrap::tokio::{ChildWrapper, CommandWrap, JobObject};
-use std::process::{ExitStatus, Stdio};
+use std::process::ExitStatus;
 use tracing::debug;
+use windows_sys::Win32::Foundation::{CloseHandle, FILETIME, HANDLE, WAIT_TIMEOUT};
+use windows_sys::Win32::System::Threading::{
+    GetProcessTimes, OpenProcess, PROCESS_QUERY_LIMITED_INFORMATION, PROCESS_SYNCHRONIZE,
+    PROCESS_TERMINATE, TerminateProcess, WaitForSingleObject,
+};
 
 pub const DEFAULT_SHELL: Shell = Shell::Pwsh;
 
@@ -23,7 +30,8 @@ pub fn add_args(cmd: &mut tokio::process::Command, program: &Program, args: &[St
             script,
         } => {
             // cmd.exe does its own parsing; with /S it strips exactly the outer quotes.
-            cmd.args(["/S", "/C"]).raw_arg(format!("\"{script}\""));
+            cmd.args(&args[..args.len() - 1])
+                .raw_arg(format!("\"{script}\""));
         }
         _ => {
             cmd.args(args);
@@ -48,18 +56,14 @@ pub fn stop_tree(child: &mut dyn ChildWrapper, _pid: u32, _force: bool) {
     }
 }
 
-/// `taskkill /T` ends the tree under the pid; `/F` forces it.
-pub fn stop_stale(info: &ProcInfo, force: bool) {
-    let mut c = std::process::Command::new("taskkill");
-    c.args(["/PID", &info.pid.to_string(), "/T"]);
-    if force {
-        c.arg("/F");
+/// What a dead coordinator left: its job, kill-on-close, died with it, so at
+/// most the leader is left (a job handle inherited elsewhere). Windows has no
+/// TERM for another console's process: both steps end it.
+pub fn stop_stale(info: &ProcInfo, _force: bool) {
+    if let Some(p) = Process::open(info.pid, PROCESS_TERMINATE) {
+        // SAFETY: an open handle with TERMINATE access.
+        unsafe { TerminateProcess(p.0, 1) };
     }
-    let _ = c
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status();
 }
 
 /// No signals on Windows.
@@ -67,17 +71,47 @@ pub fn exit_signal(_status: &ExitStatus) -> Option<i32> {
     None
 }
 
-pub fn process_start_time(_pid: u32) -> Option<u64> {
-    None
+/// An open process handle, closed on drop.
+struct Process(HANDLE);
+
+impl Process {
+    fn open(pid: u32, access: u32) -> Option<Process> {
+        if pid == 0 {
+            return None;
+        }
+        // SAFETY: plain Win32 call; a null handle means it failed.
+        let h = unsafe { OpenProcess(access, 0, pid) };
+        (!h.is_null()).then_some(Process(h))
+    }
 }
 
+impl Drop for Process {
+    fn drop(&mut self) {
+        // SAFETY: the handle came from OpenProcess and is closed once.
+        unsafe { CloseHandle(self.0) };
+    }
+}
+
+/// Creation time (100 ns units since 1601, from GetProcessTimes).
+pub fn process_start_time(pid: u32) -> Option<u64> {
+    let p = Process::open(pid, PROCESS_QUERY_LIMITED_INFORMATION)?;
+    let zero = FILETIME {
+        dwLowDateTime: 0,
+        dwHighDateTime: 0,
+    };
+    let (mut created, mut exited, mut kernel, mut user) = (zero, zero, zero, zero);
+    // SAFETY: an open handle and four writable FILETIMEs.
+    let ok = unsafe { GetProcessTimes(p.0, &mut created, &mut exited, &mut kernel, &mut user) };
+    (ok != 0).then(|| (u64::from(created.dwHighDateTime) << 32) | u64::from(created.dwLowDateTime))
+}
+
+/// Still running (not merely kept open by a handle somewhere)?
 pub fn pid_alive(pid: u32) -> bool {
-    std::process::Command::new("tasklist")
-        .args(["/FI", &format!("PID eq {pid}"), "/NH", "/FO", "CSV"])
-        .stdin(Stdio::null())
-        .stderr(Stdio::null())
-        .output()
-        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains(&format!("\"{pid}\"")))
+    let Some(p) = Process::open(pid, PROCESS_SYNCHRONIZE) else {
+        return false;
+    };
+    // SAFETY: an open handle with SYNCHRONIZE access; no wait.
+    unsafe { WaitForSingleObject(p.0, 0) == WAIT_TIMEOUT }
 }
 
 /// Never asked: there are no groups (`group_id` is None).

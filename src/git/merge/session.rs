@@ -105,7 +105,8 @@ impl MergeSession {
     }
 }
 
-#[cfg(test)]
+// These tests check against the git CLI, which a Windows build under Wine lacks.
+#[cfg(all(test, unix))]
 mod tests {
     use super::*;
     use crate::git::test_support::*;
