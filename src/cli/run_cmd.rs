@@ -110,7 +110,10 @@ fn finish(ctx: &Ctx, fin: runner::Finished, json: bool) -> CliResult {
     if json {
         let _ = writeln!(out, "{}", serde_json::to_string_pretty(&st).unwrap());
     } else {
-        let _ = write!(out, "{}", report::summary(&st, Style { color: ctx.color }));
+        let events = store.events(&fin.run_id, 0)?;
+        let hints = report::task_hints(events.iter().map(|(_, e)| e));
+        let style = Style { color: ctx.color };
+        let _ = write!(out, "{}", report::summary(&st, &hints, style));
     }
     Ok(Exit::of_run(&fin))
 }

@@ -5,6 +5,7 @@
 mod checkout;
 mod error;
 mod history;
+mod ignore;
 mod merge;
 mod repo;
 mod snapshot;
@@ -16,6 +17,7 @@ pub use checkout::{advance_branch, update_ref_cas};
 pub use error::GitError;
 pub use gix::ObjectId as Oid;
 pub use history::*;
+pub use ignore::{DEFAULT_IGNORES, IgnoreRules};
 pub use merge::*;
 pub use snapshot::*;
 pub use worktree::*;

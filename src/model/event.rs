@@ -139,6 +139,9 @@ pub struct TaskFacts {
     pub reason: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub duration_ms: Option<i64>,
+    /// Advice, e.g. committed files that look like build or cache output.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hint: Option<String>,
 }
 
 /// A workstream starting or finishing its run.
@@ -289,6 +292,7 @@ mod tests {
             preserved_ref: Some("refs/mpw/R/cancelled/W/T".into()),
             reason: Some("why".into()),
             duration_ms: Some(42),
+            hint: Some("committed 1 file under build/: add them to globals.ignore?".into()),
         }
     }
 

@@ -197,8 +197,24 @@ fn pad(s: &str, visible: usize, width: usize) -> String {
     format!("{s}{}", " ".repeat(width.saturating_sub(visible)))
 }
 
-/// The closing lines of `mpw run`: counts and where to look next.
-pub fn summary(st: &RunStatus, style: Style) -> String {
+/// The hints the run's task events carry ("ws/task: hint"), in order.
+pub fn task_hints<'a>(events: impl IntoIterator<Item = &'a Event>) -> Vec<String> {
+    events
+        .into_iter()
+        .filter_map(|ev| {
+            let h = ev.data.task()?.hint.as_ref()?;
+            let who = match (&ev.workstream, &ev.task) {
+                (Some(w), Some(t)) => format!("{w}/{t}"),
+                _ => ev.run.clone(),
+            };
+            Some(format!("{who}: {h}"))
+        })
+        .collect()
+}
+
+/// The closing lines of `mpw run`: counts, the tasks' hints and where to
+/// look next.
+pub fn summary(st: &RunStatus, hints: &[String], style: Style) -> String {
     let mut out = status_table(st, style);
     let c = &st.counts;
     let _ = writeln!(
@@ -211,6 +227,9 @@ pub fn summary(st: &RunStatus, style: Style) -> String {
         c.get(TaskState::Skipped),
         c.get(TaskState::Cancelled)
     );
+    for h in hints {
+        let _ = writeln!(out, "  hint: {h}");
+    }
     for w in &st.workstreams {
         for t in &w.tasks {
             if matches!(
@@ -270,6 +289,9 @@ pub fn event_line(ev: &Event) -> String {
     };
     if let Some(r) = reason {
         let _ = write!(line, ": {r}");
+    }
+    if let Some(h) = task.and_then(|f| f.hint.as_ref()) {
+        let _ = write!(line, "; {h}");
     }
     if let EventData::WorktreeCreated(w) = &ev.data {
         let _ = write!(line, " at {}", w.path);
