@@ -7,7 +7,7 @@ use crate::model::{
     Event, EventData, EventKind, RunState, TaskState, WorkstreamFacts, WorkstreamState,
 };
 use crate::runner::Listener;
-use crate::store::RunStatus;
+use crate::store::{Layout, RunStatus};
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use std::collections::HashMap;
 use std::fmt::Write as _;
@@ -212,9 +212,20 @@ pub fn task_hints<'a>(events: impl IntoIterator<Item = &'a Event>) -> Vec<String
         .collect()
 }
 
-/// The closing lines of `mpw run`: counts, the tasks' hints and where to
-/// look next.
-pub fn summary(st: &RunStatus, hints: &[String], style: Style) -> String {
+/// What the closing lines need besides the status.
+pub struct Closing<'a> {
+    /// The tasks' hints ("ws/task: hint"), see `task_hints`.
+    pub hints: Vec<String>,
+    /// Where the logs are, to name the one with content.
+    pub layout: &'a Layout,
+    /// The plan the run was started from, for the commands to suggest.
+    pub plan: Option<String>,
+}
+
+/// The closing lines of `mpw run`: counts, the tasks' hints, and for each
+/// task that did not succeed the log with content and one next step.
+pub fn summary(st: &RunStatus, closing: &Closing, style: Style) -> String {
+    let hints = &closing.hints;
     let mut out = status_table(st, style);
     let c = &st.counts;
     let _ = writeln!(
@@ -232,16 +243,39 @@ pub fn summary(st: &RunStatus, hints: &[String], style: Style) -> String {
     }
     for w in &st.workstreams {
         for t in &w.tasks {
-            if matches!(
+            if !matches!(
                 t.state,
                 TaskState::Failed | TaskState::Quarantined | TaskState::Cancelled
             ) {
-                let _ = writeln!(
-                    out,
-                    "  {}/{} {}: mpw logs {} {}/{} --stderr",
-                    w.id, t.id, t.state, st.run_id, w.id, t.id
-                );
+                continue;
             }
+            let who = format!("{}/{}", w.id, t.id);
+            let attempt = t.attempts.max(1);
+            let log = |err| closing.layout.log(&st.run_id, &w.id, &t.id, attempt, err);
+            let see = match Layout::log_with_content(&log(false), &log(true)) {
+                Some(true) => format!("mpw logs {} {who} --stderr", st.run_id),
+                Some(false) => format!("mpw logs {} {who}", st.run_id),
+                None => "it printed nothing".into(),
+            };
+            let _ = writeln!(out, "  {who} {}: {see}", t.state);
+            let plan = closing.plan.as_deref().unwrap_or("PLAN");
+            let rerun = format!("mpw run {plan} --workstream {}", w.id);
+            let kept = t
+                .preserved_ref
+                .as_ref()
+                .map(|r| format!("its work is kept at {r}; "))
+                .unwrap_or_default();
+            let next = match t.state {
+                TaskState::Quarantined => format!(
+                    "{kept}widen allowed_paths or ignore in the plan, or drop the change from the task, then: {rerun}"
+                ),
+                TaskState::Failed => format!("{kept}fix the cause, then: {rerun}"),
+                _ => format!(
+                    "{kept}it was stopped; mpw resume {} runs it again",
+                    st.run_id
+                ),
+            };
+            let _ = writeln!(out, "    next: {next}");
         }
     }
     match st.state {
