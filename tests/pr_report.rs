@@ -131,6 +131,14 @@ fn pr_create_without_gh_says_so() {
         "{}",
         stderr_of(&out)
     );
+    // Nothing was printed before the error: the error itself gives the lines.
+    assert_eq!(stdout_of(&out), "");
+    let err = stderr_of(&out);
+    assert!(!err.contains("printed above"), "{err}");
+    assert!(
+        err.contains("\n  gh pr create --base main --head mpw/PR1/A "),
+        "{err}"
+    );
 }
 
 fn chromium() -> Option<PathBuf> {
