@@ -39,7 +39,7 @@ fn a_quarantined_task_points_at_its_stdout_and_says_how_to_run_again() {
     let (_, log, _) = mpw_out(&repo, &["logs", "Q", "W/T"]);
     assert_eq!(log, "wrote docs\n");
     let next = format!(
-        "next: its work is kept at refs/mpw/Q/quarantine/W/T; widen allowed_paths or ignore in the plan, or drop the change from the task, then: mpw run {} --workstream W",
+        "next: its work is kept at refs/mpw/Q/quarantine/W/T; widen allowed_paths or ignore in the plan, or drop the change from the task, then: mpw run {} --workstream W (a new run; change the plan's run_id if it sets one)",
         plan.display()
     );
     assert!(stdout.contains(&next), "{stdout}");

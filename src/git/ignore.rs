@@ -1,6 +1,6 @@
 //! The plan's `ignore` rules (gitignore syntax) on top of the repository's
 //! own: paths matching them are never committed, never count as a change
-//! and never quarantine a task. See docs/ARCHITECTURE.md, "Ignored paths".
+//! and never quarantine a task.
 
 use ignore::gitignore::{Gitignore, GitignoreBuilder};
 

@@ -259,7 +259,11 @@ pub fn summary(st: &RunStatus, closing: &Closing, style: Style) -> String {
             };
             let _ = writeln!(out, "  {who} {}: {see}", t.state);
             let plan = closing.plan.as_deref().unwrap_or("PLAN");
-            let rerun = format!("mpw run {plan} --workstream {}", w.id);
+            // A new run: it needs a run id of its own when the plan fixes one.
+            let rerun = format!(
+                "mpw run {plan} --workstream {} (a new run; change the plan's run_id if it sets one)",
+                w.id
+            );
             let kept = t
                 .preserved_ref
                 .as_ref()
