@@ -318,7 +318,7 @@ mod tests {
         };
         let task_line = |kind: &str| {
             format!(
-                r#"{{{H},"kind":"{kind}","run":"R","workstream":"W","task":"T","attempt":2,"exit_code":3,"commit":"c0ffee","preserved_ref":"refs/mpw/R/cancelled/W/T","reason":"why","duration_ms":42}}"#
+                r#"{{{H},"kind":"{kind}","run":"R","workstream":"W","task":"T","attempt":2,"exit_code":3,"commit":"c0ffee","preserved_ref":"refs/mpw/R/cancelled/W/T","reason":"why","duration_ms":42,"hint":"committed 1 file under build/: add them to globals.ignore?"}}"#
             )
         };
         let ws_line = |kind: &str| {
