@@ -46,13 +46,10 @@ pub fn clean(
             let dirty = if path.exists() {
                 git::changes(
                     &path,
-                    &Excluded(
-                        ws.baseline
-                            .clone()
-                            .unwrap_or_default()
-                            .into_iter()
-                            .collect(),
-                    ),
+                    // The plan is not at hand here: tool caches of the
+                    // default list are not changes worth keeping a worktree for.
+                    &Excluded::paths(ws.baseline.clone().unwrap_or_default())
+                        .with_ignore(default_ignores()),
                 )?
             } else {
                 vec![]
@@ -99,4 +96,8 @@ pub fn clean(
     let run_dir = PathBuf::from(&row.worktree_root).join(&row.id);
     let _ = std::fs::remove_dir(&run_dir);
     Ok(out)
+}
+
+fn default_ignores() -> std::sync::Arc<git::IgnoreRules> {
+    std::sync::Arc::new(git::IgnoreRules::new(true, []).expect("the default ignore list compiles"))
 }

@@ -11,7 +11,7 @@ use crate::model::{
 use crate::plan::Plan;
 use crate::runner::{Listener, RunError, open_repo};
 use crate::signals::Signals;
-use crate::store::{IntegrationRow, Store, WsPatch, WsRow};
+use crate::store::{IntegrationRow, Layout, Store, WsPatch, WsRow};
 use serde::Serialize;
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs::File;
@@ -58,14 +58,18 @@ pub struct Report {
 }
 
 impl Report {
-    /// A conflict or a gate failure: exit 1.
+    /// Workstreams of the run this integration left out of the target, for
+    /// any reason (conflict, gate, quarantine, failure, a stack not merged).
+    pub fn unmerged(&self) -> impl Iterator<Item = &Outcome> {
+        self.outcomes
+            .iter()
+            .filter(|o| o.state != WorkstreamState::Integrated)
+    }
+
+    /// Exit 1 unless the whole run is in the target: a script that sees 0
+    /// may rely on every workstream being merged.
     pub fn failed(&self) -> bool {
-        self.outcomes.iter().any(|o| {
-            matches!(
-                o.state,
-                WorkstreamState::Conflict | WorkstreamState::GateFailed
-            )
-        })
+        self.unmerged().next().is_some()
     }
 }
 
@@ -549,16 +553,8 @@ fn run_gate(
         ],
         timeout: Some(opts.gate_timeout),
         grace: opts.grace,
-        stdout: layout
-            .run_dir(&s.run_id)
-            .join("logs")
-            .join("integrate")
-            .join(format!("{}.{n}.out", row.id)),
-        stderr: layout
-            .run_dir(&s.run_id)
-            .join("logs")
-            .join("integrate")
-            .join(format!("{}.{n}.err", row.id)),
+        stdout: layout.gate_log(&s.run_id, &row.id, n as u32, false),
+        stderr: layout.gate_log(&s.run_id, &row.id, n as u32, true),
         guards: Default::default(),
     };
     let gate_rt = s
@@ -574,10 +570,18 @@ fn run_gate(
     }
     Ok(match out.verdict() {
         Verdict::Succeeded => None,
-        Verdict::Failed(r) | Verdict::Quarantined(r) => Some(format!(
-            "gate `{gate}` failed: {r} (log: {})",
-            spec.stderr.display()
-        )),
+        Verdict::Failed(r) | Verdict::Quarantined(r) => {
+            let logs = format!("mpw logs {} integrate/{}", s.run_id, row.id);
+            let see = match Layout::log_with_content(&spec.stdout, &spec.stderr) {
+                Some(true) => format!("see {logs} --stderr"),
+                Some(false) => format!("see {logs}"),
+                None => "it printed nothing".into(),
+            };
+            Some(format!(
+                "gate `{gate}` failed: {r}; {see}; fix it in {}, commit, and run mpw integrate again",
+                row.worktree
+            ))
+        }
         Verdict::Cancelled => Some(format!("gate `{gate}` was cancelled")),
     })
 }
@@ -594,6 +598,17 @@ pub struct Forecast {
     pub pairs: Vec<PairConflict>,
     /// Candidates merged one after another in integration order.
     pub sequence: Vec<Outcome<WouldMerge>>,
+}
+
+impl Forecast {
+    /// A merge would conflict: `--dry-run` exits 1, as `git merge-tree` does.
+    pub fn conflicts(&self) -> bool {
+        self.against_target.values().any(|c| !c.is_empty())
+            || self
+                .sequence
+                .iter()
+                .any(|o| o.state == WouldMerge::Conflict)
+    }
 }
 
 /// What a forecast says of one candidate merged onto the ones before it.

@@ -169,6 +169,16 @@ pub fn prepare(repo: Option<&Path>, opts: &Options) -> Result<Vec<Draft>> {
             created: None,
         });
     }
+    // Before pushing anything: without gh, nothing is half done.
+    if opts.create && !gh_available() {
+        let lines: String = drafts
+            .iter()
+            .map(|d| format!("\n  {}", d.gh_line()))
+            .collect();
+        return Err(RunError::Env(format!(
+            "`gh` (the GitHub CLI) is not installed or not on PATH; install it, or open the PRs yourself (the bodies are written):{lines}"
+        )));
+    }
     if let Some(remote) = &opts.push {
         for d in &mut drafts {
             push(&main, remote, &d.head)?;
@@ -176,12 +186,6 @@ pub fn prepare(repo: Option<&Path>, opts: &Options) -> Result<Vec<Draft>> {
         }
     }
     if opts.create {
-        if !gh_available() {
-            return Err(RunError::Env(
-                "`gh` (the GitHub CLI) is not installed or not on PATH; install it, or open the PRs with the lines printed above"
-                    .into(),
-            ));
-        }
         for d in &mut drafts {
             let out = Command::new(&d.gh[0])
                 .args(&d.gh[1..])

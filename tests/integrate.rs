@@ -228,18 +228,29 @@ fn dry_run_forecasts_conflicting_pairs_and_moves_nothing() {
         ],
     );
     let tip = repo.head("main");
+    // A forecast conflict exits 1, as `git merge-tree` does.
     let out = integrate(&repo, &["--dry-run", "--json"]);
-    assert_eq!(out.status.code(), Some(0));
+    assert_eq!(out.status.code(), Some(1));
     let f: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(f["pairs"].as_array().unwrap().len(), 1, "{f:#}");
     assert_eq!(f["pairs"][0]["a"], "A");
     assert_eq!(f["pairs"][0]["b"], "B");
     assert_eq!(f["pairs"][0]["paths"], serde_json::json!(["f.txt"]));
     assert_eq!(f["sequence"][1]["state"], "CONFLICT");
-    let text = stdout_of(&integrate(&repo, &["--dry-run"]));
+    let out = integrate(&repo, &["--dry-run"]);
+    assert_eq!(out.status.code(), Some(1));
+    let text = stdout_of(&out);
     assert!(text.contains("A x B: f.txt"), "{text}");
     assert_eq!(repo.head("main"), tip);
     assert_eq!(ws_state(&repo, "I6", "A")["state"], "COMPLETED");
+    // Without a conflict in sight, 0.
+    let clean = common::repo().with_file("f.txt", "0\n").commit("init");
+    finished_run(
+        &clean,
+        "I6b",
+        &[("A", "a.txt", "a\n"), ("B", "b.txt", "b\n")],
+    );
+    assert_eq!(integrate(&clean, &["--dry-run"]).status.code(), Some(0));
 }
 
 #[test]

@@ -131,6 +131,14 @@ fn pr_create_without_gh_says_so() {
         "{}",
         stderr_of(&out)
     );
+    // Nothing was printed before the error: the error itself gives the lines.
+    assert_eq!(stdout_of(&out), "");
+    let err = stderr_of(&out);
+    assert!(!err.contains("printed above"), "{err}");
+    assert!(
+        err.contains("\n  gh pr create --base main --head mpw/PR1/A "),
+        "{err}"
+    );
 }
 
 fn chromium() -> Option<PathBuf> {
@@ -174,9 +182,10 @@ pub fn screenshot(browser: &Path, html: &Path, png: &Path) {
 fn html_report_is_self_contained_and_renders() {
     let repo = repo().commit("init");
     run_three(&repo);
+    // C failed, so integrate leaves it unmerged and exits 1.
     assert_eq!(
         repo.mpw().arg("integrate").output().unwrap().status.code(),
-        Some(0)
+        Some(1)
     );
     let html = repo.dir.path().join("report.html");
     let out = repo

@@ -71,7 +71,11 @@ pub fn integrate(a: IntegrateArgs, ctx: &Ctx) -> CliResult {
         } else {
             out!("{}", render_forecast(&f));
         }
-        return Ok(Exit::Ok);
+        return Ok(if f.conflicts() {
+            Exit::Failed
+        } else {
+            Exit::Ok
+        });
     }
     let opts = Options {
         run: a.run,
@@ -116,6 +120,19 @@ fn render_report(r: &Report, style: Style) -> String {
             o.workstream,
             report::pad_state(&style, o.state.as_str()),
             o.detail
+        ));
+    }
+    let left: Vec<String> = r
+        .unmerged()
+        .map(|o| format!("{} ({})", o.workstream, o.state))
+        .collect();
+    if left.is_empty() {
+        s.push_str("every workstream of the run is integrated\n");
+    } else {
+        s.push_str(&format!(
+            "{} workstream(s) left unmerged: {} (see above; exit 1)\n",
+            left.len(),
+            left.join(", ")
         ));
     }
     s

@@ -87,9 +87,9 @@ pub struct RunsArgs {
 pub struct LogsArgs {
     /// Run id or prefix.
     pub run: String,
-    /// `WS/TASK` (setup commands: `WS/_setup1`, ...).
+    /// `WS/TASK` (setup commands: `WS/_setup1`, ...; the integration gate: `integrate/WS`).
     pub task: String,
-    /// Which attempt (default: the last one).
+    /// Which attempt, or which gate run (default: the last one).
     #[arg(long, value_name = "N")]
     pub attempt: Option<u32>,
     /// Show standard error instead of standard output.
@@ -125,7 +125,14 @@ fn finish(ctx: &Ctx, fin: runner::Finished, json: bool) -> CliResult {
     if json {
         let _ = writeln!(out, "{}", serde_json::to_string_pretty(&st).unwrap());
     } else {
-        let _ = write!(out, "{}", report::summary(&st, Style { color: ctx.color }));
+        let events = store.events(&fin.run_id, 0)?;
+        let closing = report::Closing {
+            hints: report::task_hints(events.iter().map(|(_, e)| e)),
+            layout: &store.layout,
+            plan: store.run(&fin.run_id)?.plan_path,
+        };
+        let style = Style { color: ctx.color };
+        let _ = write!(out, "{}", report::summary(&st, &closing, style));
     }
     Ok(Exit::of_run(&fin))
 }
@@ -297,34 +304,40 @@ pub fn logs(a: LogsArgs, ctx: &Ctx) -> CliResult {
     let Some((ws, task)) = a.task.split_once('/') else {
         return Err(CliError::usage(format!("{}: expected WS/TASK", a.task)));
     };
-    let attempt = match a.attempt {
-        Some(n) => n,
+    let recorded = store
+        .tasks(&run)?
+        .into_iter()
+        .find(|t| t.ws == ws && t.id == task);
+    let path = match recorded {
+        Some(t) => {
+            let attempt = a.attempt.unwrap_or(t.attempts.max(1));
+            store.layout.log(&run, ws, task, attempt, a.stderr)
+        }
+        None if task.starts_with("_setup") => {
+            store
+                .layout
+                .log(&run, ws, task, a.attempt.unwrap_or(1), a.stderr)
+        }
+        // `integrate/WS`: the gate's output on that workstream.
+        None if ws == "integrate" => {
+            let n = a
+                .attempt
+                .or_else(|| store.layout.last_gate_run(&run, task))
+                .ok_or_else(|| {
+                    CliError::usage(format!("no gate has run on workstream {task} of run {run}"))
+                })?;
+            store.layout.gate_log(&run, task, n, a.stderr)
+        }
         None => {
-            let t = store
-                .tasks(&run)?
-                .into_iter()
-                .find(|t| t.ws == ws && t.id == task);
-            match t {
-                Some(t) => t.attempts.max(1),
-                None if task.starts_with("_setup") => 1,
-                None => {
-                    return Err(StoreError::NoSuchTask {
-                        run,
-                        task: a.task.clone(),
-                    }
-                    .into());
-                }
+            return Err(StoreError::NoSuchTask {
+                run,
+                task: a.task.clone(),
             }
+            .into());
         }
     };
-    let path = store.layout.log(&run, ws, task, attempt, a.stderr);
-    let mut f = std::fs::File::open(&path).map_err(|e| {
-        CliError::usage(format!(
-            "no log for {} attempt {attempt} ({}: {e})",
-            a.task,
-            path.display()
-        ))
-    })?;
+    let mut f = std::fs::File::open(&path)
+        .map_err(|e| CliError::usage(format!("no log for {} ({}: {e})", a.task, path.display())))?;
     let mut out = std::io::stdout().lock();
     std::io::copy(&mut f, &mut out).map_err(|e| CliError::env(format!("writing the log: {e}")))?;
     Ok(Exit::Ok)

@@ -5,6 +5,7 @@
 mod checkout;
 mod error;
 mod history;
+mod ignore;
 mod ignored;
 mod merge;
 mod remote;
@@ -19,6 +20,7 @@ pub use checkout::{advance_branch, update_ref_cas};
 pub use error::GitError;
 pub use gix::ObjectId as Oid;
 pub use history::*;
+pub use ignore::{DEFAULT_IGNORES, IgnoreRules};
 pub use ignored::*;
 pub use merge::*;
 pub use remote::*;

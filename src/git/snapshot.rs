@@ -4,6 +4,7 @@
 use super::Oid;
 use super::checkout::{patch_index, remove_file_and_empty_parents, write_entries};
 use super::error::{GitError, ctx};
+use super::ignore::IgnoreRules;
 use super::repo::{open_repo, write_commit};
 use gix::bstr::{BStr, BString, ByteSlice};
 use gix::refs::transaction::PreviousValue;
@@ -11,6 +12,7 @@ use gix::status::plumbing::index_as_worktree;
 use gix::status::plumbing::index_as_worktree_with_renames as iwr;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -29,23 +31,43 @@ pub struct Change {
 }
 
 /// Paths a snapshot or reset leaves alone: the worktree's baseline (files
-/// copied in, what setup commands left). Exact paths, or folders ending in `/`.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Excluded(pub BTreeSet<String>);
+/// copied in, what setup commands left; exact paths, or folders ending in
+/// `/`) and what the plan's ignore rules match.
+#[derive(Debug, Clone, Default)]
+pub struct Excluded {
+    pub paths: BTreeSet<String>,
+    pub ignore: Option<Arc<IgnoreRules>>,
+}
 
 impl Excluded {
+    pub fn paths(paths: impl IntoIterator<Item = String>) -> Self {
+        Excluded {
+            paths: paths.into_iter().collect(),
+            ignore: None,
+        }
+    }
+
+    pub fn with_ignore(mut self, rules: Arc<IgnoreRules>) -> Self {
+        self.ignore = Some(rules);
+        self
+    }
+
     pub fn contains(&self, path: &str) -> bool {
-        if self.0.is_empty() {
+        self.in_baseline(path) || self.ignore.as_ref().is_some_and(|r| r.is_ignored(path))
+    }
+
+    fn in_baseline(&self, path: &str) -> bool {
+        if self.paths.is_empty() {
             return false;
         }
-        if self.0.contains(path) {
+        if self.paths.contains(path) {
             return true;
         }
         // Any folder entry that is a prefix of the path.
         let mut end = 0;
         while let Some(i) = path[end..].find('/') {
             end += i + 1;
-            if self.0.contains(&path[..end]) {
+            if self.paths.contains(&path[..end]) {
                 return true;
             }
         }
@@ -526,7 +548,7 @@ mod tests {
     }
 
     fn excluded() -> Excluded {
-        Excluded([".env".to_string()].into_iter().collect())
+        Excluded::paths([".env".to_string()])
     }
 
     #[test]
@@ -673,11 +695,7 @@ mod tests {
 
     #[test]
     fn excluded_folders_cover_their_files() {
-        let e = Excluded(
-            ["node_modules/".to_string(), ".env".to_string()]
-                .into_iter()
-                .collect(),
-        );
+        let e = Excluded::paths(["node_modules/".to_string(), ".env".to_string()]);
         assert!(e.contains("node_modules/a/b.js"));
         assert!(e.contains(".env"));
         assert!(!e.contains("src/node_modules.rs"));

@@ -139,6 +139,9 @@ pub struct TaskFacts {
     pub reason: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub duration_ms: Option<i64>,
+    /// Advice, e.g. committed files that look like build or cache output.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hint: Option<String>,
 }
 
 /// A workstream starting or finishing its run.
@@ -289,6 +292,7 @@ mod tests {
             preserved_ref: Some("refs/mpw/R/cancelled/W/T".into()),
             reason: Some("why".into()),
             duration_ms: Some(42),
+            hint: Some("committed 1 file under build/: add them to globals.ignore?".into()),
         }
     }
 
@@ -314,7 +318,7 @@ mod tests {
         };
         let task_line = |kind: &str| {
             format!(
-                r#"{{{H},"kind":"{kind}","run":"R","workstream":"W","task":"T","attempt":2,"exit_code":3,"commit":"c0ffee","preserved_ref":"refs/mpw/R/cancelled/W/T","reason":"why","duration_ms":42}}"#
+                r#"{{{H},"kind":"{kind}","run":"R","workstream":"W","task":"T","attempt":2,"exit_code":3,"commit":"c0ffee","preserved_ref":"refs/mpw/R/cancelled/W/T","reason":"why","duration_ms":42,"hint":"committed 1 file under build/: add them to globals.ignore?"}}"#
             )
         };
         let ws_line = |kind: &str| {

@@ -79,6 +79,15 @@ pub struct Globals {
     /// Commands run once in each new worktree before its tasks; what they leave is never committed.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub setup: Vec<String>,
+    /// Paths (gitignore syntax) never committed, never counted as a change,
+    /// never quarantining a task; on top of the repository's own ignore rules.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ignore: Vec<String>,
+    /// Also ignore well-known tool output (`__pycache__/`, `*.py[co]`,
+    /// `.pytest_cache/`, `.mypy_cache/`, `.ruff_cache/`, `.tox/`,
+    /// `node_modules/.cache/`, `.DS_Store`, `Thumbs.db`); default true.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ignore_defaults: Option<bool>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub metadata: Option<Metadata>,
 }
@@ -116,6 +125,9 @@ pub struct Workstream {
     /// Setup commands of this workstream, run after the global ones.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub setup: Vec<String>,
+    /// Ignore patterns of this workstream, after `globals.ignore`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ignore: Vec<String>,
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub env: BTreeMap<String, String>,
     pub tasks: Vec<Task>,

@@ -298,6 +298,7 @@ pub(crate) fn validate(plan: &Plan, out: &mut Vec<Finding>) -> Option<Dag> {
             );
         }
     }
+    check_ignore(&g.ignore, "/globals", "globals.ignore", out);
     if plan.workstreams.is_empty() {
         out.push(
             Finding::error("/workstreams", "`workstreams` is empty: nothing to run")
@@ -697,6 +698,7 @@ fn check_workstream<'p>(
             }
         }
     }
+    check_ignore(&ws.ignore, wp, &format!("ignore of workstream `{id}`"), out);
     check_env(ws.env.keys(), wp, &format!("workstream `{id}`"), out);
     if ws.tasks.is_empty() {
         out.push(
@@ -706,6 +708,18 @@ fn check_workstream<'p>(
             )
             .help("add a task, or remove the workstream"),
         );
+    }
+}
+
+/// Each `ignore` pattern must be gitignore syntax.
+fn check_ignore(patterns: &[String], at: &str, what: &str, out: &mut Vec<Finding>) {
+    for (i, p) in patterns.iter().enumerate() {
+        if let Err(why) = crate::git::IgnoreRules::check_pattern(p) {
+            out.push(Finding::error(
+                format!("{at}/ignore/{i}"),
+                format!("{what} pattern `{p}` is invalid: {why}"),
+            ));
+        }
     }
 }
 

@@ -7,7 +7,7 @@ use crate::model::{
     Event, EventData, EventKind, RunState, TaskState, WorkstreamFacts, WorkstreamState,
 };
 use crate::runner::Listener;
-use crate::store::RunStatus;
+use crate::store::{Layout, RunStatus};
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use std::collections::HashMap;
 use std::fmt::Write as _;
@@ -197,8 +197,35 @@ fn pad(s: &str, visible: usize, width: usize) -> String {
     format!("{s}{}", " ".repeat(width.saturating_sub(visible)))
 }
 
-/// The closing lines of `mpw run`: counts and where to look next.
-pub fn summary(st: &RunStatus, style: Style) -> String {
+/// The hints the run's task events carry ("ws/task: hint"), in order.
+pub fn task_hints<'a>(events: impl IntoIterator<Item = &'a Event>) -> Vec<String> {
+    events
+        .into_iter()
+        .filter_map(|ev| {
+            let h = ev.data.task()?.hint.as_ref()?;
+            let who = match (&ev.workstream, &ev.task) {
+                (Some(w), Some(t)) => format!("{w}/{t}"),
+                _ => ev.run.clone(),
+            };
+            Some(format!("{who}: {h}"))
+        })
+        .collect()
+}
+
+/// What the closing lines need besides the status.
+pub struct Closing<'a> {
+    /// The tasks' hints ("ws/task: hint"), see `task_hints`.
+    pub hints: Vec<String>,
+    /// Where the logs are, to name the one with content.
+    pub layout: &'a Layout,
+    /// The plan the run was started from, for the commands to suggest.
+    pub plan: Option<String>,
+}
+
+/// The closing lines of `mpw run`: counts, the tasks' hints, and for each
+/// task that did not succeed the log with content and one next step.
+pub fn summary(st: &RunStatus, closing: &Closing, style: Style) -> String {
+    let hints = &closing.hints;
     let mut out = status_table(st, style);
     let c = &st.counts;
     let _ = writeln!(
@@ -211,18 +238,48 @@ pub fn summary(st: &RunStatus, style: Style) -> String {
         c.get(TaskState::Skipped),
         c.get(TaskState::Cancelled)
     );
+    for h in hints {
+        let _ = writeln!(out, "  hint: {h}");
+    }
     for w in &st.workstreams {
         for t in &w.tasks {
-            if matches!(
+            if !matches!(
                 t.state,
                 TaskState::Failed | TaskState::Quarantined | TaskState::Cancelled
             ) {
-                let _ = writeln!(
-                    out,
-                    "  {}/{} {}: mpw logs {} {}/{} --stderr",
-                    w.id, t.id, t.state, st.run_id, w.id, t.id
-                );
+                continue;
             }
+            let who = format!("{}/{}", w.id, t.id);
+            let attempt = t.attempts.max(1);
+            let log = |err| closing.layout.log(&st.run_id, &w.id, &t.id, attempt, err);
+            let see = match Layout::log_with_content(&log(false), &log(true)) {
+                Some(true) => format!("mpw logs {} {who} --stderr", st.run_id),
+                Some(false) => format!("mpw logs {} {who}", st.run_id),
+                None => "it printed nothing".into(),
+            };
+            let _ = writeln!(out, "  {who} {}: {see}", t.state);
+            let plan = closing.plan.as_deref().unwrap_or("PLAN");
+            // A new run: it needs a run id of its own when the plan fixes one.
+            let rerun = format!(
+                "mpw run {plan} --workstream {} (a new run; change the plan's run_id if it sets one)",
+                w.id
+            );
+            let kept = t
+                .preserved_ref
+                .as_ref()
+                .map(|r| format!("its work is kept at {r}; "))
+                .unwrap_or_default();
+            let next = match t.state {
+                TaskState::Quarantined => format!(
+                    "{kept}widen allowed_paths or ignore in the plan, or drop the change from the task, then: {rerun}"
+                ),
+                TaskState::Failed => format!("{kept}fix the cause, then: {rerun}"),
+                _ => format!(
+                    "{kept}it was stopped; mpw resume {} runs it again",
+                    st.run_id
+                ),
+            };
+            let _ = writeln!(out, "    next: {next}");
         }
     }
     match st.state {
@@ -270,6 +327,9 @@ pub fn event_line(ev: &Event) -> String {
     };
     if let Some(r) = reason {
         let _ = write!(line, ": {r}");
+    }
+    if let Some(h) = task.and_then(|f| f.hint.as_ref()) {
+        let _ = write!(line, "; {h}");
     }
     if let EventData::WorktreeCreated(w) = &ev.data {
         let _ = write!(line, " at {}", w.path);

@@ -62,6 +62,7 @@ pub(crate) async fn run_attempt(
             Verdict::Failed(format!("recording the task's work panicked: {e}")),
             None,
             None,
+            None,
         )
     });
     AttemptResult {
@@ -69,12 +70,16 @@ pub(crate) async fn run_attempt(
         exit_code,
         commit: settled.1,
         preserved_ref: settled.2,
+        hint: settled.3,
         duration,
     }
 }
 
+/// The final verdict, the commit on the branch, the preserved ref, and a
+/// hint when the commit holds what looks like build or cache output.
+type Settled = (Verdict, Option<Oid>, Option<String>, Option<String>);
+
 /// Check the worktree against the task's rules and put its changes away.
-/// Returns the final verdict, the commit on the branch, the preserved ref.
 fn settle(
     ctx: &RunCtx,
     i: usize,
@@ -83,11 +88,12 @@ fn settle(
     excluded: &Excluded,
     verdict: Verdict,
     will_retry: bool,
-) -> (Verdict, Option<Oid>, Option<String>) {
+) -> Settled {
     match settle_inner(ctx, i, attempt, start, excluded, verdict, will_retry) {
         Ok(r) => r,
         Err(e) => (
             Verdict::Failed(format!("could not record the task's changes: {e}")),
+            None,
             None,
             None,
         ),
@@ -102,7 +108,7 @@ fn settle_inner(
     excluded: &Excluded,
     mut verdict: Verdict,
     will_retry: bool,
-) -> std::result::Result<(Verdict, Option<Oid>, Option<String>), git::GitError> {
+) -> std::result::Result<Settled, git::GitError> {
     let t = &ctx.tasks[i];
     let ws = &ctx.ws[t.ws];
     let wt = &ws.worktree;
@@ -142,25 +148,26 @@ fn settle_inner(
         Verdict::Succeeded => {
             let c = git::commit_changes(wt, &changes, &message, CommitTarget::Head)?;
             crate::fault::kill_point(&format!("kill-after-commit:{}/{}", ws.id, t.id));
-            (verdict, c, None)
+            let hint = c.and_then(|_| generated_output_hint(&changes));
+            (verdict, c, None, hint)
         }
         Verdict::Failed(_) if will_retry => {
             if !changes.is_empty() {
                 git::reset_worktree(wt, start, excluded)?;
             }
-            (verdict, None, None)
+            (verdict, None, None, None)
         }
         Verdict::Failed(_) => {
             let r = preserve("failed")?;
-            (verdict, None, r)
+            (verdict, None, r, None)
         }
         Verdict::Quarantined(_) => {
             let r = preserve("quarantine")?;
-            (verdict, None, r)
+            (verdict, None, r, None)
         }
         Verdict::Cancelled => {
             let r = preserve("cancelled")?;
-            (verdict, None, r)
+            (verdict, None, r, None)
         }
     })
 }
@@ -173,4 +180,96 @@ fn list<'a>(paths: impl Iterator<Item = &'a str>) -> String {
         s.push_str(&format!(" and {} more", all.len() - 10));
     }
     s
+}
+
+/// Folders and file endings of well-known build or cache output.
+const GENERATED_DIRS: &[&str] = &[
+    "__pycache__",
+    ".pytest_cache",
+    ".mypy_cache",
+    ".ruff_cache",
+    ".tox",
+    ".venv",
+    "node_modules",
+    ".cache",
+    ".gradle",
+    ".next",
+    "target",
+    "build",
+    "dist",
+    ".nyc_output",
+    "coverage",
+];
+const GENERATED_EXTS: &[&str] = &[
+    "pyc", "pyo", "o", "obj", "class", "so", "dll", "dylib", "exe", "log",
+];
+
+/// "committed 14 files under __pycache__/: add them to globals.ignore?"
+/// when committed paths (not deletions) look like build or cache output.
+pub(crate) fn generated_output_hint(changes: &[git::Change]) -> Option<String> {
+    use std::collections::BTreeMap;
+    let mut dirs: BTreeMap<&str, usize> = BTreeMap::new();
+    let mut exts: BTreeMap<&str, usize> = BTreeMap::new();
+    for c in changes
+        .iter()
+        .filter(|c| c.kind != git::ChangeKind::Deleted)
+    {
+        let mut parts: Vec<&str> = c.path.split('/').collect();
+        let file = parts.pop().unwrap_or_default();
+        if let Some(d) = parts.iter().find(|p| GENERATED_DIRS.contains(p)) {
+            *dirs.entry(d).or_default() += 1;
+        } else if let Some((_, ext)) = file.rsplit_once('.')
+            && let Some(e) = GENERATED_EXTS.iter().find(|e| **e == ext)
+        {
+            *exts.entry(e).or_default() += 1;
+        }
+    }
+    let files = |n: usize| if n == 1 { "file" } else { "files" };
+    let mut what: Vec<String> = dirs
+        .iter()
+        .map(|(d, n)| format!("{n} {} under {d}/", files(*n)))
+        .collect();
+    what.extend(exts.iter().map(|(e, n)| format!("{n} *.{e} {}", files(*n))));
+    if what.is_empty() {
+        return None;
+    }
+    Some(format!(
+        "committed {}: add them to globals.ignore?",
+        what.join(", ")
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::git::{Change, ChangeKind};
+
+    fn added(paths: &[&str]) -> Vec<Change> {
+        paths
+            .iter()
+            .map(|p| Change {
+                path: p.to_string(),
+                kind: ChangeKind::Added,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn generated_output_is_named_by_folder_or_ending() {
+        let hint = generated_output_hint(&added(&[
+            "toolz/__pycache__/a.pyc",
+            "toolz/__pycache__/b.pyc",
+            "toolz/core.py",
+            "out.log",
+        ]))
+        .unwrap();
+        assert_eq!(
+            hint,
+            "committed 2 files under __pycache__/, 1 *.log file: add them to globals.ignore?"
+        );
+        assert_eq!(
+            generated_output_hint(&added(&["src/lib.rs", "README.md"])),
+            None
+        );
+    }
 }

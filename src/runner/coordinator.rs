@@ -402,8 +402,10 @@ impl Coord<'_> {
         let slot = &mut self.l.ws[w];
         slot.phase = WsPhase::Open;
         slot.head = Some(p.start_commit);
-        slot.baseline = Some(Arc::new(Excluded(p.baseline.iter().cloned().collect())));
         let ws = &self.l.ctx.ws[w];
+        slot.baseline = Some(Arc::new(
+            Excluded::paths(p.baseline.iter().cloned()).with_ignore(ws.ignore.clone()),
+        ));
         let data = EventData::WorktreeCreated(WorktreeCreated {
             path: ws.worktree.to_string_lossy().into_owned(),
             branch: ws.branch.clone(),
@@ -429,6 +431,7 @@ impl Coord<'_> {
             exit_code: r.exit_code,
             commit: r.commit.map(|c| c.to_string()),
             preserved_ref: r.preserved_ref.clone(),
+            hint: r.hint.clone(),
             duration_ms: Some(r.duration.as_millis() as i64),
             ..Default::default()
         };

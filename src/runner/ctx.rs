@@ -4,12 +4,13 @@
 
 use super::error::{Result, RunError};
 use crate::exec::{Guards, ProcInfo, Program, Verdict};
-use crate::git::Oid;
+use crate::git::{IgnoreRules, Oid};
 use crate::plan::{Plan, Shell, Task, TaskClass, Workstream};
 use crate::store::{Layout, WsRow};
 use globset::{Glob, GlobSet, GlobSetBuilder};
 use regex::bytes::Regex;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 fn bad_task(w: &Workstream, t: &Task, problem: String) -> RunError {
@@ -124,6 +125,8 @@ pub(crate) struct AttemptResult {
     pub exit_code: Option<i32>,
     pub commit: Option<Oid>,
     pub preserved_ref: Option<String>,
+    /// Committed files look like build or cache output (see attempt.rs).
+    pub hint: Option<String>,
     pub duration: Duration,
 }
 
@@ -133,6 +136,8 @@ pub(crate) struct WsCtx {
     pub branch: String,
     pub worktree: PathBuf,
     pub allowed: Option<GlobSet>,
+    /// The plan's ignore rules (defaults, globals, the workstream's own).
+    pub ignore: Arc<IgnoreRules>,
     pub copy: Vec<String>,
     pub setup: Vec<String>,
     pub env: Vec<(String, String)>,
@@ -162,6 +167,15 @@ impl WsCtx {
                 Some(b.build().map_err(|e| bad_ws(w, e.to_string()))?)
             }
         };
+        let ignore = IgnoreRules::new(
+            plan.globals.ignore_defaults.unwrap_or(true),
+            plan.globals
+                .ignore
+                .iter()
+                .chain(&w.ignore)
+                .map(String::as_str),
+        )
+        .map_err(|e| bad_ws(w, e))?;
         let mut env: Vec<(String, String)> = plan.globals.env.clone().into_iter().collect();
         env.extend(w.env.clone());
         Ok(WsCtx {
@@ -169,6 +183,7 @@ impl WsCtx {
             branch: row.branch.clone(),
             worktree: PathBuf::from(&row.worktree),
             allowed,
+            ignore: Arc::new(ignore),
             copy: plan.globals.copy.clone(),
             setup: plan.globals.setup.iter().chain(&w.setup).cloned().collect(),
             env,

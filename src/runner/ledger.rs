@@ -128,14 +128,14 @@ impl<'a> Ledger<'a> {
         let ws = store
             .workstreams(&ctx.run_id)?
             .iter()
-            .map(|w| WsSlot {
+            .zip(&ctx.ws)
+            .map(|(w, c)| WsSlot {
                 state: w.state,
                 phase: WsPhase::Closed,
                 head: w.head.as_deref().and_then(|h| h.parse().ok()),
-                baseline: w
-                    .baseline
-                    .as_ref()
-                    .map(|b| Arc::new(Excluded(b.iter().cloned().collect()))),
+                baseline: w.baseline.as_ref().map(|b| {
+                    Arc::new(Excluded::paths(b.iter().cloned()).with_ignore(c.ignore.clone()))
+                }),
             })
             .collect();
         listener.start(&store.run_status(&ctx.run_id)?);

@@ -139,7 +139,7 @@ fn prepare_worktree(
                 .map_err(e("resetting the worktree"))?;
             return Ok(Prep::Ready(Provisioned {
                 start_commit: start,
-                baseline: excluded.0.iter().cloned().collect(),
+                baseline: excluded.paths.iter().cloned().collect(),
                 missing_copies: Vec::new(),
                 created: false,
                 fresh: false,

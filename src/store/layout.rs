@@ -51,6 +51,43 @@ impl Layout {
             .join(format!("{task}.{attempt}.{ext}"))
     }
 
+    /// `logs/integrate/<ws>.<n>.out|.err`: the n-th gate run on a workstream.
+    pub fn gate_log(&self, run: &str, ws: &str, n: u32, stderr: bool) -> PathBuf {
+        let ext = if stderr { "err" } else { "out" };
+        self.run_dir(run)
+            .join("logs")
+            .join("integrate")
+            .join(format!("{ws}.{n}.{ext}"))
+    }
+
+    /// The number of the last gate run on a workstream (None: no gate ran).
+    pub fn last_gate_run(&self, run: &str, ws: &str) -> Option<u32> {
+        let dir = self.run_dir(run).join("logs").join("integrate");
+        let prefix = format!("{ws}.");
+        std::fs::read_dir(dir)
+            .ok()?
+            .filter_map(|e| {
+                let name = e.ok()?.file_name().into_string().ok()?;
+                let n = name.strip_prefix(&prefix)?.strip_suffix(".out")?;
+                n.parse().ok()
+            })
+            .max()
+    }
+
+    /// The command showing whichever of a log pair has content (standard
+    /// error first: that is where failures usually speak); None when both
+    /// are empty or missing.
+    pub fn log_with_content(out: &Path, err: &Path) -> Option<bool> {
+        let has = |p: &Path| fs::metadata(p).is_ok_and(|m| m.len() > 0);
+        if has(err) {
+            Some(true)
+        } else if has(out) {
+            Some(false)
+        } else {
+            None
+        }
+    }
+
     /// The logs of one workstream's setup commands and tasks.
     pub fn ws_logs(&self, run: &str, ws: &str) -> PathBuf {
         self.run_dir(run).join("logs").join(ws)

@@ -149,6 +149,8 @@ pub struct TaskPatch {
     /// (a retry: task READY, attempt FAILED; resume: attempt INTERRUPTED).
     pub attempt_state: Option<AttemptState>,
     pub duration_ms: Option<i64>,
+    /// Advice for the user, recorded in the event only.
+    pub hint: Option<String>,
 }
 
 pub(super) fn parse_col<T: std::str::FromStr>(r: &rusqlite::Row, i: usize) -> rusqlite::Result<T> {

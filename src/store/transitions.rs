@@ -410,6 +410,7 @@ fn task_event(from: TaskState, to: TaskState, patch: TaskPatch) -> Option<EventD
         preserved_ref: patch.preserved_ref,
         reason: patch.reason,
         duration_ms: patch.duration_ms,
+        hint: patch.hint,
     };
     Some(match (from, to, patch.attempt_state) {
         (T::Running, T::Ready | T::Pending, Some(AttemptState::Interrupted)) => {
