@@ -94,6 +94,21 @@ CREATE TABLE integrations (
     reason TEXT,
     at TEXT NOT NULL
 );
+"#, r#"
+CREATE TABLE gate_runs (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    run_id TEXT NOT NULL,
+    into_branch TEXT NOT NULL,
+    batch INTEGER,
+    covered TEXT NOT NULL,
+    commit_id TEXT NOT NULL,
+    result TEXT NOT NULL,
+    attempts INTEGER NOT NULL,
+    flaky INTEGER NOT NULL,
+    duration_ms INTEGER NOT NULL,
+    log TEXT NOT NULL,
+    at TEXT NOT NULL
+);
 "#];
 
 pub(super) fn configure(conn: &Connection) -> rusqlite::Result<()> {
