@@ -143,11 +143,7 @@ impl Search<'_, '_> {
                 self.q.target_ref,
                 tip,
                 top,
-                &format!(
-                    "mpw integrate: batch {} ({})",
-                    self.batch,
-                    names.join(", ")
-                ),
+                &format!("mpw integrate: batch {} ({})", self.batch, names.join(", ")),
                 self.q.checkout.map(|co| co.path.as_path()),
             ) {
                 Ok(()) => return self.integrated(s),
@@ -246,7 +242,12 @@ impl Search<'_, '_> {
     /// Merge `items` one after another onto `base`, as one by one integration
     /// would: a conflict is recorded and left out, and so are the dependants
     /// of whatever was left out. The merged ones with their commits.
-    fn build(&mut self, s: &mut Setup, base: Oid, items: Vec<usize>) -> Result<Vec<(usize, Oid, String)>> {
+    fn build(
+        &mut self,
+        s: &mut Setup,
+        base: Oid,
+        items: Vec<usize>,
+    ) -> Result<Vec<(usize, Oid, String)>> {
         let mut acc = base;
         let mut built = Vec::new();
         for c in items {
@@ -277,7 +278,15 @@ impl Search<'_, '_> {
             if !m.is_clean() {
                 let detail = conflict_detail(s, row, &m.conflicts);
                 let merged: Merged = (WorkstreamState::Conflict, None, m.conflicts, detail);
-                let o = record(s, self.q.listener, row, head, self.q.opts.strategy, merged, vec![])?;
+                let o = record(
+                    s,
+                    self.q.listener,
+                    row,
+                    head,
+                    self.q.opts.strategy,
+                    merged,
+                    vec![],
+                )?;
                 self.out.insert(w);
                 self.outcomes.insert(w, o);
                 continue;
@@ -286,10 +295,13 @@ impl Search<'_, '_> {
                 Strategy::Merge => vec![acc, head],
                 Strategy::Squash => vec![acc],
             };
-            acc = self.session.commit(m.tree, &parents, &self.cands[c].message)?;
+            acc = self
+                .session
+                .commit(m.tree, &parents, &self.cands[c].message)?;
+            // The ancestry check above reads from disk.
+            self.session.persist()?;
             built.push((c, acc, format!("merged into {}", s.into)));
         }
-        self.session.persist()?;
         Ok(built)
     }
 

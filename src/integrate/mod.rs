@@ -647,7 +647,12 @@ fn run_gate(
         let _ = git::remove_worktree(&s.repo, &scratch, true);
     }
     git::add_detached_worktree(&s.repo, &scratch, commit)?;
-    let logs = s.store.layout.run_dir(&s.run_id).join("logs").join("integrate");
+    let logs = s
+        .store
+        .layout
+        .run_dir(&s.run_id)
+        .join("logs")
+        .join("integrate");
     let started = std::time::Instant::now();
     let mut attempts = 0;
     let (failure, log) = loop {

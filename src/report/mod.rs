@@ -274,6 +274,43 @@ pub fn event_line(ev: &Event) -> String {
     if let EventData::WorktreeCreated(w) = &ev.data {
         let _ = write!(line, " at {}", w.path);
     }
+    match &ev.data {
+        EventData::BatchStarted(b) => {
+            let _ = write!(line, " {}: {}", b.batch, b.candidates.join(", "));
+            if !b.taken_out.is_empty() {
+                let _ = write!(
+                    line,
+                    "; taken out before gating (the forecast says they conflict with an earlier one): {}",
+                    b.taken_out.join(", ")
+                );
+            }
+        }
+        EventData::GatePassed(g) => {
+            let _ = write!(
+                line,
+                " gate run {} over {} in {}",
+                g.gate_run,
+                g.covered.join(", "),
+                human_ms(g.duration_ms)
+            );
+            if g.flaky {
+                let _ = write!(line, " (flaky: it failed before it passed)");
+            }
+        }
+        EventData::BisectSplit(b) => {
+            let _ = write!(
+                line,
+                " gate run {} failed: search {} then {}",
+                b.gate_run,
+                b.first.join(", "),
+                b.rest.join(", ")
+            );
+        }
+        EventData::GateFailed(g) if !g.covered.is_empty() => {
+            let _ = write!(line, " (gate run over {})", g.covered.join(", "));
+        }
+        _ => {}
+    }
     if let EventData::RunResumed(l) | EventData::RunCancelled(l) = &ev.data
         && !l.stale_locks_removed.is_empty()
     {

@@ -52,7 +52,8 @@ mod transitions;
 
 pub use layout::{Layout, write_atomic};
 pub use rows::{
-    AttemptRow, GateRunRow, IntegrationRow, NewRun, NewWs, RunPatch, RunRow, TaskPatch, TaskRow, WsPatch, WsRow,
+    AttemptRow, GateRunRow, IntegrationRow, NewRun, NewWs, RunPatch, RunRow, TaskPatch, TaskRow,
+    WsPatch, WsRow,
 };
 pub use status::{Counts, RunStatus, TaskStatus, WsStatus};
 
@@ -265,7 +266,9 @@ impl Store {
     /// The highest gate run id so far (0: none).
     pub fn last_gate_run(&self) -> Result<i64> {
         self.conn
-            .query_row("SELECT COALESCE(MAX(id), 0) FROM gate_runs", [], |r| r.get(0))
+            .query_row("SELECT COALESCE(MAX(id), 0) FROM gate_runs", [], |r| {
+                r.get(0)
+            })
             .map_err(self.err())
     }
 
