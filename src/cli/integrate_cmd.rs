@@ -127,24 +127,7 @@ fn render_report(r: &Report, style: Style) -> String {
             o.detail
         ));
     }
-    if !r.gate_runs.is_empty() {
-        s.push_str(&format!("gate runs: {}\n", r.gate_runs.len()));
-    }
-    for g in &r.gate_runs {
-        s.push_str(&format!(
-            "  #{} {}{} {:.1}s  {}{}\n",
-            g.id,
-            if g.passed { "passed" } else { "FAILED" },
-            if g.flaky { " (flaky)" } else { "" },
-            g.duration_ms as f64 / 1000.0,
-            g.covered.join(" "),
-            if g.passed {
-                String::new()
-            } else {
-                format!("  log: {}", g.log)
-            }
-        ));
-    }
+    s.push_str(&report::gate_tree(&r.gate_runs, style));
     s
 }
 

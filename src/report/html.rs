@@ -455,6 +455,7 @@ mod tests {
             finished_at: Some(ts(6000)),
             counts: Counts::default(),
             workstreams: wss,
+            gate_runs: vec![],
         };
         (st, attempts)
     }

@@ -96,12 +96,12 @@ pub struct IntegrationRow {
 }
 
 /// One run of an integration gate on the merge of the workstreams it covered.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
 pub struct GateRunRow {
     pub id: i64,
     pub into_branch: String,
     /// The batch of `mpw integrate --batch` it belongs to (none: sequential).
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub batch: Option<u32>,
     pub covered: Vec<String>,
     pub commit: String,
