@@ -310,3 +310,41 @@ fn batch_without_a_gate_is_a_usage_error() {
     assert_eq!(out.status.code(), Some(2));
     assert!(stderr_of(&out).contains("--gate"), "{}", stderr_of(&out));
 }
+
+/// Ctrl-C in the middle of a bisection: the target and the states stay as
+/// they were, and no scratch worktree is left.
+#[cfg(unix)]
+#[test]
+fn ctrl_c_during_a_bisection_leaves_the_target_and_states_alone() {
+    use std::process::{Command, Stdio};
+    use std::time::{Duration, Instant};
+    let repo = repo().commit("init");
+    finished_run(&repo, "Q8", &["W1", "W2"], &["W2"]);
+    let tip = repo.head("main");
+    let pid_file = repo.dir.path().join("gate.pid");
+    // The first run (W1 and W2) fails at once; the second (W1 alone) waits.
+    let g = format!(
+        "if ls BAD-* >/dev/null 2>&1; then exit 1; fi; echo $$ > '{}'; sleep 120",
+        pid_file.display()
+    );
+    let integrate = Command::new(assert_cmd::cargo::cargo_bin("mpw"))
+        .args(["-q", "integrate", "--grace", "2", "--batch", "--gate", &g])
+        .current_dir(&repo.path)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let end = Instant::now() + Duration::from_secs(30);
+    while !std::fs::read_to_string(&pid_file).is_ok_and(|t| t.ends_with('\n')) {
+        assert!(Instant::now() < end, "the second gate run never started");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    unsafe { libc::kill(integrate.id() as i32, libc::SIGINT) };
+    let out = integrate.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(130), "{}", stderr_of(&out));
+    assert_eq!(repo.head("main"), tip);
+    let st = repo.run_status("Q8");
+    assert_eq!(ws(&st, "W1")["state"], "COMPLETED");
+    assert_eq!(ws(&st, "W2")["state"], "COMPLETED");
+    assert!(!repo.git(&["worktree", "list"]).contains("_gate"));
+}
