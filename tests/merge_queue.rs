@@ -173,6 +173,31 @@ fn one_culprit_among_eight_is_isolated_in_at_most_seven_gate_runs() {
     let detail = report["outcomes"][0]["detail"].as_str().unwrap();
     assert!(detail.contains("log:"), "{detail}");
     assert!(err.contains("BISECT_SPLIT"), "{err}");
+    // `status` and the HTML report draw the bisection as a tree: the first
+    // run covers all eight, the ones below it fewer, indented.
+    let out = repo.mpw().arg("status").output().unwrap();
+    let text = stdout_of(&out);
+    let tree: Vec<&str> = text
+        .lines()
+        .skip_while(|l| *l != "GATE RUNS")
+        .skip(1)
+        .collect();
+    assert_eq!(tree.len(), runs.len(), "{text}");
+    assert!(
+        tree[0].starts_with("  #") && tree[0].contains("FAILED"),
+        "{text}"
+    );
+    assert!(tree[1].starts_with("    #"), "{text}");
+    let html = repo.dir.path().join("r.html");
+    let out = repo
+        .mpw()
+        .args(["report", "--html"])
+        .arg(&html)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr_of(&out));
+    let page = std::fs::read_to_string(&html).unwrap();
+    assert!(page.contains("<h3>Gate runs</h3>") && page.contains("batch 1 FAILED"));
 }
 
 #[test]
