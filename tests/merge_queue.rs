@@ -373,3 +373,36 @@ fn ctrl_c_during_a_bisection_leaves_the_target_and_states_alone() {
     assert_eq!(ws(&st, "W2")["state"], "COMPLETED");
     assert!(!repo.git(&["worktree", "list"]).contains("_gate"));
 }
+
+/// Retries are the gate's, batched or not: one by one, the flaky gate shows
+/// in `mpw status` next to the workstream it passed for.
+#[test]
+fn one_by_one_a_flaky_gate_shows_in_status() {
+    let repo = repo().commit("init");
+    finished_run(&repo, "Q9", &["W1"], &[]);
+    let count = repo.dir.path().join("failed-once");
+    let g = format!(
+        "if [ ! -e '{0}' ]; then touch '{0}'; exit 1; fi",
+        count.display()
+    );
+    let (code, report, err) = integrate(&repo, &["--gate", &g, "--gate-retries", "2"]);
+    assert_eq!(code, Some(0), "{report:#}{err}");
+    assert_eq!(state_of(&report, "W1"), "INTEGRATED");
+    assert_eq!(report["gate_runs"][0]["attempts"], 2);
+    let text = stdout_of(&repo.mpw().arg("status").output().unwrap());
+    let line = text.lines().find(|l| l.starts_with("W1 ")).unwrap();
+    assert!(line.contains("gate flaky"), "{text}");
+    // A gate that always fails is tried 1 + retries times, then GATE_FAILED.
+    let repo = repo_with_one_ws();
+    let (code, report, _) = integrate(&repo, &["--gate", "exit 1", "--gate-retries", "1"]);
+    assert_eq!(code, Some(1));
+    assert_eq!(state_of(&report, "W1"), "GATE_FAILED");
+    assert_eq!(report["gate_runs"][0]["attempts"], 2);
+    assert_eq!(report["gate_runs"][0]["flaky"], false);
+}
+
+fn repo_with_one_ws() -> TestRepo {
+    let repo = repo().commit("init");
+    finished_run(&repo, "Q10", &["W1"], &[]);
+    repo
+}
