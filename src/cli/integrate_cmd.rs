@@ -18,6 +18,13 @@ pub struct IntegrateArgs {
     /// Command that must pass on each merge result before the branch moves.
     #[arg(long, value_name = "CMD")]
     pub gate: Option<String>,
+    /// With --gate: merge the workstreams in memory, gate the top once, and
+    /// bisect on failure to find the culprits; N at most per batch (default: all).
+    #[arg(long, value_name = "N", num_args = 0..=1, default_missing_value = "0", requires = "gate")]
+    pub batch: Option<usize>,
+    /// Run a failed gate again up to N times; a gate that then passes is flaky.
+    #[arg(long, value_name = "N", default_value_t = 0, requires = "gate")]
+    pub gate_retries: u32,
     /// Seconds the gate may take.
     #[arg(long, value_name = "SECS", default_value_t = 1800)]
     pub gate_timeout: u64,
@@ -85,6 +92,8 @@ pub fn integrate(a: IntegrateArgs, ctx: &Ctx) -> CliResult {
         strategy: a.strategy,
         no_wait: a.no_wait,
         grace: Duration::from_secs(a.grace),
+        batch: a.batch,
+        gate_retries: a.gate_retries,
     };
     let mut lines = Lines { quiet: ctx.quiet };
     let r = integrate::integrate(ctx.repo.as_deref(), &opts, &mut lines, &mut |m| {
@@ -122,6 +131,7 @@ fn render_report(r: &Report, style: Style) -> String {
             o.detail
         ));
     }
+    s.push_str(&report::gate_tree(&r.gate_runs, style));
     let left: Vec<String> = r
         .unmerged()
         .map(|o| format!("{} ({})", o.workstream, o.state))

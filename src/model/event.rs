@@ -56,6 +56,9 @@ pub enum EventData {
     WorkstreamConflict(WsIntegration),
     GateFailed(WsIntegration),
     IntegrationCompleted(IntegrationDone),
+    BatchStarted(BatchStarted),
+    GatePassed(GatePassed),
+    BisectSplit(BisectSplit),
 }
 
 impl EventData {
@@ -89,6 +92,9 @@ impl EventData {
             D::WorkstreamConflict(_) => K::WorkstreamConflict,
             D::GateFailed(_) => K::GateFailed,
             D::IntegrationCompleted(_) => K::IntegrationCompleted,
+            D::BatchStarted(_) => K::BatchStarted,
+            D::GatePassed(_) => K::GatePassed,
+            D::BisectSplit(_) => K::BisectSplit,
         }
     }
 
@@ -196,6 +202,40 @@ pub struct WsIntegration {
     pub into: String,
     pub conflicts: Vec<String>,
     pub detail: String,
+    /// For a gate failure: the workstreams the failing gate run covered.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub covered: Vec<String>,
+}
+
+/// A batch of `mpw integrate --batch`: its candidates in integration order,
+/// and those the pairwise forecast took out before any gate ran.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BatchStarted {
+    pub into: String,
+    pub batch: u32,
+    pub candidates: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub taken_out: Vec<String>,
+}
+
+/// A gate run that passed, on the merge of the workstreams it covered.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct GatePassed {
+    pub gate_run: i64,
+    pub covered: Vec<String>,
+    pub duration_ms: i64,
+    /// It failed before it passed (`--gate-retries`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub flaky: bool,
+}
+
+/// A failed gate run over more than one workstream: the search goes on in
+/// `first` (gated next) and then in `rest`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BisectSplit {
+    pub gate_run: i64,
+    pub first: Vec<String>,
+    pub rest: Vec<String>,
 }
 
 /// A workstream's last integration, kept on its row and in `run_status.json`.
@@ -208,6 +248,9 @@ pub struct Integration {
     pub strategy: Strategy,
     pub branch_head: String,
     pub detail: String,
+    /// For a gate failure: the workstreams the failing gate run covered.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub covered: Vec<String>,
 }
 
 impl From<&Integration> for WsIntegration {
@@ -216,6 +259,7 @@ impl From<&Integration> for WsIntegration {
             into: i.into.clone(),
             conflicts: i.conflicts.clone(),
             detail: i.detail.clone(),
+            covered: i.covered.clone(),
         }
     }
 }
@@ -301,6 +345,7 @@ mod tests {
             into: "main".into(),
             conflicts: vec!["a.txt".into()],
             detail: "d".into(),
+            covered: vec![],
         }
     }
 
@@ -412,6 +457,65 @@ mod tests {
                 ),
             ),
         ];
+        out.extend([
+            (
+                ev(
+                    false,
+                    false,
+                    D::BatchStarted(BatchStarted {
+                        into: "main".into(),
+                        batch: 1,
+                        candidates: vec!["A".into(), "B".into()],
+                        taken_out: vec!["C".into()],
+                    }),
+                ),
+                format!(
+                    r#"{{{H},"kind":"BATCH_STARTED","run":"R","into":"main","batch":1,"candidates":["A","B"],"taken_out":["C"]}}"#
+                ),
+            ),
+            (
+                ev(
+                    false,
+                    false,
+                    D::GatePassed(GatePassed {
+                        gate_run: 7,
+                        covered: vec!["A".into(), "B".into()],
+                        duration_ms: 42,
+                        flaky: true,
+                    }),
+                ),
+                format!(
+                    r#"{{{H},"kind":"GATE_PASSED","run":"R","gate_run":7,"covered":["A","B"],"duration_ms":42,"flaky":true}}"#
+                ),
+            ),
+            (
+                ev(
+                    false,
+                    false,
+                    D::BisectSplit(BisectSplit {
+                        gate_run: 7,
+                        first: vec!["A".into()],
+                        rest: vec!["B".into()],
+                    }),
+                ),
+                format!(
+                    r#"{{{H},"kind":"BISECT_SPLIT","run":"R","gate_run":7,"first":["A"],"rest":["B"]}}"#
+                ),
+            ),
+            (
+                ev(
+                    true,
+                    false,
+                    D::GateFailed(WsIntegration {
+                        covered: vec!["A".into(), "W".into()],
+                        ..ws_integration()
+                    }),
+                ),
+                format!(
+                    r#"{{{H},"kind":"GATE_FAILED","run":"R","workstream":"W","into":"main","conflicts":["a.txt"],"detail":"d","covered":["A","W"]}}"#
+                ),
+            ),
+        ]);
         let tf = all_task_facts;
         let wsi = ws_integration;
         let per_workstream = [

@@ -4,8 +4,9 @@
 mod event;
 
 pub use event::{
-    Event, EventData, Integration, IntegrationDone, IntegrationStarted, SetupFailed, StaleLocks,
-    TaskFacts, WorkstreamFacts, WorktreeCreated, WsIntegration,
+    BatchStarted, BisectSplit, Event, EventData, GatePassed, Integration, IntegrationDone,
+    IntegrationStarted, SetupFailed, StaleLocks, TaskFacts, WorkstreamFacts, WorktreeCreated,
+    WsIntegration,
 };
 
 use serde::{Deserialize, Serialize};
@@ -115,6 +116,9 @@ state_enum!(
         WorkstreamConflict = "WORKSTREAM_CONFLICT",
         GateFailed = "GATE_FAILED",
         IntegrationCompleted = "INTEGRATION_COMPLETED",
+        BatchStarted = "BATCH_STARTED",
+        GatePassed = "GATE_PASSED",
+        BisectSplit = "BISECT_SPLIT",
     }
 );
 

@@ -7,7 +7,7 @@ use crate::model::{
     Event, EventData, EventKind, RunState, TaskState, WorkstreamFacts, WorkstreamState,
 };
 use crate::runner::Listener;
-use crate::store::{Layout, RunStatus};
+use crate::store::{GateRunRow, Layout, RunStatus};
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use std::collections::HashMap;
 use std::fmt::Write as _;
@@ -138,6 +138,14 @@ pub fn status_table(st: &RunStatus, style: Style) -> String {
             }
             _ => w.branch.clone(),
         };
+        let flaky = st
+            .gate_runs
+            .iter()
+            .any(|g| g.flaky && g.covered.contains(&w.id));
+        let detail = match flaky {
+            true => format!("{detail}; {}", style.state("gate flaky")),
+            false => detail,
+        };
         let time = elapsed_ms(&w.started_at, &w.finished_at)
             .map(human_ms)
             .unwrap_or_default();
@@ -184,6 +192,47 @@ pub fn status_table(st: &RunStatus, style: Style) -> String {
                 w = w_id - 2
             );
         }
+    }
+    out.push_str(&gate_tree(&st.gate_runs, style));
+    out
+}
+
+/// The gate runs of `mpw integrate` as a small tree: in a batch, a run sits
+/// under the latest earlier run whose workstreams include its own, as the
+/// bisection narrowed the search.
+pub fn gate_tree(runs: &[GateRunRow], style: Style) -> String {
+    let mut out = String::new();
+    if runs.is_empty() {
+        return out;
+    }
+    let _ = writeln!(out, "{}", style.dim("GATE RUNS"));
+    let mut depth: Vec<usize> = Vec::with_capacity(runs.len());
+    for (i, g) in runs.iter().enumerate() {
+        let parent = (0..i).rev().find(|&j| {
+            let p = &runs[j];
+            g.batch.is_some()
+                && p.batch == g.batch
+                && p.covered.len() > g.covered.len()
+                && g.covered.iter().all(|c| p.covered.contains(c))
+        });
+        let d = parent.map_or(0, |j| depth[j] + 1);
+        depth.push(d);
+        let result = style.state(if g.passed { "PASSED" } else { "FAILED" });
+        let flaky = if g.flaky { " (flaky)" } else { "" };
+        let batch = g.batch.map(|b| format!("batch {b} ")).unwrap_or_default();
+        let _ = writeln!(
+            out,
+            "{}#{} {batch}{result}{flaky}  {}  {}{}",
+            "  ".repeat(d + 1),
+            g.id,
+            human_ms(g.duration_ms),
+            g.covered.join(" "),
+            if g.passed {
+                String::new()
+            } else {
+                format!("  log {}", g.log)
+            }
+        );
     }
     out
 }
@@ -333,6 +382,43 @@ pub fn event_line(ev: &Event) -> String {
     }
     if let EventData::WorktreeCreated(w) = &ev.data {
         let _ = write!(line, " at {}", w.path);
+    }
+    match &ev.data {
+        EventData::BatchStarted(b) => {
+            let _ = write!(line, " {}: {}", b.batch, b.candidates.join(", "));
+            if !b.taken_out.is_empty() {
+                let _ = write!(
+                    line,
+                    "; taken out before gating (the forecast says they conflict with an earlier one): {}",
+                    b.taken_out.join(", ")
+                );
+            }
+        }
+        EventData::GatePassed(g) => {
+            let _ = write!(
+                line,
+                " gate run {} over {} in {}",
+                g.gate_run,
+                g.covered.join(", "),
+                human_ms(g.duration_ms)
+            );
+            if g.flaky {
+                let _ = write!(line, " (flaky: it failed before it passed)");
+            }
+        }
+        EventData::BisectSplit(b) => {
+            let _ = write!(
+                line,
+                " gate run {} failed: search {} then {}",
+                b.gate_run,
+                b.first.join(", "),
+                b.rest.join(", ")
+            );
+        }
+        EventData::GateFailed(g) if !g.covered.is_empty() => {
+            let _ = write!(line, " (gate run over {})", g.covered.join(", "));
+        }
+        _ => {}
     }
     if let EventData::RunResumed(l) | EventData::RunCancelled(l) = &ev.data
         && !l.stale_locks_removed.is_empty()

@@ -52,7 +52,8 @@ mod transitions;
 
 pub use layout::{Layout, write_atomic};
 pub use rows::{
-    AttemptRow, IntegrationRow, NewRun, NewWs, RunPatch, RunRow, TaskPatch, TaskRow, WsPatch, WsRow,
+    AttemptRow, GateRunRow, IntegrationRow, NewRun, NewWs, RunPatch, RunRow, TaskPatch, TaskRow,
+    WsPatch, WsRow,
 };
 pub use status::{Counts, RunStatus, TaskStatus, WsStatus};
 
@@ -226,7 +227,50 @@ impl Store {
         Ok(())
     }
 
+    /// Record a gate run; its id (`id` of the row given is ignored).
+    pub fn record_gate_run(&mut self, run: &str, g: &GateRunRow) -> Result<i64> {
+        self.conn
+            .execute(
+                "INSERT INTO gate_runs (run_id, into_branch, batch, covered, commit_id, result, attempts, flaky, duration_ms, log, at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+                params![
+                    run,
+                    g.into_branch,
+                    g.batch,
+                    serde_json::to_string(&g.covered).unwrap(),
+                    g.commit,
+                    if g.passed { "PASSED" } else { "FAILED" },
+                    g.attempts,
+                    g.flaky,
+                    g.duration_ms,
+                    g.log,
+                    g.at
+                ],
+            )
+            .map_err(self.err())?;
+        Ok(self.conn.last_insert_rowid())
+    }
+
     // ---- queries ----
+
+    /// Gate runs of a run with an id above `after`, oldest first.
+    pub fn gate_runs(&self, run: &str, after: i64) -> Result<Vec<GateRunRow>> {
+        self.query(
+            "SELECT id, into_branch, batch, covered, commit_id, result, attempts, flaky, duration_ms, log, at
+             FROM gate_runs WHERE run_id = ?1 AND id > ?2 ORDER BY id",
+            params![run, after],
+            rows::gate_run_row,
+        )
+    }
+
+    /// The highest gate run id so far (0: none).
+    pub fn last_gate_run(&self) -> Result<i64> {
+        self.conn
+            .query_row("SELECT COALESCE(MAX(id), 0) FROM gate_runs", [], |r| {
+                r.get(0)
+            })
+            .map_err(self.err())
+    }
 
     pub fn run(&self, id: &str) -> Result<RunRow> {
         self.conn

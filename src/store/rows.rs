@@ -95,6 +95,26 @@ pub struct IntegrationRow {
     pub at: String,
 }
 
+/// One run of an integration gate on the merge of the workstreams it covered.
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
+pub struct GateRunRow {
+    pub id: i64,
+    pub into_branch: String,
+    /// The batch of `mpw integrate --batch` it belongs to (none: sequential).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub batch: Option<u32>,
+    pub covered: Vec<String>,
+    pub commit: String,
+    pub passed: bool,
+    /// Runs of the gate it took (more than one with `--gate-retries`).
+    pub attempts: u32,
+    /// Failed, then passed on a retry.
+    pub flaky: bool,
+    pub duration_ms: i64,
+    pub log: String,
+    pub at: String,
+}
+
 /// What a new run records before anything is touched.
 pub struct NewRun<'a> {
     pub id: &'a str,
@@ -251,6 +271,22 @@ pub(super) fn integration_row(r: &rusqlite::Row) -> rusqlite::Result<Integration
         conflicts: json_col(r, 5)?.unwrap_or_default(),
         reason: r.get(6)?,
         at: r.get(7)?,
+    })
+}
+
+pub(super) fn gate_run_row(r: &rusqlite::Row) -> rusqlite::Result<GateRunRow> {
+    Ok(GateRunRow {
+        id: r.get(0)?,
+        into_branch: r.get(1)?,
+        batch: r.get(2)?,
+        covered: json_col(r, 3)?.unwrap_or_default(),
+        commit: r.get(4)?,
+        passed: r.get::<_, String>(5)? == "PASSED",
+        attempts: r.get(6)?,
+        flaky: r.get(7)?,
+        duration_ms: r.get(8)?,
+        log: r.get(9)?,
+        at: r.get(10)?,
     })
 }
 

@@ -3,7 +3,8 @@
 use rusqlite::Connection;
 use std::time::Duration;
 
-pub(super) const MIGRATIONS: &[&str] = &[r#"
+pub(super) const MIGRATIONS: &[&str] = &[
+    r#"
 CREATE TABLE runs (
     id TEXT PRIMARY KEY,
     name TEXT,
@@ -94,7 +95,24 @@ CREATE TABLE integrations (
     reason TEXT,
     at TEXT NOT NULL
 );
-"#];
+"#,
+    r#"
+CREATE TABLE gate_runs (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    run_id TEXT NOT NULL,
+    into_branch TEXT NOT NULL,
+    batch INTEGER,
+    covered TEXT NOT NULL,
+    commit_id TEXT NOT NULL,
+    result TEXT NOT NULL,
+    attempts INTEGER NOT NULL,
+    flaky INTEGER NOT NULL,
+    duration_ms INTEGER NOT NULL,
+    log TEXT NOT NULL,
+    at TEXT NOT NULL
+);
+"#,
+];
 
 pub(super) fn configure(conn: &Connection) -> rusqlite::Result<()> {
     // Several processes (a run, `mpw status`, a second run) share the file.

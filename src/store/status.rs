@@ -2,7 +2,7 @@
 //! database and rewritten atomically (docs/ARCHITECTURE.md).
 
 use super::layout::write_atomic;
-use super::rows::TaskRow;
+use super::rows::{GateRunRow, TaskRow};
 use super::{Result, Store};
 use crate::model::{Integration, RunState, TaskState, WorkstreamState};
 use serde::{Deserialize, Serialize};
@@ -50,6 +50,7 @@ impl Store {
             finished_at: r.finished_at,
             counts,
             workstreams: out,
+            gate_runs: self.gate_runs(run, 0)?,
         })
     }
 
@@ -108,6 +109,9 @@ pub struct RunStatus {
     pub finished_at: Option<String>,
     pub counts: Counts,
     pub workstreams: Vec<WsStatus>,
+    /// Every gate run of `mpw integrate`, oldest first.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub gate_runs: Vec<GateRunRow>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

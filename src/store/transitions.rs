@@ -517,6 +517,7 @@ mod tests {
             strategy: Strategy::Merge,
             branch_head: "h".into(),
             detail: "conflicts".into(),
+            covered: vec![],
         };
         let patch = WsPatch {
             integration: Some(integration.clone()),

@@ -1,17 +1,20 @@
 //! `mpw integrate`: a small merge queue. Under an exclusive lock, finished
 //! workstreams are merged into the target branch one at a time, in memory,
 //! optionally gated, and the target moves by compare-and-swap only.
+//! `batch` gates many merges at once and bisects on failure.
+
+mod batch;
 
 use crate::exec::{self, Cancel, Program, Spec, Verdict};
 use crate::git::{self, Excluded, GitError, MergeSession, Oid};
 use crate::lock;
 use crate::model::{
-    EventData, Integration, IntegrationDone, IntegrationStarted, WorkstreamState, now,
+    EventData, GatePassed, Integration, IntegrationDone, IntegrationStarted, WorkstreamState, now,
 };
 use crate::plan::Plan;
 use crate::runner::{Listener, RunError, open_repo};
 use crate::signals::Signals;
-use crate::store::{IntegrationRow, Layout, Store, WsPatch, WsRow};
+use crate::store::{GateRunRow, IntegrationRow, Layout, Store, TaskRow, WsPatch, WsRow};
 use serde::Serialize;
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs::File;
@@ -32,6 +35,10 @@ pub struct Options {
     pub strategy: Strategy,
     pub no_wait: bool,
     pub grace: Duration,
+    /// `--batch`: gate merges together, at most this many (0: all) per batch.
+    pub batch: Option<usize>,
+    /// A failed gate run is repeated up to this many times.
+    pub gate_retries: u32,
 }
 
 /// What happened to one workstream: its state after integrating, or in a
@@ -55,6 +62,9 @@ pub struct Report {
     pub before: String,
     pub after: String,
     pub outcomes: Vec<Outcome>,
+    /// The gate runs of this integration, oldest first.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub gate_runs: Vec<GateRunRow>,
 }
 
 impl Report {
@@ -241,6 +251,7 @@ pub fn integrate(
     let history = s.store.integrations(&run)?;
     let tasks = s.store.tasks(&run)?;
     let mut session = MergeSession::open(&s.repo)?;
+    let first_gate_run = s.store.last_gate_run()?;
     let mut outcomes = Vec::new();
     let mut integrated: BTreeSet<usize> = rows
         .iter()
@@ -248,93 +259,42 @@ pub fn integrate(
         .filter(|(_, r)| r.state == WorkstreamState::Integrated)
         .map(|(i, _)| i)
         .collect();
-    for w in order(&s.plan, &s.ws_deps) {
+    if let Some(size) = opts.batch {
+        let mut q = batch::Queue {
+            opts,
+            rows: &rows,
+            history: &history,
+            tasks: &tasks,
+            checkout: checkout.as_ref(),
+            target_ref: &target_ref,
+            listener,
+        };
+        match batch::integrate(&mut s, &mut session, &mut q, size, &mut integrated) {
+            Ok(o) => outcomes = o,
+            Err(e) => {
+                s.store.write_status_files(&run)?;
+                return Err(e);
+            }
+        }
+    }
+    let sequential = match opts.batch {
+        Some(_) => vec![],
+        None => order(&s.plan, &s.ws_deps),
+    };
+    for w in sequential {
         if s.gate_rt.as_ref().is_some_and(GateRuntime::stopped) {
             s.store.write_status_files(&run)?;
             return Err(interrupted(&s, "between two merges"));
         }
         let row = &rows[w];
-        let name = s.plan.workstreams[w]
-            .name
-            .clone()
-            .unwrap_or_else(|| row.id.clone());
-        let skip = |state: WorkstreamState, detail: String| Outcome {
-            workstream: row.id.clone(),
-            state,
-            commit: None,
-            conflicts: vec![],
-            detail,
+        let head = match candidate(&s, &rows, w, &integrated, &history)? {
+            Ok(head) => head,
+            Err(skip) => {
+                outcomes.push(skip);
+                continue;
+            }
         };
-        if row.state == WorkstreamState::Integrated {
-            outcomes.push(skip(row.state, "already integrated".into()));
-            continue;
-        }
-        if !row.state.is_mergeable() {
-            outcomes.push(skip(
-                row.state,
-                format!(
-                    "not merged: workstream is {}{}",
-                    row.state,
-                    row.reason
-                        .as_ref()
-                        .map(|r| format!(" ({r})"))
-                        .unwrap_or_default()
-                ),
-            ));
-            continue;
-        }
-        if let Some(&d) = s.ws_deps[w].iter().find(|d| !integrated.contains(d)) {
-            outcomes.push(skip(
-                row.state,
-                format!(
-                    "not merged: it stacks on {}, which is not integrated",
-                    rows[d].id
-                ),
-            ));
-            continue;
-        }
-        let Some(head) = git::branch_tip(&s.repo, &row.branch)? else {
-            outcomes.push(skip(
-                row.state,
-                format!("not merged: branch {} is gone", row.branch),
-            ));
-            continue;
-        };
-        // A conflict or gate failure is tried again once the branch has moved.
-        if matches!(
-            row.state,
-            WorkstreamState::Conflict | WorkstreamState::GateFailed
-        ) && history
-            .iter()
-            .rev()
-            .find(|h| h.ws == row.id)
-            .is_some_and(|h| h.branch_head.parse::<Oid>().ok() == Some(head))
-        {
-            outcomes.push(skip(
-                row.state,
-                format!(
-                    "unchanged since it was {}; fix it in {}, commit, and run mpw integrate again",
-                    row.state, row.worktree
-                ),
-            ));
-            continue;
-        }
-        let task_lines: String = tasks
-            .iter()
-            .filter(|t| t.ws == row.id)
-            .map(|t| {
-                format!(
-                    "- {} {}: {}\n",
-                    t.id,
-                    t.state,
-                    t.name.clone().unwrap_or_default()
-                )
-            })
-            .collect();
-        let message = format!(
-            "Merge workstream {}: {name} (run {run})\n\nTasks:\n{task_lines}\nMpw-Run: {run}\nMpw-Workstream: {}\n",
-            row.id, row.id
-        );
+        let message = merge_message(&s, w, row, &tasks);
         let result = merge_one(
             &mut s,
             &mut session,
@@ -344,8 +304,9 @@ pub fn integrate(
             head,
             &message,
             checkout.as_ref(),
+            listener,
         );
-        let (state, commit, conflicts, detail) = match result {
+        let merged = match result {
             Ok(r) => r,
             Err(e) => {
                 // What was integrated before stays recorded for other tools.
@@ -353,51 +314,15 @@ pub fn integrate(
                 return Err(e);
             }
         };
-        let at = now();
-        s.store.record_integration(
-            &run,
-            &IntegrationRow {
-                ws: row.id.clone(),
-                into_branch: s.into.clone(),
-                state,
-                branch_head: head.to_string(),
-                commit: commit.map(|c| c.to_string()),
-                conflicts: conflicts.clone(),
-                reason: Some(detail.clone()),
-                at: at.clone(),
-            },
-        )?;
-        let integration = Integration {
-            into: s.into.clone(),
-            commit: commit.map(|c| c.to_string()),
-            conflicts: conflicts.clone(),
-            at,
-            strategy: opts.strategy,
-            branch_head: head.to_string(),
-            detail: detail.clone(),
+        let covered = match merged.0 {
+            WorkstreamState::GateFailed => vec![row.id.clone()],
+            _ => vec![],
         };
-        let ev = s.store.transition_ws(
-            &run,
-            &row.id,
-            state,
-            WsPatch {
-                integration: Some(integration),
-                ..Default::default()
-            },
-        )?;
-        if let Some(ev) = ev {
-            listener.event(&ev);
-        }
-        if state == WorkstreamState::Integrated {
+        let outcome = record(&mut s, listener, row, head, opts.strategy, merged, covered)?;
+        if outcome.state == WorkstreamState::Integrated {
             integrated.insert(w);
         }
-        outcomes.push(Outcome {
-            workstream: row.id.clone(),
-            state,
-            commit: commit.map(|c| c.to_string()),
-            conflicts,
-            detail,
-        });
+        outcomes.push(outcome);
     }
     let after = git::branch_tip(&s.repo, &s.into)?.expect("target exists");
     let done = EventData::IntegrationCompleted(IntegrationDone {
@@ -407,6 +332,7 @@ pub fn integrate(
     let ev = s.store.event(&run, None, None, None, done)?;
     listener.event(&ev);
     s.store.write_status_files(&run)?;
+    let gate_runs = s.store.gate_runs(&run, first_gate_run)?;
     Ok(Report {
         run_id: run,
         into: s.into.clone(),
@@ -414,10 +340,162 @@ pub fn integrate(
         before: before.to_string(),
         after: after.to_string(),
         outcomes,
+        gate_runs,
     })
 }
 
 type Merged = (WorkstreamState, Option<Oid>, Vec<String>, String);
+
+/// The head of workstream `w` when it is due for merging now, or why not.
+fn candidate(
+    s: &Setup,
+    rows: &[WsRow],
+    w: usize,
+    integrated: &BTreeSet<usize>,
+    history: &[IntegrationRow],
+) -> Result<std::result::Result<Oid, Outcome>> {
+    let row = &rows[w];
+    let skip = |state: WorkstreamState, detail: String| {
+        Err(Outcome {
+            workstream: row.id.clone(),
+            state,
+            commit: None,
+            conflicts: vec![],
+            detail,
+        })
+    };
+    if row.state == WorkstreamState::Integrated {
+        return Ok(skip(row.state, "already integrated".into()));
+    }
+    if !row.state.is_mergeable() {
+        return Ok(skip(
+            row.state,
+            format!(
+                "not merged: workstream is {}{}",
+                row.state,
+                row.reason
+                    .as_ref()
+                    .map(|r| format!(" ({r})"))
+                    .unwrap_or_default()
+            ),
+        ));
+    }
+    if let Some(&d) = s.ws_deps[w].iter().find(|d| !integrated.contains(d)) {
+        return Ok(skip(
+            row.state,
+            format!(
+                "not merged: it stacks on {}, which is not integrated",
+                rows[d].id
+            ),
+        ));
+    }
+    let Some(head) = git::branch_tip(&s.repo, &row.branch)? else {
+        return Ok(skip(
+            row.state,
+            format!("not merged: branch {} is gone", row.branch),
+        ));
+    };
+    // A conflict or gate failure is tried again once the branch has moved.
+    if matches!(
+        row.state,
+        WorkstreamState::Conflict | WorkstreamState::GateFailed
+    ) && history
+        .iter()
+        .rev()
+        .find(|h| h.ws == row.id)
+        .is_some_and(|h| h.branch_head.parse::<Oid>().ok() == Some(head))
+    {
+        return Ok(skip(
+            row.state,
+            format!(
+                "unchanged since it was {}; fix it in {}, commit, and run mpw integrate again",
+                row.state, row.worktree
+            ),
+        ));
+    }
+    Ok(Ok(head))
+}
+
+/// The message of a workstream's merge commit.
+fn merge_message(s: &Setup, w: usize, row: &WsRow, tasks: &[TaskRow]) -> String {
+    let run = &s.run_id;
+    let name = s.plan.workstreams[w]
+        .name
+        .clone()
+        .unwrap_or_else(|| row.id.clone());
+    let task_lines: String = tasks
+        .iter()
+        .filter(|t| t.ws == row.id)
+        .map(|t| {
+            format!(
+                "- {} {}: {}\n",
+                t.id,
+                t.state,
+                t.name.clone().unwrap_or_default()
+            )
+        })
+        .collect();
+    format!(
+        "Merge workstream {}: {name} (run {run})\n\nTasks:\n{task_lines}\nMpw-Run: {run}\nMpw-Workstream: {}\n",
+        row.id, row.id
+    )
+}
+
+/// Record one workstream's integration result: its row, its state and event.
+fn record(
+    s: &mut Setup,
+    listener: &mut dyn Listener,
+    row: &WsRow,
+    head: Oid,
+    strategy: Strategy,
+    (state, commit, conflicts, detail): Merged,
+    covered: Vec<String>,
+) -> Result<Outcome> {
+    let run = s.run_id.clone();
+    let at = now();
+    s.store.record_integration(
+        &run,
+        &IntegrationRow {
+            ws: row.id.clone(),
+            into_branch: s.into.clone(),
+            state,
+            branch_head: head.to_string(),
+            commit: commit.map(|c| c.to_string()),
+            conflicts: conflicts.clone(),
+            reason: Some(detail.clone()),
+            at: at.clone(),
+        },
+    )?;
+    let integration = Integration {
+        into: s.into.clone(),
+        commit: commit.map(|c| c.to_string()),
+        conflicts: conflicts.clone(),
+        at,
+        strategy,
+        branch_head: head.to_string(),
+        detail: detail.clone(),
+        covered,
+    };
+    let ev = s.store.transition_ws(
+        &run,
+        &row.id,
+        state,
+        WsPatch {
+            integration: Some(integration),
+            ..Default::default()
+        },
+    )?;
+    if let Some(ev) = ev {
+        listener.event(&ev);
+    }
+    Ok(Outcome {
+        workstream: row.id.clone(),
+        state,
+        commit: commit.map(|c| c.to_string()),
+        conflicts,
+        detail,
+    })
+}
 
 /// Merge one workstream: in memory, gate, compare-and-swap, update the checkout.
 #[allow(clippy::too_many_arguments)]
@@ -430,6 +508,7 @@ fn merge_one(
     head: Oid,
     message: &str,
     checkout: Option<&Checkout>,
+    listener: &mut dyn Listener,
 ) -> Result<Merged> {
     for _ in 0..20 {
         let tip = git::branch_tip(&s.repo, &s.into)?.expect("target exists");
@@ -447,13 +526,7 @@ fn merge_one(
                 WorkstreamState::Conflict,
                 None,
                 m.conflicts.clone(),
-                format!(
-                    "conflicts with {} on {}; fix it in {} (merge {} there, resolve, commit), then run mpw integrate again",
-                    s.into,
-                    m.conflicts.join(", "),
-                    row.worktree,
-                    s.into
-                ),
+                conflict_detail(s, row, &m.conflicts),
             ));
         }
         let parents: Vec<Oid> = match opts.strategy {
@@ -462,29 +535,32 @@ fn merge_one(
         };
         let commit = session.commit(m.tree, &parents, message)?;
         session.persist()?;
-        if let Some(gate) = &opts.gate
-            && let Some(reason) = run_gate(s, row, commit, gate, opts)?
-        {
-            return Ok((WorkstreamState::GateFailed, None, vec![], reason));
-        }
-        if let Some(co) = checkout
-            && !co.untracked.is_empty()
-        {
-            let in_the_way: Vec<String> = git::diffstat(&s.repo, tip, commit)?
-                .files
-                .into_iter()
-                .map(|f| f.path)
-                .filter(|p| co.untracked.contains(p))
-                .collect();
-            if !in_the_way.is_empty() {
-                return Err(RunError::UntrackedInTheWay {
-                    ws: row.id.clone(),
-                    worktree: co.path.clone(),
-                    paths: in_the_way,
-                    into: s.into.clone(),
-                });
+        if opts.gate.is_some() {
+            let n = s
+                .store
+                .integrations(&s.run_id)?
+                .iter()
+                .filter(|i| i.ws == row.id)
+                .count()
+                + 1;
+            let g = run_gate(
+                s,
+                opts,
+                &format!("{}.{n}", row.id),
+                std::slice::from_ref(&row.id),
+                None,
+                commit,
+                listener,
+            )?;
+            if let Some(reason) = g.failure {
+                let next = format!(
+                    "{reason}; fix it in {}, commit, and run mpw integrate again",
+                    row.worktree
+                );
+                return Ok((WorkstreamState::GateFailed, None, vec![], next));
             }
         }
+        untracked_in_the_way(s, checkout, &row.id, tip, commit)?;
         match git::advance_branch(
             &s.repo,
             target_ref,
@@ -512,78 +588,175 @@ fn merge_one(
     })
 }
 
-/// Check the candidate out in a scratch worktree and run the gate there.
-/// Returns why it failed, or None when it passed.
+fn conflict_detail(s: &Setup, row: &WsRow, conflicts: &[String]) -> String {
+    format!(
+        "conflicts with {} on {}; fix it in {} (merge {} there, resolve, commit), then run mpw integrate again",
+        s.into,
+        conflicts.join(", "),
+        row.worktree,
+        s.into
+    )
+}
+
+/// The checked-out target's untracked files that moving it from `from` to
+/// `to` would overwrite: refuse, as `git merge` does.
+fn untracked_in_the_way(
+    s: &Setup,
+    checkout: Option<&Checkout>,
+    ws: &str,
+    from: Oid,
+    to: Oid,
+) -> Result<()> {
+    let Some(co) = checkout.filter(|co| !co.untracked.is_empty()) else {
+        return Ok(());
+    };
+    let in_the_way: Vec<String> = git::diffstat(&s.repo, from, to)?
+        .files
+        .into_iter()
+        .map(|f| f.path)
+        .filter(|p| co.untracked.contains(p))
+        .collect();
+    if in_the_way.is_empty() {
+        return Ok(());
+    }
+    Err(RunError::UntrackedInTheWay {
+        ws: ws.into(),
+        worktree: co.path.clone(),
+        paths: in_the_way,
+        into: s.into.clone(),
+    })
+}
+
+/// One gate run, recorded in the gate_runs table.
+struct GateRun {
+    id: i64,
+    /// Why it failed, with its log; None when it passed.
+    failure: Option<String>,
+}
+
+/// Check `commit` (the merge of `covered` onto the target) out in a scratch
+/// worktree and run the gate there, again up to `--gate-retries` times while
+/// it fails. `key` names the scratch worktree and the logs.
 fn run_gate(
     s: &mut Setup,
-    row: &WsRow,
-    commit: Oid,
-    gate: &str,
     opts: &Options,
-) -> Result<Option<String>> {
+    key: &str,
+    covered: &[String],
+    batch: Option<u32>,
+    commit: Oid,
+    listener: &mut dyn Listener,
+) -> Result<GateRun> {
+    let gate = opts.gate.as_deref().expect("a gate to run");
     let run_row = s.store.run(&s.run_id)?;
-    let n = s
-        .store
-        .integrations(&s.run_id)?
-        .iter()
-        .filter(|i| i.ws == row.id)
-        .count()
-        + 1;
     let scratch = PathBuf::from(&run_row.worktree_root)
         .join(&s.run_id)
-        .join(format!("_gate-{}-{n}", row.id));
+        .join(format!("_gate-{key}"));
     if scratch.exists() {
         let _ = git::remove_worktree(&s.repo, &scratch, true);
     }
     git::add_detached_worktree(&s.repo, &scratch, commit)?;
-    let layout = &s.store.layout;
-    let spec = Spec {
-        program: Program::Shell {
-            shell: crate::runner::plan_shell(&s.plan),
-            script: gate.to_string(),
-        },
-        cwd: scratch.clone(),
-        env: vec![
-            ("MPW_RUN_ID".into(), s.run_id.clone()),
-            ("MPW_WORKSTREAM".into(), row.id.clone()),
-            (
-                "MPW_WORKTREE".into(),
-                scratch.to_string_lossy().into_owned(),
-            ),
-        ],
-        timeout: Some(opts.gate_timeout),
-        grace: opts.grace,
-        stdout: layout.gate_log(&s.run_id, &row.id, n as u32, false),
-        stderr: layout.gate_log(&s.run_id, &row.id, n as u32, true),
-        guards: Default::default(),
-    };
-    let gate_rt = s
-        .gate_rt
-        .as_ref()
-        .expect("integrate starts a runtime for a gate");
-    let out = gate_rt
-        .rt
-        .block_on(exec::run(&spec, gate_rt.stop.clone(), |_| {}));
-    let _ = git::remove_worktree(&s.repo, &scratch, true);
-    if gate_rt.stopped() {
-        return Err(interrupted(s, &format!("while the gate ran on {}", row.id)));
-    }
-    Ok(match out.verdict() {
-        Verdict::Succeeded => None,
-        Verdict::Failed(r) | Verdict::Quarantined(r) => {
-            let logs = format!("mpw logs {} integrate/{}", s.run_id, row.id);
-            let see = match Layout::log_with_content(&spec.stdout, &spec.stderr) {
-                Some(true) => format!("see {logs} --stderr"),
-                Some(false) => format!("see {logs}"),
-                None => "it printed nothing".into(),
-            };
-            Some(format!(
-                "gate `{gate}` failed: {r}; {see}; fix it in {}, commit, and run mpw integrate again",
-                row.worktree
-            ))
+    let logs = s
+        .store
+        .layout
+        .run_dir(&s.run_id)
+        .join("logs")
+        .join("integrate");
+    let started = std::time::Instant::now();
+    let mut attempts = 0;
+    let (failure, log) = loop {
+        attempts += 1;
+        let name = match attempts {
+            1 => key.to_string(),
+            k => format!("{key}.try{k}"),
+        };
+        let spec = Spec {
+            program: Program::Shell {
+                shell: crate::runner::plan_shell(&s.plan),
+                script: gate.to_string(),
+            },
+            cwd: scratch.clone(),
+            env: vec![
+                ("MPW_RUN_ID".into(), s.run_id.clone()),
+                (
+                    "MPW_WORKSTREAM".into(),
+                    covered.last().cloned().unwrap_or_default(),
+                ),
+                ("MPW_GATE_COVERS".into(), covered.join(" ")),
+                (
+                    "MPW_WORKTREE".into(),
+                    scratch.to_string_lossy().into_owned(),
+                ),
+            ],
+            timeout: Some(opts.gate_timeout),
+            grace: opts.grace,
+            stdout: logs.join(format!("{name}.out")),
+            stderr: logs.join(format!("{name}.err")),
+            guards: Default::default(),
+        };
+        let gate_rt = s
+            .gate_rt
+            .as_ref()
+            .expect("integrate starts a runtime for a gate");
+        let out = gate_rt
+            .rt
+            .block_on(exec::run(&spec, gate_rt.stop.clone(), |_| {}));
+        if gate_rt.stopped() {
+            let _ = git::remove_worktree(&s.repo, &scratch, true);
+            let on = covered.join(", ");
+            return Err(interrupted(s, &format!("while the gate ran on {on}")));
         }
-        Verdict::Cancelled => Some(format!("gate `{gate}` was cancelled")),
-    })
+        let failure = match out.verdict() {
+            Verdict::Succeeded => None,
+            Verdict::Failed(r) | Verdict::Quarantined(r) => {
+                // A one-workstream run is what `mpw logs RUN integrate/WS` shows.
+                let (out, err) = (&spec.stdout, &spec.stderr);
+                let see = match (covered, batch, Layout::log_with_content(out, err)) {
+                    (_, _, None) => "it printed nothing".to_string(),
+                    ([ws], None, Some(e)) => format!(
+                        "see mpw logs {} integrate/{ws}{}",
+                        s.run_id,
+                        if e { " --stderr" } else { "" }
+                    ),
+                    (_, _, Some(e)) => format!("see {}", if e { err } else { out }.display()),
+                };
+                Some(format!("gate `{gate}` failed: {r}; {see}"))
+            }
+            Verdict::Cancelled => Some(format!("gate `{gate}` was cancelled")),
+        };
+        if failure.is_none() || attempts > opts.gate_retries {
+            break (failure, spec.stderr);
+        }
+    };
+    let _ = git::remove_worktree(&s.repo, &scratch, true);
+    let duration_ms = started.elapsed().as_millis() as i64;
+    let flaky = failure.is_none() && attempts > 1;
+    let id = s.store.record_gate_run(
+        &s.run_id,
+        &GateRunRow {
+            id: 0,
+            into_branch: s.into.clone(),
+            batch,
+            covered: covered.to_vec(),
+            commit: commit.to_string(),
+            passed: failure.is_none(),
+            attempts,
+            flaky,
+            duration_ms,
+            log: log.to_string_lossy().into_owned(),
+            at: now(),
+        },
+    )?;
+    if failure.is_none() {
+        let data = EventData::GatePassed(GatePassed {
+            gate_run: id,
+            covered: covered.to_vec(),
+            duration_ms,
+            flaky,
+        });
+        let ev = s.store.event(&s.run_id, None, None, None, data)?;
+        listener.event(&ev);
+    }
+    Ok(GateRun { id, failure })
 }
 
 /// The conflict forecast of `--dry-run`.
@@ -626,6 +799,32 @@ pub struct PairConflict {
     pub paths: Vec<String>,
 }
 
+/// The pairs of branches that conflict with each other (a stacked pair
+/// never does: one contains the other).
+fn conflicting_pairs(
+    repo: &Path,
+    session: &mut MergeSession,
+    heads: &[(String, Oid)],
+) -> Result<Vec<PairConflict>> {
+    let mut pairs = Vec::new();
+    for (i, (a, ha)) in heads.iter().enumerate() {
+        for (b, hb) in &heads[i + 1..] {
+            if git::is_ancestor(repo, *ha, *hb)? || git::is_ancestor(repo, *hb, *ha)? {
+                continue;
+            }
+            let m = session.merge(*ha, *hb, a, b)?;
+            if !m.is_clean() {
+                pairs.push(PairConflict {
+                    a: a.clone(),
+                    b: b.clone(),
+                    paths: m.conflicts,
+                });
+            }
+        }
+    }
+    Ok(pairs)
+}
+
 /// Merge everything in memory, move nothing, and say what would conflict.
 pub fn forecast(repo: Option<&Path>, run: Option<&str>, into: Option<&str>) -> Result<Forecast> {
     let s = setup(repo, run, into)?;
@@ -646,22 +845,7 @@ pub fn forecast(repo: Option<&Path>, run: Option<&str>, into: Option<&str>) -> R
         let m = session.merge(tip, *h, &s.into, id)?;
         against_target.insert(id.clone(), m.conflicts);
     }
-    let mut pairs = Vec::new();
-    for (i, (a, ha)) in heads.iter().enumerate() {
-        for (b, hb) in &heads[i + 1..] {
-            if git::is_ancestor(&s.repo, *ha, *hb)? || git::is_ancestor(&s.repo, *hb, *ha)? {
-                continue;
-            }
-            let m = session.merge(*ha, *hb, a, b)?;
-            if !m.is_clean() {
-                pairs.push(PairConflict {
-                    a: a.clone(),
-                    b: b.clone(),
-                    paths: m.conflicts,
-                });
-            }
-        }
-    }
+    let pairs = conflicting_pairs(&s.repo, &mut session, &heads)?;
     let mut acc = tip;
     let mut sequence = Vec::new();
     for (id, h) in &heads {
