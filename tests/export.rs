@@ -50,7 +50,9 @@ fn skip(why: &str) {
 
 /// Export with `--integrate-into main`, simulate, and compare with the same
 /// plan run and integrated locally: the same tree on main, the same states.
-fn simulated_run_equals_local_run(remote: &Remote) -> common::scale::Simulation {
+/// `integrated` is the final job's outcome: `mpw integrate` exits 1 while a
+/// workstream of the run is left unmerged, and the branch is pushed anyway.
+fn simulated_run_equals_local_run(remote: &Remote, integrated: &str) -> common::scale::Simulation {
     let wf = remote.export(
         "wf",
         &[
@@ -71,8 +73,8 @@ fn simulated_run_equals_local_run(remote: &Remote) -> common::scale::Simulation 
     let sim = remote.simulate(&wf, "gh");
     assert_eq!(
         sim.jobs.get("mpw-integrate").map(String::as_str),
-        Some("success"),
-        "the final job ran and succeeded:\n{}",
+        Some(integrated),
+        "the final job ran and ended as `mpw integrate` did:\n{}",
         sim.log
     );
     assert_eq!(
@@ -127,7 +129,7 @@ fn demo_plan_on_simulated_github_actions_matches_a_local_run() {
         return;
     }
     let remote = remote_with_plan(&demo_plan());
-    let sim = simulated_run_equals_local_run(&remote);
+    let sim = simulated_run_equals_local_run(&remote, "success");
     assert!(sim.jobs.values().all(|r| r == "success"), "{}", sim.log);
 }
 
@@ -137,7 +139,7 @@ fn stacked_and_cross_workstream_dependencies_run_from_pushed_upstreams() {
         return;
     }
     let remote = remote_with_plan(STACKED);
-    let sim = simulated_run_equals_local_run(&remote);
+    let sim = simulated_run_equals_local_run(&remote, "success");
     assert!(sim.jobs.values().all(|r| r == "success"), "{}", sim.log);
     // The stacked job did not run its upstream again: its records hold only
     // its own tasks' attempts, and its run started from base's pushed head.
@@ -163,7 +165,7 @@ fn a_failing_workstream_on_simulated_runners_ends_as_it_would_locally() {
         return;
     }
     let remote = remote_with_plan(FAILING);
-    let sim = simulated_run_equals_local_run(&remote);
+    let sim = simulated_run_equals_local_run(&remote, "failure");
     assert_eq!(sim.jobs["ws-bad"], "failure");
     assert_eq!(
         sim.jobs["ws-after"], "failure",
