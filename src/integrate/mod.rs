@@ -711,13 +711,13 @@ fn run_gate(
                 // A one-workstream run is what `mpw logs RUN integrate/WS` shows.
                 let (out, err) = (&spec.stdout, &spec.stderr);
                 let see = match (covered, batch, Layout::log_with_content(out, err)) {
-                    (_, _, None) => "it printed nothing".to_string(),
                     ([ws], None, Some(e)) => format!(
                         "see mpw logs {} integrate/{ws}{}",
                         s.run_id,
                         if e { " --stderr" } else { "" }
                     ),
-                    (_, _, Some(e)) => format!("see {}", if e { err } else { out }.display()),
+                    (_, _, Some(e)) => format!("log: {}", if e { err } else { out }.display()),
+                    (_, _, None) => format!("it printed nothing (log: {})", err.display()),
                 };
                 Some(format!("gate `{gate}` failed: {r}; {see}"))
             }
