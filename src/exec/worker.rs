@@ -237,7 +237,8 @@ impl Worker {
             Err(e) => Err(e),
             Ok(()) => loop {
                 if cancel_open && stopped.is_none() {
-                    match *cancel.borrow_and_update() {
+                    let level = *cancel.borrow_and_update();
+                    match level {
                         Cancel::No => {}
                         Cancel::Graceful => {
                             stopped = Some(Ending::Cancelled);

@@ -5,7 +5,7 @@ mod event;
 
 pub use event::{
     Event, EventData, Integration, IntegrationDone, IntegrationStarted, SetupFailed, StaleLocks,
-    TaskFacts, WorkstreamFacts, WorktreeCreated, WsIntegration,
+    TaskFacts, WorkerFacts, WorkstreamFacts, WorktreeCreated, WsIntegration,
 };
 
 use serde::{Deserialize, Serialize};
@@ -115,6 +115,9 @@ state_enum!(
         WorkstreamConflict = "WORKSTREAM_CONFLICT",
         GateFailed = "GATE_FAILED",
         IntegrationCompleted = "INTEGRATION_COMPLETED",
+        WorkerStarted = "WORKER_STARTED",
+        WorkerExited = "WORKER_EXITED",
+        WorkerRecycled = "WORKER_RECYCLED",
     }
 );
 

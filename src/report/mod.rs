@@ -274,6 +274,12 @@ pub fn event_line(ev: &Event) -> String {
     if let EventData::WorktreeCreated(w) = &ev.data {
         let _ = write!(line, " at {}", w.path);
     }
+    if let Some(w) = ev.data.worker() {
+        let _ = write!(line, " {} pid {} after {} request(s)", w.worker, w.pid, w.requests);
+        if let Some(r) = &w.reason {
+            let _ = write!(line, ": {r}");
+        }
+    }
     if let EventData::RunResumed(l) | EventData::RunCancelled(l) = &ev.data
         && !l.stale_locks_removed.is_empty()
     {
