@@ -87,6 +87,21 @@ pub enum Command {
     Report(pr_cmd::ReportArgs),
     /// Remove a run's worktrees (and integrated branches).
     Clean(integrate_cmd::CleanArgs),
+    /// Print a worker adapter mpw carries (`"adapter": "python"` in globals.workers).
+    Adapter(AdapterArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct AdapterArgs {
+    /// Which adapter.
+    #[arg(value_enum)]
+    pub adapter: AdapterName,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum AdapterName {
+    /// mpw_worker.py: runs `python ARGS` requests in one warm interpreter.
+    Python,
 }
 
 /// What every command gets: the global flags, resolved.
@@ -161,6 +176,12 @@ pub fn main() -> i32 {
         Command::Pr(a) => pr_cmd::pr(a, &ctx),
         Command::Report(a) => pr_cmd::report(a, &ctx),
         Command::Clean(a) => integrate_cmd::clean(a, &ctx),
+        Command::Adapter(a) => match a.adapter {
+            AdapterName::Python => {
+                out!("{}", crate::runner::PYTHON_ADAPTER);
+                Ok(Exit::Ok)
+            }
+        },
     };
     match result {
         Ok(exit) => exit as i32,

@@ -275,7 +275,10 @@ pub fn event_line(ev: &Event) -> String {
         let _ = write!(line, " at {}", w.path);
     }
     if let Some(w) = ev.data.worker() {
-        let _ = write!(line, " {} pid {} after {} request(s)", w.worker, w.pid, w.requests);
+        let _ = write!(line, " {} pid {}", w.worker, w.pid);
+        if ev.kind() != EventKind::WorkerStarted {
+            let _ = write!(line, " after {} request(s)", w.requests);
+        }
         if let Some(r) = &w.reason {
             let _ = write!(line, ": {r}");
         }

@@ -24,6 +24,7 @@ mod workers;
 use error::Result;
 pub use error::RunError;
 pub use ledger::Listener;
+pub use workers::PYTHON_ADAPTER;
 pub use options::{Finished, RunOptions, plan_shell};
 pub(crate) use options::{Invocation, StoredOptions};
 
