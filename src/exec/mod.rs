@@ -132,7 +132,12 @@ pub enum Verdict {
 impl Outcome {
     /// The outcome of a command that never started (could not, or was
     /// cancelled first): no process, no output scanned.
-    pub(crate) fn unstarted(ending: Ending, exit_code: Option<i32>, start: Instant, spec: &Spec) -> Self {
+    pub(crate) fn unstarted(
+        ending: Ending,
+        exit_code: Option<i32>,
+        start: Instant,
+        spec: &Spec,
+    ) -> Self {
         Outcome {
             ending,
             exit_code,

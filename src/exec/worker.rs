@@ -115,7 +115,10 @@ impl Worker {
         let why = match result {
             Ok(Ok(())) => return Ok(w),
             Ok(Err(Lost::Exited)) => {
-                format!("worker {name} exited before it answered its first request{}", w.exit_note().await)
+                format!(
+                    "worker {name} exited before it answered its first request{}",
+                    w.exit_note().await
+                )
             }
             Ok(Err(Lost::Stopped)) => format!("worker {name} was stopped while starting"),
             Ok(Err(Lost::Garbage(line))) => format!(
@@ -294,7 +297,9 @@ impl Worker {
             Err(Lost::Stopped) => {
                 let e = stopped.unwrap_or(Ending::Cancelled);
                 let why = match e {
-                    Ending::TimedOut => "did not stop its timed-out request within the grace period",
+                    Ending::TimedOut => {
+                        "did not stop its timed-out request within the grace period"
+                    }
                     _ => "was ended with its cancelled request",
                 };
                 (String::new(), e, None, Health::Gone(why.into()))
@@ -311,7 +316,12 @@ impl Worker {
                     "worker {name} wrote a line that is not a protocol response: {}",
                     quote(&line)
                 );
-                (String::new(), Ending::Broken(why.clone()), None, Health::Gone(why))
+                (
+                    String::new(),
+                    Ending::Broken(why.clone()),
+                    None,
+                    Health::Gone(why),
+                )
             }
         };
         if let Health::Gone(_) = health {

@@ -190,9 +190,9 @@ impl EventData {
     /// The facts of a worker's event, when it is one.
     pub fn worker(&self) -> Option<&WorkerFacts> {
         match self {
-            EventData::WorkerStarted(f) | EventData::WorkerExited(f) | EventData::WorkerRecycled(f) => {
-                Some(f)
-            }
+            EventData::WorkerStarted(f)
+            | EventData::WorkerExited(f)
+            | EventData::WorkerRecycled(f) => Some(f),
             _ => None,
         }
     }
@@ -449,7 +449,9 @@ mod tests {
             ),
             (
                 ev(false, false, D::WorkerStarted(worker_facts(None))),
-                format!(r#"{{{H},"kind":"WORKER_STARTED","run":"R","worker":"py","pid":42,"requests":0}}"#),
+                format!(
+                    r#"{{{H},"kind":"WORKER_STARTED","run":"R","worker":"py","pid":42,"requests":0}}"#
+                ),
             ),
             (
                 ev(false, false, D::WorkerExited(worker_facts(Some("crashed")))),
@@ -459,7 +461,9 @@ mod tests {
             ),
             (
                 ev(false, false, D::WorkerRecycled(worker_facts(None))),
-                format!(r#"{{{H},"kind":"WORKER_RECYCLED","run":"R","worker":"py","pid":42,"requests":0}}"#),
+                format!(
+                    r#"{{{H},"kind":"WORKER_RECYCLED","run":"R","worker":"py","pid":42,"requests":0}}"#
+                ),
             ),
         ];
         let tf = all_task_facts;

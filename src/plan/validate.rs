@@ -617,7 +617,9 @@ fn check_worker(name: &str, def: &WorkerDef, out: &mut Vec<Finding>) {
         (None, None) => out.push(
             Finding::error(
                 wp.clone(),
-                format!("worker `{name}` has neither `argv` nor `adapter`: one of them is required"),
+                format!(
+                    "worker `{name}` has neither `argv` nor `adapter`: one of them is required"
+                ),
             )
             .at_key(),
         ),
@@ -693,13 +695,17 @@ fn check_command(
     if task.args.is_some() {
         out.push(Finding::error(
             format!("{tp}/args"),
-            format!("task `{name}` has `args` without `worker`: `args` are a worker request's arguments"),
+            format!(
+                "task `{name}` has `args` without `worker`: `args` are a worker request's arguments"
+            ),
         ));
     }
     match (&task.run, &task.argv) {
         (None, None) => out.push(Finding::error(
             format!("{tp}/id"),
-            format!("task `{name}` has none of `run`, `argv` and `worker`: one of them is required"),
+            format!(
+                "task `{name}` has none of `run`, `argv` and `worker`: one of them is required"
+            ),
         )),
         (Some(_), Some(_)) => out.push(Finding::error(
             format!("{tp}/argv"),

@@ -24,9 +24,9 @@ mod workers;
 use error::Result;
 pub use error::RunError;
 pub use ledger::Listener;
-pub use workers::PYTHON_ADAPTER;
 pub use options::{Finished, RunOptions, plan_shell};
 pub(crate) use options::{Invocation, StoredOptions};
+pub use workers::PYTHON_ADAPTER;
 
 use crate::git::{self, GitError, Oid, RepoInfo};
 use crate::lock;

@@ -109,7 +109,11 @@ impl Pools {
                     startup_timeout: Duration::from_secs(def.startup_timeout_s.unwrap_or(30)),
                 },
                 logs: layout.worker_logs(run),
-                max: def.max.map(|m| m as usize).unwrap_or_else(|| slots(class)).max(1),
+                max: def
+                    .max
+                    .map(|m| m as usize)
+                    .unwrap_or_else(|| slots(class))
+                    .max(1),
                 max_requests: def.max_requests,
                 state: Mutex::new(State::default()),
                 freed: Notify::new(),
@@ -194,7 +198,12 @@ impl Pools {
         };
         match Worker::start(&spec).await {
             Ok(w) => {
-                self.event(EventData::WorkerStarted(Self::facts(pool, w.info(), 0, None)));
+                self.event(EventData::WorkerStarted(Self::facts(
+                    pool,
+                    w.info(),
+                    0,
+                    None,
+                )));
                 Ok(w)
             }
             Err(why) => {
@@ -224,13 +233,23 @@ impl Pools {
             }
             Health::Ready => {
                 worker.stop(self.grace).await;
-                let facts = Self::facts(pool, info, served, Some(format!("served max_requests ({served})")));
+                let facts = Self::facts(
+                    pool,
+                    info,
+                    served,
+                    Some(format!("served max_requests ({served})")),
+                );
                 self.event(EventData::WorkerRecycled(facts));
                 self.gone(pool);
             }
             Health::Gone(reason) => {
                 worker.kill().await;
-                self.event(EventData::WorkerExited(Self::facts(pool, info, served, Some(reason))));
+                self.event(EventData::WorkerExited(Self::facts(
+                    pool,
+                    info,
+                    served,
+                    Some(reason),
+                )));
                 self.gone(pool);
             }
         }
@@ -249,7 +268,12 @@ impl Pools {
                     Some(c) => format!("run ended; exited with code {c}"),
                     None => "run ended; ended by mpw".to_string(),
                 };
-                events.push(EventData::WorkerExited(Self::facts(pool, info, served, Some(reason))));
+                events.push(EventData::WorkerExited(Self::facts(
+                    pool,
+                    info,
+                    served,
+                    Some(reason),
+                )));
             }
         }
         events
@@ -262,7 +286,11 @@ fn new_log(dir: &Path, name: &str) -> std::io::Result<PathBuf> {
     std::fs::create_dir_all(dir)?;
     for n in 1u32.. {
         let p = dir.join(format!("{name}.{n}.err"));
-        match std::fs::OpenOptions::new().write(true).create_new(true).open(&p) {
+        match std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&p)
+        {
             Ok(_) => return Ok(p),
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
             Err(e) => return Err(e),
@@ -273,10 +301,11 @@ fn new_log(dir: &Path, name: &str) -> std::io::Result<PathBuf> {
 
 /// The environment a request runs with: mpw's own, then the task's
 /// (globals, workstream, task and `MPW_*` variables), as a process task gets.
-pub(crate) fn request_env(task_env: &[(String, String)]) -> serde_json::Map<String, serde_json::Value> {
-    let mut env: serde_json::Map<String, serde_json::Value> = std::env::vars()
-        .map(|(k, v)| (k, v.into()))
-        .collect();
+pub(crate) fn request_env(
+    task_env: &[(String, String)],
+) -> serde_json::Map<String, serde_json::Value> {
+    let mut env: serde_json::Map<String, serde_json::Value> =
+        std::env::vars().map(|(k, v)| (k, v.into())).collect();
     for (k, v) in task_env {
         env.insert(k.clone(), v.clone().into());
     }
