@@ -444,10 +444,10 @@ fn worker_plan_errors_name_file_line_and_column() {
     let err = stderr_of(&out) + &stdout_of(&out);
     let file = plan.display().to_string();
     for expected in [
-        format!("{file}:1:60: error: max of worker `py` must be at least 1"),
-        format!("{file}:3:31: error: task `A/T1` names unknown worker `nope` (known: py)"),
-        format!("{file}:4:31: error: task `A/T2` has both `worker` and `run`"),
-        format!("{file}:5:41: error: task `A/T3` has `args` without `worker`"),
+        format!("{file}:1:65: error: max of worker `py` must be at least 1"),
+        format!("{file}:3:29: error: task `A/T1` names unknown worker `nope` (known: py)"),
+        format!("{file}:4:29: error: task `A/T2` has both `worker` and `run`"),
+        format!("{file}:5:42: error: task `A/T3` has `args` without `worker`"),
     ] {
         assert!(err.contains(&expected), "no `{expected}` in:\n{err}");
     }
