@@ -161,6 +161,32 @@ fn each_task_is_committed_and_few_workers_serve_many_tasks() {
 }
 
 #[test]
+fn max_requests_recycles_workers() {
+    if !have_python() {
+        return;
+    }
+    let repo = python_repo().commit("init");
+    let (code, err) = run_plan(
+        &repo,
+        r#"{ "run_id": "W8", "globals": { "workers": { "py": { "adapter": "python", "max": 1, "max_requests": 2 } } },
+             "workstreams": [ { "id": "A", "tasks": [
+               { "id": "T1", "worker": "py", "args": ["-m", "pkg.step", "1"] },
+               { "id": "T2", "worker": "py", "args": ["-m", "pkg.step", "2"], "depends_on": ["T1"] },
+               { "id": "T3", "worker": "py", "args": ["-m", "pkg.step", "3"], "depends_on": ["T2"] } ] } ] }"#,
+        &[],
+    );
+    assert_eq!(code, 0, "{err}");
+    let b = "mpw/W8/A";
+    assert_eq!(pid_in(&repo, b, "1"), pid_in(&repo, b, "2"));
+    assert_ne!(pid_in(&repo, b, "2"), pid_in(&repo, b, "3"));
+    let evs = events(&repo, "W8");
+    let recycled = of_kind(&evs, "WORKER_RECYCLED");
+    assert_eq!(recycled.len(), 1);
+    assert_eq!(recycled[0]["requests"], 2);
+    assert_eq!(recycled[0]["pid"].to_string(), pid_in(&repo, b, "1"));
+}
+
+#[test]
 fn a_worker_that_exits_mid_request_fails_the_attempt_and_the_retry_gets_a_fresh_one() {
     if !have_python() {
         return;

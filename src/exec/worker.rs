@@ -58,6 +58,8 @@ pub struct Worker {
     next_id: u64,
     /// Requests served so far.
     pub served: u64,
+    /// Its group was ended and waited for: never signal that id again (reuse).
+    ended: bool,
 }
 
 impl Worker {
@@ -102,6 +104,7 @@ impl Worker {
             name: name.clone(),
             next_id: 0,
             served: 0,
+            ended: false,
         };
         debug!(pid, worker = %name, "worker started");
         let probe = json!({"arguments": [], "requestId": w.next_id});
@@ -179,6 +182,7 @@ impl Worker {
     pub async fn kill(mut self) {
         os::stop_tree(self.child.as_mut(), self.info.pid, true);
         let _ = tokio::time::timeout(Duration::from_secs(2), self.child.wait()).await;
+        self.ended = true;
         proc::forget(&self.proc_path);
     }
 
@@ -193,6 +197,7 @@ impl Worker {
         // Whatever it started is ended with it.
         os::stop_tree(self.child.as_mut(), self.info.pid, true);
         let _ = tokio::time::timeout(Duration::from_secs(2), self.child.wait()).await;
+        self.ended = true;
         proc::forget(&self.proc_path);
         code
     }
@@ -353,7 +358,10 @@ impl Worker {
 impl Drop for Worker {
     fn drop(&mut self) {
         // A worker never outlives its pool (KillOnDrop ends only the leader).
-        os::stop_tree(self.child.as_mut(), self.info.pid, true);
+        if !self.ended {
+            os::stop_tree(self.child.as_mut(), self.info.pid, true);
+            proc::forget(&self.proc_path);
+        }
     }
 }
 
