@@ -704,7 +704,7 @@ fn check_command(
         (None, None) => out.push(Finding::error(
             format!("{tp}/id"),
             format!(
-                "task `{name}` has none of `run`, `argv` and `worker`: one of them is required"
+                "task `{name}` has neither `run` nor `argv` (nor `worker`): one of them is required"
             ),
         )),
         (Some(_), Some(_)) => out.push(Finding::error(
