@@ -27,6 +27,20 @@ fn bad_ws(w: &Workstream, problem: String) -> RunError {
     }
 }
 
+/// The index of each pool by name, for the tasks that name one.
+fn pool_index(plan: &Plan, name: &str) -> Option<usize> {
+    plan.globals.workers.keys().position(|k| k == name)
+}
+
+/// The slot class of a pool's requests (default cpu).
+fn pool_class(plan: &Plan, name: &str) -> TaskClass {
+    plan.globals
+        .workers
+        .get(name)
+        .and_then(|w| w.class)
+        .unwrap_or(TaskClass::Cpu)
+}
+
 /// Everything fixed for the run's lifetime, shared with attempts.
 pub(crate) struct RunCtx {
     pub run_id: String,
@@ -91,9 +105,9 @@ impl TaskCtx {
             }),
             (None, Some(argv), None) => Work::Process(Program::Argv(argv.clone())),
             (None, None, Some(name)) => {
-                let pool = super::workers::pool_index(plan, name)
+                let pool = pool_index(plan, name)
                     .ok_or_else(|| bad_task(w, t, format!("unknown worker `{name}`")))?;
-                class = super::workers::pool_class(plan, name);
+                class = pool_class(plan, name);
                 Work::Worker {
                     pool,
                     args: t.args.clone().unwrap_or_default(),

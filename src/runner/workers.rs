@@ -42,20 +42,6 @@ struct State {
     alive: usize,
 }
 
-/// The index of each pool by name, for the tasks that name one.
-pub(crate) fn pool_index(plan: &Plan, name: &str) -> Option<usize> {
-    plan.globals.workers.keys().position(|k| k == name)
-}
-
-/// The slot class of a pool's requests (default cpu).
-pub(crate) fn pool_class(plan: &Plan, name: &str) -> TaskClass {
-    plan.globals
-        .workers
-        .get(name)
-        .and_then(|w| w.class)
-        .unwrap_or(TaskClass::Cpu)
-}
-
 /// The adapter's interpreter when the plan names none.
 fn default_python() -> Vec<String> {
     vec![if cfg!(windows) { "python" } else { "python3" }.to_string()]
