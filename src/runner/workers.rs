@@ -139,12 +139,10 @@ impl Pools {
         let pool = &self.pools[p];
         let began = Instant::now();
         let unstarted = |ending, code| Outcome::unstarted(ending, code, began, spec);
-        let mut worker = tokio::select! {
-            w = self.acquire(pool, ws) => match w {
-                Ok(w) => w,
-                Err(why) => return unstarted(Ending::Broken(why), None),
-            },
-            _ = cancel.wait_for(|c| *c != Cancel::No) => return unstarted(Ending::Cancelled, None),
+        let mut worker = match self.acquire(pool, ws, &mut cancel).await {
+            Ok(Some(w)) => w,
+            Ok(None) => return unstarted(Ending::Cancelled, None),
+            Err(why) => return unstarted(Ending::Broken(why), None),
         };
         on_start(worker.info());
         let (outcome, health) = worker.request(req, spec, cancel).await;
@@ -153,8 +151,15 @@ impl Pools {
     }
 
     /// An idle worker (one that last served `ws` first), a new one while
-    /// fewer than `max` live, or wait until one is freed.
-    async fn acquire(&self, pool: &Pool, ws: usize) -> Result<Worker, String> {
+    /// fewer than `max` live, or wait until one is freed; None when
+    /// cancelled while waiting. Starting is not cut short (it is bounded by
+    /// `startup_timeout_s`), so the count of live workers stays right.
+    async fn acquire(
+        &self,
+        pool: &Pool,
+        ws: usize,
+        cancel: &mut watch::Receiver<Cancel>,
+    ) -> Result<Option<Worker>, String> {
         loop {
             let freed = pool.freed.notified();
             {
@@ -165,14 +170,17 @@ impl Pools {
                     .position(|(_, w)| *w == ws)
                     .or_else(|| (!st.idle.is_empty()).then_some(0));
                 if let Some(i) = pick {
-                    return Ok(st.idle.swap_remove(i).0);
+                    return Ok(Some(st.idle.swap_remove(i).0));
                 }
                 if st.alive < pool.max {
                     st.alive += 1;
                     break;
                 }
             }
-            freed.await;
+            tokio::select! {
+                _ = freed => {}
+                _ = cancel.wait_for(|c| *c != Cancel::No) => return Ok(None),
+            }
         }
         let mut spec = pool.spec.clone();
         spec.stderr = match new_log(&pool.logs, &spec.name) {
@@ -190,7 +198,7 @@ impl Pools {
                     0,
                     None,
                 )));
-                Ok(w)
+                Ok(Some(w))
             }
             Err(why) => {
                 self.gone(pool);
