@@ -2,7 +2,8 @@
 //! persistent-worker protocol (one JSON object a line on stdin and stdout),
 //! in its own process group (job object on Windows) like every task, with a
 //! `.proc` file beside its stderr log so that `mpw resume` can end it after a
-//! crash. One request at a time. See docs/ARCHITECTURE.md, "Warm workers".
+//! crash. One request at a time. See docs/ARCHITECTURE.md, "Module map";
+//! the protocol is in the README, "Warm workers".
 
 use super::capture::{self, Pumps};
 use super::{Cancel, Ending, Outcome, ProcInfo, Spec, os, proc};

@@ -2,7 +2,8 @@
 //! needs one, one request at a time each, kept between requests without
 //! holding a slot, replaced when they crash, time out or reach
 //! `max_requests`. A request goes preferably to a worker that last served
-//! the same workstream. See docs/ARCHITECTURE.md, "Warm workers".
+//! the same workstream. See docs/ARCHITECTURE.md, "Module map"; the
+//! protocol is in the README, "Warm workers".
 
 use super::ctx::Msg;
 use crate::exec::{Cancel, Ending, Health, Outcome, ProcInfo, Request, Spec, Worker, WorkerSpec};
