@@ -102,6 +102,21 @@ pub enum Command {
     Import(import_cmd::ImportArgs),
     /// Serve the Model Context Protocol on stdin/stdout, for AI assistants.
     Mcp(mcp_cmd::McpArgs),
+    /// Print a worker adapter mpw carries (`"adapter": "python"` in globals.workers).
+    Adapter(AdapterArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct AdapterArgs {
+    /// Which adapter.
+    #[arg(value_enum)]
+    pub adapter: AdapterName,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum AdapterName {
+    /// mpw_worker.py: runs `python ARGS` requests in one warm interpreter.
+    Python,
 }
 
 /// What every command gets: the global flags, resolved.
@@ -181,6 +196,12 @@ pub fn main() -> i32 {
         Command::Export(a) => export_cmd::export(a, &ctx),
         Command::Import(a) => import_cmd::import(a, &ctx),
         Command::Mcp(a) => mcp_cmd::mcp(a, &ctx),
+        Command::Adapter(a) => match a.adapter {
+            AdapterName::Python => {
+                out!("{}", crate::runner::PYTHON_ADAPTER);
+                Ok(Exit::Ok)
+            }
+        },
     };
     match result {
         Ok(exit) => exit as i32,

@@ -27,6 +27,11 @@ pub(super) fn create_outputs(spec: &Spec) -> Result<(std::fs::File, std::fs::Fil
     Ok((open(&spec.stdout)?, open(&spec.stderr)?))
 }
 
+/// A log file (created with its folders, truncated).
+pub(super) fn open_log(path: &Path) -> io::Result<std::fs::File> {
+    open_output(path)
+}
+
 fn open_output(path: &Path) -> io::Result<std::fs::File> {
     if let Some(parent) = path.parent()
         && !parent.as_os_str().is_empty()

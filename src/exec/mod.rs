@@ -18,9 +18,11 @@ mod spawn;
 mod tests;
 #[cfg(all(test, windows))]
 mod tests_windows;
+mod worker;
 
 pub use proc::{end_leftovers, is_alive, kill_stale, process_start_time};
 pub use spawn::run;
+pub use worker::{Health, Request, Worker, WorkerSpec};
 
 use crate::plan::Shell;
 use std::path::PathBuf;
@@ -97,6 +99,8 @@ pub enum Ending {
     Cancelled,
     /// Could not start; exit code 127.
     SpawnFailed(String),
+    /// A worker failed the request itself (exited, answered garbage, did not start).
+    Broken(String),
 }
 
 #[derive(Debug, Clone)]
@@ -131,7 +135,12 @@ pub enum Verdict {
 impl Outcome {
     /// The outcome of a command that never started (could not, or was
     /// cancelled first): no process, no output scanned.
-    fn unstarted(ending: Ending, exit_code: Option<i32>, start: Instant, spec: &Spec) -> Self {
+    pub(crate) fn unstarted(
+        ending: Ending,
+        exit_code: Option<i32>,
+        start: Instant,
+        spec: &Spec,
+    ) -> Self {
         Outcome {
             ending,
             exit_code,
@@ -165,7 +174,9 @@ impl Outcome {
                 let secs = self.timeout.map(|t| t.as_secs_f64()).unwrap_or(0.0);
                 return Verdict::Failed(format!("timed out after {secs}s"));
             }
-            Ending::SpawnFailed(reason) => return Verdict::Failed(reason.clone()),
+            Ending::SpawnFailed(reason) | Ending::Broken(reason) => {
+                return Verdict::Failed(reason.clone());
+            }
             Ending::Cancelled => unreachable!("handled above"),
         }
         if !self.missing_require.is_empty() {

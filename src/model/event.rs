@@ -59,6 +59,9 @@ pub enum EventData {
     BatchStarted(BatchStarted),
     GatePassed(GatePassed),
     BisectSplit(BisectSplit),
+    WorkerStarted(WorkerFacts),
+    WorkerExited(WorkerFacts),
+    WorkerRecycled(WorkerFacts),
 }
 
 impl EventData {
@@ -95,6 +98,9 @@ impl EventData {
             D::BatchStarted(_) => K::BatchStarted,
             D::GatePassed(_) => K::GatePassed,
             D::BisectSplit(_) => K::BisectSplit,
+            D::WorkerStarted(_) => K::WorkerStarted,
+            D::WorkerExited(_) => K::WorkerExited,
+            D::WorkerRecycled(_) => K::WorkerRecycled,
         }
     }
 
@@ -174,6 +180,31 @@ pub struct WorktreeCreated {
     /// `copy` entries of the plan that were not there to copy.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub missing_copies: Vec<String>,
+}
+
+/// A warm worker process of a pool (`globals.workers`).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct WorkerFacts {
+    pub worker: String,
+    pub pid: u32,
+    /// Requests it served.
+    #[serde(default)]
+    pub requests: u64,
+    /// Why it exited (or why it could not start).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+impl EventData {
+    /// The facts of a worker's event, when it is one.
+    pub fn worker(&self) -> Option<&WorkerFacts> {
+        match self {
+            EventData::WorkerStarted(f)
+            | EventData::WorkerExited(f)
+            | EventData::WorkerRecycled(f) => Some(f),
+            _ => None,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -352,6 +383,15 @@ mod tests {
     /// Every kind of event with every fact set, and its exact line in
     /// `events.jsonl`. Renaming or reordering a key breaks this test, and
     /// with it every reader of `events.jsonl` outside mpw.
+    fn worker_facts(reason: Option<&str>) -> WorkerFacts {
+        WorkerFacts {
+            worker: "py".into(),
+            pid: 42,
+            requests: 0,
+            reason: reason.map(String::from),
+        }
+    }
+
     fn golden() -> Vec<(Event, String)> {
         const H: &str = r#""ts":"2026-01-02T03:04:05.678Z""#;
         let locks = || StaleLocks {
@@ -454,6 +494,24 @@ mod tests {
                 ),
                 format!(
                     r#"{{{H},"kind":"INTEGRATION_COMPLETED","run":"R","into":"main","target":"def"}}"#
+                ),
+            ),
+            (
+                ev(false, false, D::WorkerStarted(worker_facts(None))),
+                format!(
+                    r#"{{{H},"kind":"WORKER_STARTED","run":"R","worker":"py","pid":42,"requests":0}}"#
+                ),
+            ),
+            (
+                ev(false, false, D::WorkerExited(worker_facts(Some("crashed")))),
+                format!(
+                    r#"{{{H},"kind":"WORKER_EXITED","run":"R","worker":"py","pid":42,"requests":0,"reason":"crashed"}}"#
+                ),
+            ),
+            (
+                ev(false, false, D::WorkerRecycled(worker_facts(None))),
+                format!(
+                    r#"{{{H},"kind":"WORKER_RECYCLED","run":"R","worker":"py","pid":42,"requests":0}}"#
                 ),
             ),
         ];

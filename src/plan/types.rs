@@ -88,8 +88,51 @@ pub struct Globals {
     /// `node_modules/.cache/`, `.DS_Store`, `Thumbs.db`); default true.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ignore_defaults: Option<bool>,
+    /// Warm worker pools, by name; a task names one in `worker`.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub workers: BTreeMap<String, WorkerDef>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub metadata: Option<Metadata>,
+}
+
+/// A pool of long-lived worker processes speaking Bazel's JSON
+/// persistent-worker protocol. Exactly one of `argv` and `adapter`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema, PartialEq)]
+pub struct WorkerDef {
+    /// Program and arguments of a worker process.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1))]
+    pub argv: Option<Vec<String>>,
+    /// An adapter carried by mpw; "python" runs `python ARGS` requests in one interpreter.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub adapter: Option<Adapter>,
+    /// Interpreter of the adapter (default `python3`, `python` on Windows).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1))]
+    pub python: Option<Vec<String>>,
+    /// Most worker processes alive at once (default: cpu_slots or io_slots of its class).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub max: Option<u32>,
+    /// The slot class its requests use (default cpu).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub class: Option<TaskClass>,
+    /// Extra environment of the worker process.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub env: BTreeMap<String, String>,
+    /// Recycle a worker after this many requests (0 = never).
+    #[serde(default)]
+    pub max_requests: u64,
+    /// Seconds a new worker has to answer its first (empty) request (default 30).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub startup_timeout_s: Option<u64>,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, JsonSchema, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Adapter {
+    Python,
 }
 
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, JsonSchema, PartialEq, Eq)]
@@ -142,13 +185,19 @@ pub struct Task {
     pub id: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
-    /// Command line run through the shell. Exactly one of `run` and `argv`.
+    /// Command line run through the shell. Exactly one of `run`, `argv` and `worker`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub run: Option<String>,
     /// Program and arguments, run without a shell.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1))]
     pub argv: Option<Vec<String>>,
+    /// Name of a worker pool of `globals.workers` that runs `args`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub worker: Option<String>,
+    /// The request's arguments, for `worker` tasks (e.g. `["-m", "pkg.step"]`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub args: Option<Vec<String>>,
     /// Task ids of the same workstream (`T0`), tasks of another (`WS-2/T3`) or whole workstreams (`WS-2`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub depends_on: Vec<String>,

@@ -4,8 +4,8 @@
 use super::dag;
 use super::source::esc;
 use super::suggest;
-use super::{Dag, Plan, Severity, TaskNode, Workstream};
-use std::collections::{HashMap, HashSet};
+use super::{Dag, Plan, Severity, TaskNode, WorkerDef, Workstream};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 /// A problem before it has a line and column.
 #[derive(Debug, Clone)]
@@ -299,6 +299,9 @@ pub(crate) fn validate(plan: &Plan, out: &mut Vec<Finding>) -> Option<Dag> {
         }
     }
     check_ignore(&g.ignore, "/globals", "globals.ignore", out);
+    for (name, def) in &g.workers {
+        check_worker(name, def, out);
+    }
     if plan.workstreams.is_empty() {
         out.push(
             Finding::error("/workstreams", "`workstreams` is empty: nothing to run")
@@ -364,7 +367,7 @@ pub(crate) fn validate(plan: &Plan, out: &mut Vec<Finding>) -> Option<Dag> {
             } else {
                 tasks.insert(&task.id, t);
             }
-            check_task(task, &tp, &name, &mut regex_ok, out);
+            check_task(task, &tp, &name, &plan.globals.workers, &mut regex_ok, out);
         }
         task_index.push(tasks);
     }
@@ -723,20 +726,117 @@ fn check_ignore(patterns: &[String], at: &str, what: &str, out: &mut Vec<Finding
     }
 }
 
-/// `regex_ok`: patterns already known to compile. Generated plans repeat
-/// the same few guardrails on thousands of tasks; compile each once.
-fn check_task<'p>(
-    task: &'p super::Task,
+/// A pool of `globals.workers`.
+fn check_worker(name: &str, def: &WorkerDef, out: &mut Vec<Finding>) {
+    let wp = format!("/globals/workers/{}", esc(name));
+    if let Some(p) = id_problem(name) {
+        out.push(
+            Finding::error(
+                wp.clone(),
+                format!("worker name `{name}` is unfit for a file name: it {p} ({ID_RULE})"),
+            )
+            .at_key(),
+        );
+    }
+    match (&def.argv, &def.adapter) {
+        (None, None) => out.push(
+            Finding::error(
+                wp.clone(),
+                format!(
+                    "worker `{name}` has neither `argv` nor `adapter`: one of them is required"
+                ),
+            )
+            .at_key(),
+        ),
+        (Some(_), Some(_)) => out.push(Finding::error(
+            format!("{wp}/adapter"),
+            format!("worker `{name}` has both `argv` and `adapter`: keep one"),
+        )),
+        (Some(a), None) if a.first().is_none_or(|p| p.is_empty()) => out.push(Finding::error(
+            format!("{wp}/argv"),
+            format!("worker `{name}` has an empty `argv` or program name"),
+        )),
+        _ => {}
+    }
+    if def.python.is_some() && def.adapter.is_none() {
+        out.push(Finding::error(
+            format!("{wp}/python"),
+            format!("worker `{name}` has `python` without `adapter`: it only chooses the adapter's interpreter"),
+        ));
+    }
+    if let Some(py) = &def.python
+        && py.first().is_none_or(|p| p.is_empty())
+    {
+        out.push(Finding::error(
+            format!("{wp}/python"),
+            format!("worker `{name}` has an empty `python`"),
+        ));
+    }
+    check_limit(
+        def.max.map(u64::from),
+        format!("{wp}/max"),
+        &format!("max of worker `{name}`"),
+        out,
+    );
+    check_limit(
+        def.startup_timeout_s,
+        format!("{wp}/startup_timeout_s"),
+        &format!("startup_timeout_s of worker `{name}`"),
+        out,
+    );
+    check_env(def.env.keys(), &wp, &format!("worker `{name}`"), out);
+}
+
+/// Exactly one of `run`, `argv` and `worker`; `args` only with `worker`.
+fn check_command(
+    task: &super::Task,
     tp: &str,
     name: &str,
-    regex_ok: &mut HashSet<&'p str>,
+    workers: &BTreeMap<String, WorkerDef>,
     out: &mut Vec<Finding>,
 ) {
+    if let Some(wk) = &task.worker {
+        if task.run.is_some() || task.argv.is_some() {
+            let key = if task.run.is_some() { "run" } else { "argv" };
+            out.push(Finding::error(
+                format!("{tp}/worker"),
+                format!("task `{name}` has both `worker` and `{key}`: keep one"),
+            ));
+        }
+        if !workers.contains_key(wk) {
+            let known: Vec<&str> = workers.keys().map(String::as_str).collect();
+            let known = if known.is_empty() {
+                "globals.workers defines none".to_string()
+            } else {
+                format!("known: {}", known.join(", "))
+            };
+            let help = suggest::hint(wk, workers.keys().map(String::as_str))
+                .unwrap_or_else(|| "define it under `globals.workers`".into());
+            out.push(
+                Finding::error(
+                    format!("{tp}/worker"),
+                    format!("task `{name}` names unknown worker `{wk}` ({known})"),
+                )
+                .help(help),
+            );
+        }
+        return;
+    }
+    if task.args.is_some() {
+        out.push(Finding::error(
+            format!("{tp}/args"),
+            format!(
+                "task `{name}` has `args` without `worker`: `args` are a worker request's arguments"
+            ),
+        ));
+    }
     match (&task.run, &task.argv) {
         (None, None) => out.push(
             Finding::error(
                 format!("{tp}/id"),
-                format!("task `{name}` has neither `run` nor `argv`: one of them is required"),
+                format!(
+                    "task `{name}` has neither `run` nor `argv` (nor `worker`): one of them is required"
+                ),
             )
             .help("add `\"run\": \"<command line>\"` or `\"argv\": [\"<program>\", ...]`"),
         ),
@@ -770,6 +870,19 @@ fn check_task<'p>(
         ),
         _ => {}
     }
+}
+
+/// `regex_ok`: patterns already known to compile. Generated plans repeat
+/// the same few guardrails on thousands of tasks; compile each once.
+fn check_task<'p>(
+    task: &'p super::Task,
+    tp: &str,
+    name: &str,
+    workers: &BTreeMap<String, WorkerDef>,
+    regex_ok: &mut HashSet<&'p str>,
+    out: &mut Vec<Finding>,
+) {
+    check_command(task, tp, name, workers, out);
     if let Some(cwd) = &task.cwd
         && let Some(p) = relative_path_problem(cwd)
     {

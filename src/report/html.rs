@@ -307,7 +307,7 @@ fn timeline(h: &mut String, st: &RunStatus, attempts: &[AttemptRow]) {
         let state = a.state.as_str();
         let _ = write!(
             h,
-            "<rect x=\"{:.1}\" y=\"{y:.1}\" width=\"{w:.1}\" height=\"{:.1}\" rx=\"2\" fill=\"{}\" fill-opacity=\"0.9\"><title>{}/{} attempt {} {state}\n{} .. {}\n{}exit {}{}</title></rect>",
+            "<rect x=\"{:.1}\" y=\"{y:.1}\" width=\"{w:.1}\" height=\"{:.1}\" rx=\"2\" fill=\"{}\" fill-opacity=\"0.9\"><title>{}/{} attempt {} {state}\n{} .. {}\n{}exit {}{}{}</title></rect>",
             x(*s),
             lane_h - 4.0,
             color(state),
@@ -322,6 +322,8 @@ fn timeline(h: &mut String, st: &RunStatus, attempts: &[AttemptRow]) {
             a.exit_code
                 .map(|c| c.to_string())
                 .unwrap_or_else(|| "-".into()),
+            // The process that ran it; for a worker task, the warm worker's pid.
+            a.pid.map(|p| format!(" · pid {p}")).unwrap_or_default(),
             a.reason
                 .as_deref()
                 .map(|r| format!("\n{}", esc(r)))

@@ -420,6 +420,15 @@ pub fn event_line(ev: &Event) -> String {
         }
         _ => {}
     }
+    if let Some(w) = ev.data.worker() {
+        let _ = write!(line, " {} pid {}", w.worker, w.pid);
+        if ev.kind() != EventKind::WorkerStarted {
+            let _ = write!(line, " after {} request(s)", w.requests);
+        }
+        if let Some(r) = &w.reason {
+            let _ = write!(line, ": {r}");
+        }
+    }
     if let EventData::RunResumed(l) | EventData::RunCancelled(l) = &ev.data
         && !l.stale_locks_removed.is_empty()
     {

@@ -1,8 +1,9 @@
 //! One attempt of one task: run it, judge it, and put its work where it
 //! belongs (a commit on the branch, a preserved ref, or discarded for a retry).
 
-use super::ctx::{AttemptResult, RunCtx};
-use crate::exec::{self, Cancel, ProcInfo, Spec, Verdict};
+use super::ctx::{AttemptResult, RunCtx, Work};
+use super::workers::{Pools, request_env};
+use crate::exec::{self, Cancel, ProcInfo, Program, Request, Spec, Verdict};
 use crate::git::{self, CommitTarget, Excluded, Oid};
 use std::sync::Arc;
 use tokio::sync::watch;
@@ -23,6 +24,7 @@ pub(crate) fn commit_message(ctx: &RunCtx, i: usize, attempt: u32) -> String {
 #[allow(clippy::too_many_arguments)]
 pub(crate) async fn run_attempt(
     ctx: Arc<RunCtx>,
+    pools: Arc<Pools>,
     i: usize,
     attempt: u32,
     start: Oid,
@@ -36,7 +38,10 @@ pub(crate) async fn run_attempt(
     let mut env = t.env.clone();
     env.extend(ws.mpw_env(&ctx.run_id, &t.id, attempt));
     let spec = Spec {
-        program: t.program.clone(),
+        program: match &t.work {
+            Work::Process(p) => p.clone(),
+            Work::Worker { args, .. } => Program::Argv(args.clone()),
+        },
         cwd: match &t.cwd {
             Some(c) => ws.worktree.join(c),
             None => ws.worktree.clone(),
@@ -48,7 +53,23 @@ pub(crate) async fn run_attempt(
         stderr: ctx.layout.log(&ctx.run_id, &ws.id, &t.id, attempt, true),
         guards: t.guards.clone(),
     };
-    let outcome = exec::run(&spec, cancel, on_start).await;
+    // A process or a worker's request: the same files, rules and judging after.
+    let outcome = match &t.work {
+        Work::Process(_) => exec::run(&spec, cancel, on_start).await,
+        Work::Worker { pool, args } => {
+            let req = Request {
+                arguments: args.clone(),
+                mpw: serde_json::json!({
+                    "env": request_env(&spec.env),
+                    "run": ctx.run_id,
+                    "workstream": ws.id,
+                    "task": t.id,
+                    "attempt": attempt,
+                }),
+            };
+            pools.run(*pool, t.ws, &req, &spec, cancel, on_start).await
+        }
+    };
     let verdict = outcome.verdict();
     let exit_code = outcome.exit_code;
     let duration = outcome.duration;

@@ -6,6 +6,7 @@ use super::ctx::{AttemptResult, Msg, Provisioned, RunCtx, TaskCtx, WsCtx};
 use super::error::{Result, RunError};
 use super::ledger::{Ledger, Listener, WsPhase};
 use super::options::{Finished, Invocation, StoredOptions, plan_shell};
+use super::workers::Pools;
 use super::{attempt, provision, recover};
 use crate::exec::{Cancel, Verdict};
 use crate::git::{Excluded, Oid};
@@ -27,6 +28,7 @@ struct Coord<'a> {
     sched: Scheduler<'a>,
     cancel_tx: watch::Sender<Cancel>,
     tx: mpsc::UnboundedSender<Msg>,
+    pools: Arc<Pools>,
     in_flight: usize,
     cancelled: bool,
     fail_fast: bool,
@@ -139,11 +141,26 @@ async fn drive_async(start: Start) -> Result<Finished> {
     let (tx, mut rx) = mpsc::unbounded_channel();
     let (cancel_tx, _) = watch::channel(Cancel::No);
     let dag = &loaded.dag;
+    let by_class = |class| match class {
+        crate::plan::TaskClass::Cpu => slots.cpu,
+        crate::plan::TaskClass::Io => slots.io,
+    };
+    let pools = Pools::new(
+        &loaded.plan,
+        &ctx.layout,
+        run_id,
+        &ctx.repo,
+        ctx.grace,
+        by_class,
+        tx.clone(),
+    )
+    .map_err(RunError::io(&ctx.layout.adapters()))?;
     let mut c = Coord {
         l: Ledger::load(ctx, store, dag, listener)?,
         sched: Scheduler::new(dag, &info, slots),
         cancel_tx,
         tx,
+        pools: Arc::new(pools),
         in_flight: 0,
         cancelled: false,
         fail_fast: opts.fail_fast,
@@ -182,6 +199,13 @@ async fn drive_async(start: Start) -> Result<Finished> {
                 c.cancel(level);
             }
         }
+    }
+    // Events of workers that ended with their last request, then the idle ones.
+    while let Ok(msg) = rx.try_recv() {
+        c.handle(msg)?;
+    }
+    for data in c.pools.shutdown().await {
+        c.l.event(None, None, None, data)?;
     }
     let final_state = if c.cancelled {
         RunState::Cancelled
@@ -336,6 +360,7 @@ impl Coord<'_> {
         )?;
         self.in_flight += 1;
         let ctx = self.l.ctx.clone();
+        let pools = self.pools.clone();
         let tx = self.tx.clone();
         let tx2 = self.tx.clone();
         let cancel = self.cancel_tx.subscribe();
@@ -350,7 +375,7 @@ impl Coord<'_> {
                 });
             };
             let result = attempt::run_attempt(
-                ctx, i, attempt, start, excluded, will_retry, cancel, on_start,
+                ctx, pools, i, attempt, start, excluded, will_retry, cancel, on_start,
             )
             .await;
             let _ = tx.send(Msg::Finished {
@@ -381,6 +406,7 @@ impl Coord<'_> {
                 self.in_flight -= 1;
                 self.finish_attempt(task, attempt, result)?;
             }
+            Msg::Worker(data) => self.l.event(None, None, None, data)?,
             Msg::Provisioned { ws, result } => match result {
                 Ok(p) => self.open_ws(ws, p)?,
                 Err(reason) => {

@@ -28,6 +28,20 @@ fn bad_ws(w: &Workstream, problem: String) -> RunError {
     }
 }
 
+/// The index of each pool by name, for the tasks that name one.
+fn pool_index(plan: &Plan, name: &str) -> Option<usize> {
+    plan.globals.workers.keys().position(|k| k == name)
+}
+
+/// The slot class of a pool's requests (default cpu).
+fn pool_class(plan: &Plan, name: &str) -> TaskClass {
+    plan.globals
+        .workers
+        .get(name)
+        .and_then(|w| w.class)
+        .unwrap_or(TaskClass::Cpu)
+}
+
 /// Everything fixed for the run's lifetime, shared with attempts.
 pub(crate) struct RunCtx {
     pub run_id: String,
@@ -55,13 +69,22 @@ pub(crate) enum Msg {
         ws: usize,
         result: std::result::Result<Provisioned, String>,
     },
+    /// A warm worker started, exited or was recycled.
+    Worker(crate::model::EventData),
+}
+
+/// What a task runs: a process, or a request to a warm worker pool.
+#[derive(Debug, Clone)]
+pub(crate) enum Work {
+    Process(Program),
+    Worker { pool: usize, args: Vec<String> },
 }
 
 /// What a task needs to know for the whole run.
 pub(crate) struct TaskCtx {
     pub ws: usize,
     pub id: String,
-    pub program: Program,
+    pub work: Work,
     pub env: Vec<(String, String)>,
     pub cwd: Option<String>,
     pub timeout: Duration,
@@ -75,13 +98,26 @@ pub(crate) struct TaskCtx {
 
 impl TaskCtx {
     pub fn new(plan: &Plan, w: &Workstream, t: &Task, ws: usize, shell: Shell) -> Result<Self> {
-        let program = match (&t.run, &t.argv) {
-            (Some(script), None) => Program::Shell {
+        let mut class = t.class;
+        let work = match (&t.run, &t.argv, &t.worker) {
+            (Some(script), None, None) => Work::Process(Program::Shell {
                 shell,
                 script: script.clone(),
-            },
-            (None, Some(argv)) => Program::Argv(argv.clone()),
-            _ => return Err(bad_task(w, t, "needs exactly one of run and argv".into())),
+            }),
+            (None, Some(argv), None) => Work::Process(Program::Argv(argv.clone())),
+            (None, None, Some(name)) => {
+                let pool = pool_index(plan, name)
+                    .ok_or_else(|| bad_task(w, t, format!("unknown worker `{name}`")))?;
+                class = pool_class(plan, name);
+                Work::Worker {
+                    pool,
+                    args: t.args.clone().unwrap_or_default(),
+                }
+            }
+            _ => {
+                let why = "needs exactly one of run, argv and worker".into();
+                return Err(bad_task(w, t, why));
+            }
         };
         let compile = |pats: &[String]| -> Result<Vec<Regex>> {
             pats.iter()
@@ -102,12 +138,12 @@ impl TaskCtx {
         Ok(TaskCtx {
             ws,
             id: t.id.clone(),
-            program,
+            work,
             env,
             cwd: t.cwd.clone(),
             timeout: Duration::from_secs(t.timeout_s.or(plan.globals.timeout_s).unwrap_or(1800)),
             retries: t.retries.or(plan.globals.retries).unwrap_or(0),
-            class: t.class,
+            class,
             read_only: t.read_only,
             allow_failure: t.allow_failure,
             guards: Guards {

@@ -8,6 +8,7 @@
 //! - `ledger`: the states in memory and the one place each changes;
 //! - `ctx`: what executors get and send back; `attempt`, `provision`: the executors;
 //! - `recover`: after a coordinator died (`resume`, `cancel`);
+//! - `workers`: the warm worker pools that serve `worker` tasks;
 //! - `error`, `options`: shared by all of them.
 
 mod attempt;
@@ -18,12 +19,14 @@ mod ledger;
 mod options;
 mod provision;
 mod recover;
+mod workers;
 
 use error::Result;
 pub use error::RunError;
 pub use ledger::Listener;
 pub use options::{Finished, RunOptions, Upstream, plan_shell};
 pub(crate) use options::{Invocation, StoredOptions};
+pub use workers::PYTHON_ADAPTER;
 
 use crate::git::{self, GitError, Oid, RepoInfo};
 use crate::lock;

@@ -119,7 +119,8 @@ fn recover_running(l: &mut Ledger, i: usize, attempts: &[AttemptRow]) -> Result<
 
 /// End what a dead coordinator's run left running: the attempts recorded as
 /// RUNNING with their pid, and any process started too late to be recorded
-/// (its `.proc` file beside its log). Each is checked to still be ours.
+/// (its `.proc` file beside its log), and its warm workers (their `.proc`
+/// files beside their logs). Each is checked to still be ours.
 fn end_dead_coordinators_processes<'a>(
     layout: &Layout,
     run: &str,
@@ -137,7 +138,8 @@ fn end_dead_coordinators_processes<'a>(
             exec::kill_stale(&info, grace);
         }
     }
-    let logs: Vec<PathBuf> = ws_ids.map(|w| layout.ws_logs(run, w)).collect();
+    let mut logs: Vec<PathBuf> = ws_ids.map(|w| layout.ws_logs(run, w)).collect();
+    logs.push(layout.worker_logs(run));
     exec::end_leftovers(&logs, grace);
 }
 

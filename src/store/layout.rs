@@ -88,6 +88,17 @@ impl Layout {
         }
     }
 
+    /// The warm workers' own stderr logs and `.proc` files: `logs/.workers/`
+    /// (no workstream id starts with a dot).
+    pub fn worker_logs(&self, run: &str) -> PathBuf {
+        self.run_dir(run).join("logs").join(".workers")
+    }
+
+    /// Where mpw writes the adapters it carries.
+    pub fn adapters(&self) -> PathBuf {
+        self.root.join("adapters")
+    }
+
     /// The logs of one workstream's setup commands and tasks.
     pub fn ws_logs(&self, run: &str, ws: &str) -> PathBuf {
         self.run_dir(run).join("logs").join(ws)
