@@ -302,6 +302,37 @@ fn mpw_cancel_after_a_crash_ends_the_orphan_and_its_stale_locks() {
 }
 
 #[test]
+fn mpw_cancel_after_a_crash_keeps_the_running_attempts_work() {
+    let repo = repo().commit("init");
+    let pidfile = repo.dir.path().join("task.pid");
+    let plan = repo.plan(
+        "k",
+        &format!(
+            r#"{{ "run_id": "KC", "workstreams": [ {{ "id": "A", "tasks": [
+                {{ "id": "T", "run": "echo work > kept.txt; echo $$ > {}; sleep 60" }} ] }} ] }}"#,
+            pidfile.display()
+        ),
+    );
+    let mut child = spawn_run(&repo, &plan, &[]);
+    let noted = repo.mpw_dir().join("runs/KC/logs/A/T.1.proc");
+    wait_for("the task to write", Duration::from_secs(30), || {
+        noted.exists() && std::fs::read_to_string(&pidfile).is_ok_and(|s| s.ends_with('\n'))
+    });
+    unsafe { libc::kill(child.id() as i32, libc::SIGKILL) };
+    child.wait().unwrap();
+    let out = repo.mpw().args(["cancel", "KC"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr_of(&out));
+    // As with Ctrl-C on a live run: the attempt's work is kept under a ref.
+    assert_eq!(repo.git(&["show", "refs/mpw/KC/cancelled/A/T:kept.txt"]), "work");
+    let st = status(&repo, "KC");
+    assert_eq!(task_state(&st, "A", "T"), "CANCELLED");
+    assert_eq!(
+        task(&st, "A", "T")["preserved_ref"],
+        "refs/mpw/KC/cancelled/A/T"
+    );
+}
+
+#[test]
 fn a_task_started_but_not_yet_recorded_is_ended_by_resume_and_cancel() {
     for (run, how) in [("K7", "resume"), ("K8", "cancel")] {
         let repo = repo().commit("init");

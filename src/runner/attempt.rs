@@ -75,7 +75,8 @@ pub(crate) async fn run_attempt(
 
 /// Check the worktree against the task's rules and put its changes away.
 /// Returns the final verdict, the commit on the branch, the preserved ref.
-fn settle(
+/// `mpw cancel` of a crashed run keeps a running attempt's work through here too.
+pub(super) fn settle(
     ctx: &RunCtx,
     i: usize,
     attempt: u32,
