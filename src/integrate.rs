@@ -6,7 +6,8 @@ use crate::exec::{self, Cancel, Program, Spec, Verdict};
 use crate::git::{self, Excluded, GitError, MergeSession, Oid};
 use crate::lock;
 use crate::model::{
-    EventData, Integration, IntegrationDone, IntegrationStarted, WorkstreamState, now,
+    EventData, Integration, IntegrationCancelled, IntegrationDone, IntegrationStarted,
+    WorkstreamState, now,
 };
 use crate::plan::Plan;
 use crate::runner::{Listener, RunError, open_repo};
@@ -55,6 +56,8 @@ pub struct Report {
     pub before: String,
     pub after: String,
     pub outcomes: Vec<Outcome>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
 }
 
 impl Report {
@@ -80,6 +83,8 @@ struct Setup {
     /// With a gate: the runtime it runs on and the stop requests of
     /// Ctrl-C / SIGTERM, as for `mpw run`.
     gate_rt: Option<GateRuntime>,
+    /// Trouble that changes no verdict, told at the end.
+    warnings: Vec<String>,
 }
 
 struct GateRuntime {
@@ -109,10 +114,35 @@ impl GateRuntime {
 }
 
 fn interrupted(s: &Setup, what: &str) -> RunError {
-    RunError::Interrupted(format!(
+    let mut m = format!(
         "interrupted {what}; {} and the workstreams not yet merged are unchanged",
         s.into
-    ))
+    );
+    for w in &s.warnings {
+        m.push_str(&format!("\nwarning: {w}"));
+    }
+    RunError::Interrupted(m)
+}
+
+/// The target's tip now; it may have been deleted while we waited for the lock.
+fn target_tip(s: &Setup) -> Result<Oid> {
+    git::branch_tip(&s.repo, &s.into)?.ok_or_else(|| RunError::TargetGone {
+        branch: s.into.clone(),
+    })
+}
+
+/// Record that an integration stopped on Ctrl-C / SIGTERM, and pass the error on.
+fn record_cancelled(s: &mut Setup, listener: &mut dyn Listener, err: RunError) -> Result<RunError> {
+    if let RunError::Interrupted(reason) = &err {
+        let data = EventData::IntegrationCancelled(IntegrationCancelled {
+            into: s.into.clone(),
+            reason: reason.clone(),
+        });
+        let ev = s.store.event(&s.run_id, None, None, None, data)?;
+        listener.event(&ev);
+    }
+    s.store.write_status_files(&s.run_id)?;
+    Ok(err)
 }
 
 fn setup(repo: Option<&Path>, run: Option<&str>, into: Option<&str>) -> Result<Setup> {
@@ -144,6 +174,7 @@ fn setup(repo: Option<&Path>, run: Option<&str>, into: Option<&str>) -> Result<S
         ws_deps: loaded.dag.ws_deps,
         into,
         gate_rt: None,
+        warnings: Vec::new(),
     })
 }
 
@@ -223,7 +254,7 @@ pub fn integrate(
     }
     let checkout = checked_out_clean(&s.repo, &s.into)?;
     let target_ref = format!("refs/heads/{}", s.into);
-    let before = git::branch_tip(&s.repo, &s.into)?.expect("checked in setup");
+    let before = target_tip(&s)?;
     let run = s.run_id.clone();
     let started = EventData::IntegrationStarted(IntegrationStarted {
         into: s.into.clone(),
@@ -246,8 +277,8 @@ pub fn integrate(
         .collect();
     for w in order(&s.plan, &s.ws_deps) {
         if s.gate_rt.as_ref().is_some_and(GateRuntime::stopped) {
-            s.store.write_status_files(&run)?;
-            return Err(interrupted(&s, "between two merges"));
+            let e = interrupted(&s, "between two merges");
+            return Err(record_cancelled(&mut s, listener, e)?);
         }
         let row = &rows[w];
         let name = s.plan.workstreams[w]
@@ -345,8 +376,7 @@ pub fn integrate(
             Ok(r) => r,
             Err(e) => {
                 // What was integrated before stays recorded for other tools.
-                s.store.write_status_files(&run)?;
-                return Err(e);
+                return Err(record_cancelled(&mut s, listener, e)?);
             }
         };
         let at = now();
@@ -395,7 +425,7 @@ pub fn integrate(
             detail,
         });
     }
-    let after = git::branch_tip(&s.repo, &s.into)?.expect("target exists");
+    let after = target_tip(&s)?;
     let done = EventData::IntegrationCompleted(IntegrationDone {
         into: s.into.clone(),
         target: after.to_string(),
@@ -410,6 +440,7 @@ pub fn integrate(
         before: before.to_string(),
         after: after.to_string(),
         outcomes,
+        warnings: std::mem::take(&mut s.warnings),
     })
 }
 
@@ -428,7 +459,7 @@ fn merge_one(
     checkout: Option<&Checkout>,
 ) -> Result<Merged> {
     for _ in 0..20 {
-        let tip = git::branch_tip(&s.repo, &s.into)?.expect("target exists");
+        let tip = target_tip(s)?;
         if git::is_ancestor(&s.repo, head, tip)? {
             return Ok((
                 WorkstreamState::Integrated,
@@ -529,7 +560,7 @@ fn run_gate(
         .join(&s.run_id)
         .join(format!("_gate-{}-{n}", row.id));
     if scratch.exists() {
-        let _ = git::remove_worktree(&s.repo, &scratch, true);
+        remove_scratch(s, &scratch);
     }
     git::add_detached_worktree(&s.repo, &scratch, commit)?;
     let layout = &s.store.layout;
@@ -568,8 +599,9 @@ fn run_gate(
     let out = gate_rt
         .rt
         .block_on(exec::run(&spec, gate_rt.stop.clone(), |_| {}));
-    let _ = git::remove_worktree(&s.repo, &scratch, true);
-    if gate_rt.stopped() {
+    let stopped = gate_rt.stopped();
+    remove_scratch(s, &scratch);
+    if stopped {
         return Err(interrupted(s, &format!("while the gate ran on {}", row.id)));
     }
     Ok(match out.verdict() {
@@ -580,6 +612,17 @@ fn run_gate(
         )),
         Verdict::Cancelled => Some(format!("gate `{gate}` was cancelled")),
     })
+}
+
+/// Remove a gate's scratch worktree; a failure does not change the verdict
+/// but is told (the directory may need removing by hand).
+fn remove_scratch(s: &mut Setup, scratch: &Path) {
+    if let Err(e) = git::remove_worktree(&s.repo, scratch, true) {
+        s.warnings.push(format!(
+            "could not remove the gate's scratch worktree {}: {e}",
+            scratch.display()
+        ));
+    }
 }
 
 /// The conflict forecast of `--dry-run`.
@@ -614,7 +657,7 @@ pub struct PairConflict {
 /// Merge everything in memory, move nothing, and say what would conflict.
 pub fn forecast(repo: Option<&Path>, run: Option<&str>, into: Option<&str>) -> Result<Forecast> {
     let s = setup(repo, run, into)?;
-    let tip = git::branch_tip(&s.repo, &s.into)?.expect("checked in setup");
+    let tip = target_tip(&s)?;
     let rows = s.store.workstreams(&s.run_id)?;
     let mut session = MergeSession::open(&s.repo)?;
     let mut heads = Vec::new();

@@ -323,7 +323,10 @@ fn mpw_cancel_after_a_crash_keeps_the_running_attempts_work() {
     let out = repo.mpw().args(["cancel", "KC"]).output().unwrap();
     assert_eq!(out.status.code(), Some(0), "{}", stderr_of(&out));
     // As with Ctrl-C on a live run: the attempt's work is kept under a ref.
-    assert_eq!(repo.git(&["show", "refs/mpw/KC/cancelled/A/T:kept.txt"]), "work");
+    assert_eq!(
+        repo.git(&["show", "refs/mpw/KC/cancelled/A/T:kept.txt"]),
+        "work"
+    );
     let st = status(&repo, "KC");
     assert_eq!(task_state(&st, "A", "T"), "CANCELLED");
     assert_eq!(
@@ -803,42 +806,91 @@ fn resume_provisions_a_deleted_worktree_again_from_its_branch() {
     assert!(repo.worktree_root().join("GONE/A/t2.txt").exists());
 }
 
+/// A command that announces the TERM of a graceful stop in `termed` and
+/// goes on running, so that only a KILL ends it.
+fn ignores_term(started: &Path, termed: &Path) -> String {
+    format!(
+        "trap 'touch {}' TERM; touch {}; while true; do sleep 1; done",
+        termed.display(),
+        started.display()
+    )
+}
+
+/// Send Ctrl-C, wait until the graceful stop has reached the command (it
+/// wrote `termed`), then Ctrl-C again: mpw must exit 130 long before its
+/// 600 s grace would have run out.
+fn second_ctrl_c_ends(child: &mut Child, termed: &Path) {
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    wait_for("the TERM to reach it", Duration::from_secs(30), || {
+        termed.exists()
+    });
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "still in its grace period"
+    );
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    let mut code = None;
+    wait_for("mpw to exit", Duration::from_secs(60), || {
+        code = child.try_wait().unwrap().map(|s| s.code());
+        code.is_some()
+    });
+    assert_eq!(code, Some(Some(130)));
+}
+
 #[test]
 fn a_second_ctrl_c_kills_at_once() {
     let repo = repo().commit("init");
-    let flag = repo.dir.path().join("started");
-    // The task ignores TERM; with a 60 s grace only the second Ctrl-C ends it soon.
+    let (started, termed) = (
+        repo.dir.path().join("started"),
+        repo.dir.path().join("termed"),
+    );
     let plan = repo.plan(
         "cc",
         &format!(
-            r#"{{ "run_id": "CC", "workstreams": [ {{ "id": "A", "tasks": [ {{ "id": "T", "run": "trap '' TERM; touch {}; sleep 120" }} ] }} ] }}"#,
-            flag.display()
+            r#"{{ "run_id": "CC", "workstreams": [ {{ "id": "A", "tasks": [ {{ "id": "T", "run": "{}" }} ] }} ] }}"#,
+            ignores_term(&started, &termed)
         ),
     );
     let mut child = Command::new(assert_cmd::cargo::cargo_bin("mpw"))
-        .args(["-q", "run", "--grace", "60"])
+        .args(["-q", "run", "--grace", "600"])
         .arg(&plan)
         .current_dir(&repo.path)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    wait_for("the task", Duration::from_secs(30), || flag.exists());
-    let t = Instant::now();
-    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
-    std::thread::sleep(Duration::from_millis(500));
-    assert!(
-        child.try_wait().unwrap().is_none(),
-        "still in its grace period"
-    );
-    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
-    assert_eq!(child.wait().unwrap().code(), Some(130));
-    assert!(
-        t.elapsed() < Duration::from_secs(20),
-        "took {:?}",
-        t.elapsed()
-    );
+    wait_for("the task", Duration::from_secs(30), || started.exists());
+    second_ctrl_c_ends(&mut child, &termed);
     assert_eq!(task_state(&status(&repo, "CC"), "A", "T"), "CANCELLED");
+}
+
+#[test]
+fn a_second_ctrl_c_during_a_gate_kills_it_at_once() {
+    let repo = repo().commit("init");
+    let plan = repo.plan(
+        "g2",
+        r#"{ "run_id": "G2", "workstreams": [ { "id": "A", "tasks": [ { "id": "T", "run": "echo a > a.txt" } ] } ] }"#,
+    );
+    let out = repo.mpw().arg("run").arg(&plan).output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr_of(&out));
+    let tip = repo.head("main");
+    let (started, termed) = (
+        repo.dir.path().join("started"),
+        repo.dir.path().join("termed"),
+    );
+    let mut child = Command::new(assert_cmd::cargo::cargo_bin("mpw"))
+        .args(["-q", "integrate", "--grace", "600", "--gate"])
+        .arg(ignores_term(&started, &termed))
+        .current_dir(&repo.path)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_for("the gate", Duration::from_secs(30), || started.exists());
+    second_ctrl_c_ends(&mut child, &termed);
+    assert!(!repo.git(&["worktree", "list"]).contains("_gate"));
+    assert_eq!(repo.head("main"), tip);
+    assert_eq!(ws(&repo.run_status("G2"), "A")["state"], "COMPLETED");
 }
 
 #[test]
@@ -876,4 +928,10 @@ fn ctrl_c_during_a_gate_ends_it_and_leaves_the_target_and_states_alone() {
     // Nothing moved, nothing recorded as merged or failed.
     assert_eq!(repo.head("main"), tip);
     assert_eq!(ws(&repo.run_status("G"), "A")["state"], "COMPLETED");
+    let events = std::fs::read_to_string(repo.mpw_dir().join("runs/G/events.jsonl")).unwrap();
+    assert!(events.contains("INTEGRATION_CANCELLED"), "{events}");
+    // And the next integration lands.
+    let out = repo.mpw().arg("integrate").output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr_of(&out));
+    assert_eq!(ws(&repo.run_status("G"), "A")["state"], "INTEGRATED");
 }

@@ -56,6 +56,7 @@ pub enum EventData {
     WorkstreamConflict(WsIntegration),
     GateFailed(WsIntegration),
     IntegrationCompleted(IntegrationDone),
+    IntegrationCancelled(IntegrationCancelled),
 }
 
 impl EventData {
@@ -89,6 +90,7 @@ impl EventData {
             D::WorkstreamConflict(_) => K::WorkstreamConflict,
             D::GateFailed(_) => K::GateFailed,
             D::IntegrationCompleted(_) => K::IntegrationCompleted,
+            D::IntegrationCancelled(_) => K::IntegrationCancelled,
         }
     }
 
@@ -185,6 +187,13 @@ pub struct IntegrationDone {
     pub into: String,
     /// The target's commit after.
     pub target: String,
+}
+
+/// An integration stopped by Ctrl-C / SIGTERM: the target is as it was.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct IntegrationCancelled {
+    pub into: String,
+    pub reason: String,
 }
 
 /// One workstream's integration result, as its event tells it.
@@ -405,6 +414,19 @@ mod tests {
                 ),
                 format!(
                     r#"{{{H},"kind":"INTEGRATION_COMPLETED","run":"R","into":"main","target":"def"}}"#
+                ),
+            ),
+            (
+                ev(
+                    false,
+                    false,
+                    D::IntegrationCancelled(IntegrationCancelled {
+                        into: "main".into(),
+                        reason: "interrupted".into(),
+                    }),
+                ),
+                format!(
+                    r#"{{{H},"kind":"INTEGRATION_CANCELLED","run":"R","into":"main","reason":"interrupted"}}"#
                 ),
             ),
         ];

@@ -4,8 +4,8 @@
 mod event;
 
 pub use event::{
-    Event, EventData, Integration, IntegrationDone, IntegrationStarted, SetupFailed, StaleLocks,
-    TaskFacts, WorkstreamFacts, WorktreeCreated, WsIntegration,
+    Event, EventData, Integration, IntegrationCancelled, IntegrationDone, IntegrationStarted,
+    SetupFailed, StaleLocks, TaskFacts, WorkstreamFacts, WorktreeCreated, WsIntegration,
 };
 
 use serde::{Deserialize, Serialize};
@@ -115,6 +115,7 @@ state_enum!(
         WorkstreamConflict = "WORKSTREAM_CONFLICT",
         GateFailed = "GATE_FAILED",
         IntegrationCompleted = "INTEGRATION_COMPLETED",
+        IntegrationCancelled = "INTEGRATION_CANCELLED",
     }
 );
 

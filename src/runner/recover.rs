@@ -197,7 +197,15 @@ pub(super) fn cancel_orphaned(store: &mut Store, ctx: &RunCtx) -> Result<()> {
         if let (Some(i), Some(start)) = (i, start) {
             let w = &workstreams[ctx.tasks[i].ws];
             let excluded = Excluded(w.baseline.iter().flatten().cloned().collect());
-            match attempt::settle(ctx, i, a.attempt, start, &excluded, Verdict::Cancelled, false) {
+            match attempt::settle(
+                ctx,
+                i,
+                a.attempt,
+                start,
+                &excluded,
+                Verdict::Cancelled,
+                false,
+            ) {
                 (Verdict::Cancelled, _, kept) => preserved_ref = kept,
                 (Verdict::Failed(why), _, _) => reason = format!("{reason}; {why}"),
                 _ => {}
