@@ -583,12 +583,12 @@ fn run_gate(
         stdout: layout
             .run_dir(&s.run_id)
             .join("logs")
-            .join("integrate")
+            .join("_integrate")
             .join(format!("{}.{n}.out", row.id)),
         stderr: layout
             .run_dir(&s.run_id)
             .join("logs")
-            .join("integrate")
+            .join("_integrate")
             .join(format!("{}.{n}.err", row.id)),
         guards: Default::default(),
     };

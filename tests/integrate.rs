@@ -171,7 +171,7 @@ fn a_failing_gate_leaves_the_target_alone() {
     // Gate logs are kept and the scratch worktree is gone.
     assert!(
         repo.mpw_dir()
-            .join("runs/I3/logs/integrate/B.1.out")
+            .join("runs/I3/logs/_integrate/B.1.out")
             .exists()
     );
     assert!(!repo.git(&["worktree", "list"]).contains("_gate"));
@@ -488,4 +488,18 @@ fn a_target_deleted_while_waiting_for_the_lock_is_a_clear_error() {
         "{err}"
     );
     assert_eq!(ws_state(&repo, "IG", "A")["state"], "COMPLETED");
+}
+
+#[test]
+fn a_workstream_named_integrate_keeps_its_logs_apart_from_the_gate_logs() {
+    let repo = repo().commit("init");
+    finished_run(&repo, "IN", &[("integrate", "a.txt", "a\n")]);
+    let out = integrate(&repo, &["--gate", "echo gate-said-this"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr_of(&out));
+    let logs = repo.mpw_dir().join("runs/IN/logs");
+    let gate = std::fs::read_to_string(logs.join("_integrate/integrate.1.out")).unwrap();
+    assert_eq!(gate.trim(), "gate-said-this");
+    // The workstream's own task log is its own.
+    let task = std::fs::read_to_string(logs.join("integrate/T.1.out")).unwrap();
+    assert!(!task.contains("gate-said-this"), "{task}");
 }
