@@ -5,6 +5,7 @@
 //! - `kill-before-pid:WS/T`: between a task's start and the row with its pid
 //! - `kill-adding-worktree:WS`: half-way through creating a worktree
 //! - `checkout-update`: an integration's checkout update fails once
+//! - `log-write`: every write to a task's log fails as on a full disk
 
 /// Is `name` the point the crash test asked for?
 pub fn armed(name: &str) -> bool {

@@ -935,3 +935,80 @@ fn ctrl_c_during_a_gate_ends_it_and_leaves_the_target_and_states_alone() {
     assert_eq!(out.status.code(), Some(0), "{}", stderr_of(&out));
     assert_eq!(ws(&repo.run_status("G"), "A")["state"], "INTEGRATED");
 }
+
+/// A task that writes a file and then prints a megabyte; `setup` runs first.
+fn loud_plan(repo: &TestRepo, run: &str, setup: &str) -> std::path::PathBuf {
+    repo.plan(
+        run,
+        &format!(
+            r#"{{ "run_id": "{run}", "workstreams": [ {{ "id": "A", "setup": [{setup}], "tasks": [
+                {{ "id": "T", "run": "echo kept > x.txt; head -c 1000000 /dev/zero | tr '\\0' y" }} ] }} ] }}"#
+        ),
+    )
+}
+
+/// The attempt failed naming the log, `mpw status` says so, and what the
+/// task wrote is kept as for any failure.
+fn assert_failed_on_the_log(repo: &TestRepo, run: &str, out: &std::process::Output) {
+    assert_eq!(out.status.code(), Some(1), "{}", stderr_of(out));
+    let st = status(repo, run);
+    assert_eq!(task_state(&st, "A", "T"), "FAILED");
+    let reason = task(&st, "A", "T")["reason"].as_str().unwrap().to_string();
+    assert!(
+        reason.starts_with("could not write log ") && reason.contains("T.1.out: "),
+        "{reason}"
+    );
+    let shown = repo.mpw().args(["status", run]).output().unwrap();
+    assert!(
+        stdout_of(&shown).contains("could not write log"),
+        "{}",
+        stdout_of(&shown)
+    );
+    assert_eq!(
+        repo.git(&["show", &format!("refs/mpw/{run}/failed/A/T:x.txt")]),
+        "kept"
+    );
+}
+
+#[test]
+fn a_log_that_cannot_be_written_fails_the_attempt() {
+    let repo = repo().commit("init");
+    let plan = loud_plan(&repo, "LW", "");
+    let out = repo
+        .mpw()
+        .arg("run")
+        .arg(&plan)
+        .env("MPW_FAULT", "log-write")
+        .output()
+        .unwrap();
+    assert_failed_on_the_log(&repo, "LW", &out);
+}
+
+#[test]
+fn a_full_disk_under_the_logs_fails_the_attempt() {
+    let probe = tempfile::tempdir().unwrap();
+    let mount = |dir: &Path| {
+        Command::new("mount")
+            .args(["-t", "tmpfs", "-o", "size=64k", "tmpfs"])
+            .arg(dir)
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    };
+    if unsafe { libc::geteuid() } != 0 || !mount(probe.path()) {
+        eprintln!("skipped: needs root and permission to mount a small tmpfs");
+        return;
+    }
+    Command::new("umount").arg(probe.path()).status().unwrap();
+    let repo = repo().commit("init");
+    // The workstream's setup puts a 64 KiB disk under its logs, once the
+    // run's directory exists; the task's log is then made on it.
+    let logs = repo.mpw_dir().join("runs/LD/logs/A");
+    let setup = format!(r#""mount -t tmpfs -o size=64k tmpfs {}""#, logs.display());
+    let plan = loud_plan(&repo, "LD", &setup);
+    let out = repo.mpw().arg("run").arg(&plan).output().unwrap();
+    let _ = Command::new("umount").arg(&logs).status();
+    assert_failed_on_the_log(&repo, "LD", &out);
+    let reason = task(&status(&repo, "LD"), "A", "T")["reason"].to_string();
+    assert!(reason.contains("No space left on device"), "{reason}");
+}
