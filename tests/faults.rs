@@ -1012,3 +1012,52 @@ fn a_full_disk_under_the_logs_fails_the_attempt() {
     let reason = task(&status(&repo, "LD"), "A", "T")["reason"].to_string();
     assert!(reason.contains("No space left on device"), "{reason}");
 }
+
+/// The kinds of a run's events, from the database (the record) and from
+/// `events.jsonl`, each in its order.
+fn event_kinds(repo: &TestRepo, run: &str) -> (Vec<String>, Vec<String>) {
+    let db = rusqlite::Connection::open(repo.mpw_dir().join("mpw.db")).unwrap();
+    let mut st = db
+        .prepare("SELECT kind FROM events WHERE run_id = ?1 ORDER BY seq")
+        .unwrap();
+    let table: Vec<String> = st
+        .query_map([run], |r| r.get(0))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    let text =
+        std::fs::read_to_string(repo.mpw_dir().join(format!("runs/{run}/events.jsonl"))).unwrap();
+    let lines = text
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<Value>(l).unwrap()["kind"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
+        .collect();
+    (table, lines)
+}
+
+#[test]
+fn a_kill_between_an_events_commit_and_its_line_is_caught_up_by_resume() {
+    let repo = repo().commit("init");
+    let plan = counting_plan(&repo, "EV", "none");
+    let mut child = spawn_run(
+        &repo,
+        &plan,
+        &[("MPW_FAULT", "kill-before-event-line:TASK_SUCCEEDED")],
+    );
+    assert!(!child.wait().unwrap().success(), "the coordinator died");
+    let (table, lines) = event_kinds(&repo, "EV");
+    assert_eq!(
+        table.len(),
+        lines.len() + 1,
+        "the line of the last commit is missing"
+    );
+    resume_ok(&repo, "EV");
+    let (table, lines) = event_kinds(&repo, "EV");
+    assert_eq!(lines, table, "every event once, in the table's order");
+    let succeeded = lines.iter().filter(|k| *k == "TASK_SUCCEEDED").count();
+    assert_eq!(succeeded, 6);
+}
