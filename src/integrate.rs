@@ -12,7 +12,7 @@ use crate::model::{
 use crate::plan::Plan;
 use crate::runner::{Listener, RunError, open_repo};
 use crate::signals::Signals;
-use crate::store::{IntegrationRow, Store, WsPatch, WsRow};
+use crate::store::{Store, WsPatch, WsRow};
 use serde::Serialize;
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs::File;
@@ -380,19 +380,6 @@ pub fn integrate(
             }
         };
         let at = now();
-        s.store.record_integration(
-            &run,
-            &IntegrationRow {
-                ws: row.id.clone(),
-                into_branch: s.into.clone(),
-                state,
-                branch_head: head.to_string(),
-                commit: commit.map(|c| c.to_string()),
-                conflicts: conflicts.clone(),
-                reason: Some(detail.clone()),
-                at: at.clone(),
-            },
-        )?;
         let integration = Integration {
             into: s.into.clone(),
             commit: commit.map(|c| c.to_string()),

@@ -205,27 +205,6 @@ impl Store {
         Ok(())
     }
 
-    pub fn record_integration(&mut self, run: &str, row: &IntegrationRow) -> Result<()> {
-        self.conn
-            .execute(
-                "INSERT INTO integrations (run_id, ws, into_branch, state, branch_head, commit_id, conflicts, reason, at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
-                params![
-                    run,
-                    row.ws,
-                    row.into_branch,
-                    row.state.as_str(),
-                    row.branch_head,
-                    row.commit,
-                    serde_json::to_string(&row.conflicts).unwrap(),
-                    row.reason,
-                    row.at
-                ],
-            )
-            .map_err(self.err())?;
-        Ok(())
-    }
-
     // ---- queries ----
 
     pub fn run(&self, id: &str) -> Result<RunRow> {

@@ -205,6 +205,26 @@ impl Store {
                 .map(|b| serde_json::to_string(b).unwrap())
         ])
         .map_err(&e)?;
+        // The integration's history row commits with its state, or neither does.
+        if let Some(i) = &patch.integration {
+            tx.prepare_cached(
+                "INSERT INTO integrations (run_id, ws, into_branch, state, branch_head, commit_id, conflicts, reason, at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+            )
+            .map_err(&e)?
+            .execute(params![
+                run,
+                ws,
+                i.into,
+                to.as_str(),
+                i.branch_head,
+                i.commit,
+                serde_json::to_string(&i.conflicts).unwrap(),
+                i.detail,
+                i.at
+            ])
+            .map_err(&e)?;
+        }
         let data = if from == to {
             None
         } else {
@@ -553,6 +573,41 @@ mod tests {
         assert_eq!(
             s.workstreams("R").unwrap()[0].integration,
             Some(integration)
+        );
+        // The history row came in the same transaction.
+        let history = s.integrations("R").unwrap();
+        assert_eq!(history.len(), 1);
+        assert_eq!(history[0].state, WorkstreamState::Conflict);
+        assert_eq!(history[0].conflicts, vec!["a.txt".to_string()]);
+    }
+
+    #[test]
+    fn a_refused_integration_change_writes_no_history_row() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = store_with_run(dir.path());
+        let patch = WsPatch {
+            integration: Some(Integration {
+                into: "main".into(),
+                commit: Some("c".into()),
+                conflicts: vec![],
+                at: now(),
+                strategy: Strategy::Merge,
+                branch_head: "h".into(),
+                detail: "merged".into(),
+            }),
+            ..Default::default()
+        };
+        // PENDING cannot become INTEGRATED: neither the state nor the row.
+        assert!(is_bad_transition(s.transition_ws(
+            "R",
+            "W",
+            WorkstreamState::Integrated,
+            patch
+        )));
+        assert!(s.integrations("R").unwrap().is_empty());
+        assert_eq!(
+            s.workstreams("R").unwrap()[0].state,
+            WorkstreamState::Pending
         );
     }
 
