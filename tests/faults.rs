@@ -1061,3 +1061,31 @@ fn a_kill_between_an_events_commit_and_its_line_is_caught_up_by_resume() {
     let succeeded = lines.iter().filter(|k| *k == "TASK_SUCCEEDED").count();
     assert_eq!(succeeded, 6);
 }
+
+#[test]
+fn a_big_copy_in_one_workstream_does_not_delay_anothers_timeout() {
+    let repo = repo().commit("init");
+    // 200 MB of files the plan copies into workstream A's worktree.
+    let big = repo.path.join("big");
+    std::fs::create_dir_all(&big).unwrap();
+    let chunk = vec![7u8; 10 << 20];
+    for i in 0..20 {
+        std::fs::write(big.join(format!("f{i}")), &chunk).unwrap();
+    }
+    std::fs::write(repo.path.join(".git/info/exclude"), "big/\n").unwrap();
+    let plan = repo.plan(
+        "bc",
+        r#"{ "run_id": "BC", "workstreams": [
+            { "id": "A", "copy": ["big"], "tasks": [ { "id": "T", "run": "true" } ] },
+            { "id": "B", "tasks": [ { "id": "T", "timeout_s": 1, "run": "sleep 30" } ] } ] }"#,
+    );
+    let out = repo.mpw().arg("run").arg(&plan).output().unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", stderr_of(&out));
+    let st = status(&repo, "BC");
+    assert_eq!(task_state(&st, "A", "T"), "SUCCEEDED");
+    let b = task(&st, "B", "T");
+    assert!(b["reason"].as_str().unwrap().contains("timed out"), "{b}");
+    // The bound the issue sets: the 1 s timeout fires within 1.5 s.
+    let ms = b["duration_ms"].as_i64().unwrap();
+    assert!(ms <= 1500, "B's 1 s timeout took {ms} ms");
+}

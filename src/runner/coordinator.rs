@@ -109,7 +109,8 @@ async fn drive_async(start: Start) -> Result<Finished> {
         max_provisioning: slots.max,
     };
     if how.resuming {
-        let removed = recover::recover(&mut c.l)?;
+        // Ending a dead coordinator's processes waits out their grace.
+        let removed = tokio::task::block_in_place(|| recover::recover(&mut c.l))?;
         let locks = StaleLocks {
             stale_locks_removed: recover::lock_names(&removed),
         };

@@ -27,7 +27,11 @@ pub(crate) async fn provision(
         Prep::Ready(p) => return Ok(p),
         Prep::NeedsSetup { fresh } => fresh,
     };
-    let missing = copy_files(&ctx.repo, &ws.worktree, &ws.copy)?;
+    // A large copy must not hold up the runtime that times other tasks out.
+    let (repo, wt, copy) = (ctx.repo.clone(), ws.worktree.clone(), ws.copy.clone());
+    let missing = tokio::task::spawn_blocking(move || copy_files(&repo, &wt, &copy))
+        .await
+        .map_err(|e| format!("copying files panicked: {e}"))??;
     for (n, cmd) in ws.setup.iter().enumerate() {
         let layout = &ctx.layout;
         let task = format!("_setup{}", n + 1);
