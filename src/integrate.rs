@@ -252,6 +252,7 @@ pub fn integrate(
     if opts.gate.is_some() {
         s.gate_rt = Some(GateRuntime::new()?);
     }
+    end_stale_gates(&mut s, opts.grace)?;
     let checkout = checked_out_clean(&s.repo, &s.into)?;
     let target_ref = format!("refs/heads/{}", s.into);
     let before = target_tip(&s)?;
@@ -599,6 +600,30 @@ fn run_gate(
         )),
         Verdict::Cancelled => Some(format!("gate `{gate}` was cancelled")),
     })
+}
+
+/// A killed integration may have left its gate running and its scratch
+/// worktree registered; holding the lock, we know both are stale.
+fn end_stale_gates(s: &mut Setup, grace: Duration) -> Result<()> {
+    let logs = s
+        .store
+        .layout
+        .run_dir(&s.run_id)
+        .join("logs")
+        .join("_integrate");
+    exec::end_leftovers(&[logs], grace);
+    let root = PathBuf::from(&s.store.run(&s.run_id)?.worktree_root).join(&s.run_id);
+    let stale: Vec<PathBuf> = std::fs::read_dir(&root)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with("_gate-"))
+        .map(|e| e.path())
+        .collect();
+    for p in stale {
+        remove_scratch(s, &p);
+    }
+    Ok(())
 }
 
 /// Remove a gate's scratch worktree; a failure does not change the verdict

@@ -1089,3 +1089,39 @@ fn a_big_copy_in_one_workstream_does_not_delay_anothers_timeout() {
     let ms = b["duration_ms"].as_i64().unwrap();
     assert!(ms <= 1500, "B's 1 s timeout took {ms} ms");
 }
+
+#[test]
+fn a_gate_left_by_a_killed_integration_is_ended_by_the_next_one() {
+    let repo = repo().commit("init");
+    let plan = repo.plan(
+        "gk",
+        r#"{ "run_id": "GK", "workstreams": [ { "id": "A", "tasks": [ { "id": "T", "run": "echo a > a.txt" } ] } ] }"#,
+    );
+    let out = repo.mpw().arg("run").arg(&plan).output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr_of(&out));
+    let pid_file = repo.dir.path().join("gate.pid");
+    let mut integrate = Command::new(assert_cmd::cargo::cargo_bin("mpw"))
+        .args(["-q", "integrate", "--gate"])
+        .arg(format!("echo $$ > {}; sleep 120", pid_file.display()))
+        .current_dir(&repo.path)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let gate = read_pid(&pid_file);
+    let noted = repo.mpw_dir().join("runs/GK/logs/_integrate/A.1.proc");
+    wait_for("the gate's .proc", Duration::from_secs(30), || {
+        noted.exists()
+    });
+    unsafe { libc::kill(integrate.id() as i32, libc::SIGKILL) };
+    integrate.wait().unwrap();
+    assert!(alive(gate), "the killed integration's gate runs on");
+    assert!(repo.git(&["worktree", "list"]).contains("_gate"));
+    let out = repo.mpw().arg("integrate").output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr_of(&out));
+    wait_for("the stale gate to end", Duration::from_secs(30), || {
+        !alive(gate)
+    });
+    assert!(!repo.git(&["worktree", "list"]).contains("_gate"));
+    assert_eq!(ws(&repo.run_status("GK"), "A")["state"], "INTEGRATED");
+}
