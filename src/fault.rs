@@ -5,6 +5,9 @@
 //! - `kill-before-pid:WS/T`: between a task's start and the row with its pid
 //! - `kill-adding-worktree:WS`: half-way through creating a worktree
 //! - `checkout-update`: an integration's checkout update fails once
+//! - `kill-before-event-line:KIND`: after an event's commit, before its line
+//!   in `events.jsonl` (e.g. `kill-before-event-line:TASK_SUCCEEDED`)
+//! - `log-write`: every write to a task's log fails as on a full disk
 
 /// Is `name` the point the crash test asked for?
 pub fn armed(name: &str) -> bool {

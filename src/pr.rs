@@ -120,11 +120,13 @@ pub fn prepare(repo: Option<&Path>, opts: &Options) -> Result<Vec<Draft>> {
             .unwrap_or_else(|| run_base.clone());
         let from: Oid = match stacked_on.and_then(|d| d.head.as_deref()) {
             Some(h) => h.parse().unwrap_or(head),
-            None => ws
-                .base
-                .as_deref()
-                .and_then(|b| b.parse().ok())
-                .unwrap_or_else(|| run.base.parse().expect("base is a commit id")),
+            None => match ws.base.as_deref().and_then(|b| b.parse().ok()) {
+                Some(b) => b,
+                None => run.base.parse().map_err(|_| RunError::BadRecord {
+                    run: run.id.clone(),
+                    problem: format!("bad base commit {}", run.base),
+                })?,
+            },
         };
         let wsp = &loaded.plan.workstreams[i];
         let title = wsp

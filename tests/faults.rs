@@ -302,6 +302,40 @@ fn mpw_cancel_after_a_crash_ends_the_orphan_and_its_stale_locks() {
 }
 
 #[test]
+fn mpw_cancel_after_a_crash_keeps_the_running_attempts_work() {
+    let repo = repo().commit("init");
+    let pidfile = repo.dir.path().join("task.pid");
+    let plan = repo.plan(
+        "k",
+        &format!(
+            r#"{{ "run_id": "KC", "workstreams": [ {{ "id": "A", "tasks": [
+                {{ "id": "T", "run": "echo work > kept.txt; echo $$ > {}; sleep 60" }} ] }} ] }}"#,
+            pidfile.display()
+        ),
+    );
+    let mut child = spawn_run(&repo, &plan, &[]);
+    let noted = repo.mpw_dir().join("runs/KC/logs/A/T.1.proc");
+    wait_for("the task to write", Duration::from_secs(30), || {
+        noted.exists() && std::fs::read_to_string(&pidfile).is_ok_and(|s| s.ends_with('\n'))
+    });
+    unsafe { libc::kill(child.id() as i32, libc::SIGKILL) };
+    child.wait().unwrap();
+    let out = repo.mpw().args(["cancel", "KC"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr_of(&out));
+    // As with Ctrl-C on a live run: the attempt's work is kept under a ref.
+    assert_eq!(
+        repo.git(&["show", "refs/mpw/KC/cancelled/A/T:kept.txt"]),
+        "work"
+    );
+    let st = status(&repo, "KC");
+    assert_eq!(task_state(&st, "A", "T"), "CANCELLED");
+    assert_eq!(
+        task(&st, "A", "T")["preserved_ref"],
+        "refs/mpw/KC/cancelled/A/T"
+    );
+}
+
+#[test]
 fn a_task_started_but_not_yet_recorded_is_ended_by_resume_and_cancel() {
     for (run, how) in [("K7", "resume"), ("K8", "cancel")] {
         let repo = repo().commit("init");
@@ -772,42 +806,91 @@ fn resume_provisions_a_deleted_worktree_again_from_its_branch() {
     assert!(repo.worktree_root().join("GONE/A/t2.txt").exists());
 }
 
+/// A command that announces the TERM of a graceful stop in `termed` and
+/// goes on running, so that only a KILL ends it.
+fn ignores_term(started: &Path, termed: &Path) -> String {
+    format!(
+        "trap 'touch {}' TERM; touch {}; while true; do sleep 1; done",
+        termed.display(),
+        started.display()
+    )
+}
+
+/// Send Ctrl-C, wait until the graceful stop has reached the command (it
+/// wrote `termed`), then Ctrl-C again: mpw must exit 130 long before its
+/// 600 s grace would have run out.
+fn second_ctrl_c_ends(child: &mut Child, termed: &Path) {
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    wait_for("the TERM to reach it", Duration::from_secs(30), || {
+        termed.exists()
+    });
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "still in its grace period"
+    );
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    let mut code = None;
+    wait_for("mpw to exit", Duration::from_secs(60), || {
+        code = child.try_wait().unwrap().map(|s| s.code());
+        code.is_some()
+    });
+    assert_eq!(code, Some(Some(130)));
+}
+
 #[test]
 fn a_second_ctrl_c_kills_at_once() {
     let repo = repo().commit("init");
-    let flag = repo.dir.path().join("started");
-    // The task ignores TERM; with a 60 s grace only the second Ctrl-C ends it soon.
+    let (started, termed) = (
+        repo.dir.path().join("started"),
+        repo.dir.path().join("termed"),
+    );
     let plan = repo.plan(
         "cc",
         &format!(
-            r#"{{ "run_id": "CC", "workstreams": [ {{ "id": "A", "tasks": [ {{ "id": "T", "run": "trap '' TERM; touch {}; sleep 120" }} ] }} ] }}"#,
-            flag.display()
+            r#"{{ "run_id": "CC", "workstreams": [ {{ "id": "A", "tasks": [ {{ "id": "T", "run": "{}" }} ] }} ] }}"#,
+            ignores_term(&started, &termed)
         ),
     );
     let mut child = Command::new(assert_cmd::cargo::cargo_bin("mpw"))
-        .args(["-q", "run", "--grace", "60"])
+        .args(["-q", "run", "--grace", "600"])
         .arg(&plan)
         .current_dir(&repo.path)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    wait_for("the task", Duration::from_secs(30), || flag.exists());
-    let t = Instant::now();
-    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
-    std::thread::sleep(Duration::from_millis(500));
-    assert!(
-        child.try_wait().unwrap().is_none(),
-        "still in its grace period"
-    );
-    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
-    assert_eq!(child.wait().unwrap().code(), Some(130));
-    assert!(
-        t.elapsed() < Duration::from_secs(20),
-        "took {:?}",
-        t.elapsed()
-    );
+    wait_for("the task", Duration::from_secs(30), || started.exists());
+    second_ctrl_c_ends(&mut child, &termed);
     assert_eq!(task_state(&status(&repo, "CC"), "A", "T"), "CANCELLED");
+}
+
+#[test]
+fn a_second_ctrl_c_during_a_gate_kills_it_at_once() {
+    let repo = repo().commit("init");
+    let plan = repo.plan(
+        "g2",
+        r#"{ "run_id": "G2", "workstreams": [ { "id": "A", "tasks": [ { "id": "T", "run": "echo a > a.txt" } ] } ] }"#,
+    );
+    let out = repo.mpw().arg("run").arg(&plan).output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr_of(&out));
+    let tip = repo.head("main");
+    let (started, termed) = (
+        repo.dir.path().join("started"),
+        repo.dir.path().join("termed"),
+    );
+    let mut child = Command::new(assert_cmd::cargo::cargo_bin("mpw"))
+        .args(["-q", "integrate", "--grace", "600", "--gate"])
+        .arg(ignores_term(&started, &termed))
+        .current_dir(&repo.path)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_for("the gate", Duration::from_secs(30), || started.exists());
+    second_ctrl_c_ends(&mut child, &termed);
+    assert!(!repo.git(&["worktree", "list"]).contains("_gate"));
+    assert_eq!(repo.head("main"), tip);
+    assert_eq!(ws(&repo.run_status("G2"), "A")["state"], "COMPLETED");
 }
 
 #[test]
@@ -845,4 +928,200 @@ fn ctrl_c_during_a_gate_ends_it_and_leaves_the_target_and_states_alone() {
     // Nothing moved, nothing recorded as merged or failed.
     assert_eq!(repo.head("main"), tip);
     assert_eq!(ws(&repo.run_status("G"), "A")["state"], "COMPLETED");
+    let events = std::fs::read_to_string(repo.mpw_dir().join("runs/G/events.jsonl")).unwrap();
+    assert!(events.contains("INTEGRATION_CANCELLED"), "{events}");
+    // And the next integration lands.
+    let out = repo.mpw().arg("integrate").output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr_of(&out));
+    assert_eq!(ws(&repo.run_status("G"), "A")["state"], "INTEGRATED");
+}
+
+/// A task that writes a file and then prints a megabyte; `setup` runs first.
+fn loud_plan(repo: &TestRepo, run: &str, setup: &str) -> std::path::PathBuf {
+    repo.plan(
+        run,
+        &format!(
+            r#"{{ "run_id": "{run}", "workstreams": [ {{ "id": "A", "setup": [{setup}], "tasks": [
+                {{ "id": "T", "run": "echo kept > x.txt; head -c 1000000 /dev/zero | tr '\\0' y" }} ] }} ] }}"#
+        ),
+    )
+}
+
+/// The attempt failed naming the log, `mpw status` says so, and what the
+/// task wrote is kept as for any failure.
+fn assert_failed_on_the_log(repo: &TestRepo, run: &str, out: &std::process::Output) {
+    assert_eq!(out.status.code(), Some(1), "{}", stderr_of(out));
+    let st = status(repo, run);
+    assert_eq!(task_state(&st, "A", "T"), "FAILED");
+    let reason = task(&st, "A", "T")["reason"].as_str().unwrap().to_string();
+    assert!(
+        reason.starts_with("could not write log ") && reason.contains("T.1.out: "),
+        "{reason}"
+    );
+    let shown = repo.mpw().args(["status", run]).output().unwrap();
+    assert!(
+        stdout_of(&shown).contains("could not write log"),
+        "{}",
+        stdout_of(&shown)
+    );
+    assert_eq!(
+        repo.git(&["show", &format!("refs/mpw/{run}/failed/A/T:x.txt")]),
+        "kept"
+    );
+}
+
+#[test]
+fn a_log_that_cannot_be_written_fails_the_attempt() {
+    let repo = repo().commit("init");
+    let plan = loud_plan(&repo, "LW", "");
+    let out = repo
+        .mpw()
+        .arg("run")
+        .arg(&plan)
+        .env("MPW_FAULT", "log-write")
+        .output()
+        .unwrap();
+    assert_failed_on_the_log(&repo, "LW", &out);
+}
+
+#[test]
+fn a_full_disk_under_the_logs_fails_the_attempt() {
+    let probe = tempfile::tempdir().unwrap();
+    let mount = |dir: &Path| {
+        Command::new("mount")
+            .args(["-t", "tmpfs", "-o", "size=64k", "tmpfs"])
+            .arg(dir)
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    };
+    if unsafe { libc::geteuid() } != 0 || !mount(probe.path()) {
+        eprintln!("skipped: needs root and permission to mount a small tmpfs");
+        return;
+    }
+    Command::new("umount").arg(probe.path()).status().unwrap();
+    let repo = repo().commit("init");
+    // The workstream's setup puts a 64 KiB disk under its logs, once the
+    // run's directory exists; the task's log is then made on it.
+    let logs = repo.mpw_dir().join("runs/LD/logs/A");
+    let setup = format!(r#""mount -t tmpfs -o size=64k tmpfs {}""#, logs.display());
+    let plan = loud_plan(&repo, "LD", &setup);
+    let out = repo.mpw().arg("run").arg(&plan).output().unwrap();
+    let _ = Command::new("umount").arg(&logs).status();
+    assert_failed_on_the_log(&repo, "LD", &out);
+    let reason = task(&status(&repo, "LD"), "A", "T")["reason"].to_string();
+    assert!(reason.contains("No space left on device"), "{reason}");
+}
+
+/// The kinds of a run's events, from the database (the record) and from
+/// `events.jsonl`, each in its order.
+fn event_kinds(repo: &TestRepo, run: &str) -> (Vec<String>, Vec<String>) {
+    let db = rusqlite::Connection::open(repo.mpw_dir().join("mpw.db")).unwrap();
+    let mut st = db
+        .prepare("SELECT kind FROM events WHERE run_id = ?1 ORDER BY seq")
+        .unwrap();
+    let table: Vec<String> = st
+        .query_map([run], |r| r.get(0))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    let text =
+        std::fs::read_to_string(repo.mpw_dir().join(format!("runs/{run}/events.jsonl"))).unwrap();
+    let lines = text
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<Value>(l).unwrap()["kind"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
+        .collect();
+    (table, lines)
+}
+
+#[test]
+fn a_kill_between_an_events_commit_and_its_line_is_caught_up_by_resume() {
+    let repo = repo().commit("init");
+    let plan = counting_plan(&repo, "EV", "none");
+    let mut child = spawn_run(
+        &repo,
+        &plan,
+        &[("MPW_FAULT", "kill-before-event-line:TASK_SUCCEEDED")],
+    );
+    assert!(!child.wait().unwrap().success(), "the coordinator died");
+    let (table, lines) = event_kinds(&repo, "EV");
+    assert_eq!(
+        table.len(),
+        lines.len() + 1,
+        "the line of the last commit is missing"
+    );
+    resume_ok(&repo, "EV");
+    let (table, lines) = event_kinds(&repo, "EV");
+    assert_eq!(lines, table, "every event once, in the table's order");
+    let succeeded = lines.iter().filter(|k| *k == "TASK_SUCCEEDED").count();
+    assert_eq!(succeeded, 6);
+}
+
+#[test]
+fn a_big_copy_in_one_workstream_does_not_delay_anothers_timeout() {
+    let repo = repo().commit("init");
+    // 200 MB of files the plan copies into workstream A's worktree.
+    let big = repo.path.join("big");
+    std::fs::create_dir_all(&big).unwrap();
+    let chunk = vec![7u8; 10 << 20];
+    for i in 0..20 {
+        std::fs::write(big.join(format!("f{i}")), &chunk).unwrap();
+    }
+    std::fs::write(repo.path.join(".git/info/exclude"), "big/\n").unwrap();
+    let plan = repo.plan(
+        "bc",
+        r#"{ "run_id": "BC", "workstreams": [
+            { "id": "A", "copy": ["big"], "tasks": [ { "id": "T", "run": "true" } ] },
+            { "id": "B", "tasks": [ { "id": "T", "timeout_s": 1, "run": "sleep 30" } ] } ] }"#,
+    );
+    let out = repo.mpw().arg("run").arg(&plan).output().unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", stderr_of(&out));
+    let st = status(&repo, "BC");
+    assert_eq!(task_state(&st, "A", "T"), "SUCCEEDED");
+    let b = task(&st, "B", "T");
+    assert!(b["reason"].as_str().unwrap().contains("timed out"), "{b}");
+    // The bound the issue sets: the 1 s timeout fires within 1.5 s.
+    let ms = b["duration_ms"].as_i64().unwrap();
+    assert!(ms <= 1500, "B's 1 s timeout took {ms} ms");
+}
+
+#[test]
+fn a_gate_left_by_a_killed_integration_is_ended_by_the_next_one() {
+    let repo = repo().commit("init");
+    let plan = repo.plan(
+        "gk",
+        r#"{ "run_id": "GK", "workstreams": [ { "id": "A", "tasks": [ { "id": "T", "run": "echo a > a.txt" } ] } ] }"#,
+    );
+    let out = repo.mpw().arg("run").arg(&plan).output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr_of(&out));
+    let pid_file = repo.dir.path().join("gate.pid");
+    let mut integrate = Command::new(assert_cmd::cargo::cargo_bin("mpw"))
+        .args(["-q", "integrate", "--gate"])
+        .arg(format!("echo $$ > {}; sleep 120", pid_file.display()))
+        .current_dir(&repo.path)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let gate = read_pid(&pid_file);
+    let noted = repo.mpw_dir().join("runs/GK/logs/_integrate/A.1.proc");
+    wait_for("the gate's .proc", Duration::from_secs(30), || {
+        noted.exists()
+    });
+    unsafe { libc::kill(integrate.id() as i32, libc::SIGKILL) };
+    integrate.wait().unwrap();
+    assert!(alive(gate), "the killed integration's gate runs on");
+    assert!(repo.git(&["worktree", "list"]).contains("_gate"));
+    let out = repo.mpw().arg("integrate").output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr_of(&out));
+    wait_for("the stale gate to end", Duration::from_secs(30), || {
+        !alive(gate)
+    });
+    assert!(!repo.git(&["worktree", "list"]).contains("_gate"));
+    assert_eq!(ws(&repo.run_status("GK"), "A")["state"], "INTEGRATED");
 }

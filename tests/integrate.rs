@@ -171,7 +171,7 @@ fn a_failing_gate_leaves_the_target_alone() {
     // Gate logs are kept and the scratch worktree is gone.
     assert!(
         repo.mpw_dir()
-            .join("runs/I3/logs/integrate/B.1.out")
+            .join("runs/I3/logs/_integrate/B.1.out")
             .exists()
     );
     assert!(!repo.git(&["worktree", "list"]).contains("_gate"));
@@ -460,4 +460,57 @@ fn a_checkout_that_cannot_be_written_puts_the_branch_and_files_back() {
     assert_eq!(out.status.code(), Some(0), "{}", stderr_of(&out));
     assert_eq!(repo.read("x.txt"), "changed\n");
     assert_eq!(repo.git(&["status", "--porcelain"]), "");
+}
+
+#[test]
+fn a_target_deleted_while_waiting_for_the_lock_is_a_clear_error() {
+    let repo = repo().commit("init");
+    finished_run(&repo, "IG", &[("A", "a.txt", "a\n")]);
+    repo.git(&["branch", "release"]);
+    let lock = repo.mpw_dir().join("integrate.lock");
+    let f = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&lock)
+        .unwrap();
+    f.lock().unwrap();
+    let mut waiting = std::process::Command::new(assert_cmd::cargo::cargo_bin("mpw"))
+        .args(["integrate", "--into", "release"])
+        .current_dir(&repo.path)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // It says it waits once it has checked the branch; then the branch goes.
+    use std::io::{BufRead, Read};
+    let mut stderr = std::io::BufReader::new(waiting.stderr.take().unwrap());
+    let mut first = String::new();
+    stderr.read_line(&mut first).unwrap();
+    assert!(first.contains("wait"), "{first}");
+    repo.git(&["branch", "-D", "release"]);
+    f.unlock().unwrap();
+    let mut err = first.clone();
+    stderr.read_to_string(&mut err).unwrap();
+    let code = waiting.wait().unwrap().code();
+    assert_eq!(code, Some(3), "{err}");
+    assert!(
+        err.contains("release was deleted") && !err.contains("panicked"),
+        "{err}"
+    );
+    assert_eq!(ws_state(&repo, "IG", "A")["state"], "COMPLETED");
+}
+
+#[test]
+fn a_workstream_named_integrate_keeps_its_logs_apart_from_the_gate_logs() {
+    let repo = repo().commit("init");
+    finished_run(&repo, "IN", &[("integrate", "a.txt", "a\n")]);
+    let out = integrate(&repo, &["--gate", "echo gate-said-this"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr_of(&out));
+    let logs = repo.mpw_dir().join("runs/IN/logs");
+    let gate = std::fs::read_to_string(logs.join("_integrate/integrate.1.out")).unwrap();
+    assert_eq!(gate.trim(), "gate-said-this");
+    // The workstream's own task log is its own.
+    let task = std::fs::read_to_string(logs.join("integrate/T.1.out")).unwrap();
+    assert!(!task.contains("gate-said-this"), "{task}");
 }

@@ -317,6 +317,14 @@ const BAD: &[(&str, &[&str])] = &[
         ],
     ),
     (
+        "reserved-names",
+        &[
+            "reserved-names.jsonc:5:56: error: task id `_setup1` starts with `_`, which mpw reserves",
+            "reserved-names.jsonc:6:13: error: workstream id `_gate-A-1` starts with `_`",
+            "plan is invalid: 2 error(s)",
+        ],
+    ),
+    (
         "many-mistakes",
         &[
             "many-mistakes.jsonc:5:24: error: globals.max_concurrency",

@@ -113,6 +113,7 @@ impl Exit {
             | R::DirtyTarget { .. }
             | R::UntrackedInTheWay { .. }
             | R::TargetKeptMoving { .. }
+            | R::TargetGone { .. }
             | R::BadRecord { .. }
             | R::Runtime { .. }
             | R::Env(_) => Exit::Env,

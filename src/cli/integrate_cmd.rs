@@ -99,6 +99,9 @@ pub fn integrate(a: IntegrateArgs, ctx: &Ctx) -> CliResult {
     let r = integrate::integrate(ctx.repo.as_deref(), &opts, &mut lines, &mut |m| {
         eprintln!("mpw: {m}")
     })?;
+    for w in &r.warnings {
+        eprintln!("mpw: warning: {w}");
+    }
     if a.json {
         outln!("{}", serde_json::to_string_pretty(&r).unwrap());
     } else {

@@ -59,8 +59,8 @@ impl Pumps {
     /// Start copying both pipes. When `stop` turns true they give up on
     /// pipes that are still open.
     pub fn start<O, E>(
-        stdout: (Option<O>, std::fs::File),
-        stderr: (Option<E>, std::fs::File),
+        stdout: (Option<O>, std::fs::File, &Path),
+        stderr: (Option<E>, std::fs::File, &Path),
         guards: &Guards,
         stop: watch::Receiver<bool>,
     ) -> Self
@@ -101,12 +101,29 @@ impl Pumps {
 }
 
 fn spawn_pump<R: AsyncRead + Unpin + Send + 'static>(
-    (reader, file): (Option<R>, std::fs::File),
+    (reader, file, path): (Option<R>, std::fs::File, &Path),
     guards: &Guards,
     stop: watch::Receiver<bool>,
 ) -> JoinHandle<(Scanner, Option<String>)> {
     let file = tokio::fs::File::from_std(file);
-    tokio::spawn(pump(reader, file, Scanner::new(guards.clone()), stop))
+    let log = path.to_path_buf();
+    let scanner = Scanner::new(guards.clone());
+    tokio::spawn(async move {
+        let (scanner, e) = pump(reader, file, scanner, stop).await;
+        let e = e.map(|e| format!("could not write log {}: {e}", log.display()));
+        (scanner, e)
+    })
+}
+
+/// A write to a log, or the `log-write` fault point: a full disk on demand.
+async fn write_log(file: &mut tokio::fs::File, data: &[u8]) -> io::Result<()> {
+    if crate::fault::armed("log-write") {
+        return Err(io::Error::new(
+            io::ErrorKind::StorageFull,
+            "No space left on device (MPW_FAULT=log-write)",
+        ));
+    }
+    file.write_all(data).await
 }
 
 /// First match of one guard kind.
@@ -252,7 +269,7 @@ async fn pump<R: AsyncRead + Unpin>(
                     Ok(n) => n,
                     Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                     Err(e) => {
-                        error.get_or_insert_with(|| format!("reading output: {e}"));
+                        error.get_or_insert_with(|| format!("reading the output: {e}"));
                         break;
                     }
                 },
@@ -262,15 +279,15 @@ async fn pump<R: AsyncRead + Unpin>(
             scanner.feed(data);
             // On a write error keep draining the pipe so the task never blocks on it.
             if error.is_none()
-                && let Err(e) = file.write_all(data).await
+                && let Err(e) = write_log(&mut file, data).await
             {
-                error = Some(format!("writing output: {e}"));
+                error = Some(e.to_string());
             }
         }
     }
     scanner.finish();
     if let Err(e) = file.flush().await {
-        error.get_or_insert_with(|| format!("writing output: {e}"));
+        error.get_or_insert_with(|| e.to_string());
     }
     (scanner, error)
 }

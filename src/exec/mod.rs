@@ -155,13 +155,17 @@ impl Outcome {
     }
 
     /// The task's verdict. Order: quarantine_on match, cancellation,
-    /// fail_on match, how the process ended, missing `require` patterns.
+    /// a log that could not be written, fail_on match, how the process ended, missing `require` patterns.
     pub fn verdict(&self) -> Verdict {
         if let Some((pat, line)) = &self.quarantine_match {
             return Verdict::Quarantined(format!("output matched quarantine_on /{pat}/: {line}"));
         }
         if self.ending == Ending::Cancelled {
             return Verdict::Cancelled;
+        }
+        // An incomplete log is no record of what the task did.
+        if let Some(e) = &self.output_error {
+            return Verdict::Failed(e.clone());
         }
         if let Some((pat, line)) = &self.fail_match {
             return Verdict::Failed(format!("output matched fail_on /{pat}/: {line}"));

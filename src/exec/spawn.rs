@@ -133,8 +133,8 @@ pub async fn run(
 
     let (stop_tx, stop_rx) = watch::channel(false);
     let pumps = Pumps::start(
-        (child.stdout().take(), out_file),
-        (child.stderr().take(), err_file),
+        (child.stdout().take(), out_file, &spec.stdout),
+        (child.stderr().take(), err_file, &spec.stderr),
         &spec.guards,
         stop_rx,
     );

@@ -335,8 +335,12 @@ impl Worker {
         }
         let (_stop_tx, stop_rx) = watch::channel(false);
         let pumps = Pumps::start(
-            (Some(std::io::Cursor::new(output.into_bytes())), out_file),
-            (None::<std::io::Cursor<Vec<u8>>>, err_file),
+            (
+                Some(std::io::Cursor::new(output.into_bytes())),
+                out_file,
+                &spec.stdout,
+            ),
+            (None::<std::io::Cursor<Vec<u8>>>, err_file, &spec.stderr),
             &spec.guards,
             stop_rx,
         );

@@ -9,7 +9,8 @@ use crate::exec::{self, Cancel, Program, Spec, Verdict};
 use crate::git::{self, Excluded, GitError, MergeSession, Oid};
 use crate::lock;
 use crate::model::{
-    EventData, GatePassed, Integration, IntegrationDone, IntegrationStarted, WorkstreamState, now,
+    EventData, GatePassed, Integration, IntegrationCancelled, IntegrationDone, IntegrationStarted,
+    WorkstreamState, now,
 };
 use crate::plan::Plan;
 use crate::runner::{Listener, RunError, open_repo};
@@ -65,6 +66,8 @@ pub struct Report {
     /// The gate runs of this integration, oldest first.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub gate_runs: Vec<GateRunRow>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
 }
 
 impl Report {
@@ -94,6 +97,8 @@ struct Setup {
     /// With a gate: the runtime it runs on and the stop requests of
     /// Ctrl-C / SIGTERM, as for `mpw run`.
     gate_rt: Option<GateRuntime>,
+    /// Trouble that changes no verdict, told at the end.
+    warnings: Vec<String>,
 }
 
 struct GateRuntime {
@@ -123,10 +128,35 @@ impl GateRuntime {
 }
 
 fn interrupted(s: &Setup, what: &str) -> RunError {
-    RunError::Interrupted(format!(
+    let mut m = format!(
         "interrupted {what}; {} and the workstreams not yet merged are unchanged",
         s.into
-    ))
+    );
+    for w in &s.warnings {
+        m.push_str(&format!("\nwarning: {w}"));
+    }
+    RunError::Interrupted(m)
+}
+
+/// The target's tip now; it may have been deleted while we waited for the lock.
+fn target_tip(s: &Setup) -> Result<Oid> {
+    git::branch_tip(&s.repo, &s.into)?.ok_or_else(|| RunError::TargetGone {
+        branch: s.into.clone(),
+    })
+}
+
+/// Record that an integration stopped on Ctrl-C / SIGTERM, and pass the error on.
+fn record_cancelled(s: &mut Setup, listener: &mut dyn Listener, err: RunError) -> Result<RunError> {
+    if let RunError::Interrupted(reason) = &err {
+        let data = EventData::IntegrationCancelled(IntegrationCancelled {
+            into: s.into.clone(),
+            reason: reason.clone(),
+        });
+        let ev = s.store.event(&s.run_id, None, None, None, data)?;
+        listener.event(&ev);
+    }
+    s.store.write_status_files(&s.run_id)?;
+    Ok(err)
 }
 
 fn setup(repo: Option<&Path>, run: Option<&str>, into: Option<&str>) -> Result<Setup> {
@@ -158,6 +188,7 @@ fn setup(repo: Option<&Path>, run: Option<&str>, into: Option<&str>) -> Result<S
         ws_deps: loaded.dag.ws_deps,
         into,
         gate_rt: None,
+        warnings: Vec::new(),
     })
 }
 
@@ -235,9 +266,10 @@ pub fn integrate(
     if opts.gate.is_some() {
         s.gate_rt = Some(GateRuntime::new()?);
     }
+    end_stale_gates(&mut s, opts.grace)?;
     let checkout = checked_out_clean(&s.repo, &s.into)?;
     let target_ref = format!("refs/heads/{}", s.into);
-    let before = git::branch_tip(&s.repo, &s.into)?.expect("checked in setup");
+    let before = target_tip(&s)?;
     let run = s.run_id.clone();
     let started = EventData::IntegrationStarted(IntegrationStarted {
         into: s.into.clone(),
@@ -283,8 +315,8 @@ pub fn integrate(
     };
     for w in sequential {
         if s.gate_rt.as_ref().is_some_and(GateRuntime::stopped) {
-            s.store.write_status_files(&run)?;
-            return Err(interrupted(&s, "between two merges"));
+            let e = interrupted(&s, "between two merges");
+            return Err(record_cancelled(&mut s, listener, e)?);
         }
         let row = &rows[w];
         let head = match candidate(&s, &rows, w, &integrated, &history)? {
@@ -310,8 +342,7 @@ pub fn integrate(
             Ok(r) => r,
             Err(e) => {
                 // What was integrated before stays recorded for other tools.
-                s.store.write_status_files(&run)?;
-                return Err(e);
+                return Err(record_cancelled(&mut s, listener, e)?);
             }
         };
         let covered = match merged.0 {
@@ -324,7 +355,7 @@ pub fn integrate(
         }
         outcomes.push(outcome);
     }
-    let after = git::branch_tip(&s.repo, &s.into)?.expect("target exists");
+    let after = target_tip(&s)?;
     let done = EventData::IntegrationCompleted(IntegrationDone {
         into: s.into.clone(),
         target: after.to_string(),
@@ -341,6 +372,7 @@ pub fn integrate(
         after: after.to_string(),
         outcomes,
         gate_runs,
+        warnings: std::mem::take(&mut s.warnings),
     })
 }
 
@@ -452,20 +484,8 @@ fn record(
     covered: Vec<String>,
 ) -> Result<Outcome> {
     let run = s.run_id.clone();
+    // The history row is written with the state change, in one transaction.
     let at = now();
-    s.store.record_integration(
-        &run,
-        &IntegrationRow {
-            ws: row.id.clone(),
-            into_branch: s.into.clone(),
-            state,
-            branch_head: head.to_string(),
-            commit: commit.map(|c| c.to_string()),
-            conflicts: conflicts.clone(),
-            reason: Some(detail.clone()),
-            at: at.clone(),
-        },
-    )?;
     let integration = Integration {
         into: s.into.clone(),
         commit: commit.map(|c| c.to_string()),
@@ -511,7 +531,7 @@ fn merge_one(
     listener: &mut dyn Listener,
 ) -> Result<Merged> {
     for _ in 0..20 {
-        let tip = git::branch_tip(&s.repo, &s.into)?.expect("target exists");
+        let tip = target_tip(s)?;
         if git::is_ancestor(&s.repo, head, tip)? {
             return Ok((
                 WorkstreamState::Integrated,
@@ -652,7 +672,7 @@ fn run_gate(
         .join(&s.run_id)
         .join(format!("_gate-{key}"));
     if scratch.exists() {
-        let _ = git::remove_worktree(&s.repo, &scratch, true);
+        remove_scratch(s, &scratch);
     }
     git::add_detached_worktree(&s.repo, &scratch, commit)?;
     let logs = s
@@ -660,7 +680,7 @@ fn run_gate(
         .layout
         .run_dir(&s.run_id)
         .join("logs")
-        .join("integrate");
+        .join("_integrate");
     let started = std::time::Instant::now();
     let mut attempts = 0;
     let (failure, log) = loop {
@@ -701,7 +721,7 @@ fn run_gate(
             .rt
             .block_on(exec::run(&spec, gate_rt.stop.clone(), |_| {}));
         if gate_rt.stopped() {
-            let _ = git::remove_worktree(&s.repo, &scratch, true);
+            remove_scratch(s, &scratch);
             let on = covered.join(", ");
             return Err(interrupted(s, &format!("while the gate ran on {on}")));
         }
@@ -727,7 +747,7 @@ fn run_gate(
             break (failure, spec.stderr);
         }
     };
-    let _ = git::remove_worktree(&s.repo, &scratch, true);
+    remove_scratch(s, &scratch);
     let duration_ms = started.elapsed().as_millis() as i64;
     let flaky = failure.is_none() && attempts > 1;
     let id = s.store.record_gate_run(
@@ -757,6 +777,41 @@ fn run_gate(
         listener.event(&ev);
     }
     Ok(GateRun { id, failure })
+}
+
+/// A killed integration may have left its gate running and its scratch
+/// worktree registered; holding the lock, we know both are stale.
+fn end_stale_gates(s: &mut Setup, grace: Duration) -> Result<()> {
+    let logs = s
+        .store
+        .layout
+        .run_dir(&s.run_id)
+        .join("logs")
+        .join("_integrate");
+    exec::end_leftovers(&[logs], grace);
+    let root = PathBuf::from(&s.store.run(&s.run_id)?.worktree_root).join(&s.run_id);
+    let stale: Vec<PathBuf> = std::fs::read_dir(&root)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with("_gate-"))
+        .map(|e| e.path())
+        .collect();
+    for p in stale {
+        remove_scratch(s, &p);
+    }
+    Ok(())
+}
+
+/// Remove a gate's scratch worktree; a failure does not change the verdict
+/// but is told (the directory may need removing by hand).
+fn remove_scratch(s: &mut Setup, scratch: &Path) {
+    if let Err(e) = git::remove_worktree(&s.repo, scratch, true) {
+        s.warnings.push(format!(
+            "could not remove the gate's scratch worktree {}: {e}",
+            scratch.display()
+        ));
+    }
 }
 
 /// The conflict forecast of `--dry-run`.
@@ -828,7 +883,7 @@ fn conflicting_pairs(
 /// Merge everything in memory, move nothing, and say what would conflict.
 pub fn forecast(repo: Option<&Path>, run: Option<&str>, into: Option<&str>) -> Result<Forecast> {
     let s = setup(repo, run, into)?;
-    let tip = git::branch_tip(&s.repo, &s.into)?.expect("checked in setup");
+    let tip = target_tip(&s)?;
     let rows = s.store.workstreams(&s.run_id)?;
     let mut session = MergeSession::open(&s.repo)?;
     let mut heads = Vec::new();

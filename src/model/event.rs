@@ -62,6 +62,7 @@ pub enum EventData {
     WorkerStarted(WorkerFacts),
     WorkerExited(WorkerFacts),
     WorkerRecycled(WorkerFacts),
+    IntegrationCancelled(IntegrationCancelled),
 }
 
 impl EventData {
@@ -101,6 +102,7 @@ impl EventData {
             D::WorkerStarted(_) => K::WorkerStarted,
             D::WorkerExited(_) => K::WorkerExited,
             D::WorkerRecycled(_) => K::WorkerRecycled,
+            D::IntegrationCancelled(_) => K::IntegrationCancelled,
         }
     }
 
@@ -225,6 +227,13 @@ pub struct IntegrationDone {
     pub into: String,
     /// The target's commit after.
     pub target: String,
+}
+
+/// An integration stopped by Ctrl-C / SIGTERM: the target is as it was.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct IntegrationCancelled {
+    pub into: String,
+    pub reason: String,
 }
 
 /// One workstream's integration result, as its event tells it.
@@ -512,6 +521,19 @@ mod tests {
                 ev(false, false, D::WorkerRecycled(worker_facts(None))),
                 format!(
                     r#"{{{H},"kind":"WORKER_RECYCLED","run":"R","worker":"py","pid":42,"requests":0}}"#
+                ),
+            ),
+            (
+                ev(
+                    false,
+                    false,
+                    D::IntegrationCancelled(IntegrationCancelled {
+                        into: "main".into(),
+                        reason: "interrupted".into(),
+                    }),
+                ),
+                format!(
+                    r#"{{{H},"kind":"INTEGRATION_CANCELLED","run":"R","into":"main","reason":"interrupted"}}"#
                 ),
             ),
         ];

@@ -4,9 +4,9 @@
 mod event;
 
 pub use event::{
-    BatchStarted, BisectSplit, Event, EventData, GatePassed, Integration, IntegrationDone,
-    IntegrationStarted, SetupFailed, StaleLocks, TaskFacts, WorkerFacts, WorkstreamFacts,
-    WorktreeCreated, WsIntegration,
+    BatchStarted, BisectSplit, Event, EventData, GatePassed, Integration, IntegrationCancelled,
+    IntegrationDone, IntegrationStarted, SetupFailed, StaleLocks, TaskFacts, WorkerFacts,
+    WorkstreamFacts, WorktreeCreated, WsIntegration,
 };
 
 use serde::{Deserialize, Serialize};
@@ -122,6 +122,7 @@ state_enum!(
         WorkerStarted = "WORKER_STARTED",
         WorkerExited = "WORKER_EXITED",
         WorkerRecycled = "WORKER_RECYCLED",
+        IntegrationCancelled = "INTEGRATION_CANCELLED",
     }
 );
 

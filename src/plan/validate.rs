@@ -106,6 +106,18 @@ pub fn id_problem(id: &str) -> Option<String> {
     None
 }
 
+/// Ids starting with `_` are mpw's own: its setup logs (`_setup1`), gate
+/// logs (`logs/_integrate/`) and gate worktrees (`_gate-…`) live beside the
+/// plan's ids, so no plan id may take one of their names.
+fn reserved_problem(kind: &str, id: &str) -> Option<String> {
+    id.starts_with('_').then(|| {
+        format!(
+            "{kind} id `{id}` starts with `_`, which mpw reserves for its own files \
+             (setup logs `_setup<n>`, gate logs `_integrate`, gate worktrees `_gate-…`); rename it"
+        )
+    })
+}
+
 fn describe_char(c: char) -> String {
     match c {
         ' ' => "a space".into(),
@@ -327,6 +339,11 @@ pub(crate) fn validate(plan: &Plan, out: &mut Vec<Finding>) -> Option<Dag> {
                 )
                 .help("use letters, digits, `.`, `_`, `-`, e.g. `WS-1`"),
             );
+        } else if let Some(m) = reserved_problem("workstream", &ws.id) {
+            out.push(
+                Finding::error(format!("{wp}/id"), m)
+                    .help("ids starting with `_` are mpw's own; rename it"),
+            );
         }
         if let Some(&first) = ws_index.get(ws.id.as_str()) {
             out.push(
@@ -354,6 +371,11 @@ pub(crate) fn validate(plan: &Plan, out: &mut Vec<Finding>) -> Option<Dag> {
                     ),
                 )
 .help("use letters, digits, `.`, `_`, `-`, e.g. `T1`"));
+            } else if let Some(m) = reserved_problem("task", &task.id) {
+                out.push(
+                    Finding::error(format!("{tp}/id"), m)
+                        .help("ids starting with `_` are mpw's own; rename it"),
+                );
             }
             if let Some(&first) = tasks.get(task.id.as_str()) {
                 out.push(

@@ -101,7 +101,9 @@ pub(crate) async fn run_attempt(
 type Settled = (Verdict, Option<Oid>, Option<String>, Option<String>);
 
 /// Check the worktree against the task's rules and put its changes away.
-fn settle(
+/// Returns the final verdict, the commit on the branch, the preserved ref.
+/// `mpw cancel` of a crashed run keeps a running attempt's work through here too.
+pub(super) fn settle(
     ctx: &RunCtx,
     i: usize,
     attempt: u32,

@@ -2,10 +2,10 @@
 //! attempts and provisioning as tokio tasks, and records every result in the
 //! ledger. See docs/ARCHITECTURE.md, "Plan flow".
 
-use super::ctx::{AttemptResult, Msg, Provisioned, RunCtx, TaskCtx, WsCtx};
+use super::ctx::{AttemptResult, Msg, Provisioned, RunCtx};
 use super::error::{Result, RunError};
 use super::ledger::{Ledger, Listener, WsPhase};
-use super::options::{Finished, Invocation, StoredOptions, plan_shell};
+use super::options::{Finished, Invocation, StoredOptions};
 use super::workers::Pools;
 use super::{attempt, provision, recover};
 use crate::exec::{Cancel, Verdict};
@@ -59,48 +59,6 @@ pub(super) fn drive(start: Start) -> Result<Finished> {
 }
 
 /// The run's fixed context, from its recorded row and plan.
-fn run_ctx(
-    store: &Store,
-    run_id: &str,
-    loaded: &Loaded,
-    opts: &StoredOptions,
-    repo: std::path::PathBuf,
-) -> Result<RunCtx> {
-    let row = store.run(run_id)?;
-    let plan = &loaded.plan;
-    let base: Oid = row.base.parse().map_err(|_| RunError::BadRecord {
-        run: run_id.into(),
-        problem: format!("bad base commit {}", row.base),
-    })?;
-    let grace = Duration::from_millis(if opts.grace_ms == 0 {
-        5000
-    } else {
-        opts.grace_ms
-    });
-    let ws_rows = store.workstreams(run_id)?;
-    let shell = plan_shell(plan);
-    let ws = plan
-        .workstreams
-        .iter()
-        .enumerate()
-        .map(|(i, w)| WsCtx::new(plan, w, i, &ws_rows[i], shell))
-        .collect::<Result<_>>()?;
-    let mut tasks = Vec::with_capacity(loaded.dag.tasks.len());
-    for node in &loaded.dag.tasks {
-        let w = &plan.workstreams[node.ws];
-        tasks.push(TaskCtx::new(plan, w, &w.tasks[node.task], node.ws, shell)?);
-    }
-    Ok(RunCtx {
-        run_id: run_id.into(),
-        repo,
-        layout: store.layout.clone(),
-        base,
-        grace,
-        ws,
-        tasks,
-    })
-}
-
 fn slots(loaded: &Loaded, opts: &StoredOptions) -> Slots {
     let g = &loaded.plan.globals;
     let max = opts
@@ -127,7 +85,7 @@ async fn drive_async(start: Start) -> Result<Finished> {
         lock: _lock,
     } = start;
     let run_id = run_id.as_str();
-    let ctx = Arc::new(run_ctx(&store, run_id, &loaded, &opts, how.repo)?);
+    let ctx = Arc::new(RunCtx::load(&store, run_id, &loaded, &opts, how.repo)?);
     let info: Vec<TaskInfo> = ctx
         .tasks
         .iter()
@@ -168,7 +126,8 @@ async fn drive_async(start: Start) -> Result<Finished> {
         max_provisioning: slots.max,
     };
     if how.resuming {
-        let removed = recover::recover(&mut c.l)?;
+        // Ending a dead coordinator's processes waits out their grace.
+        let removed = tokio::task::block_in_place(|| recover::recover(&mut c.l))?;
         let locks = StaleLocks {
             stale_locks_removed: recover::lock_names(&removed),
         };

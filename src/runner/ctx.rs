@@ -3,10 +3,12 @@
 //! coordinator (see docs/ARCHITECTURE.md, "Module map").
 
 use super::error::{Result, RunError};
+use super::options::{StoredOptions, plan_shell};
 use crate::exec::{Guards, ProcInfo, Program, Verdict};
 use crate::git::{IgnoreRules, Oid};
+use crate::plan::Loaded;
 use crate::plan::{Plan, Shell, Task, TaskClass, Workstream};
-use crate::store::{Layout, WsRow};
+use crate::store::{Layout, Store, WsRow};
 use globset::{Glob, GlobSet, GlobSetBuilder};
 use regex::bytes::Regex;
 use std::path::PathBuf;
@@ -51,6 +53,51 @@ pub(crate) struct RunCtx {
     pub grace: Duration,
     pub ws: Vec<WsCtx>,
     pub tasks: Vec<TaskCtx>,
+}
+
+impl RunCtx {
+    /// The context of a recorded run, from its rows and its stored plan.
+    pub fn load(
+        store: &Store,
+        run_id: &str,
+        loaded: &Loaded,
+        opts: &StoredOptions,
+        repo: PathBuf,
+    ) -> Result<RunCtx> {
+        let row = store.run(run_id)?;
+        let plan = &loaded.plan;
+        let base: Oid = row.base.parse().map_err(|_| RunError::BadRecord {
+            run: run_id.into(),
+            problem: format!("bad base commit {}", row.base),
+        })?;
+        let grace = Duration::from_millis(if opts.grace_ms == 0 {
+            5000
+        } else {
+            opts.grace_ms
+        });
+        let ws_rows = store.workstreams(run_id)?;
+        let shell = plan_shell(plan);
+        let ws = plan
+            .workstreams
+            .iter()
+            .enumerate()
+            .map(|(i, w)| WsCtx::new(plan, w, i, &ws_rows[i], shell))
+            .collect::<Result<_>>()?;
+        let mut tasks = Vec::with_capacity(loaded.dag.tasks.len());
+        for node in &loaded.dag.tasks {
+            let w = &plan.workstreams[node.ws];
+            tasks.push(TaskCtx::new(plan, w, &w.tasks[node.task], node.ws, shell)?);
+        }
+        Ok(RunCtx {
+            run_id: run_id.into(),
+            repo,
+            layout: store.layout.clone(),
+            base,
+            grace,
+            ws,
+            tasks,
+        })
+    }
 }
 
 /// What executors report to the coordinator.

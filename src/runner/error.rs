@@ -61,6 +61,10 @@ pub enum RunError {
     NoTarget { run: String },
     #[error("--into {branch}: no such branch")]
     NoSuchBranch { branch: String },
+    #[error(
+        "branch {branch} was deleted while this integration waited for the lock; nothing was changed"
+    )]
+    TargetGone { branch: String },
 
     // The machine or repository is not in a state to run.
     #[error("{}: {source}", path.display())]

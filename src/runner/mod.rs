@@ -21,6 +21,7 @@ mod provision;
 mod recover;
 mod workers;
 
+use ctx::RunCtx;
 use error::Result;
 pub use error::RunError;
 pub use ledger::Listener;
@@ -412,7 +413,12 @@ pub fn cancel(repo: Option<&Path>, run_id: &str, grace: Duration) -> Result<RunS
                 // No coordinator (any more): finish the job here.
                 let row = store.run(run_id)?;
                 if !row.state.is_terminal() {
-                    recover::cancel_orphaned(&mut store, &rc.info.main_workdir, run_id, grace)?;
+                    let loaded = stored_plan(&store.layout, run_id)?;
+                    let mut opts: StoredOptions =
+                        serde_json::from_value(row.options.clone()).unwrap_or_default();
+                    opts.grace_ms = grace.as_millis() as u64;
+                    let ctx = RunCtx::load(&store, run_id, &loaded, &opts, rc.info.main_workdir)?;
+                    recover::cancel_orphaned(&mut store, &ctx)?;
                 }
                 drop(lock);
                 return Ok(store.run(run_id)?.state);

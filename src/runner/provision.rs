@@ -29,7 +29,11 @@ pub(crate) async fn provision(
     };
     let mut copy = ws.copy.clone();
     copy.extend(crate::worktree_include::paths_to_copy(&ctx.repo).map_err(|e| e.to_string())?);
-    let missing = copy_files(&ctx.repo, &ws.worktree, &copy)?;
+    // A large copy must not hold up the runtime that times other tasks out.
+    let (repo, wt, list) = (ctx.repo.clone(), ws.worktree.clone(), copy.clone());
+    let missing = tokio::task::spawn_blocking(move || copy_files(&repo, &wt, &list))
+        .await
+        .map_err(|e| format!("copying files panicked: {e}"))??;
     for (n, cmd) in ws.setup.iter().enumerate() {
         let layout = &ctx.layout;
         let task = format!("_setup{}", n + 1);

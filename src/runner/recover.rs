@@ -3,11 +3,13 @@
 //! did not finish (`resume`) or record the run CANCELLED (`cancel`).
 //! See docs/ARCHITECTURE.md, "State machines".
 
+use super::attempt;
+use super::ctx::RunCtx;
 use super::error::Result;
 use super::ledger::Ledger;
 use super::options::is_done;
-use crate::exec::{self, ProcInfo};
-use crate::git::{self, Oid};
+use crate::exec::{self, ProcInfo, Verdict};
+use crate::git::{self, Excluded, Oid};
 use crate::model::{AttemptState, RunState, TaskState, WorkstreamState};
 use crate::store::{AttemptRow, Layout, RunPatch, Store, TaskPatch, WsPatch};
 use std::path::{Path, PathBuf};
@@ -166,20 +168,50 @@ pub(super) fn lock_names(removed: &[PathBuf]) -> Vec<String> {
     removed.iter().map(|p| p.display().to_string()).collect()
 }
 
-/// Stop a run whose coordinator is gone: end its processes, record CANCELLED.
-pub(super) fn cancel_orphaned(
-    store: &mut Store,
-    repo: &Path,
-    run: &str,
-    grace: Duration,
-) -> Result<()> {
+/// Stop a run whose coordinator is gone: end its processes, keep what each
+/// running attempt wrote (as a live cancel does, through the same code),
+/// record CANCELLED.
+pub(super) fn cancel_orphaned(store: &mut Store, ctx: &RunCtx) -> Result<()> {
+    let run = ctx.run_id.as_str();
     let attempts = store.attempts(run)?;
     let workstreams = store.workstreams(run)?;
     let ws_ids = workstreams.iter().map(|w| w.id.as_str());
-    end_dead_coordinators_processes(&store.layout, run, ws_ids, &attempts, grace);
+    end_dead_coordinators_processes(&store.layout, run, ws_ids, &attempts, ctx.grace);
+    // The killed coordinator's lock files would fail the commits below.
+    let removed = remove_run_locks(
+        &ctx.repo,
+        run,
+        workstreams
+            .iter()
+            .map(|w| (PathBuf::from(&w.worktree), w.branch.clone())),
+    )?;
     for a in attempts {
         if a.state != AttemptState::Running {
             continue;
+        }
+        let mut reason = "cancelled; its coordinator had stopped".to_string();
+        let mut preserved_ref = None;
+        let i = ctx
+            .tasks
+            .iter()
+            .position(|t| t.id == a.task && ctx.ws[t.ws].id == a.ws);
+        let start = a.start_commit.as_deref().and_then(|s| s.parse().ok());
+        if let (Some(i), Some(start)) = (i, start) {
+            let w = &workstreams[ctx.tasks[i].ws];
+            let excluded = Excluded::paths(w.baseline.iter().flatten().cloned());
+            match attempt::settle(
+                ctx,
+                i,
+                a.attempt,
+                start,
+                &excluded,
+                Verdict::Cancelled,
+                false,
+            ) {
+                (Verdict::Cancelled, _, kept, _) => preserved_ref = kept,
+                (Verdict::Failed(why), _, _, _) => reason = format!("{reason}; {why}"),
+                _ => {}
+            }
         }
         store.transition_task(
             run,
@@ -188,7 +220,8 @@ pub(super) fn cancel_orphaned(
             TaskState::Cancelled,
             TaskPatch {
                 attempt: Some(a.attempt),
-                reason: Some("cancelled; its coordinator had stopped".into()),
+                preserved_ref,
+                reason: Some(reason),
                 ..Default::default()
             },
         )?;
@@ -220,13 +253,6 @@ pub(super) fn cancel_orphaned(
             )?;
         }
     }
-    let removed = remove_run_locks(
-        repo,
-        run,
-        workstreams
-            .into_iter()
-            .map(|w| (PathBuf::from(w.worktree), w.branch)),
-    )?;
     let patch = RunPatch {
         stale_locks_removed: lock_names(&removed),
     };

@@ -206,27 +206,6 @@ impl Store {
         Ok(())
     }
 
-    pub fn record_integration(&mut self, run: &str, row: &IntegrationRow) -> Result<()> {
-        self.conn
-            .execute(
-                "INSERT INTO integrations (run_id, ws, into_branch, state, branch_head, commit_id, conflicts, reason, at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
-                params![
-                    run,
-                    row.ws,
-                    row.into_branch,
-                    row.state.as_str(),
-                    row.branch_head,
-                    row.commit,
-                    serde_json::to_string(&row.conflicts).unwrap(),
-                    row.reason,
-                    row.at
-                ],
-            )
-            .map_err(self.err())?;
-        Ok(())
-    }
-
     /// Record a gate run; its id (`id` of the row given is ignored).
     pub fn record_gate_run(&mut self, run: &str, g: &GateRunRow) -> Result<i64> {
         self.conn

@@ -1,5 +1,6 @@
 //! The one place a state changes: the row and its event are written in one
-//! transaction, then the event is appended to `events.jsonl`.
+//! transaction, then the event is appended to `events.jsonl`, which follows
+//! the events table (the record).
 
 use super::rows::{RunPatch, TaskPatch, WsPatch, parse_col};
 use super::{Result, Store, StoreError, begin};
@@ -9,7 +10,7 @@ use crate::model::{
 };
 use rusqlite::{Connection, OptionalExtension, params};
 use std::fs::{self, OpenOptions};
-use std::io::Write;
+use std::io::{Read, Write};
 
 impl Store {
     /// Append an event that is not a state change (WORKTREE_CREATED, RUN_RESUMED, ...).
@@ -56,29 +57,42 @@ impl Store {
         Ok(ev)
     }
 
+    /// `events.jsonl` follows the events table. The first append of a
+    /// process brings the file up to the table (a process killed between its
+    /// commit and its append left lines out); that catch-up writes `ev` too.
     fn append_jsonl(&mut self, ev: &Event) -> Result<()> {
+        crate::fault::kill_point(&format!("kill-before-event-line:{}", ev.data.kind()));
         let path = self.layout.events_jsonl(&ev.run);
         let io = |source| StoreError::Io {
             path: path.clone(),
             source,
         };
-        if !self.jsonl.contains_key(&ev.run) {
-            fs::create_dir_all(path.parent().unwrap()).map_err(io)?;
-            let f = OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(&path)
-                .map_err(io)?;
-            self.jsonl.insert(ev.run.clone(), f);
+        if let Some(f) = self.jsonl.get_mut(&ev.run) {
+            // One write call per line: appends from two processes do not interleave.
+            return f.write_all(&line_of(ev)).map_err(io);
         }
-        let mut line = serde_json::to_vec(ev).expect("event serialises");
-        line.push(b'\n');
-        // One write call per line: appends from two processes do not interleave.
-        self.jsonl
-            .get_mut(&ev.run)
-            .unwrap()
-            .write_all(&line)
-            .map_err(io)
+        fs::create_dir_all(path.parent().unwrap_or(&path)).map_err(io)?;
+        let mut f = OpenOptions::new()
+            .create(true)
+            .read(true)
+            .append(true)
+            .open(&path)
+            .map_err(io)?;
+        let mut text = Vec::new();
+        f.read_to_end(&mut text).map_err(io)?;
+        // A line cut short by a kill is dropped and written again whole.
+        let whole = text.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
+        if whole < text.len() {
+            f.set_len(whole as u64).map_err(io)?;
+        }
+        let written = text[..whole].iter().filter(|&&b| b == b'\n').count();
+        let mut missing = Vec::new();
+        for (_, e) in self.events(&ev.run, 0)?.iter().skip(written) {
+            missing.extend(line_of(e));
+        }
+        f.write_all(&missing).map_err(io)?;
+        self.jsonl.insert(ev.run.clone(), f);
+        Ok(())
     }
 
     /// Move the run to `to`, with its event.
@@ -190,6 +204,26 @@ impl Store {
                 .map(|b| serde_json::to_string(b).unwrap())
         ])
         .map_err(&e)?;
+        // The integration's history row commits with its state, or neither does.
+        if let Some(i) = &patch.integration {
+            tx.prepare_cached(
+                "INSERT INTO integrations (run_id, ws, into_branch, state, branch_head, commit_id, conflicts, reason, at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+            )
+            .map_err(&e)?
+            .execute(params![
+                run,
+                ws,
+                i.into,
+                to.as_str(),
+                i.branch_head,
+                i.commit,
+                serde_json::to_string(&i.conflicts).unwrap(),
+                i.detail,
+                i.at
+            ])
+            .map_err(&e)?;
+        }
         let data = if from == to {
             None
         } else {
@@ -428,6 +462,12 @@ fn task_event(from: TaskState, to: TaskState, patch: TaskPatch) -> Option<EventD
     })
 }
 
+fn line_of(ev: &Event) -> Vec<u8> {
+    let mut line = serde_json::to_vec(ev).expect("event serialises");
+    line.push(b'\n');
+    line
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -534,6 +574,42 @@ mod tests {
         assert_eq!(
             s.workstreams("R").unwrap()[0].integration,
             Some(integration)
+        );
+        // The history row came in the same transaction.
+        let history = s.integrations("R").unwrap();
+        assert_eq!(history.len(), 1);
+        assert_eq!(history[0].state, WorkstreamState::Conflict);
+        assert_eq!(history[0].conflicts, vec!["a.txt".to_string()]);
+    }
+
+    #[test]
+    fn a_refused_integration_change_writes_no_history_row() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = store_with_run(dir.path());
+        let patch = WsPatch {
+            integration: Some(Integration {
+                into: "main".into(),
+                commit: Some("c".into()),
+                conflicts: vec![],
+                at: now(),
+                strategy: Strategy::Merge,
+                branch_head: "h".into(),
+                detail: "merged".into(),
+                covered: vec![],
+            }),
+            ..Default::default()
+        };
+        // PENDING cannot become INTEGRATED: neither the state nor the row.
+        assert!(is_bad_transition(s.transition_ws(
+            "R",
+            "W",
+            WorkstreamState::Integrated,
+            patch
+        )));
+        assert!(s.integrations("R").unwrap().is_empty());
+        assert_eq!(
+            s.workstreams("R").unwrap()[0].state,
+            WorkstreamState::Pending
         );
     }
 
