@@ -151,12 +151,14 @@ async fn drive_async(start: Start) -> Result<Finished> {
         max_provisioning: slots.max,
     };
     if how.resuming {
-        let removed = recover::recover(&mut c.l)?;
+        let (removed, last_seen) = recover::recover(&mut c.l)?;
         let locks = StaleLocks {
             stale_locks_removed: recover::lock_names(&removed),
+            coordinator_last_seen: last_seen,
         };
         c.l.event(None, None, None, EventData::RunResumed(locks))?;
     }
+    c.l.start_listener()?;
     c.l.transition_run(RunState::Running, RunPatch::default())?;
 
     let mut signals = Signals::new().map_err(RunError::runtime("cannot listen for SIGTERM"))?;
