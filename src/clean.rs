@@ -18,6 +18,41 @@ pub struct Cleaned {
     pub kept: Vec<String>,
 }
 
+/// What a run still has on disk and whether it was merged back.
+#[derive(Debug, Clone, Default, Serialize, PartialEq)]
+pub struct Leftovers {
+    pub workstreams: usize,
+    /// Workstreams INTEGRATED.
+    pub integrated: usize,
+    /// Worktrees still on disk or registered with git.
+    pub worktrees: usize,
+    /// Branches that still exist.
+    pub branches: usize,
+}
+
+/// Count what `clean` would look at for `run`; `registered` is
+/// `git::list_worktrees` of the main worktree (listed once for many runs).
+pub fn leftovers(
+    main: &Path,
+    registered: &[git::WorktreeInfo],
+    store: &Store,
+    run: &str,
+) -> Result<Leftovers, RunError> {
+    let mut out = Leftovers::default();
+    for ws in store.workstreams(run)? {
+        out.workstreams += 1;
+        out.integrated += usize::from(ws.state == WorkstreamState::Integrated);
+        let path = PathBuf::from(&ws.worktree);
+        if path.exists() || registered.iter().any(|w| w.path == path) {
+            out.worktrees += 1;
+        }
+        if git::branch_tip(main, &ws.branch)?.is_some() {
+            out.branches += 1;
+        }
+    }
+    Ok(out)
+}
+
 pub fn clean(
     repo: Option<&Path>,
     run: Option<&str>,

@@ -29,7 +29,7 @@ use crate::git::{self, GitError, Oid, RepoInfo};
 use crate::lock;
 use crate::model::RunState;
 use crate::plan::{self, LoadOptions, Loaded, Plan};
-use crate::store::{Layout, NewRun, NewWs, Store};
+use crate::store::{Layout, NewRun, NewWs, RunRow, Store};
 use std::collections::BTreeSet;
 use std::fs::File;
 use std::path::{Path, PathBuf};
@@ -345,6 +345,12 @@ pub fn resume(repo: Option<&Path>, run_id: &str, listener: Box<dyn Listener>) ->
         how,
         lock,
     })
+}
+
+/// A run recorded RUNNING whose coordinator lock nobody holds: its
+/// coordinator died (kill -9, power loss) and `mpw resume` continues it.
+pub fn coordinator_gone(layout: &Layout, run: &RunRow) -> bool {
+    run.state == RunState::Running && !lock::is_held(&layout.run_lock(&run.id))
 }
 
 /// Hold the run's coordinator lock: one coordinator per run, and a crashed
