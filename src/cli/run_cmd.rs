@@ -35,8 +35,8 @@ pub struct RunArgs {
 
 #[derive(Debug, Args)]
 pub struct ResumeArgs {
-    /// Run id (or an unambiguous prefix).
-    pub run: String,
+    /// Run id or prefix (default: the latest run).
+    pub run: Option<String>,
     #[arg(long)]
     pub json: bool,
 }
@@ -144,7 +144,9 @@ pub fn run(a: RunArgs, ctx: &Ctx) -> CliResult {
 pub fn resume(a: ResumeArgs, ctx: &Ctx) -> CliResult {
     let id = {
         let rc = runner::open_repo(ctx.repo.as_deref())?;
-        Store::open_existing(rc.layout)?.find_run(&a.run)?.id
+        Store::open_existing(rc.layout)?
+            .run_or_latest(a.run.as_deref())?
+            .id
     };
     let fin = runner::resume(ctx.repo.as_deref(), &id, listener(ctx, a.json))?;
     finish(ctx, fin, a.json)

@@ -25,7 +25,7 @@ pub use ledger::Listener;
 pub use options::{Finished, RunOptions, plan_shell};
 pub(crate) use options::{Invocation, StoredOptions};
 
-use crate::git::{self, GitError, Oid, RepoInfo};
+use crate::git::{self, ChangeKind, Excluded, GitError, Oid, RepoInfo};
 use crate::lock;
 use crate::model::RunState;
 use crate::plan::{self, LoadOptions, Loaded, Plan};
@@ -130,6 +130,24 @@ fn prepare(opts: &RunOptions) -> Result<Prepared> {
             worktree_root.display(),
             main.display()
         ));
+    }
+    // Worktrees are made from the base commit: edits not committed in the
+    // main worktree are not in them. Said only when the base is HEAD's
+    // commit, where a user expects their checkout to be what runs.
+    if git::resolve_commit(&main, "HEAD").is_ok_and(|head| head == base) {
+        let dirty: Vec<String> = git::changes(&main, &Excluded::default())?
+            .into_iter()
+            .filter(|c| c.kind != ChangeKind::Added)
+            .map(|c| c.path)
+            .collect();
+        if !dirty.is_empty() {
+            warnings.push(format!(
+                "the main worktree has uncommitted changes to {} tracked file(s) ({}{}): workstreams start from HEAD; your uncommitted changes are not in them",
+                dirty.len(),
+                dirty.iter().take(5).cloned().collect::<Vec<_>>().join(", "),
+                if dirty.len() > 5 { ", ..." } else { "" }
+            ));
+        }
     }
     Ok(Prepared {
         repo,
