@@ -169,8 +169,10 @@ mod tests {
         }
     }
 
-    /// A run as recorded: workstreams with their state and their tasks'.
-    fn recorded(wss: &[(&str, WorkstreamState, &[(&str, TaskState)])]) -> RunStatus {
+    /// A workstream as recorded: id, state, and its tasks' ids and states.
+    type Recorded<'a> = (&'a str, WorkstreamState, &'a [(&'a str, TaskState)]);
+
+    fn recorded(wss: &[Recorded]) -> RunStatus {
         RunStatus {
             schema: 1,
             run_id: "R".into(),
