@@ -46,7 +46,14 @@ pub struct IntegrateArgs {
 #[derive(Debug, Args)]
 pub struct CleanArgs {
     /// Run id or prefix (default: the latest run).
+    #[arg(conflicts_with = "all")]
     pub run: Option<String>,
+    /// Every finished run (COMPLETED, FAILED, CANCELLED); RUNNING ones are left.
+    #[arg(long)]
+    pub all: bool,
+    /// With --all: only runs finished longer ago than this (7d, 12h, 30m).
+    #[arg(long, value_name = "AGE", requires = "all", value_parser = crate::clean::parse_age)]
+    pub older_than: Option<std::time::Duration>,
     /// Also delete the branches of integrated workstreams.
     #[arg(long)]
     pub branches: bool,
@@ -206,11 +213,33 @@ fn render_forecast(f: &Forecast) -> String {
 }
 
 pub fn clean(a: CleanArgs, ctx: &Ctx) -> CliResult {
+    if a.all {
+        let all = crate::clean::clean_all(ctx.repo.as_deref(), a.older_than, a.branches, a.force)?;
+        if a.json {
+            outln!("{}", serde_json::to_string_pretty(&all).unwrap());
+            return Ok(Exit::Ok);
+        }
+        for c in &all.cleaned {
+            print_cleaned(c);
+        }
+        for s in &all.skipped {
+            outln!("{s}; kept");
+        }
+        if all.cleaned.is_empty() {
+            outln!("no finished run to clean");
+        }
+        return Ok(Exit::Ok);
+    }
     let c = crate::clean::clean(ctx.repo.as_deref(), a.run.as_deref(), a.branches, a.force)?;
     if a.json {
         outln!("{}", serde_json::to_string_pretty(&c).unwrap());
         return Ok(Exit::Ok);
     }
+    print_cleaned(&c);
+    Ok(Exit::Ok)
+}
+
+fn print_cleaned(c: &crate::clean::Cleaned) {
     outln!(
         "run {}: removed {} worktree(s), deleted {} branch(es)",
         c.run_id,
@@ -220,5 +249,4 @@ pub fn clean(a: CleanArgs, ctx: &Ctx) -> CliResult {
     for k in &c.kept {
         outln!("  {k}");
     }
-    Ok(Exit::Ok)
 }

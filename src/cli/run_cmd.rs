@@ -50,8 +50,8 @@ pub struct RunArgs {
 
 #[derive(Debug, Args)]
 pub struct ResumeArgs {
-    /// Run id (or an unambiguous prefix).
-    pub run: String,
+    /// Run id or prefix (default: the latest run).
+    pub run: Option<String>,
     #[arg(long)]
     pub json: bool,
 }
@@ -199,7 +199,9 @@ fn write_records(
 pub fn resume(a: ResumeArgs, ctx: &Ctx) -> CliResult {
     let id = {
         let rc = runner::open_repo(ctx.repo.as_deref())?;
-        Store::open_existing(rc.layout)?.find_run(&a.run)?.id
+        Store::open_existing(rc.layout)?
+            .run_or_latest(a.run.as_deref())?
+            .id
     };
     let fin = runner::resume(ctx.repo.as_deref(), &id, listener(ctx, a.json))?;
     finish(ctx, fin, a.json)
@@ -224,14 +226,23 @@ pub fn status(a: StatusArgs, ctx: &Ctx) -> CliResult {
     let store = open_store(ctx)?;
     let id = store.run_or_latest(a.run.as_deref())?.id;
     let style = Style { color: ctx.color };
+    let gone = |store: &Store| -> Result<bool, CliError> {
+        Ok(runner::coordinator_gone(&store.layout, &store.run(&id)?))
+    };
     if a.watch {
         loop {
             let st = store.run_status(&id)?;
+            let gone = gone(&store)?;
             let mut out = std::io::stdout().lock();
             // Clear the screen and redraw from the top.
-            let _ = write!(out, "\x1b[2J\x1b[H{}", report::status_table(&st, style));
+            let _ = write!(
+                out,
+                "\x1b[2J\x1b[H{}",
+                report::status_table(&st, style, gone)
+            );
             let _ = out.flush();
-            if st.state.is_terminal() {
+            // A run whose coordinator died changes no more until resumed.
+            if st.state.is_terminal() || gone {
                 return Ok(Exit::Ok);
             }
             drop(out);
@@ -242,13 +253,15 @@ pub fn status(a: StatusArgs, ctx: &Ctx) -> CliResult {
     if a.json {
         outln!("{}", serde_json::to_string_pretty(&st).unwrap());
     } else {
-        out!("{}", report::status_table(&st, style));
+        out!("{}", report::status_table(&st, style, gone(&store)?));
     }
     Ok(Exit::Ok)
 }
 
 pub fn runs(a: RunsArgs, ctx: &Ctx) -> CliResult {
-    let store = match open_store(ctx) {
+    let rc = runner::open_repo(ctx.repo.as_deref())?;
+    let main = rc.info.main_workdir.clone();
+    let store = match Store::open_existing(rc.layout).map_err(CliError::from) {
         Err(e) if e.exit == Exit::Usage => {
             // No database yet: no runs.
             if a.json {
@@ -261,37 +274,52 @@ pub fn runs(a: RunsArgs, ctx: &Ctx) -> CliResult {
         other => other?,
     };
     let runs = store.runs()?;
+    let registered = crate::git::list_worktrees(&main)?;
+    let mut rows = Vec::with_capacity(runs.len());
+    for r in runs {
+        let st = store.run_status(&r.id)?;
+        let left = crate::clean::leftovers(&main, &registered, &store, &r.id)?;
+        let gone = runner::coordinator_gone(&store.layout, &r);
+        rows.push((r, st, left, gone));
+    }
     if a.json {
-        let rows: Vec<serde_json::Value> = runs
+        let rows: Vec<serde_json::Value> = rows
             .iter()
-            .map(|r| {
-                let st = store.run_status(&r.id).ok();
+            .map(|(r, st, left, gone)| {
                 serde_json::json!({
                     "run_id": r.id, "name": r.name, "state": r.state, "base": r.base,
                     "created_at": r.created_at, "started_at": r.started_at, "finished_at": r.finished_at,
-                    "counts": st.map(|s| s.counts),
+                    "duration_ms": st.duration_ms,
+                    "coordinator_gone": gone,
+                    "counts": st.counts,
+                    "workstreams": left.workstreams, "integrated": left.integrated,
+                    "worktrees": left.worktrees, "branches": left.branches,
                 })
             })
             .collect();
         outln!("{}", serde_json::to_string_pretty(&rows).unwrap());
         return Ok(Exit::Ok);
     }
-    if runs.is_empty() {
+    if rows.is_empty() {
         outln!("no runs yet");
     }
     let style = Style { color: ctx.color };
-    for r in runs {
-        let st = store.run_status(&r.id)?;
+    for (r, st, left, gone) in rows {
+        let label = report::run_state_label(r.state, &r.id, gone);
         outln!(
-            "{}  {}  {:>3}/{:<3} tasks  {}  {}",
+            "{}  {}  {:>3}/{:<3} tasks  {}  integrated {}/{}  {} worktree(s)  {} branch(es)  {}",
             r.id,
-            report::pad_state(&style, r.state.as_str()),
+            report::pad_state(&style, &label),
             st.counts.get(crate::model::TaskState::Succeeded),
             st.counts.tasks,
             r.created_at
                 .get(..19)
                 .unwrap_or(&r.created_at)
                 .replace('T', " "),
+            left.integrated,
+            left.workstreams,
+            left.worktrees,
+            left.branches,
             r.name.unwrap_or_default()
         );
     }

@@ -172,6 +172,10 @@ pub struct WorkstreamFacts {
 pub struct StaleLocks {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub stale_locks_removed: Vec<String>,
+    /// When the run's coordinator had died: the time of its last event, where
+    /// its running time ended (durations leave out the gap until now).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub coordinator_last_seen: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -405,6 +409,7 @@ mod tests {
         const H: &str = r#""ts":"2026-01-02T03:04:05.678Z""#;
         let locks = || StaleLocks {
             stale_locks_removed: vec!["/r/.git/index.lock".into()],
+            coordinator_last_seen: Some("2026-01-02T03:00:00.000Z".into()),
         };
         let wsf = || WorkstreamFacts {
             head: Some("abc".into()),
@@ -434,7 +439,7 @@ mod tests {
             (
                 ev(false, false, D::RunResumed(locks())),
                 format!(
-                    r#"{{{H},"kind":"RUN_RESUMED","run":"R","stale_locks_removed":["/r/.git/index.lock"]}}"#
+                    r#"{{{H},"kind":"RUN_RESUMED","run":"R","stale_locks_removed":["/r/.git/index.lock"],"coordinator_last_seen":"2026-01-02T03:00:00.000Z"}}"#
                 ),
             ),
             (
@@ -475,7 +480,7 @@ mod tests {
             (
                 ev(false, false, D::RunCancelled(locks())),
                 format!(
-                    r#"{{{H},"kind":"RUN_CANCELLED","run":"R","stale_locks_removed":["/r/.git/index.lock"]}}"#
+                    r#"{{{H},"kind":"RUN_CANCELLED","run":"R","stale_locks_removed":["/r/.git/index.lock"],"coordinator_last_seen":"2026-01-02T03:00:00.000Z"}}"#
                 ),
             ),
             (

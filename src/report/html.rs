@@ -68,13 +68,7 @@ pub fn render(st: &RunStatus, attempts: &[AttemptRow], integrations: &[Integrati
         "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>mpw: {}</title><style>{CSS}</style></head><body>",
         esc(&title)
     );
-    let took = match (
-        st.started_at.as_deref().and_then(ms_of),
-        st.finished_at.as_deref().and_then(ms_of),
-    ) {
-        (Some(a), Some(b)) => human(b - a),
-        _ => "-".into(),
-    };
+    let took = st.duration_ms.map(human).unwrap_or_else(|| "-".into());
     let _ = write!(
         h,
         "<h1>{} {}</h1><div class=\"muted\">run <code>{}</code> · base {}<code>{}</code> · started {} · took {took}<br>repository <code>{}</code></div>",
@@ -231,7 +225,13 @@ fn timeline(h: &mut String, st: &RunStatus, attempts: &[AttemptRow]) {
         .filter_map(|a| {
             let lane = st.workstreams.iter().position(|w| w.id == a.ws)?;
             let s = ms_of(&a.started_at)?;
-            let e = a.finished_at.as_deref().and_then(ms_of).unwrap_or(s);
+            // The time it ran: an attempt cut short by a dead coordinator
+            // ends when that was last seen, not when the run was resumed.
+            let e = a
+                .duration_ms
+                .map(|d| s + d)
+                .or_else(|| a.finished_at.as_deref().and_then(ms_of))
+                .unwrap_or(s);
             Some((lane, s, e.max(s), a))
         })
         .collect();
@@ -445,6 +445,7 @@ mod tests {
                 reason: None,
                 started_at: None,
                 finished_at: None,
+                duration_ms: None,
                 counts: Counts::default(),
                 integration: None,
                 tasks,
@@ -460,6 +461,7 @@ mod tests {
             base_ref: Some("main".into()),
             started_at: Some(ts(0)),
             finished_at: Some(ts(6000)),
+            duration_ms: Some(6000),
             counts: Counts::default(),
             workstreams: wss,
             gate_runs: vec![],

@@ -2,6 +2,9 @@
 //! the status table, the final summary. Listeners only listen to events.
 
 pub mod html;
+mod progress;
+
+pub use progress::{Progress, WsProgress};
 
 use crate::model::{
     Event, EventData, EventKind, RunState, TaskState, WorkstreamFacts, WorkstreamState,
@@ -9,7 +12,6 @@ use crate::model::{
 use crate::runner::Listener;
 use crate::store::{GateRunRow, Layout, RunStatus};
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
-use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::io::Write;
 use std::time::{Duration, Instant};
@@ -29,21 +31,24 @@ impl Style {
         }
     }
     pub fn state(&self, s: &str) -> String {
-        let code = match s {
-            "SUCCEEDED" | "COMPLETED" | "INTEGRATED" => "32",
-            "FAILED" | "CONFLICT" | "GATE_FAILED" => "31",
-            "QUARANTINED" => "35",
-            "RUNNING" | "READY" => "36",
-            "SKIPPED" | "CANCELLED" | "PENDING" => "33",
-            _ => "0",
-        };
-        self.paint(code, s)
+        self.paint(state_colour(s), s)
     }
     pub fn dim(&self, s: &str) -> String {
         self.paint("2", s)
     }
     pub fn bold(&self, s: &str) -> String {
         self.paint("1", s)
+    }
+}
+
+fn state_colour(s: &str) -> &'static str {
+    match s {
+        "SUCCEEDED" | "COMPLETED" | "INTEGRATED" => "32",
+        "FAILED" | "CONFLICT" | "GATE_FAILED" => "31",
+        "QUARANTINED" => "35",
+        "RUNNING" | "READY" => "36",
+        "SKIPPED" | "CANCELLED" | "PENDING" => "33",
+        _ => "0",
     }
 }
 
@@ -79,10 +84,21 @@ fn elapsed_ms(from: &Option<String>, to: &Option<String>) -> Option<i64> {
     Some((b - a).num_milliseconds())
 }
 
+/// A run's state as `status` and `runs` show it: a RUNNING run whose
+/// coordinator is gone says how to continue it.
+pub fn run_state_label(state: RunState, run_id: &str, coordinator_gone: bool) -> String {
+    if coordinator_gone {
+        format!("{state} (coordinator gone: mpw resume {run_id})")
+    } else {
+        state.to_string()
+    }
+}
+
 /// The status table of `mpw status` and of the end of `mpw run`.
-pub fn status_table(st: &RunStatus, style: Style) -> String {
+pub fn status_table(st: &RunStatus, style: Style, coordinator_gone: bool) -> String {
     let mut out = String::new();
-    let took = elapsed_ms(&st.started_at, &st.finished_at)
+    let took = st
+        .duration_ms
         .map(|ms| format!(", {}", human_ms(ms)))
         .unwrap_or_default();
     let _ = writeln!(
@@ -94,7 +110,10 @@ pub fn status_table(st: &RunStatus, style: Style) -> String {
             .as_ref()
             .map(|n| format!(" \"{n}\""))
             .unwrap_or_default(),
-        style.state(st.state.as_str()),
+        style.paint(
+            state_colour(st.state.as_str()),
+            &run_state_label(st.state, &st.run_id, coordinator_gone)
+        ),
         style.dim(&format!(
             "base {}{}{}",
             st.base_ref
@@ -146,9 +165,7 @@ pub fn status_table(st: &RunStatus, style: Style) -> String {
             true => format!("{detail}; {}", style.state("gate flaky")),
             false => detail,
         };
-        let time = elapsed_ms(&w.started_at, &w.finished_at)
-            .map(human_ms)
-            .unwrap_or_default();
+        let time = w.duration_ms.map(human_ms).unwrap_or_default();
         let _ = writeln!(
             out,
             "{}  {}  {:>7}  {:>8}  {}",
@@ -239,7 +256,8 @@ pub fn gate_tree(runs: &[GateRunRow], style: Style) -> String {
 
 /// A state name coloured and padded to a column of 12.
 pub fn pad_state(style: &Style, s: &str) -> String {
-    pad(&style.state(s), s.len(), 12)
+    let word = s.split(' ').next().unwrap_or(s);
+    pad(&style.paint(state_colour(word), s), s.len(), 12)
 }
 
 fn pad(s: &str, visible: usize, width: usize) -> String {
@@ -275,7 +293,7 @@ pub struct Closing<'a> {
 /// task that did not succeed the log with content and one next step.
 pub fn summary(st: &RunStatus, closing: &Closing, style: Style) -> String {
     let hints = &closing.hints;
-    let mut out = status_table(st, style);
+    let mut out = status_table(st, style, false);
     let c = &st.counts;
     let _ = writeln!(
         out,
@@ -485,12 +503,13 @@ impl Listener for LineListener {
     }
 }
 
-/// Live bars on a terminal: one per workstream and one for the run.
+/// Live bars on a terminal: one per workstream and one for the run, drawing
+/// what [`Progress`] counts.
 pub struct BarListener {
     multi: MultiProgress,
     total: ProgressBar,
-    bars: HashMap<String, ProgressBar>,
-    running: HashMap<String, Vec<String>>,
+    bars: Vec<ProgressBar>,
+    progress: Option<Progress>,
     started: Instant,
 }
 
@@ -502,22 +521,9 @@ impl BarListener {
         BarListener {
             multi,
             total,
-            bars: HashMap::new(),
-            running: HashMap::new(),
+            bars: Vec::new(),
+            progress: None,
             started: Instant::now(),
-        }
-    }
-
-    fn set_msg(&self, ws: &str) {
-        if let Some(b) = self.bars.get(ws) {
-            let r = self
-                .running
-                .get(ws)
-                .map(|v| v.join(", "))
-                .unwrap_or_default();
-            if !r.is_empty() {
-                b.set_message(format!("running {r}"));
-            }
         }
     }
 }
@@ -530,7 +536,8 @@ impl Default for BarListener {
 
 impl Listener for BarListener {
     fn start(&mut self, st: &RunStatus) {
-        self.total = self.multi.add(ProgressBar::new(st.counts.tasks as u64));
+        let p = Progress::new(st);
+        self.total = self.multi.add(ProgressBar::new(p.total() as u64));
         self.total.set_style(
             ProgressStyle::with_template(
                 "{prefix:.bold} [{bar:30.cyan/blue}] {pos}/{len} tasks  {elapsed}  {msg}",
@@ -539,92 +546,52 @@ impl Listener for BarListener {
             .progress_chars("=> "),
         );
         self.total.set_prefix("run");
+        self.total.set_position(p.done() as u64);
         self.total.enable_steady_tick(Duration::from_millis(200));
         self.total.set_message(st.run_id.clone());
-        let w = st.workstreams.iter().map(|w| w.id.len()).max().unwrap_or(4);
+        let w = p.workstreams.iter().map(|w| w.id.len()).max().unwrap_or(4);
         let style = ProgressStyle::with_template(&format!(
             "{{prefix:<{w}.bold}} [{{bar:20.green/white}}] {{pos}}/{{len}} {{elapsed:>4}}  {{msg}}"
         ))
         .unwrap()
         .progress_chars("=> ");
-        for ws in &st.workstreams {
-            let b = self.multi.add(ProgressBar::new(ws.counts.tasks as u64));
+        for ws in &p.workstreams {
+            let b = self.multi.add(ProgressBar::new(ws.total as u64));
             b.set_style(style.clone());
             b.set_prefix(ws.id.clone());
             b.enable_steady_tick(Duration::from_millis(500));
-            let done = ws.tasks.iter().filter(|t| t.state.is_terminal()).count() as u64;
-            b.set_position(done);
-            self.total.inc(done);
-            b.set_message(ws.state.as_str().to_string());
-            self.bars.insert(ws.id.clone(), b);
+            b.set_position(ws.done() as u64);
+            b.set_message(ws.message());
+            self.bars.push(b);
         }
+        self.progress = Some(p);
     }
 
     fn event(&mut self, ev: &Event) {
-        let Some(ws) = ev.workstream.clone() else {
+        if matches!(
+            ev.kind(),
+            EventKind::TaskFailed | EventKind::TaskQuarantined | EventKind::SetupFailed
+        ) {
+            let _ = self.multi.println(event_line(ev));
+        }
+        // Events before `start` (a resume's recovery) are in its status.
+        let Some(p) = self.progress.as_mut() else {
             return;
         };
-        let task = ev.task.clone().unwrap_or_default();
-        match ev.kind() {
-            EventKind::TaskStarted => {
-                self.running.entry(ws.clone()).or_default().push(task);
-                if let Some(b) = self.bars.get(&ws) {
-                    b.reset_elapsed();
-                }
-                self.set_msg(&ws);
-            }
-            EventKind::TaskSucceeded
-            | EventKind::TaskFailed
-            | EventKind::TaskQuarantined
-            | EventKind::TaskSkipped
-            | EventKind::TaskCancelled
-            | EventKind::TaskRetry => {
-                if let Some(r) = self.running.get_mut(&ws) {
-                    r.retain(|t| *t != task);
-                }
-                if ev.kind() != EventKind::TaskRetry {
-                    if let Some(b) = self.bars.get(&ws) {
-                        b.inc(1);
-                    }
-                    self.total.inc(1);
-                }
-                if matches!(
-                    ev.kind(),
-                    EventKind::TaskFailed | EventKind::TaskQuarantined
-                ) {
-                    let _ = self.multi.println(event_line(ev));
-                }
-                if let Some(b) = self.bars.get(&ws) {
-                    b.set_message(format!(
-                        "{task} {}",
-                        ev.kind().as_str().trim_start_matches("TASK_")
-                    ));
-                }
-                self.set_msg(&ws);
-            }
-            EventKind::WorktreeCreated => {
-                if let Some(b) = self.bars.get(&ws) {
-                    b.set_message("worktree ready");
-                }
-            }
-            EventKind::SetupFailed => {
-                let _ = self.multi.println(event_line(ev));
-            }
-            EventKind::WorkstreamCompleted
-            | EventKind::WorkstreamFailed
-            | EventKind::WorkstreamQuarantined
-            | EventKind::WorkstreamSkipped => {
-                if let Some(b) = self.bars.get(&ws) {
-                    b.finish_with_message(
-                        ev.kind()
-                            .as_str()
-                            .trim_start_matches("WORKSTREAM_")
-                            .to_string(),
-                    );
-                }
-            }
-            _ => {}
+        let Some(i) = p.apply(ev) else {
+            return;
+        };
+        let (w, b) = (&p.workstreams[i], &self.bars[i]);
+        if ev.kind() == EventKind::TaskStarted {
+            b.reset_elapsed();
         }
+        b.set_position(w.done() as u64);
+        if w.finished {
+            b.finish_with_message(w.label.clone());
+        } else {
+            b.set_message(w.message());
+        }
+        self.total.set_position(p.done() as u64);
     }
 
     fn finish(&mut self, _st: &RunStatus) {

@@ -127,12 +127,14 @@ async fn drive_async(start: Start) -> Result<Finished> {
     };
     if how.resuming {
         // Ending a dead coordinator's processes waits out their grace.
-        let removed = tokio::task::block_in_place(|| recover::recover(&mut c.l))?;
+        let (removed, last_seen) = tokio::task::block_in_place(|| recover::recover(&mut c.l))?;
         let locks = StaleLocks {
             stale_locks_removed: recover::lock_names(&removed),
+            coordinator_last_seen: last_seen,
         };
         c.l.event(None, None, None, EventData::RunResumed(locks))?;
     }
+    c.l.start_listener()?;
     c.l.transition_run(RunState::Running, RunPatch::default())?;
 
     let mut signals = Signals::new().map_err(RunError::runtime("cannot listen for SIGTERM"))?;

@@ -15,7 +15,8 @@ use std::time::Instant;
 /// Receives every event of a run as it is recorded (progress bars, log
 /// lines, JSON). Listeners only listen.
 pub trait Listener: Send {
-    /// The run as recorded before the first event of this invocation.
+    /// The run as recorded when this invocation starts its work: after a
+    /// resume's recovery (whose events came before), before the rest.
     fn start(&mut self, _status: &RunStatus) {}
     fn event(&mut self, ev: &Event);
     /// The final status, after the last event.
@@ -105,13 +106,12 @@ pub(super) struct Ledger<'a> {
 }
 
 impl<'a> Ledger<'a> {
-    /// The mirror as the database has it, and the listener told where the
-    /// run stands.
+    /// The mirror as the database has it.
     pub fn load(
         ctx: Arc<RunCtx>,
         store: Store,
         dag: &'a Dag,
-        mut listener: Box<dyn Listener>,
+        listener: Box<dyn Listener>,
     ) -> Result<Self> {
         let rows = store.tasks(&ctx.run_id)?;
         let tasks = ctx
@@ -138,7 +138,6 @@ impl<'a> Ledger<'a> {
                 }),
             })
             .collect();
-        listener.start(&store.run_status(&ctx.run_id)?);
         Ok(Ledger {
             ctx,
             store,
@@ -160,6 +159,13 @@ impl<'a> Ledger<'a> {
             self.ctx.ws[self.ctx.tasks[task].ws].id.clone(),
             self.ctx.tasks[task].id.clone(),
         )
+    }
+
+    /// Tell the listener where the run stands now.
+    pub fn start_listener(&mut self) -> Result<()> {
+        let status = self.store.run_status(&self.ctx.run_id)?;
+        self.listener.start(&status);
+        Ok(())
     }
 
     pub fn finish(&mut self) -> Result<()> {

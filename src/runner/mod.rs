@@ -29,11 +29,11 @@ pub use options::{Finished, RunOptions, Upstream, plan_shell};
 pub(crate) use options::{Invocation, StoredOptions};
 pub use workers::PYTHON_ADAPTER;
 
-use crate::git::{self, GitError, Oid, RepoInfo};
+use crate::git::{self, ChangeKind, Excluded, GitError, Oid, RepoInfo};
 use crate::lock;
 use crate::model::RunState;
 use crate::plan::{self, LoadOptions, Loaded, Plan};
-use crate::store::{Layout, NewRun, NewWs, Store};
+use crate::store::{Layout, NewRun, NewWs, RunRow, Store};
 use std::collections::BTreeSet;
 use std::fs::File;
 use std::path::{Path, PathBuf};
@@ -137,6 +137,24 @@ fn prepare(opts: &RunOptions) -> Result<Prepared> {
             worktree_root.display(),
             main.display()
         ));
+    }
+    // Worktrees are made from the base commit: edits not committed in the
+    // main worktree are not in them. Said only when the base is HEAD's
+    // commit, where a user expects their checkout to be what runs.
+    if git::resolve_commit(&main, "HEAD").is_ok_and(|head| head == base) {
+        let dirty: Vec<String> = git::changes(&main, &Excluded::default())?
+            .into_iter()
+            .filter(|c| c.kind != ChangeKind::Added)
+            .map(|c| c.path)
+            .collect();
+        if !dirty.is_empty() {
+            warnings.push(format!(
+                "the main worktree has uncommitted changes to {} tracked file(s) ({}{}): workstreams start from HEAD; your uncommitted changes are not in them",
+                dirty.len(),
+                dirty.iter().take(5).cloned().collect::<Vec<_>>().join(", "),
+                if dirty.len() > 5 { ", ..." } else { "" }
+            ));
+        }
     }
     Ok(Prepared {
         repo,
@@ -376,6 +394,12 @@ pub fn resume(repo: Option<&Path>, run_id: &str, listener: Box<dyn Listener>) ->
         how,
         lock,
     })
+}
+
+/// A run recorded RUNNING whose coordinator lock nobody holds: its
+/// coordinator died (kill -9, power loss) and `mpw resume` continues it.
+pub fn coordinator_gone(layout: &Layout, run: &RunRow) -> bool {
+    run.state == RunState::Running && !lock::is_held(&layout.run_lock(&run.id))
 }
 
 /// Hold the run's coordinator lock: one coordinator per run, and a crashed

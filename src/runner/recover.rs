@@ -16,16 +16,18 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 /// Bring the ledger of a resumed run back to what can continue. Returns the
-/// lock files the dead coordinator left, now removed.
-pub(super) fn recover(l: &mut Ledger) -> Result<Vec<PathBuf>> {
+/// lock files the dead coordinator left, now removed, and, when it died
+/// while the run was RUNNING, the time of its last event.
+pub(super) fn recover(l: &mut Ledger) -> Result<(Vec<PathBuf>, Option<String>)> {
     let run = l.ctx.run_id.clone();
+    let last_seen = last_seen(&l.store, &run)?;
     l.store.clear_cancel(&run)?;
     let attempts = l.store.attempts(&run)?;
     let ws_ids = l.ctx.ws.iter().map(|w| w.id.as_str());
     end_dead_coordinators_processes(&l.ctx.layout, &run, ws_ids, &attempts, l.ctx.grace);
     for i in 0..l.tasks.len() {
         match l.tasks[i].state {
-            TaskState::Running => recover_running(l, i, &attempts)?,
+            TaskState::Running => recover_running(l, i, &attempts, last_seen.as_deref())?,
             TaskState::Cancelled | TaskState::Skipped => {
                 l.transition_task(
                     i,
@@ -60,18 +62,41 @@ pub(super) fn recover(l: &mut Ledger) -> Result<Vec<PathBuf>> {
         .ws
         .iter()
         .map(|w| (w.worktree.clone(), w.branch.clone()));
-    remove_run_locks(&l.ctx.repo, &run, ws)
+    Ok((remove_run_locks(&l.ctx.repo, &run, ws)?, last_seen))
+}
+
+/// A run still recorded RUNNING has lost its coordinator: its last event is
+/// when it was last seen working; the time since then is no running time.
+fn last_seen(store: &Store, run: &str) -> Result<Option<String>> {
+    if store.run(run)?.state != RunState::Running {
+        return Ok(None);
+    }
+    Ok(store.last_event_ts(run)?)
+}
+
+/// How long an attempt the dead coordinator had running ran: until its
+/// coordinator was last seen.
+fn ran_until(a: Option<&AttemptRow>, last_seen: Option<&str>) -> Option<i64> {
+    let ms = |s: &str| chrono::DateTime::parse_from_rfc3339(s).ok();
+    let (start, end) = (ms(&a?.started_at)?, ms(last_seen?)?);
+    Some((end - start).num_milliseconds().max(0))
 }
 
 /// A task the dead coordinator had running: done if its commit is on the
 /// branch, else back to PENDING without counting the attempt.
-fn recover_running(l: &mut Ledger, i: usize, attempts: &[AttemptRow]) -> Result<()> {
+fn recover_running(
+    l: &mut Ledger,
+    i: usize,
+    attempts: &[AttemptRow],
+    last_seen: Option<&str>,
+) -> Result<()> {
     let (run, ws, id) = l.ids(i);
     let w = l.ctx.tasks[i].ws;
     let a = attempts
         .iter()
         .rfind(|a| a.ws == ws && a.task == id && a.state == AttemptState::Running);
     let attempt = a.map(|a| a.attempt).unwrap_or(l.tasks[i].attempts);
+    let duration_ms = ran_until(a, last_seen);
     // Committed before the crash, recorded never: it is done.
     let task_key = format!("{ws}/{id}");
     let start: Option<Oid> = a
@@ -96,6 +121,7 @@ fn recover_running(l: &mut Ledger, i: usize, attempts: &[AttemptRow]) -> Result<
                 reason: Some(
                     "committed before the coordinator stopped; recognised on resume".into(),
                 ),
+                duration_ms,
                 ..Default::default()
             },
         )?;
@@ -109,6 +135,7 @@ fn recover_running(l: &mut Ledger, i: usize, attempts: &[AttemptRow]) -> Result<
                 attempt: Some(attempt),
                 attempt_state: Some(AttemptState::Interrupted),
                 reason: Some("coordinator stopped while it ran".into()),
+                duration_ms,
                 ..Default::default()
             },
         )?;
@@ -173,6 +200,7 @@ pub(super) fn lock_names(removed: &[PathBuf]) -> Vec<String> {
 /// record CANCELLED.
 pub(super) fn cancel_orphaned(store: &mut Store, ctx: &RunCtx) -> Result<()> {
     let run = ctx.run_id.as_str();
+    let last_seen = last_seen(store, run)?;
     let attempts = store.attempts(run)?;
     let workstreams = store.workstreams(run)?;
     let ws_ids = workstreams.iter().map(|w| w.id.as_str());
@@ -185,7 +213,7 @@ pub(super) fn cancel_orphaned(store: &mut Store, ctx: &RunCtx) -> Result<()> {
             .iter()
             .map(|w| (PathBuf::from(&w.worktree), w.branch.clone())),
     )?;
-    for a in attempts {
+    for a in &attempts {
         if a.state != AttemptState::Running {
             continue;
         }
@@ -222,6 +250,7 @@ pub(super) fn cancel_orphaned(store: &mut Store, ctx: &RunCtx) -> Result<()> {
                 attempt: Some(a.attempt),
                 preserved_ref,
                 reason: Some(reason),
+                duration_ms: ran_until(Some(a), last_seen.as_deref()),
                 ..Default::default()
             },
         )?;
@@ -255,6 +284,7 @@ pub(super) fn cancel_orphaned(store: &mut Store, ctx: &RunCtx) -> Result<()> {
     }
     let patch = RunPatch {
         stale_locks_removed: lock_names(&removed),
+        coordinator_last_seen: last_seen,
     };
     store.transition_run(run, RunState::Cancelled, patch)?;
     store.write_status_files(run)?;

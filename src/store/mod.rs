@@ -342,6 +342,28 @@ impl Store {
         )
     }
 
+    /// The run's own events (RUN_*), in order: when it ran.
+    pub fn run_events(&self, run: &str) -> Result<Vec<Event>> {
+        self.query(
+            "SELECT seq, ts, kind, ws, task, attempt, data, run_id FROM events
+             WHERE run_id = ?1 AND kind LIKE 'RUN\\_%' ESCAPE '\\' ORDER BY seq",
+            [run],
+            |r| rows::event_row(r).map(|(_, e)| e),
+        )
+    }
+
+    /// The time of the run's newest event.
+    pub fn last_event_ts(&self, run: &str) -> Result<Option<String>> {
+        self.conn
+            .query_row(
+                "SELECT ts FROM events WHERE run_id = ?1 ORDER BY seq DESC LIMIT 1",
+                [run],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(self.err())
+    }
+
     fn query<T>(
         &self,
         sql: &str,

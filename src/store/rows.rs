@@ -141,6 +141,8 @@ pub struct NewWs<'a> {
 pub struct RunPatch {
     /// Git lock files a killed process had left, removed before going on.
     pub stale_locks_removed: Vec<String>,
+    /// The dead coordinator's last event time (see `StaleLocks`).
+    pub coordinator_last_seen: Option<String>,
 }
 
 /// Fields a workstream transition may set (None: unchanged).

@@ -4,7 +4,7 @@
 use super::layout::write_atomic;
 use super::rows::{GateRunRow, TaskRow};
 use super::{Result, Store};
-use crate::model::{Integration, RunState, TaskState, WorkstreamState};
+use crate::model::{Event, EventData, Integration, RunState, TaskState, WorkstreamState};
 use serde::{Deserialize, Serialize};
 
 impl Store {
@@ -13,6 +13,8 @@ impl Store {
         let r = self.run(run)?;
         let wss = self.workstreams(run)?;
         let tasks = self.tasks(run)?;
+        let now = ms_of(&crate::model::now()).unwrap_or(0);
+        let active = Active::of(&self.run_events(run)?, now);
         let mut counts = Counts::default();
         let mut out = Vec::with_capacity(wss.len());
         for ws in wss {
@@ -31,6 +33,7 @@ impl Store {
                 base: ws.start_commit,
                 head: ws.head,
                 reason: ws.reason,
+                duration_ms: active.within(ws.started_at.as_deref(), ws.finished_at.as_deref()),
                 started_at: ws.started_at,
                 finished_at: ws.finished_at,
                 counts: wc,
@@ -46,6 +49,7 @@ impl Store {
             repo: r.repo,
             base: r.base,
             base_ref: r.base_ref,
+            duration_ms: r.started_at.as_ref().map(|_| active.total()),
             started_at: r.started_at,
             finished_at: r.finished_at,
             counts,
@@ -73,6 +77,82 @@ impl Store {
             write_atomic(&self.layout.ws_json(run, &ws.id), &text)?;
         }
         Ok(st)
+    }
+}
+
+fn ms_of(ts: &str) -> Option<i64> {
+    chrono::DateTime::parse_from_rfc3339(ts)
+        .ok()
+        .map(|t| t.timestamp_millis())
+}
+
+/// The spans of time a run's coordinator was running it, in ms since the
+/// epoch: from each RUN_STARTED to the run's end, or, when the coordinator
+/// died, to its last event (which resume or cancel records). The gap
+/// between a run's end and its resume is no running time.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Active(pub Vec<(i64, i64)>);
+
+impl Active {
+    /// From the run's events in order; a span still open ends at `now`.
+    pub fn of(events: &[Event], now: i64) -> Active {
+        let mut spans = Vec::new();
+        let (mut open, mut last): (Option<i64>, Option<i64>) = (None, None);
+        for ev in events {
+            let Some(t) = ms_of(&ev.ts) else { continue };
+            match &ev.data {
+                EventData::RunResumed(l) | EventData::RunCancelled(l)
+                    if l.coordinator_last_seen.is_some() =>
+                {
+                    if let (Some(a), Some(seen)) = (
+                        open.take(),
+                        l.coordinator_last_seen.as_deref().and_then(ms_of),
+                    ) {
+                        spans.push((a, seen.max(a)));
+                    }
+                }
+                EventData::RunStarted => {
+                    // Started again with no end recorded (a coordinator
+                    // that died before ends were recorded): its last
+                    // recorded run event is all that is known.
+                    if let Some(a) = open.take() {
+                        spans.push((a, last.unwrap_or(a).max(a)));
+                    }
+                    open = Some(t);
+                }
+                EventData::RunCompleted | EventData::RunFailed | EventData::RunCancelled(_) => {
+                    if let Some(a) = open.take() {
+                        spans.push((a, t.max(a)));
+                    }
+                }
+                _ => {}
+            }
+            last = Some(t);
+        }
+        if let Some(a) = open {
+            spans.push((a, now.max(a)));
+        }
+        Active(spans)
+    }
+
+    /// All the running time.
+    pub fn total(&self) -> i64 {
+        self.0.iter().map(|(a, b)| b - a).sum()
+    }
+
+    /// The running time between two timestamps (`to` None: up to now).
+    pub fn within(&self, from: Option<&str>, to: Option<&str>) -> Option<i64> {
+        let from = ms_of(from?)?;
+        let to = match to {
+            Some(t) => ms_of(t)?,
+            None => i64::MAX,
+        };
+        Some(
+            self.0
+                .iter()
+                .map(|&(a, b)| (b.min(to) - a.max(from)).max(0))
+                .sum(),
+        )
     }
 }
 
@@ -107,6 +187,9 @@ pub struct RunStatus {
     pub base_ref: Option<String>,
     pub started_at: Option<String>,
     pub finished_at: Option<String>,
+    /// Time the run actually ran: across resumes, without the gaps between.
+    #[serde(default)]
+    pub duration_ms: Option<i64>,
     pub counts: Counts,
     pub workstreams: Vec<WsStatus>,
     /// Every gate run of `mpw integrate`, oldest first.
@@ -132,6 +215,9 @@ pub struct WsStatus {
     pub started_at: Option<String>,
     #[serde(default)]
     pub finished_at: Option<String>,
+    /// Its time between `started_at` and `finished_at` while the run ran.
+    #[serde(default)]
+    pub duration_ms: Option<i64>,
     pub counts: Counts,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub integration: Option<Integration>,
@@ -140,3 +226,61 @@ pub struct WsStatus {
 
 /// A task's entry in `run_status.json` is its row.
 pub type TaskStatus = TaskRow;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::StaleLocks;
+
+    /// An event of the run at `s` seconds.
+    fn at(s: i64, data: EventData) -> Event {
+        let t = chrono::DateTime::from_timestamp_millis(s * 1000).unwrap();
+        Event {
+            ts: t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+            run: "R".into(),
+            workstream: None,
+            task: None,
+            attempt: None,
+            data,
+        }
+    }
+
+    fn last_seen(s: i64) -> StaleLocks {
+        StaleLocks {
+            coordinator_last_seen: Some(at(s, EventData::RunStarted).ts),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn running_time_leaves_out_the_gaps_before_each_resume() {
+        // Ran 4 s and failed; resumed an hour later, ran 5 s, was killed
+        // (last seen at 3605 s); resumed at 7200 s and completed 2 s later.
+        let events = [
+            at(0, EventData::RunStarted),
+            at(4, EventData::RunFailed),
+            at(3600, EventData::RunResumed(StaleLocks::default())),
+            at(3600, EventData::RunStarted),
+            at(7200, EventData::RunResumed(last_seen(3605))),
+            at(7200, EventData::RunStarted),
+            at(7202, EventData::RunCompleted),
+        ];
+        let a = Active::of(&events, 99_999_000);
+        assert_eq!(a.total(), 11_000);
+        // A workstream from 3601 s to 7201 s ran 4 s + 1 s of it.
+        let ts = |s| at(s, EventData::RunStarted).ts;
+        assert_eq!(a.within(Some(&ts(3601)), Some(&ts(7201))), Some(5_000));
+        assert_eq!(a.within(None, None), None);
+    }
+
+    #[test]
+    fn a_running_run_counts_up_to_now_and_a_cancel_after_a_crash_ends_at_last_seen() {
+        let running = [at(10, EventData::RunStarted)];
+        assert_eq!(Active::of(&running, 13_000).total(), 3_000);
+        let cancelled = [
+            at(10, EventData::RunStarted),
+            at(500, EventData::RunCancelled(last_seen(12))),
+        ];
+        assert_eq!(Active::of(&cancelled, 999_000).total(), 2_000);
+    }
+}

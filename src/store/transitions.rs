@@ -307,8 +307,9 @@ impl Store {
             tx.prepare_cached("UPDATE tasks SET state = ?4, exit_code = COALESCE(?5, exit_code),
                      commit_id = COALESCE(?6, commit_id), preserved_ref = COALESCE(?7, preserved_ref),
                      reason = COALESCE(?8, reason), finished_at = COALESCE(?9, finished_at),
-                     duration_ms = CASE WHEN ?9 IS NOT NULL AND started_at IS NOT NULL
-                         THEN CAST(ROUND((julianday(?9) - julianday(started_at)) * 86400000) AS INTEGER)
+                     duration_ms = CASE WHEN ?9 IS NOT NULL
+                         THEN (SELECT SUM(duration_ms) FROM attempts a
+                               WHERE a.run_id = ?1 AND a.ws = ?2 AND a.task = ?3)
                          ELSE duration_ms END
                  WHERE run_id = ?1 AND ws = ?2 AND id = ?3")
             .map_err(&e)?
@@ -386,6 +387,7 @@ fn check<S: StateMachine>(run: &str, what: impl Fn() -> String, from: S, to: S) 
 fn run_event(to: RunState, patch: RunPatch) -> Option<EventData> {
     let locks = StaleLocks {
         stale_locks_removed: patch.stale_locks_removed,
+        coordinator_last_seen: patch.coordinator_last_seen,
     };
     Some(match to {
         RunState::Pending => return None,
@@ -645,6 +647,7 @@ mod tests {
             .unwrap();
         let locks = RunPatch {
             stale_locks_removed: vec!["/x/index.lock".into()],
+            ..Default::default()
         };
         s.transition_run("R", RunState::Cancelled, locks).unwrap();
 
@@ -684,7 +687,8 @@ mod tests {
         assert_eq!(
             from_table[5].data,
             EventData::RunCancelled(StaleLocks {
-                stale_locks_removed: vec!["/x/index.lock".into()]
+                stale_locks_removed: vec!["/x/index.lock".into()],
+                ..Default::default()
             })
         );
     }

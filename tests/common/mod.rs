@@ -244,3 +244,27 @@ pub fn task<'a>(st: &'a serde_json::Value, ws_id: &str, id: &str) -> &'a serde_j
         .find(|t| t["id"] == id)
         .unwrap_or_else(|| panic!("no task {ws_id}/{id}"))
 }
+
+/// Poll `f` every 50 ms until it holds; panics naming `what` after `timeout`.
+pub fn wait_until(what: &str, timeout: std::time::Duration, mut f: impl FnMut() -> bool) {
+    let end = std::time::Instant::now() + timeout;
+    while std::time::Instant::now() < end {
+        if f() {
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    panic!("timed out waiting for {what}");
+}
+
+/// Milliseconds since the epoch of an RFC 3339 time in a status file.
+pub fn ms_of(v: &serde_json::Value) -> i64 {
+    chrono::DateTime::parse_from_rfc3339(v.as_str().unwrap_or_else(|| panic!("no time: {v}")))
+        .unwrap()
+        .timestamp_millis()
+}
+
+/// Milliseconds since the epoch, now.
+pub fn now_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}
