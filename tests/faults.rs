@@ -1065,7 +1065,7 @@ fn a_kill_between_an_events_commit_and_its_line_is_caught_up_by_resume() {
 #[test]
 fn a_big_copy_in_one_workstream_does_not_delay_anothers_timeout() {
     let repo = repo().commit("init");
-    // 200 MB of files the plan copies into workstream A's worktree.
+    // 200 MB of files the plan copies into each new worktree.
     let big = repo.path.join("big");
     std::fs::create_dir_all(&big).unwrap();
     let chunk = vec![7u8; 10 << 20];
@@ -1075,8 +1075,8 @@ fn a_big_copy_in_one_workstream_does_not_delay_anothers_timeout() {
     std::fs::write(repo.path.join(".git/info/exclude"), "big/\n").unwrap();
     let plan = repo.plan(
         "bc",
-        r#"{ "run_id": "BC", "workstreams": [
-            { "id": "A", "copy": ["big"], "tasks": [ { "id": "T", "run": "true" } ] },
+        r#"{ "run_id": "BC", "globals": { "copy": ["big"] }, "workstreams": [
+            { "id": "A", "tasks": [ { "id": "T", "run": "true" } ] },
             { "id": "B", "tasks": [ { "id": "T", "timeout_s": 1, "run": "sleep 30" } ] } ] }"#,
     );
     let out = repo.mpw().arg("run").arg(&plan).output().unwrap();

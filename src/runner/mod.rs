@@ -399,7 +399,9 @@ pub fn resume(repo: Option<&Path>, run_id: &str, listener: Box<dyn Listener>) ->
 /// A run recorded RUNNING whose coordinator lock nobody holds: its
 /// coordinator died (kill -9, power loss) and `mpw resume` continues it.
 pub fn coordinator_gone(layout: &Layout, run: &RunRow) -> bool {
-    run.state == RunState::Running && !lock::is_held(&layout.run_lock(&run.id))
+    // No lock file: no coordinator ever ran here (a run imported piece by piece).
+    let lock = layout.run_lock(&run.id);
+    run.state == RunState::Running && lock.exists() && !lock::is_held(&lock)
 }
 
 /// Hold the run's coordinator lock: one coordinator per run, and a crashed
