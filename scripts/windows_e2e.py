@@ -390,7 +390,10 @@ def scenario(base: Path):
 
     with Row("integrate into checked-out clean main") as r:
         out = mpw(repo, "integrate", "E1", "--into", "main")
-        r.check(out.returncode == 0, f"exit {out.returncode}")
+        # Exit 1: the quarantined workstream is left unmerged, and named last.
+        last = out.stdout.strip().splitlines()[-1] if out.stdout.strip() else ""
+        r.check(out.returncode == 1, f"exit {out.returncode}")
+        r.check("left unmerged" in last and "QUARANTINED" in last, f"last line {last!r}")
         merged = git(repo, "log", "--first-parent", "--format=%s", "main0..main".replace("main0", main0)).splitlines()
         r.check(len(merged) == 4, f"{len(merged)} merges on main: {merged}")
         porcelain = git(repo, "status", "--porcelain")
