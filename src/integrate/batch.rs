@@ -26,6 +26,23 @@ pub(super) struct Queue<'a> {
     pub listener: &'a mut dyn Listener,
 }
 
+impl Queue<'_> {
+    /// Record workstream `w`'s result (row, state change, event) through the
+    /// same `record` as one-by-one integration.
+    fn record(
+        &mut self,
+        s: &mut Setup,
+        w: usize,
+        head: Oid,
+        merged: Merged,
+        covered: Vec<String>,
+    ) -> Result<Outcome> {
+        let rows = self.rows;
+        let strategy = self.opts.strategy;
+        record(s, self.listener, &rows[w], head, strategy, merged, covered)
+    }
+}
+
 /// A workstream due for merging: its index, branch head and merge message.
 struct Cand {
     w: usize,
@@ -114,6 +131,22 @@ pub(super) fn integrate(
 }
 
 impl Search<'_, '_> {
+    /// Leave workstream `w` out of this batch with its result recorded; its
+    /// dependants follow it out.
+    fn take_out(
+        &mut self,
+        s: &mut Setup,
+        w: usize,
+        head: Oid,
+        merged: Merged,
+        covered: Vec<String>,
+    ) -> Result<()> {
+        let o = self.q.record(s, w, head, merged, covered)?;
+        self.out.insert(w);
+        self.outcomes.insert(w, o);
+        Ok(())
+    }
+
     /// Take out forecast conflicts, search the batch, move the target once.
     fn run(&mut self, s: &mut Setup) -> Result<Vec<(usize, Outcome)>> {
         let items = self.take_out_forecast_conflicts(s)?;
@@ -163,17 +196,8 @@ impl Search<'_, '_> {
         let mut done = Vec::new();
         for (c, commit, detail) in std::mem::take(&mut self.accepted) {
             let cand = &self.cands[c];
-            let row = &self.q.rows[cand.w];
             let merged: Merged = (WorkstreamState::Integrated, Some(commit), vec![], detail);
-            let o = record(
-                s,
-                self.q.listener,
-                row,
-                cand.head,
-                self.q.opts.strategy,
-                merged,
-                vec![],
-            )?;
+            let o = self.q.record(s, cand.w, cand.head, merged, vec![])?;
             done.push((cand.w, o));
         }
         Ok(done)
@@ -224,17 +248,8 @@ impl Search<'_, '_> {
                 s.into
             );
             let merged: Merged = (WorkstreamState::Conflict, None, paths, detail);
-            let o = record(
-                s,
-                self.q.listener,
-                row,
-                cand.head,
-                self.q.opts.strategy,
-                merged,
-                vec![],
-            )?;
-            self.out.insert(cand.w);
-            self.outcomes.insert(cand.w, o);
+            let (w, head) = (cand.w, cand.head);
+            self.take_out(s, w, head, merged, vec![])?;
         }
         Ok(kept)
     }
@@ -278,17 +293,7 @@ impl Search<'_, '_> {
             if !m.is_clean() {
                 let detail = conflict_detail(s, row, &m.conflicts);
                 let merged: Merged = (WorkstreamState::Conflict, None, m.conflicts, detail);
-                let o = record(
-                    s,
-                    self.q.listener,
-                    row,
-                    head,
-                    self.q.opts.strategy,
-                    merged,
-                    vec![],
-                )?;
-                self.out.insert(w);
-                self.outcomes.insert(w, o);
+                self.take_out(s, w, head, merged, vec![])?;
                 continue;
             }
             let parents: Vec<Oid> = match self.q.opts.strategy {
@@ -358,7 +363,6 @@ impl Search<'_, '_> {
             // A single merge on a good prefix fails: the culprit.
             let (c, _, _) = built[0];
             let cand = &self.cands[c];
-            let row = &self.q.rows[cand.w];
             let detail = if failure.covered.len() > 1 {
                 format!(
                     "{} (isolated by gate run {} over {})",
@@ -370,17 +374,8 @@ impl Search<'_, '_> {
                 failure.reason.clone()
             };
             let merged: Merged = (WorkstreamState::GateFailed, None, vec![], detail);
-            let o = record(
-                s,
-                self.q.listener,
-                row,
-                cand.head,
-                self.q.opts.strategy,
-                merged,
-                failure.covered.clone(),
-            )?;
-            self.out.insert(cand.w);
-            self.outcomes.insert(cand.w, o);
+            let (w, head) = (cand.w, cand.head);
+            self.take_out(s, w, head, merged, failure.covered.clone())?;
             return Ok((base, false));
         }
         let half = built.len().div_ceil(2);
