@@ -25,36 +25,11 @@ fn spawn_run(repo: &TestRepo, plan: &Path, envs: &[(&str, &str)]) -> Child {
     c.spawn().unwrap()
 }
 
-fn wait_for(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
-    let end = Instant::now() + timeout;
-    while Instant::now() < end {
-        if f() {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    panic!("timed out waiting for {what}");
-}
-
-fn alive(pid: i32) -> bool {
-    // kill -0, and a zombie does not count.
-    let ok = unsafe { libc::kill(pid, 0) } == 0;
-    ok && !std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .map(|s| {
-            s.rsplit(')')
-                .next()
-                .unwrap_or("")
-                .trim_start()
-                .starts_with('Z')
-        })
-        .unwrap_or(true)
-}
-
 /// The pid a task wrote with `echo $$ > FILE`; waits for the whole line,
 /// since the file exists a moment before its content does.
 fn read_pid(p: &Path) -> i32 {
     let mut text = String::new();
-    wait_for(
+    wait_until(
         &format!("a pid in {}", p.display()),
         Duration::from_secs(30),
         || {
@@ -160,7 +135,7 @@ fn kill_9_while_the_slow_task_runs(repo: &TestRepo, plan: &Path, run: &str) -> i
     let mut child = spawn_run(repo, plan, &[]);
     let pidfile = repo.dir.path().join("counts/slow.pid");
     let noted = repo.mpw_dir().join(format!("runs/{run}/logs/A/T2.1.proc"));
-    wait_for("the slow task to start", Duration::from_secs(30), || {
+    wait_until("the slow task to start", Duration::from_secs(30), || {
         pidfile.exists() && noted.exists()
     });
     let pid = read_pid(&pidfile);
@@ -315,7 +290,7 @@ fn mpw_cancel_after_a_crash_keeps_the_running_attempts_work() {
     );
     let mut child = spawn_run(&repo, &plan, &[]);
     let noted = repo.mpw_dir().join("runs/KC/logs/A/T.1.proc");
-    wait_for("the task to write", Duration::from_secs(30), || {
+    wait_until("the task to write", Duration::from_secs(30), || {
         noted.exists() && std::fs::read_to_string(&pidfile).is_ok_and(|s| s.ends_with('\n'))
     });
     unsafe { libc::kill(child.id() as i32, libc::SIGKILL) };
@@ -399,7 +374,7 @@ fn ctrl_c_cancels_within_seconds_and_leaves_no_process() {
         ),
     );
     let mut child = spawn_run(&repo, &plan, &[]);
-    wait_for("tasks to start", Duration::from_secs(30), || {
+    wait_until("tasks to start", Duration::from_secs(30), || {
         pids.join("a").exists() && pids.join("b").exists()
     });
     let (a, b) = (read_pid(&pids.join("a")), read_pid(&pids.join("b")));
@@ -434,7 +409,7 @@ fn mpw_cancel_from_another_terminal_stops_the_run() {
         ),
     );
     let mut child = spawn_run(&repo, &plan, &[]);
-    wait_for("the task", Duration::from_secs(30), || flag.exists());
+    wait_until("the task", Duration::from_secs(30), || flag.exists());
     let out = repo
         .mpw()
         .args(["cancel", "C2"])
@@ -735,7 +710,7 @@ fn resume_itself_killed_and_resumed_again_finishes_once() {
     );
     let mut run = spawn_run(&repo, &plan, &[]);
     let noted = |n: u32| repo.mpw_dir().join(format!("runs/RR/logs/A/T2.{n}.proc"));
-    wait_for("attempt 1", Duration::from_secs(30), || {
+    wait_until("attempt 1", Duration::from_secs(30), || {
         c.join("pid.1").exists() && noted(1).exists()
     });
     unsafe { libc::kill(run.id() as i32, libc::SIGKILL) };
@@ -748,7 +723,7 @@ fn resume_itself_killed_and_resumed_again_finishes_once() {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    wait_for("attempt 2", Duration::from_secs(30), || {
+    wait_until("attempt 2", Duration::from_secs(30), || {
         c.join("pid.2").exists() && noted(2).exists()
     });
     let first = read_pid(&c.join("pid.1"));
@@ -782,7 +757,7 @@ fn resume_provisions_a_deleted_worktree_again_from_its_branch() {
     );
     let mut run = spawn_run(&repo, &plan, &[]);
     let noted = repo.mpw_dir().join("runs/GONE/logs/A/T2.1.proc");
-    wait_for("T2", Duration::from_secs(30), || {
+    wait_until("T2", Duration::from_secs(30), || {
         c.join("pid").exists() && noted.exists()
     });
     unsafe { libc::kill(run.id() as i32, libc::SIGKILL) };
@@ -821,7 +796,7 @@ fn ignores_term(started: &Path, termed: &Path) -> String {
 /// 600 s grace would have run out.
 fn second_ctrl_c_ends(child: &mut Child, termed: &Path) {
     unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
-    wait_for("the TERM to reach it", Duration::from_secs(30), || {
+    wait_until("the TERM to reach it", Duration::from_secs(30), || {
         termed.exists()
     });
     assert!(
@@ -830,7 +805,7 @@ fn second_ctrl_c_ends(child: &mut Child, termed: &Path) {
     );
     unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
     let mut code = None;
-    wait_for("mpw to exit", Duration::from_secs(60), || {
+    wait_until("mpw to exit", Duration::from_secs(60), || {
         code = child.try_wait().unwrap().map(|s| s.code());
         code.is_some()
     });
@@ -859,7 +834,7 @@ fn a_second_ctrl_c_kills_at_once() {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    wait_for("the task", Duration::from_secs(30), || started.exists());
+    wait_until("the task", Duration::from_secs(30), || started.exists());
     second_ctrl_c_ends(&mut child, &termed);
     assert_eq!(task_state(&status(&repo, "CC"), "A", "T"), "CANCELLED");
 }
@@ -886,7 +861,7 @@ fn a_second_ctrl_c_during_a_gate_kills_it_at_once() {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    wait_for("the gate", Duration::from_secs(30), || started.exists());
+    wait_until("the gate", Duration::from_secs(30), || started.exists());
     second_ctrl_c_ends(&mut child, &termed);
     assert!(!repo.git(&["worktree", "list"]).contains("_gate"));
     assert_eq!(repo.head("main"), tip);
@@ -923,7 +898,7 @@ fn ctrl_c_during_a_gate_ends_it_and_leaves_the_target_and_states_alone() {
         stderr_of(&out)
     );
     // The gate's process tree is gone, and with it its scratch worktree.
-    wait_for("the gate to end", Duration::from_secs(10), || !alive(gate));
+    wait_until("the gate to end", Duration::from_secs(10), || !alive(gate));
     assert!(!repo.git(&["worktree", "list"]).contains("_gate"));
     // Nothing moved, nothing recorded as merged or failed.
     assert_eq!(repo.head("main"), tip);
@@ -1110,7 +1085,7 @@ fn a_gate_left_by_a_killed_integration_is_ended_by_the_next_one() {
         .unwrap();
     let gate = read_pid(&pid_file);
     let noted = repo.mpw_dir().join("runs/GK/logs/_integrate/A.1.proc");
-    wait_for("the gate's .proc", Duration::from_secs(30), || {
+    wait_until("the gate's .proc", Duration::from_secs(30), || {
         noted.exists()
     });
     unsafe { libc::kill(integrate.id() as i32, libc::SIGKILL) };
@@ -1119,7 +1094,7 @@ fn a_gate_left_by_a_killed_integration_is_ended_by_the_next_one() {
     assert!(repo.git(&["worktree", "list"]).contains("_gate"));
     let out = repo.mpw().arg("integrate").output().unwrap();
     assert_eq!(out.status.code(), Some(0), "{}", stderr_of(&out));
-    wait_for("the stale gate to end", Duration::from_secs(30), || {
+    wait_until("the stale gate to end", Duration::from_secs(30), || {
         !alive(gate)
     });
     assert!(!repo.git(&["worktree", "list"]).contains("_gate"));

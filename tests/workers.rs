@@ -9,7 +9,7 @@ use common::*;
 use serde_json::Value;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 fn have_python() -> bool {
     let ok = Command::new("python3")
@@ -66,28 +66,8 @@ fn pid_in(repo: &TestRepo, rev: &str, name: &str) -> String {
     repo.git(&["show", &format!("{rev}:out_{name}.txt")])
 }
 
-fn alive(pid: i32) -> bool {
-    let ok = unsafe { libc::kill(pid, 0) } == 0;
-    ok && !std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .map(|s| {
-            s.rsplit(')')
-                .next()
-                .unwrap_or("")
-                .trim_start()
-                .starts_with('Z')
-        })
-        .unwrap_or(false)
-}
-
-fn wait_for(what: &str, mut f: impl FnMut() -> bool) {
-    let end = Instant::now() + Duration::from_secs(60);
-    while Instant::now() < end {
-        if f() {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    panic!("timed out waiting for {what}");
+fn wait_for(what: &str, f: impl FnMut() -> bool) {
+    wait_until(what, Duration::from_secs(60), f)
 }
 
 fn spawn_run(repo: &TestRepo, plan: &Path) -> Child {

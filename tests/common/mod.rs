@@ -268,3 +268,19 @@ pub fn ms_of(v: &serde_json::Value) -> i64 {
 pub fn now_ms() -> i64 {
     chrono::Utc::now().timestamp_millis()
 }
+
+/// Is `pid` a live process (kill -0; a zombie, or one gone meanwhile, is not)?
+#[cfg(unix)]
+pub fn alive(pid: i32) -> bool {
+    // kill -0, and a zombie does not count.
+    let ok = unsafe { libc::kill(pid, 0) } == 0;
+    ok && !std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .map(|s| {
+            s.rsplit(')')
+                .next()
+                .unwrap_or("")
+                .trim_start()
+                .starts_with('Z')
+        })
+        .unwrap_or(true)
+}
