@@ -44,6 +44,34 @@ fn demo_plan() -> String {
     std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("plans/demo.jsonc")).unwrap()
 }
 
+/// Workstream b run on `runner` as its own piece, imported `here`: refused
+/// with exit 2; its message.
+fn import_of_a_foreign_piece(
+    remote: &Remote,
+    runner: &common::scale::Clone,
+    here: &common::scale::Clone,
+    dir: &str,
+) -> String {
+    let foreign = remote.dir.path().join(dir);
+    runner
+        .mpw()
+        .args([
+            "-q",
+            "run",
+            remote.plan_rel,
+            "--workstream",
+            "b",
+            "--run-id",
+            RUN,
+        ])
+        .args(["--records-out", foreign.to_str().unwrap()])
+        .assert()
+        .success();
+    let out = here.mpw().arg("import").arg(&foreign).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    stderr_of(&out)
+}
+
 /// A status without the run's running time, which a RUNNING run counts up to now.
 fn without_clock(mut st: serde_json::Value) -> serde_json::Value {
     st.as_object_mut().unwrap().remove("duration_ms");
@@ -285,24 +313,7 @@ fn a_piece_of_another_plan_or_base_is_refused_and_nothing_changes() {
         TWO.replace("echo b > b.txt", "echo B > b.txt"),
     )
     .unwrap();
-    let foreign = remote.dir.path().join("pieces-changed");
-    runner
-        .mpw()
-        .args([
-            "-q",
-            "run",
-            remote.plan_rel,
-            "--workstream",
-            "b",
-            "--run-id",
-            RUN,
-        ])
-        .args(["--records-out", foreign.to_str().unwrap()])
-        .assert()
-        .success();
-    let out = here.mpw().arg("import").arg(&foreign).output().unwrap();
-    assert_eq!(out.status.code(), Some(2));
-    let err = stderr_of(&out);
+    let err = import_of_a_foreign_piece(&remote, &runner, &here, "pieces-changed");
     assert!(err.contains("another plan"), "{err}");
     assert!(err.contains(".workstreams[1].tasks[0].run"), "{err}");
     assert_eq!(
@@ -314,28 +325,8 @@ fn a_piece_of_another_plan_or_base_is_refused_and_nothing_changes() {
     let runner = remote.clone_as("runner-moved");
     std::fs::write(runner.path.join("README.md"), "moved on\n").unwrap();
     runner.git(&["commit", "-q", "-am", "moved on"]);
-    let foreign = remote.dir.path().join("pieces-moved");
-    runner
-        .mpw()
-        .args([
-            "-q",
-            "run",
-            remote.plan_rel,
-            "--workstream",
-            "b",
-            "--run-id",
-            RUN,
-        ])
-        .args(["--records-out", foreign.to_str().unwrap()])
-        .assert()
-        .success();
-    let out = here.mpw().arg("import").arg(&foreign).output().unwrap();
-    assert_eq!(out.status.code(), Some(2));
-    assert!(
-        stderr_of(&out).contains("another base"),
-        "{}",
-        stderr_of(&out)
-    );
+    let err = import_of_a_foreign_piece(&remote, &runner, &here, "pieces-moved");
+    assert!(err.contains("another base"), "{err}");
     assert_eq!(without_clock(here.status_json(RUN)), without_clock(before));
 }
 
