@@ -4,24 +4,26 @@
 //! `batch` gates many merges at once and bisects on failure.
 
 mod batch;
+mod forecast;
+mod gate;
 
-use crate::exec::{self, Cancel, Program, Spec, Verdict};
 use crate::git::{self, Excluded, GitError, MergeSession, Oid};
 use crate::lock;
 use crate::model::{
-    EventData, GatePassed, Integration, IntegrationCancelled, IntegrationDone, IntegrationStarted,
+    EventData, Integration, IntegrationCancelled, IntegrationDone, IntegrationStarted,
     WorkstreamState, now,
 };
 use crate::plan::Plan;
 use crate::runner::{Listener, RunError, open_repo};
-use crate::signals::Signals;
-use crate::store::{GateRunRow, IntegrationRow, Layout, Store, TaskRow, WsPatch, WsRow};
+use crate::store::{GateRunRow, IntegrationRow, Store, TaskRow, WsPatch, WsRow};
+use forecast::conflicting_pairs;
+pub use forecast::{Forecast, PairConflict, WouldMerge, forecast};
+use gate::{GateRuntime, end_stale_gates, run_gate};
 use serde::Serialize;
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
-use tokio::sync::watch;
 
 type Result<T, E = RunError> = std::result::Result<T, E>;
 
@@ -99,32 +101,6 @@ struct Setup {
     gate_rt: Option<GateRuntime>,
     /// Trouble that changes no verdict, told at the end.
     warnings: Vec<String>,
-}
-
-struct GateRuntime {
-    rt: tokio::runtime::Runtime,
-    stop: watch::Receiver<Cancel>,
-}
-
-impl GateRuntime {
-    fn new() -> Result<Self> {
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .enable_all()
-            .build()
-            .map_err(RunError::runtime("cannot start the runtime"))?;
-        let signals = {
-            let _in_rt = rt.enter();
-            Signals::new()
-                .map_err(RunError::runtime("cannot listen for signals"))?
-                .watch()
-        };
-        Ok(GateRuntime { rt, stop: signals })
-    }
-
-    fn stopped(&self) -> bool {
-        *self.stop.borrow() != Cancel::No
-    }
 }
 
 fn interrupted(s: &Setup, what: &str) -> RunError {
@@ -644,292 +620,5 @@ fn untracked_in_the_way(
         worktree: co.path.clone(),
         paths: in_the_way,
         into: s.into.clone(),
-    })
-}
-
-/// One gate run, recorded in the gate_runs table.
-struct GateRun {
-    id: i64,
-    /// Why it failed, with its log; None when it passed.
-    failure: Option<String>,
-}
-
-/// Check `commit` (the merge of `covered` onto the target) out in a scratch
-/// worktree and run the gate there, again up to `--gate-retries` times while
-/// it fails. `key` names the scratch worktree and the logs.
-fn run_gate(
-    s: &mut Setup,
-    opts: &Options,
-    key: &str,
-    covered: &[String],
-    batch: Option<u32>,
-    commit: Oid,
-    listener: &mut dyn Listener,
-) -> Result<GateRun> {
-    let gate = opts.gate.as_deref().expect("a gate to run");
-    let run_row = s.store.run(&s.run_id)?;
-    let scratch = PathBuf::from(&run_row.worktree_root)
-        .join(&s.run_id)
-        .join(format!("_gate-{key}"));
-    if scratch.exists() {
-        remove_scratch(s, &scratch);
-    }
-    git::add_detached_worktree(&s.repo, &scratch, commit)?;
-    let logs = s
-        .store
-        .layout
-        .run_dir(&s.run_id)
-        .join("logs")
-        .join("_integrate");
-    let started = std::time::Instant::now();
-    let mut attempts = 0;
-    let (failure, log) = loop {
-        attempts += 1;
-        let name = match attempts {
-            1 => key.to_string(),
-            k => format!("{key}.try{k}"),
-        };
-        let spec = Spec {
-            program: Program::Shell {
-                shell: crate::runner::plan_shell(&s.plan),
-                script: gate.to_string(),
-            },
-            cwd: scratch.clone(),
-            env: vec![
-                ("MPW_RUN_ID".into(), s.run_id.clone()),
-                (
-                    "MPW_WORKSTREAM".into(),
-                    covered.last().cloned().unwrap_or_default(),
-                ),
-                ("MPW_GATE_COVERS".into(), covered.join(" ")),
-                (
-                    "MPW_WORKTREE".into(),
-                    scratch.to_string_lossy().into_owned(),
-                ),
-            ],
-            timeout: Some(opts.gate_timeout),
-            grace: opts.grace,
-            stdout: logs.join(format!("{name}.out")),
-            stderr: logs.join(format!("{name}.err")),
-            guards: Default::default(),
-        };
-        let gate_rt = s
-            .gate_rt
-            .as_ref()
-            .expect("integrate starts a runtime for a gate");
-        let out = gate_rt
-            .rt
-            .block_on(exec::run(&spec, gate_rt.stop.clone(), |_| {}));
-        if gate_rt.stopped() {
-            remove_scratch(s, &scratch);
-            let on = covered.join(", ");
-            return Err(interrupted(s, &format!("while the gate ran on {on}")));
-        }
-        let failure = match out.verdict() {
-            Verdict::Succeeded => None,
-            Verdict::Failed(r) | Verdict::Quarantined(r) => {
-                // A one-workstream run is what `mpw logs RUN integrate/WS` shows.
-                let (out, err) = (&spec.stdout, &spec.stderr);
-                let see = match (covered, batch, Layout::log_with_content(out, err)) {
-                    ([ws], None, Some(e)) => format!(
-                        "see mpw logs {} integrate/{ws}{}",
-                        s.run_id,
-                        if e { " --stderr" } else { "" }
-                    ),
-                    (_, _, Some(e)) => format!("log: {}", if e { err } else { out }.display()),
-                    (_, _, None) => format!("it printed nothing (log: {})", err.display()),
-                };
-                Some(format!("gate `{gate}` failed: {r}; {see}"))
-            }
-            Verdict::Cancelled => Some(format!("gate `{gate}` was cancelled")),
-        };
-        if failure.is_none() || attempts > opts.gate_retries {
-            break (failure, spec.stderr);
-        }
-    };
-    remove_scratch(s, &scratch);
-    let duration_ms = started.elapsed().as_millis() as i64;
-    let flaky = failure.is_none() && attempts > 1;
-    let id = s.store.record_gate_run(
-        &s.run_id,
-        &GateRunRow {
-            id: 0,
-            into_branch: s.into.clone(),
-            batch,
-            covered: covered.to_vec(),
-            commit: commit.to_string(),
-            passed: failure.is_none(),
-            attempts,
-            flaky,
-            duration_ms,
-            log: log.to_string_lossy().into_owned(),
-            at: now(),
-        },
-    )?;
-    if failure.is_none() {
-        let data = EventData::GatePassed(GatePassed {
-            gate_run: id,
-            covered: covered.to_vec(),
-            duration_ms,
-            flaky,
-        });
-        let ev = s.store.event(&s.run_id, None, None, None, data)?;
-        listener.event(&ev);
-    }
-    Ok(GateRun { id, failure })
-}
-
-/// A killed integration may have left its gate running and its scratch
-/// worktree registered; holding the lock, we know both are stale.
-fn end_stale_gates(s: &mut Setup, grace: Duration) -> Result<()> {
-    let logs = s
-        .store
-        .layout
-        .run_dir(&s.run_id)
-        .join("logs")
-        .join("_integrate");
-    exec::end_leftovers(&[logs], grace);
-    let root = PathBuf::from(&s.store.run(&s.run_id)?.worktree_root).join(&s.run_id);
-    let stale: Vec<PathBuf> = std::fs::read_dir(&root)
-        .into_iter()
-        .flatten()
-        .flatten()
-        .filter(|e| e.file_name().to_string_lossy().starts_with("_gate-"))
-        .map(|e| e.path())
-        .collect();
-    for p in stale {
-        remove_scratch(s, &p);
-    }
-    Ok(())
-}
-
-/// Remove a gate's scratch worktree; a failure does not change the verdict
-/// but is told (the directory may need removing by hand).
-fn remove_scratch(s: &mut Setup, scratch: &Path) {
-    if let Err(e) = git::remove_worktree(&s.repo, scratch, true) {
-        s.warnings.push(format!(
-            "could not remove the gate's scratch worktree {}: {e}",
-            scratch.display()
-        ));
-    }
-}
-
-/// The conflict forecast of `--dry-run`.
-#[derive(Debug, Clone, Serialize)]
-pub struct Forecast {
-    pub run_id: String,
-    pub into: String,
-    pub target: String,
-    /// Each candidate merged alone onto the target.
-    pub against_target: BTreeMap<String, Vec<String>>,
-    /// Pairs of candidates whose branches conflict with each other.
-    pub pairs: Vec<PairConflict>,
-    /// Candidates merged one after another in integration order.
-    pub sequence: Vec<Outcome<WouldMerge>>,
-}
-
-impl Forecast {
-    /// A merge would conflict: `--dry-run` exits 1, as `git merge-tree` does.
-    pub fn conflicts(&self) -> bool {
-        self.against_target.values().any(|c| !c.is_empty())
-            || self
-                .sequence
-                .iter()
-                .any(|o| o.state == WouldMerge::Conflict)
-    }
-}
-
-/// What a forecast says of one candidate merged onto the ones before it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
-pub enum WouldMerge {
-    Clean,
-    Conflict,
-}
-
-#[derive(Debug, Clone, Serialize)]
-pub struct PairConflict {
-    pub a: String,
-    pub b: String,
-    pub paths: Vec<String>,
-}
-
-/// The pairs of branches that conflict with each other (a stacked pair
-/// never does: one contains the other).
-fn conflicting_pairs(
-    repo: &Path,
-    session: &mut MergeSession,
-    heads: &[(String, Oid)],
-) -> Result<Vec<PairConflict>> {
-    let mut pairs = Vec::new();
-    for (i, (a, ha)) in heads.iter().enumerate() {
-        for (b, hb) in &heads[i + 1..] {
-            if git::is_ancestor(repo, *ha, *hb)? || git::is_ancestor(repo, *hb, *ha)? {
-                continue;
-            }
-            let m = session.merge(*ha, *hb, a, b)?;
-            if !m.is_clean() {
-                pairs.push(PairConflict {
-                    a: a.clone(),
-                    b: b.clone(),
-                    paths: m.conflicts,
-                });
-            }
-        }
-    }
-    Ok(pairs)
-}
-
-/// Merge everything in memory, move nothing, and say what would conflict.
-pub fn forecast(repo: Option<&Path>, run: Option<&str>, into: Option<&str>) -> Result<Forecast> {
-    let s = setup(repo, run, into)?;
-    let tip = target_tip(&s)?;
-    let rows = s.store.workstreams(&s.run_id)?;
-    let mut session = MergeSession::open(&s.repo)?;
-    let mut heads = Vec::new();
-    for w in order(&s.plan, &s.ws_deps) {
-        let r = &rows[w];
-        if r.state.is_mergeable()
-            && let Some(h) = git::branch_tip(&s.repo, &r.branch)?
-        {
-            heads.push((r.id.clone(), h));
-        }
-    }
-    let mut against_target = BTreeMap::new();
-    for (id, h) in &heads {
-        let m = session.merge(tip, *h, &s.into, id)?;
-        against_target.insert(id.clone(), m.conflicts);
-    }
-    let pairs = conflicting_pairs(&s.repo, &mut session, &heads)?;
-    let mut acc = tip;
-    let mut sequence = Vec::new();
-    for (id, h) in &heads {
-        let m = session.merge(acc, *h, &s.into, id)?;
-        if m.is_clean() {
-            acc = session.commit(m.tree, &[acc, *h], &format!("forecast {id}"))?;
-            sequence.push(Outcome {
-                workstream: id.clone(),
-                state: WouldMerge::Clean,
-                commit: None,
-                conflicts: vec![],
-                detail: "would merge cleanly".into(),
-            });
-        } else {
-            sequence.push(Outcome {
-                workstream: id.clone(),
-                state: WouldMerge::Conflict,
-                commit: None,
-                conflicts: m.conflicts.clone(),
-                detail: format!("would conflict on {}", m.conflicts.join(", ")),
-            });
-        }
-    }
-    Ok(Forecast {
-        run_id: s.run_id,
-        into: s.into,
-        target: tip.to_string(),
-        against_target,
-        pairs,
-        sequence,
     })
 }
