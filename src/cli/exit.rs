@@ -102,7 +102,8 @@ impl Exit {
             | R::NothingToResume { .. }
             | R::NotFinished { .. }
             | R::NoTarget { .. }
-            | R::NoSuchBranch { .. } => Exit::Usage,
+            | R::NoSuchBranch { .. }
+            | R::NotStacked { .. } => Exit::Usage,
             R::Lock(_)
             | R::Io { .. }
             | R::NoDirectory { .. }
@@ -111,6 +112,7 @@ impl Exit {
             | R::StillRunning { .. }
             | R::IntegrationLocked { .. }
             | R::DirtyTarget { .. }
+            | R::DirtyWorktree { .. }
             | R::UntrackedInTheWay { .. }
             | R::TargetKeptMoving { .. }
             | R::TargetGone { .. }

@@ -1,7 +1,9 @@
-//! `mpw integrate` and `mpw clean`.
+//! `mpw integrate`, `mpw restack` and `mpw clean`.
 
 use super::{CliResult, Ctx, Exit};
-use crate::integrate::{self, Forecast, Options, Report, Strategy};
+use crate::integrate::{
+    self, Forecast, Options, Report, RestackOptions, RestackReport, RestackState, Strategy,
+};
 use crate::model::Event;
 use crate::report::{self, Style};
 use crate::runner::Listener;
@@ -37,6 +39,22 @@ pub struct IntegrateArgs {
     #[arg(long, value_name = "SECS", default_value_t = 5)]
     pub grace: u64,
     /// Exit 3 instead of waiting when another integration holds the lock.
+    #[arg(long)]
+    pub no_wait: bool,
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct RestackArgs {
+    /// Run id or prefix (default: the latest run).
+    pub run: Option<String>,
+    /// The stacked workstream (default: every stale one, in stack order).
+    pub workstream: Option<String>,
+    /// Replay its own commits onto the new head instead of merging it.
+    #[arg(long)]
+    pub rebase: bool,
+    /// Exit 3 instead of waiting when an integration holds the lock.
     #[arg(long)]
     pub no_wait: bool,
     #[arg(long)]
@@ -115,6 +133,59 @@ pub fn integrate(a: IntegrateArgs, ctx: &Ctx) -> CliResult {
         out!("{}", render_report(&r, Style { color: ctx.color }));
     }
     Ok(Exit::of_integration(&r))
+}
+
+pub fn restack(a: RestackArgs, ctx: &Ctx) -> CliResult {
+    let opts = RestackOptions {
+        run: a.run,
+        workstream: a.workstream,
+        rebase: a.rebase,
+        no_wait: a.no_wait,
+    };
+    let mut lines = Lines { quiet: ctx.quiet };
+    let r = integrate::restack(ctx.repo.as_deref(), &opts, &mut lines, &mut |m| {
+        eprintln!("mpw: {m}")
+    })?;
+    if a.json {
+        outln!("{}", serde_json::to_string_pretty(&r).unwrap());
+    } else {
+        out!("{}", render_restack(&r, Style { color: ctx.color }));
+    }
+    Ok(if r.failed() { Exit::Failed } else { Exit::Ok })
+}
+
+fn render_restack(r: &RestackReport, style: Style) -> String {
+    let mut s = format!("restack run {}\n", r.run_id);
+    let w = r
+        .outcomes
+        .iter()
+        .map(|o| o.workstream.len())
+        .max()
+        .unwrap_or(4)
+        .max(10);
+    for o in &r.outcomes {
+        s.push_str(&format!(
+            "{:<w$}  {}  {}\n",
+            o.workstream,
+            report::pad_state(&style, o.state.as_str()),
+            o.detail
+        ));
+    }
+    if r.outcomes.is_empty() {
+        s.push_str("no stacked workstream in this run\n");
+    } else if r.failed() {
+        let left: Vec<&str> = r
+            .outcomes
+            .iter()
+            .filter(|o| matches!(o.state, RestackState::Conflict | RestackState::Skipped))
+            .map(|o| o.workstream.as_str())
+            .collect();
+        s.push_str(&format!(
+            "not restacked: {} (see above; exit 1)\n",
+            left.join(", ")
+        ));
+    }
+    s
 }
 
 fn render_report(r: &Report, style: Style) -> String {

@@ -86,6 +86,8 @@ pub enum Command {
     Events(run_cmd::EventsArgs),
     /// Merge finished workstreams into a branch, one at a time, under a lock.
     Integrate(integrate_cmd::IntegrateArgs),
+    /// Bring stacked workstreams onto their upstream's new head (merge or --rebase).
+    Restack(integrate_cmd::RestackArgs),
     /// Write a pull request per workstream; optionally push and open it with gh.
     Pr(pr_cmd::PrArgs),
     /// Write a self-contained HTML report of a run.
@@ -188,6 +190,7 @@ pub fn main() -> i32 {
         Command::Logs(a) => run_cmd::logs(a, &ctx),
         Command::Events(a) => run_cmd::events(a, &ctx),
         Command::Integrate(a) => integrate_cmd::integrate(a, &ctx),
+        Command::Restack(a) => integrate_cmd::restack(a, &ctx),
         Command::Pr(a) => pr_cmd::pr(a, &ctx),
         Command::Report(a) => pr_cmd::report(a, &ctx),
         Command::Clean(a) => integrate_cmd::clean(a, &ctx),

@@ -131,6 +131,43 @@ pub fn log_range(repo: &Path, from: Oid, to: Oid) -> Result<Vec<CommitInfo>, Git
     Ok(out)
 }
 
+/// The commits `git rebase --onto X <hidden> tip` would replay: reachable
+/// from `tip` and from none of `hidden`, merges left out, parents first.
+pub fn commits_to_replay(repo: &Path, tip: Oid, hidden: &[Oid]) -> Result<Vec<Oid>, GitError> {
+    let repo = open_repo(repo)?;
+    let doing = || format!("listing the commits of {tip}");
+    let walk = repo
+        .rev_walk([tip])
+        .with_hidden(hidden.iter().copied())
+        .all()
+        .map_err(ctx(doing()))?;
+    let mut parents: std::collections::HashMap<Oid, Vec<Oid>> = Default::default();
+    for info in walk {
+        let info = info.map_err(ctx(doing()))?;
+        parents.insert(info.id, info.parent_ids.iter().copied().collect());
+    }
+    // Depth-first from the tip, each commit after its parents: commit times
+    // may tie, so they cannot give the order.
+    let mut out = Vec::new();
+    let mut seen = std::collections::HashSet::new();
+    let mut stack = vec![(tip, false)];
+    while let Some((id, expanded)) = stack.pop() {
+        let Some(ps) = parents.get(&id) else { continue };
+        if expanded {
+            if ps.len() <= 1 {
+                out.push(id);
+            }
+            continue;
+        }
+        if !seen.insert(id) {
+            continue;
+        }
+        stack.push((id, true));
+        stack.extend(ps.iter().rev().map(|p| (*p, false)));
+    }
+    Ok(out)
+}
+
 /// The best common ancestor of `a` and `b`, `None` for unrelated histories.
 pub fn merge_base(repo: &Path, a: Oid, b: Oid) -> Result<Option<Oid>, GitError> {
     let repo = open_repo(repo)?;

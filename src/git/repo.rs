@@ -93,6 +93,40 @@ pub(super) fn write_commit(
     message: &str,
 ) -> Result<Oid, GitError> {
     let (author, committer) = signatures(repo)?;
+    build_commit(repo, tree, parents, author, committer, message)
+}
+
+/// Write a copy of commit `original` with tree `tree` on `parents`: its
+/// author and message kept, the committer now, as `git cherry-pick` does.
+pub(super) fn write_replayed_commit(
+    repo: &gix::Repository,
+    tree: Oid,
+    parents: &[Oid],
+    original: Oid,
+) -> Result<Oid, GitError> {
+    let doing = || format!("reading commit {original}");
+    let commit = repo.find_commit(original).map_err(ctx(doing()))?;
+    let decoded = commit.decode().map_err(ctx(doing()))?;
+    let author = decoded.author().map_err(ctx(doing()))?;
+    let author = gix::actor::Signature {
+        name: author.name.to_owned(),
+        email: author.email.to_owned(),
+        time: author.time().map_err(ctx(doing()))?,
+    };
+    let message = String::from_utf8_lossy(decoded.message).into_owned();
+    let (_, committer) = signatures(repo)?;
+    build_commit(repo, tree, parents, author, committer, &message)
+}
+
+/// The one place a commit object is built and written.
+fn build_commit(
+    repo: &gix::Repository,
+    tree: Oid,
+    parents: &[Oid],
+    author: gix::actor::Signature,
+    committer: gix::actor::Signature,
+    message: &str,
+) -> Result<Oid, GitError> {
     let mut message = message.to_owned();
     if !message.ends_with('\n') {
         message.push('\n');

@@ -6,6 +6,7 @@
 mod batch;
 mod forecast;
 mod gate;
+mod restack;
 
 use crate::git::{self, Excluded, GitError, MergeSession, Oid};
 use crate::lock;
@@ -15,10 +16,11 @@ use crate::model::{
 };
 use crate::plan::Plan;
 use crate::runner::{Listener, RunError, open_repo};
-use crate::store::{GateRunRow, IntegrationRow, Store, TaskRow, WsPatch, WsRow};
+use crate::store::{GateRunRow, IntegrationRow, RunRow, Store, TaskRow, WsPatch, WsRow};
 use forecast::conflicting_pairs;
 pub use forecast::{Forecast, PairConflict, WouldMerge, forecast};
 use gate::{GateRuntime, end_stale_gates, run_gate};
+pub use restack::{RestackOptions, RestackOutcome, RestackReport, RestackState, restack};
 use serde::Serialize;
 use std::collections::BTreeSet;
 use std::fs::File;
@@ -135,7 +137,9 @@ fn record_cancelled(s: &mut Setup, listener: &mut dyn Listener, err: RunError) -
     Ok(err)
 }
 
-fn setup(repo: Option<&Path>, run: Option<&str>, into: Option<&str>) -> Result<Setup> {
+/// A finished run's store and row, and the main worktree as found now (the
+/// repository may have moved since the run).
+fn open_run(repo: Option<&Path>, run: Option<&str>) -> Result<(Store, RunRow, PathBuf)> {
     let rc = open_repo(repo)?;
     let store = Store::open_existing(rc.layout.clone())?;
     let row = store.run_or_latest(run)?;
@@ -145,13 +149,16 @@ fn setup(repo: Option<&Path>, run: Option<&str>, into: Option<&str>) -> Result<S
             state: row.state,
         });
     }
+    Ok((store, row, rc.info.main_workdir))
+}
+
+fn setup(repo: Option<&Path>, run: Option<&str>, into: Option<&str>) -> Result<Setup> {
+    let (store, row, main) = open_run(repo, run)?;
     let into = match (into, &row.base_ref) {
         (Some(i), _) => i.to_string(),
         (None, Some(b)) => b.clone(),
         (None, None) => return Err(RunError::NoTarget { run: row.id }),
     };
-    // The repository as found now (it may have moved since the run).
-    let main = rc.info.main_workdir.clone();
     if git::branch_tip(&main, &into)?.is_none() {
         return Err(RunError::NoSuchBranch { branch: into });
     }
@@ -403,6 +410,9 @@ fn candidate(
             format!("not merged: branch {} is gone", row.branch),
         ));
     };
+    if let Some(why) = restack::stale_stack(&s.repo, &s.run_id, rows, &s.ws_deps[w], w, head)? {
+        return Ok(skip(row.state, why));
+    }
     // A conflict or gate failure is tried again once the branch has moved.
     if matches!(
         row.state,

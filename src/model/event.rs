@@ -59,6 +59,7 @@ pub enum EventData {
     BatchStarted(BatchStarted),
     GatePassed(GatePassed),
     BisectSplit(BisectSplit),
+    Restacked(Restacked),
     WorkerStarted(WorkerFacts),
     WorkerExited(WorkerFacts),
     WorkerRecycled(WorkerFacts),
@@ -99,6 +100,7 @@ impl EventData {
             D::BatchStarted(_) => K::BatchStarted,
             D::GatePassed(_) => K::GatePassed,
             D::BisectSplit(_) => K::BisectSplit,
+            D::Restacked(_) => K::Restacked,
             D::WorkerStarted(_) => K::WorkerStarted,
             D::WorkerExited(_) => K::WorkerExited,
             D::WorkerRecycled(_) => K::WorkerRecycled,
@@ -280,6 +282,27 @@ pub struct BisectSplit {
     pub gate_run: i64,
     pub first: Vec<String>,
     pub rest: Vec<String>,
+}
+
+/// `mpw restack`: a stacked workstream's branch moved from `from` to `to`
+/// onto the new heads of the workstreams it stacks on.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Restacked {
+    pub upstreams: Vec<String>,
+    pub mode: RestackMode,
+    pub from: String,
+    pub to: String,
+}
+
+/// How `mpw restack` brings a dependant onto its upstream's new head.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RestackMode {
+    /// One merge commit of the upstream's new head.
+    Merge,
+    /// Its own commits replayed onto the new head (`--rebase`, and always
+    /// after the upstream was integrated by squash).
+    Rebase,
 }
 
 /// A workstream's last integration, kept on its row and in `run_status.json`.
@@ -585,6 +608,21 @@ mod tests {
                 ),
                 format!(
                     r#"{{{H},"kind":"BISECT_SPLIT","run":"R","gate_run":7,"first":["A"],"rest":["B"]}}"#
+                ),
+            ),
+            (
+                ev(
+                    true,
+                    false,
+                    D::Restacked(Restacked {
+                        upstreams: vec!["A".into()],
+                        mode: RestackMode::Rebase,
+                        from: "c1".into(),
+                        to: "c2".into(),
+                    }),
+                ),
+                format!(
+                    r#"{{{H},"kind":"RESTACKED","run":"R","workstream":"W","upstreams":["A"],"mode":"rebase","from":"c1","to":"c2"}}"#
                 ),
             ),
             (

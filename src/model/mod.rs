@@ -5,8 +5,8 @@ mod event;
 
 pub use event::{
     BatchStarted, BisectSplit, Event, EventData, GatePassed, Integration, IntegrationCancelled,
-    IntegrationDone, IntegrationStarted, SetupFailed, StaleLocks, TaskFacts, WorkerFacts,
-    WorkstreamFacts, WorktreeCreated, WsIntegration,
+    IntegrationDone, IntegrationStarted, RestackMode, Restacked, SetupFailed, StaleLocks,
+    TaskFacts, WorkerFacts, WorkstreamFacts, WorktreeCreated, WsIntegration,
 };
 
 use serde::{Deserialize, Serialize};
@@ -119,6 +119,7 @@ state_enum!(
         BatchStarted = "BATCH_STARTED",
         GatePassed = "GATE_PASSED",
         BisectSplit = "BISECT_SPLIT",
+        Restacked = "RESTACKED",
         WorkerStarted = "WORKER_STARTED",
         WorkerExited = "WORKER_EXITED",
         WorkerRecycled = "WORKER_RECYCLED",

@@ -433,6 +433,19 @@ pub fn event_line(ev: &Event) -> String {
                 b.rest.join(", ")
             );
         }
+        EventData::Restacked(r) => {
+            let _ = write!(
+                line,
+                " onto {} by {}: {} -> {}",
+                r.upstreams.join(", "),
+                match r.mode {
+                    crate::model::RestackMode::Merge => "merge",
+                    crate::model::RestackMode::Rebase => "rebase",
+                },
+                &r.from[..r.from.len().min(10)],
+                &r.to[..r.to.len().min(10)]
+            );
+        }
         EventData::GateFailed(g) if !g.covered.is_empty() => {
             let _ = write!(line, " (gate run over {})", g.covered.join(", "));
         }

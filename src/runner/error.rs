@@ -91,6 +91,19 @@ pub enum RunError {
         paths: Vec<String>,
         more: bool,
     },
+    #[error("workstream {ws}: its worktree {} has uncommitted changes ({}{}); commit or stash them first, nothing was restacked",
+        worktree.display(), paths.join(", "), if *more { ", ..." } else { "" })]
+    DirtyWorktree {
+        ws: String,
+        worktree: PathBuf,
+        /// The first twenty; `more` when there are others.
+        paths: Vec<String>,
+        more: bool,
+    },
+    #[error(
+        "workstream {ws} of run {run} stacks on no other workstream (no depends_on); there is nothing to restack it onto"
+    )]
+    NotStacked { ws: String, run: String },
     #[error("merging {ws} would overwrite untracked file(s) in {}: {}; move them away and run mpw integrate again ({into} was not moved for it)",
         worktree.display(), paths.join(", "))]
     UntrackedInTheWay {

@@ -176,29 +176,22 @@ fn start_commit(ctx: &RunCtx, w: usize, from: &[Oid]) -> std::result::Result<Oid
     match from {
         [] => Ok(ctx.base),
         [one] => Ok(*one),
-        [first, rest @ ..] => {
+        heads => {
             let mut s = MergeSession::open(&ctx.repo).map_err(|e| e.to_string())?;
-            let mut acc = *first;
-            for o in rest {
-                let m = s
-                    .merge(acc, *o, "dependencies", "dependency")
-                    .map_err(|e| e.to_string())?;
-                if !m.is_clean() {
-                    return Err(format!(
-                        "the workstreams it depends on conflict with each other on {}",
-                        m.conflicts.join(", ")
-                    ));
+            let msg = format!(
+                "Merge dependencies of workstream {}\n\nMpw-Run: {}\n",
+                ctx.ws[w].id, ctx.run_id
+            );
+            match s.merge_heads(heads, &msg).map_err(|e| e.to_string())? {
+                Ok(acc) => {
+                    s.persist().map_err(|e| e.to_string())?;
+                    Ok(acc)
                 }
-                let msg = format!(
-                    "Merge dependencies of workstream {}\n\nMpw-Run: {}\n",
-                    ctx.ws[w].id, ctx.run_id
-                );
-                acc = s
-                    .commit(m.tree, &[acc, *o], &msg)
-                    .map_err(|e| e.to_string())?;
+                Err(conflicts) => Err(format!(
+                    "the workstreams it depends on conflict with each other on {}",
+                    conflicts.join(", ")
+                )),
             }
-            s.persist().map_err(|e| e.to_string())?;
-            Ok(acc)
         }
     }
 }

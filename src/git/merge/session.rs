@@ -6,13 +6,14 @@ use std::path::Path;
 use super::{MergeResult, git_compat};
 use crate::git::Oid;
 use crate::git::error::{GitError, ctx};
-use crate::git::repo::{open_repo, write_commit};
+use crate::git::repo::{commit_tree_id_in, open_repo, write_commit, write_replayed_commit};
 
 /// An in-memory merge session: objects written by merges and commits stay in memory until `persist`.
 pub struct MergeSession {
     /// Also read by the git-compatibility tests: merged trees live only here.
     pub(super) repo: gix::Repository,
     options: gix::merge::commit::Options,
+    tree_options: gix::merge::tree::Options,
     /// Commits made by `commit` and not yet persisted.
     pending: Vec<Oid>,
 }
@@ -23,13 +24,13 @@ impl MergeSession {
         let mut repo = open_repo(repo)?.with_object_memory();
         // Merges read the same trees again and again: a cache pays off.
         repo.object_cache_size_if_unset(32 * 1024 * 1024);
-        let options = repo
+        let tree_options = repo
             .tree_merge_options()
-            .map_err(ctx("reading merge options"))?
-            .into();
+            .map_err(ctx("reading merge options"))?;
         Ok(MergeSession {
             repo,
-            options,
+            options: tree_options.clone().into(),
+            tree_options,
             pending: Vec::new(),
         })
     }
@@ -55,6 +56,78 @@ impl MergeSession {
         let (tree, conflicts) =
             git_compat::write_like_git(&self.repo, &mut outcome.tree_merge).map_err(ctx(doing))?;
         Ok(MergeResult { tree, conflicts })
+    }
+
+    /// The heads merged into one commit, one after another (one head is
+    /// itself): where a stacked workstream starts. Err: the conflicted paths.
+    pub fn merge_heads(
+        &mut self,
+        heads: &[Oid],
+        message: &str,
+    ) -> Result<Result<Oid, Vec<String>>, GitError> {
+        let Some((first, rest)) = heads.split_first() else {
+            return Err(GitError::gix("merging heads", "no head to merge"));
+        };
+        let mut acc = *first;
+        for o in rest {
+            let m = self.merge(acc, *o, "dependencies", "dependency")?;
+            if !m.is_clean() {
+                return Ok(Err(m.conflicts));
+            }
+            acc = self.commit(m.tree, &[acc, *o], message)?;
+        }
+        Ok(Ok(acc))
+    }
+
+    /// Apply the change `commit` made (to its first parent) onto commit `onto`,
+    /// like `git cherry-pick`: a three-way merge of the trees with the
+    /// parent's tree as the base.
+    pub fn cherry_pick(
+        &mut self,
+        onto: Oid,
+        commit: Oid,
+        onto_label: &str,
+        label: &str,
+    ) -> Result<MergeResult, GitError> {
+        let doing = format!("applying {commit} onto {onto}");
+        let parent = self
+            .repo
+            .find_commit(commit)
+            .map_err(ctx(&doing))?
+            .parent_ids()
+            .next()
+            .map(|p| p.detach());
+        let base = match parent {
+            Some(p) => commit_tree_id_in(&self.repo, p)?,
+            None => self.repo.empty_tree().id,
+        };
+        let ours = commit_tree_id_in(&self.repo, onto)?;
+        let theirs = commit_tree_id_in(&self.repo, commit)?;
+        let labels = gix::merge::blob::builtin_driver::text::Labels {
+            ancestor: None,
+            current: Some(onto_label.into()),
+            other: Some(label.into()),
+        };
+        let mut outcome = self
+            .repo
+            .merge_trees(base, ours, theirs, labels, self.tree_options.clone())
+            .map_err(ctx(&doing))?;
+        let (tree, conflicts) =
+            git_compat::write_like_git(&self.repo, &mut outcome).map_err(ctx(doing))?;
+        Ok(MergeResult { tree, conflicts })
+    }
+
+    /// The tree of `commit`, which may live in memory only.
+    pub fn tree_of(&self, commit: Oid) -> Result<Oid, GitError> {
+        commit_tree_id_in(&self.repo, commit)
+    }
+
+    /// Write (in memory) a copy of commit `original` with `tree` on
+    /// `parents`, keeping its author and message.
+    pub fn replay(&mut self, tree: Oid, parents: &[Oid], original: Oid) -> Result<Oid, GitError> {
+        let id = write_replayed_commit(&self.repo, tree, parents, original)?;
+        self.pending.push(id);
+        Ok(id)
     }
 
     /// Write a commit object (in memory) with the configured identity, or `mpw <mpw@localhost>`.
