@@ -406,3 +406,71 @@ fn repo_with_one_ws() -> TestRepo {
     finished_run(&repo, "Q10", &["W1"], &[]);
     repo
 }
+
+/// A gate that logs its start and end and, to let a peer overlap it, waits a
+/// little for another gate run to start (or to be running) before it ends.
+fn gate_that_waits_for_a_peer(repo: &TestRepo) -> String {
+    format!(
+        r#"log='{}'; echo "start $MPW_GATE_COVERS" >> "$log"; n=$(grep -c ^start "$log"); i=0
+while [ $i -lt 30 ]; do s=$(grep -c ^start "$log"); e=$(grep -c ^end "$log")
+  if [ "$s" -gt "$n" ] || [ $((s - e)) -ge 2 ]; then break; fi; sleep 0.1; i=$((i+1)); done
+echo "end $MPW_GATE_COVERS" >> "$log"; ! ls BAD-* >/dev/null 2>&1"#,
+        gate_log(repo).display()
+    )
+}
+
+#[test]
+fn gate_jobs_two_gates_overlap_and_find_the_same_culprits_as_one_by_one() {
+    let ws = names(8);
+    let ids: Vec<&str> = ws.iter().map(String::as_str).collect();
+    let mut results = Vec::new();
+    for jobs in [None, Some("2")] {
+        let repo = repo().with_file("base.txt", "base\n").commit("init");
+        finished_run(&repo, "Q9", &ids, &["W3", "W6"]);
+        let g = match jobs {
+            None => gate(&repo),
+            Some(_) => gate_that_waits_for_a_peer(&repo),
+        };
+        let mut args = vec!["--gate", g.as_str()];
+        if let Some(k) = jobs {
+            args.extend(["--batch", "--gate-jobs", k]);
+        }
+        let (code, report, err) = integrate(&repo, &args);
+        assert_eq!(code, Some(1), "{report:#}{err}");
+        let states: Vec<String> = ids.iter().map(|w| state_of(&report, w)).collect();
+        let log = std::fs::read_to_string(gate_log(&repo)).unwrap_or_default();
+        results.push((repo.head("main^{tree}"), states, log));
+    }
+    let (seq, par) = (&results[0], &results[1]);
+    assert_eq!(par.0, seq.0, "the target tree of one by one integration");
+    assert_eq!(par.1, seq.1, "the same culprits");
+    assert_eq!(
+        seq.1.iter().filter(|s| *s == "GATE_FAILED").count(),
+        2,
+        "{:?}",
+        seq.1
+    );
+    // Two gate runs were running at once: a start before the other's end.
+    let mut open = 0;
+    let mut most = 0;
+    for l in par.2.lines() {
+        if l.starts_with("start") {
+            open += 1;
+        } else if l.starts_with("end") {
+            open -= 1;
+        }
+        most = most.max(open);
+    }
+    assert!(most >= 2, "no two gate runs overlapped:\n{}", par.2);
+}
+
+#[test]
+fn gate_jobs_needs_a_batch() {
+    let repo = repo_with_one_ws();
+    let out = repo
+        .mpw()
+        .args(["integrate", "--gate", "true", "--gate-jobs", "2"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", stderr_of(&out));
+}

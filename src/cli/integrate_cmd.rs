@@ -27,6 +27,10 @@ pub struct IntegrateArgs {
     /// Run a failed gate again up to N times; a gate that then passes is flaky.
     #[arg(long, value_name = "N", default_value_t = 0, requires = "gate")]
     pub gate_retries: u32,
+    /// With --batch: gate up to K candidates of a bisection at once, each in
+    /// its own scratch worktree (at most the run's cpu slots).
+    #[arg(long, value_name = "K", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..), requires = "batch")]
+    pub gate_jobs: u32,
     /// Seconds the gate may take.
     #[arg(long, value_name = "SECS", default_value_t = 1800)]
     pub gate_timeout: u64,
@@ -119,6 +123,7 @@ pub fn integrate(a: IntegrateArgs, ctx: &Ctx) -> CliResult {
         grace: Duration::from_secs(a.grace),
         batch: a.batch,
         gate_retries: a.gate_retries,
+        gate_jobs: a.gate_jobs as usize,
     };
     let mut lines = Lines { quiet: ctx.quiet };
     let r = integrate::integrate(ctx.repo.as_deref(), &opts, &mut lines, &mut |m| {

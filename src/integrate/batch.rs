@@ -5,15 +5,16 @@
 //! good prefix. The target then moves once per batch, by compare-and-swap.
 //! docs/ARCHITECTURE.md describes the merge queue.
 
+use super::gate::{GateJob, GateRun, run_gates};
 use super::{
     Checkout, Merged, Outcome, Result, Setup, candidate, conflict_detail, conflicting_pairs,
-    interrupted, merge_message, order, record, run_gate, untracked_in_the_way,
+    interrupted, merge_message, order, record, untracked_in_the_way,
 };
 use crate::git::{self, GitError, MergeSession, Oid};
 use crate::model::{BatchStarted, BisectSplit, EventData, Strategy, WorkstreamState};
 use crate::runner::{Listener, RunError};
 use crate::store::{IntegrationRow, TaskRow, WsRow};
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 /// What the batches share with the rest of `integrate`.
 pub(super) struct Queue<'a> {
@@ -61,6 +62,9 @@ struct Search<'q, 'a> {
     /// Workstreams taken out (conflicts, culprits); their dependants follow.
     out: BTreeSet<usize>,
     outcomes: BTreeMap<usize, Outcome>,
+    /// Gate results by good prefix and the workstreams merged on it,
+    /// including those `--gate-jobs` gated ahead of the search.
+    gated: HashMap<(Oid, Vec<String>), GateRun>,
 }
 
 /// A failed gate run: its id, what it covered, and why it failed.
@@ -112,6 +116,7 @@ pub(super) fn integrate(
             accepted: vec![],
             out: std::mem::take(&mut out),
             outcomes: BTreeMap::new(),
+            gated: HashMap::new(),
         };
         let moved = search.run(s);
         out = std::mem::take(&mut search.out);
@@ -310,6 +315,47 @@ impl Search<'_, '_> {
         Ok(built)
     }
 
+    /// Gate the stack `built` on `base`. With `--gate-jobs` K, the prefixes
+    /// the bisection gates next should it fail (the first half's top, its
+    /// first half's, ...) are gated at the same time, up to K runs and the
+    /// run's cpu slots, and their results kept for the search.
+    fn gate(
+        &mut self,
+        s: &mut Setup,
+        base: Oid,
+        built: &[(usize, Oid, String)],
+        names: &[String],
+    ) -> Result<GateRun> {
+        let key = (base, names.to_vec());
+        if let Some(g) = self.gated.get(&key) {
+            return Ok(g.clone());
+        }
+        let jobs = self.q.opts.gate_jobs.min(s.cpu_slots).max(1);
+        let mut lens = vec![built.len()];
+        let mut n = built.len();
+        while lens.len() < jobs && n > 1 {
+            n = n.div_ceil(2);
+            if !self.gated.contains_key(&(base, names[..n].to_vec())) {
+                lens.push(n);
+            }
+        }
+        let next = s.store.last_gate_run()? + 1;
+        let todo: Vec<GateJob> = lens
+            .iter()
+            .enumerate()
+            .map(|(i, &l)| GateJob {
+                key: format!("batch{}-{}", self.batch, next + i as i64),
+                covered: names[..l].to_vec(),
+                commit: built[l - 1].1,
+            })
+            .collect();
+        let runs = run_gates(s, self.q.opts, todo, Some(self.batch), self.q.listener)?;
+        for (l, g) in lens.into_iter().zip(runs) {
+            self.gated.insert((base, names[..l].to_vec()), g);
+        }
+        Ok(self.gated[&key].clone())
+    }
+
     /// Find the good ones among `items` on the good prefix `base`; `failed`
     /// when their stack is known to fail. Returns the new good prefix and
     /// whether every item was good (then the prefix is their stack's top).
@@ -336,16 +382,7 @@ impl Search<'_, '_> {
                 return Ok((top, true));
             }
             None => {
-                let key = format!("batch{}-{}", self.batch, s.store.last_gate_run()? + 1);
-                let g = run_gate(
-                    s,
-                    self.q.opts,
-                    &key,
-                    &names,
-                    Some(self.batch),
-                    top,
-                    self.q.listener,
-                )?;
+                let g = self.gate(s, base, &built, &names)?;
                 match g.failure {
                     None => {
                         self.accepted.extend(built);

@@ -41,10 +41,27 @@ impl GateRuntime {
 }
 
 /// One gate run, recorded in the gate_runs table.
+#[derive(Clone)]
 pub(super) struct GateRun {
     pub id: i64,
     /// Why it failed, with its log; None when it passed.
     pub failure: Option<String>,
+}
+
+/// One gate run to do: the merge commit of `covered` onto the target, and
+/// the key naming its scratch worktree and logs.
+pub(super) struct GateJob {
+    pub key: String,
+    pub covered: Vec<String>,
+    pub commit: Oid,
+}
+
+/// What the attempts of one job ended with.
+struct Ran {
+    failure: Option<String>,
+    log: PathBuf,
+    attempts: u32,
+    duration_ms: i64,
 }
 
 /// Check `commit` (the merge of `covered` onto the target) out in a scratch
@@ -59,117 +76,216 @@ pub(super) fn run_gate(
     commit: Oid,
     listener: &mut dyn Listener,
 ) -> Result<GateRun> {
-    let gate = opts.gate.as_deref().expect("a gate to run");
-    let run_row = s.store.run(&s.run_id)?;
-    let scratch = PathBuf::from(&run_row.worktree_root)
-        .join(&s.run_id)
-        .join(format!("_gate-{key}"));
-    if scratch.exists() {
-        remove_scratch(s, &scratch);
-    }
-    git::add_detached_worktree(&s.repo, &scratch, commit)?;
+    let job = GateJob {
+        key: key.to_string(),
+        covered: covered.to_vec(),
+        commit,
+    };
+    let mut runs = run_gates(s, opts, vec![job], batch, listener)?;
+    Ok(runs.remove(0))
+}
+
+/// Run the gate on every job at once (`--gate-jobs`), each in its own
+/// scratch worktree; they are recorded in the order given.
+pub(super) fn run_gates(
+    s: &mut Setup,
+    opts: &Options,
+    jobs: Vec<GateJob>,
+    batch: Option<u32>,
+    listener: &mut dyn Listener,
+) -> Result<Vec<GateRun>> {
+    let gate = opts.gate.clone().expect("a gate to run");
+    let root = PathBuf::from(&s.store.run(&s.run_id)?.worktree_root).join(&s.run_id);
     let logs = s
         .store
         .layout
         .run_dir(&s.run_id)
         .join("logs")
         .join("_integrate");
-    let started = std::time::Instant::now();
-    let mut attempts = 0;
-    let (failure, log) = loop {
-        attempts += 1;
-        let name = match attempts {
-            1 => key.to_string(),
-            k => format!("{key}.try{k}"),
-        };
-        let spec = Spec {
-            program: Program::Shell {
-                shell: crate::runner::plan_shell(&s.plan),
-                script: gate.to_string(),
-            },
-            cwd: scratch.clone(),
-            env: vec![
-                ("MPW_RUN_ID".into(), s.run_id.clone()),
-                (
-                    "MPW_WORKSTREAM".into(),
-                    covered.last().cloned().unwrap_or_default(),
-                ),
-                ("MPW_GATE_COVERS".into(), covered.join(" ")),
-                (
-                    "MPW_WORKTREE".into(),
-                    scratch.to_string_lossy().into_owned(),
-                ),
-            ],
-            timeout: Some(opts.gate_timeout),
-            grace: opts.grace,
-            stdout: logs.join(format!("{name}.out")),
-            stderr: logs.join(format!("{name}.err")),
-            guards: Default::default(),
-        };
-        let gate_rt = s
-            .gate_rt
-            .as_ref()
-            .expect("integrate starts a runtime for a gate");
-        let out = gate_rt
-            .rt
-            .block_on(exec::run(&spec, gate_rt.stop.clone(), |_| {}));
-        if gate_rt.stopped() {
+    let mut scratches: Vec<PathBuf> = Vec::new();
+    for job in &jobs {
+        let scratch = root.join(format!("_gate-{}", job.key));
+        if scratch.exists() {
             remove_scratch(s, &scratch);
-            let on = covered.join(", ");
-            return Err(interrupted(s, &format!("while the gate ran on {on}")));
         }
-        let failure = match out.verdict() {
-            Verdict::Succeeded => None,
-            Verdict::Failed(r) | Verdict::Quarantined(r) => {
-                // A one-workstream run is what `mpw logs RUN integrate/WS` shows.
-                let (out, err) = (&spec.stdout, &spec.stderr);
-                let see = match (covered, batch, Layout::log_with_content(out, err)) {
-                    ([ws], None, Some(e)) => format!(
-                        "see mpw logs {} integrate/{ws}{}",
-                        s.run_id,
-                        if e { " --stderr" } else { "" }
-                    ),
-                    (_, _, Some(e)) => format!("log: {}", if e { err } else { out }.display()),
-                    (_, _, None) => format!("it printed nothing (log: {})", err.display()),
-                };
-                Some(format!("gate `{gate}` failed: {r}; {see}"))
+        if let Err(e) = git::add_detached_worktree(&s.repo, &scratch, job.commit) {
+            for sc in &scratches {
+                remove_scratch(s, sc);
             }
-            Verdict::Cancelled => Some(format!("gate `{gate}` was cancelled")),
-        };
-        if failure.is_none() || attempts > opts.gate_retries {
-            break (failure, spec.stderr);
+            return Err(e.into());
         }
-    };
-    remove_scratch(s, &scratch);
-    let duration_ms = started.elapsed().as_millis() as i64;
-    let flaky = failure.is_none() && attempts > 1;
-    let id = s.store.record_gate_run(
-        &s.run_id,
-        &GateRunRow {
-            id: 0,
-            into_branch: s.into.clone(),
-            batch,
-            covered: covered.to_vec(),
-            commit: commit.to_string(),
-            passed: failure.is_none(),
-            attempts,
-            flaky,
-            duration_ms,
-            log: log.to_string_lossy().into_owned(),
-            at: now(),
-        },
-    )?;
-    if failure.is_none() {
-        let data = EventData::GatePassed(GatePassed {
-            gate_run: id,
-            covered: covered.to_vec(),
-            duration_ms,
-            flaky,
-        });
-        let ev = s.store.event(&s.run_id, None, None, None, data)?;
-        listener.event(&ev);
+        scratches.push(scratch);
     }
-    Ok(GateRun { id, failure })
+    let gate_rt = s
+        .gate_rt
+        .as_ref()
+        .expect("integrate starts a runtime for a gate");
+    let handles: Vec<_> = jobs
+        .iter()
+        .zip(&scratches)
+        .map(|(job, scratch)| {
+            let try_job = TryJob {
+                gate: gate.clone(),
+                shell: crate::runner::plan_shell(&s.plan),
+                run_id: s.run_id.clone(),
+                key: job.key.clone(),
+                covered: job.covered.clone(),
+                batch,
+                scratch: scratch.clone(),
+                logs: logs.clone(),
+                timeout: opts.gate_timeout,
+                grace: opts.grace,
+                retries: opts.gate_retries,
+            };
+            gate_rt.rt.spawn(try_job.run(gate_rt.stop.clone()))
+        })
+        .collect();
+    let mut ran = Vec::new();
+    for h in handles {
+        let r = gate_rt.rt.block_on(h);
+        ran.push(r.map_err(|e| RunError::Env(format!("a gate run panicked: {e}")))?);
+    }
+    let stopped = gate_rt.stopped();
+    for sc in &scratches {
+        remove_scratch(s, sc);
+    }
+    if stopped {
+        let on: Vec<&str> = jobs
+            .iter()
+            .flat_map(|j| &j.covered)
+            .map(String::as_str)
+            .collect();
+        let mut on = on;
+        on.dedup();
+        return Err(interrupted(
+            s,
+            &format!("while the gate ran on {}", on.join(", ")),
+        ));
+    }
+    let mut out = Vec::new();
+    for (job, r) in jobs.iter().zip(ran) {
+        let flaky = r.failure.is_none() && r.attempts > 1;
+        let id = s.store.record_gate_run(
+            &s.run_id,
+            &GateRunRow {
+                id: 0,
+                into_branch: s.into.clone(),
+                batch,
+                covered: job.covered.clone(),
+                commit: job.commit.to_string(),
+                passed: r.failure.is_none(),
+                attempts: r.attempts,
+                flaky,
+                duration_ms: r.duration_ms,
+                log: r.log.to_string_lossy().into_owned(),
+                at: now(),
+            },
+        )?;
+        if r.failure.is_none() {
+            let data = EventData::GatePassed(GatePassed {
+                gate_run: id,
+                covered: job.covered.clone(),
+                duration_ms: r.duration_ms,
+                flaky,
+            });
+            let ev = s.store.event(&s.run_id, None, None, None, data)?;
+            listener.event(&ev);
+        }
+        out.push(GateRun {
+            id,
+            failure: r.failure,
+        });
+    }
+    Ok(out)
+}
+
+/// One job's attempts, owned so that several run at once on the runtime.
+struct TryJob {
+    gate: String,
+    shell: crate::plan::Shell,
+    run_id: String,
+    key: String,
+    covered: Vec<String>,
+    batch: Option<u32>,
+    scratch: PathBuf,
+    logs: PathBuf,
+    timeout: Duration,
+    grace: Duration,
+    retries: u32,
+}
+
+impl TryJob {
+    async fn run(self, stop: watch::Receiver<Cancel>) -> Ran {
+        let started = std::time::Instant::now();
+        let mut attempts = 0;
+        let (failure, log) = loop {
+            attempts += 1;
+            let name = match attempts {
+                1 => self.key.clone(),
+                k => format!("{}.try{k}", self.key),
+            };
+            let spec = Spec {
+                program: Program::Shell {
+                    shell: self.shell,
+                    script: self.gate.clone(),
+                },
+                cwd: self.scratch.clone(),
+                env: vec![
+                    ("MPW_RUN_ID".into(), self.run_id.clone()),
+                    (
+                        "MPW_WORKSTREAM".into(),
+                        self.covered.last().cloned().unwrap_or_default(),
+                    ),
+                    ("MPW_GATE_COVERS".into(), self.covered.join(" ")),
+                    (
+                        "MPW_WORKTREE".into(),
+                        self.scratch.to_string_lossy().into_owned(),
+                    ),
+                ],
+                timeout: Some(self.timeout),
+                grace: self.grace,
+                stdout: self.logs.join(format!("{name}.out")),
+                stderr: self.logs.join(format!("{name}.err")),
+                guards: Default::default(),
+            };
+            let out = exec::run(&spec, stop.clone(), |_| {}).await;
+            let stopped = *stop.borrow() != Cancel::No;
+            let failure = match out.verdict() {
+                Verdict::Succeeded => None,
+                Verdict::Failed(r) | Verdict::Quarantined(r) => Some(self.failure(&spec, &r)),
+                Verdict::Cancelled => Some(format!("gate `{}` was cancelled", self.gate)),
+            };
+            if stopped || failure.is_none() || attempts > self.retries {
+                break (failure, spec.stderr);
+            }
+        };
+        Ran {
+            failure,
+            log,
+            attempts,
+            duration_ms: started.elapsed().as_millis() as i64,
+        }
+    }
+
+    /// Why a gate run failed, and where its log is.
+    fn failure(&self, spec: &Spec, reason: &str) -> String {
+        // A one-workstream run is what `mpw logs RUN integrate/WS` shows.
+        let (out, err) = (&spec.stdout, &spec.stderr);
+        let see = match (
+            &self.covered[..],
+            self.batch,
+            Layout::log_with_content(out, err),
+        ) {
+            ([ws], None, Some(e)) => format!(
+                "see mpw logs {} integrate/{ws}{}",
+                self.run_id,
+                if e { " --stderr" } else { "" }
+            ),
+            (_, _, Some(e)) => format!("log: {}", if e { err } else { out }.display()),
+            (_, _, None) => format!("it printed nothing (log: {})", err.display()),
+        };
+        format!("gate `{}` failed: {reason}; {see}", self.gate)
+    }
 }
 
 /// A killed integration may have left its gate running and its scratch

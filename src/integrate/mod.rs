@@ -44,6 +44,8 @@ pub struct Options {
     pub batch: Option<usize>,
     /// A failed gate run is repeated up to this many times.
     pub gate_retries: u32,
+    /// `--gate-jobs`: gate runs of a bisection at once (bounded by the run's cpu slots).
+    pub gate_jobs: usize,
 }
 
 /// What happened to one workstream: its state after integrating, or in a
@@ -103,6 +105,8 @@ struct Setup {
     gate_rt: Option<GateRuntime>,
     /// Trouble that changes no verdict, told at the end.
     warnings: Vec<String>,
+    /// The run's cpu slots: the most gate runs at once.
+    cpu_slots: usize,
 }
 
 fn interrupted(s: &Setup, what: &str) -> RunError {
@@ -163,6 +167,7 @@ fn setup(repo: Option<&Path>, run: Option<&str>, into: Option<&str>) -> Result<S
         return Err(RunError::NoSuchBranch { branch: into });
     }
     let loaded = crate::runner::stored_plan(&store.layout, &row.id)?;
+    let cpu_slots = crate::runner::cpu_slots(&loaded, &row);
     Ok(Setup {
         store,
         repo: main,
@@ -172,6 +177,7 @@ fn setup(repo: Option<&Path>, run: Option<&str>, into: Option<&str>) -> Result<S
         into,
         gate_rt: None,
         warnings: Vec::new(),
+        cpu_slots,
     })
 }
 

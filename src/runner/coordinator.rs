@@ -59,7 +59,7 @@ pub(super) fn drive(start: Start) -> Result<Finished> {
 }
 
 /// The run's fixed context, from its recorded row and plan.
-fn slots(loaded: &Loaded, opts: &StoredOptions) -> Slots {
+pub(super) fn slots(loaded: &Loaded, opts: &StoredOptions) -> Slots {
     let g = &loaded.plan.globals;
     let max = opts
         .max_concurrency

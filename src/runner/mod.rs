@@ -414,6 +414,13 @@ fn lock_run(layout: &Layout, run_id: &str) -> Result<File> {
     })
 }
 
+/// The cpu slots of a finished run as its coordinator counted them: what
+/// `integrate --gate-jobs` may use at most.
+pub(crate) fn cpu_slots(loaded: &Loaded, row: &RunRow) -> usize {
+    let stored: StoredOptions = serde_json::from_value(row.options.clone()).unwrap_or_default();
+    coordinator::slots(loaded, &stored).cpu
+}
+
 /// The plan of a recorded run, as stored in its `plan.json`.
 pub(crate) fn stored_plan(layout: &Layout, run_id: &str) -> Result<Loaded> {
     let path = layout.plan_json(run_id);
