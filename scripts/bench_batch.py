@@ -6,7 +6,8 @@
 (a stand-in for a test suite) and fails where a `BAD` file exists. Two
 cases: 0 culprits, then 1 culprit (the first workstream: the worst place for
 the bisection). Every side starts from an identical copy of the repository.
-Reports gate runs and wall time side by side.
+Reports gate runs and wall time side by side, and `--batch --gate-jobs 2`
+(two gate runs of a bisection at once) beside them.
 
 Targets: with 0 culprits the batch is >= 8x faster; with 1 culprit it takes
 <= 9 gate runs (1 + 2 * log2 16).
@@ -55,12 +56,14 @@ def seed(mpw, tmp, culprits):
     return repo
 
 
-def integrate(mpw, seed_repo, dst, batch):
+def integrate(mpw, seed_repo, dst, batch, jobs=1):
     """Integrate a fresh copy; returns (gate runs, seconds, states)."""
     shutil.copytree(seed_repo, dst, symlinks=True)
     # The copy's worktrees still point at the seed's: integrate needs none.
     sh(["git", "worktree", "prune"], dst)
     args = [mpw, "-q", "integrate", "--gate", GATE, "--json"] + (["--batch"] if batch else [])
+    if jobs > 1:
+        args += ["--gate-jobs", str(jobs)]
     t = time.perf_counter()
     out = subprocess.run(args, cwd=dst, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     took = time.perf_counter() - t
@@ -85,12 +88,15 @@ def main():
             s = seed(mpw, tmp, culprits)
             seq = integrate(mpw, s, os.path.join(tmp, f"seq{culprits}"), False)
             bat = integrate(mpw, s, os.path.join(tmp, f"bat{culprits}"), True)
+            par = integrate(mpw, s, os.path.join(tmp, f"par{culprits}"), True, jobs=2)
             case = f"{culprits} culprit" + ("s" if culprits != 1 else "")
             print(f"{case:<12} {'--gate':<18} {seq[0]:>9} {seq[1]:>8.1f}")
             print(f"{case:<12} {'--gate --batch':<18} {bat[0]:>9} {bat[1]:>8.1f}")
+            # Not a target: speculative gate runs trade runs for wall time.
+            print(f"{case:<12} {'  --gate-jobs 2':<18} {par[0]:>9} {par[1]:>8.1f}")
             speedup = seq[1] / bat[1]
             print(f"{'':<12} {'speed-up':<18} {'':>9} {speedup:>7.1f}x")
-            assert seq[2] == bat[2], f"different outcomes: {seq[2]} vs {bat[2]}"
+            assert seq[2] == bat[2] == par[2], f"different outcomes: {seq[2]} {bat[2]} {par[2]}"
             if culprits == 0 and speedup < 8:
                 print(f"  MISSED: target >= 8x faster with 0 culprits, got {speedup:.1f}x")
                 ok = False

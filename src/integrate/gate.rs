@@ -150,17 +150,10 @@ pub(super) fn run_gates(
         remove_scratch(s, sc);
     }
     if stopped {
-        let on: Vec<&str> = jobs
-            .iter()
-            .flat_map(|j| &j.covered)
-            .map(String::as_str)
-            .collect();
-        let mut on = on;
-        on.dedup();
-        return Err(interrupted(
-            s,
-            &format!("while the gate ran on {}", on.join(", ")),
-        ));
+        // The runs at once gate prefixes of one stack: the widest names all.
+        let widest = jobs.iter().max_by_key(|j| j.covered.len());
+        let on = widest.map(|j| j.covered.join(", ")).unwrap_or_default();
+        return Err(interrupted(s, &format!("while the gate ran on {on}")));
     }
     let mut out = Vec::new();
     for (job, r) in jobs.iter().zip(ran) {
