@@ -119,8 +119,14 @@ fn restack_by_rebase_replays_its_own_commits_onto_the_fixed_upstream() {
     let repo = repo().commit("init");
     stacked_run(&repo, "RR");
     let down = branch("RR", "DOWN");
+    // A second commit of its own, made by hand (same timestamp as the first).
+    let wt = worktree(&repo, "RR", "DOWN");
+    write_file(&wt.join("c.txt"), b"by hand\n");
+    run_git(&wt, &["add", "c.txt"]);
+    run_git(&wt, &["commit", "-q", "-m", "by hand"]);
     let old = repo.head(&down);
-    let own_before = repo.git(&["log", "-1", "--format=%an|%ae|%s", &old]);
+    let own = |tip: &str| repo.git(&["log", "--format=%an|%ae|%s", &format!("{tip}~2..{tip}")]);
+    let own_before = own(&old);
     let fixed = fix_upstream(&repo, "RR");
 
     // With no workstream named: every stale stacked one of the run.
@@ -128,21 +134,22 @@ fn restack_by_rebase_replays_its_own_commits_onto_the_fixed_upstream() {
     assert_eq!(code, Some(0), "{r:#}{err}");
     assert_eq!(outcome(&r, "DOWN")["mode"], "rebase");
     let new = repo.head(&down);
-    // Its one commit, replayed straight onto the fix: no merge commit.
+    // Its two commits, replayed in order straight onto the fix: no merge.
     assert_eq!(
         repo.git(&["rev-list", "--count", &format!("{fixed}..{new}")]),
-        "1"
+        "2"
     );
-    assert_eq!(repo.git(&["log", "-1", "--format=%P", &new]), fixed);
+    assert_eq!(repo.git(&["rev-parse", &format!("{new}~2")]), fixed);
     assert_eq!(
-        repo.git(&["log", "-1", "--format=%an|%ae|%s", &new]),
-        own_before
+        repo.git(&["rev-list", "--merges", &format!("{fixed}..{new}")]),
+        ""
     );
+    assert_eq!(own(&new), own_before);
     assert_eq!(
         repo.git(&["show", &format!("{new}:a.txt")]),
         "ONE\ntwo\nthree"
     );
-    let wt = worktree(&repo, "RR", "DOWN");
+    assert_eq!(repo.git(&["show", &format!("{new}:c.txt")]), "by hand");
     assert_eq!(run_git(&wt, &["rev-parse", "HEAD"]), new);
     assert_eq!(run_git(&wt, &["status", "--porcelain"]), "");
 
