@@ -302,3 +302,43 @@ fn a_dirty_worktree_is_refused_with_exit_3_naming_the_files() {
     assert_eq!(out.status.code(), Some(2), "{}", stderr_of(&out));
     assert!(stderr_of(&out).contains("stacks on no other workstream"));
 }
+
+#[test]
+fn with_no_workstream_named_a_chain_is_restacked_in_stack_order() {
+    let repo = repo().commit("init");
+    let plan = repo.plan(
+        "RCH",
+        r#"{ "run_id": "RCH", "workstreams": [
+            { "id": "C", "depends_on": ["B"], "tasks": [ { "id": "T", "run": "printf c > c.txt" } ] },
+            { "id": "B", "depends_on": ["UP"], "tasks": [ { "id": "T", "run": "printf b > b.txt" } ] },
+            { "id": "UP", "tasks": [ { "id": "T", "run": "printf 'one\ntwo\n' > a.txt" } ] }
+        ] }"#,
+    );
+    let out = repo.mpw().arg("run").arg(&plan).output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr_of(&out));
+    let fixed = fix_upstream(&repo, "RCH");
+
+    let (code, r, err) = mpw_json(&repo, &["restack", "RCH"]);
+    assert_eq!(code, Some(0), "{r:#}{err}");
+    let order: Vec<&str> = r["outcomes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| o["workstream"].as_str().unwrap())
+        .collect();
+    assert_eq!(order, ["B", "C"]);
+    assert_eq!(outcome(&r, "B")["state"], "RESTACKED");
+    // C was stale only once B moved: it stacks on B's new head.
+    assert_eq!(outcome(&r, "C")["state"], "RESTACKED");
+    let (b, c) = (
+        repo.head(&branch("RCH", "B")),
+        repo.head(&branch("RCH", "C")),
+    );
+    for (tip, on) in [(&b, &fixed), (&c, &b)] {
+        let (contains, _, _) = repo.git_try(&["merge-base", "--is-ancestor", on, tip]);
+        assert!(contains, "{tip} does not contain {on}");
+    }
+    assert_eq!(repo.git(&["show", &format!("{c}:a.txt")]), "ONE\ntwo");
+    let (code, r, err) = mpw_json(&repo, &["integrate", "RCH"]);
+    assert_eq!(code, Some(0), "{r:#}{err}");
+}
