@@ -169,6 +169,8 @@ fn init_tracing(ctx: &Ctx) {
 
 /// Entry point of the binary; returns the process exit code.
 pub fn main() -> i32 {
+    // First: the descriptors of an outer jobserver, before files are opened.
+    crate::slots::inherit();
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => {

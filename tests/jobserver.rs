@@ -1,0 +1,258 @@
+//! mpw as a jobserver for its cpu-class tasks, with real GNU make: the jobs
+//! of every task's make count against `cpu_slots`; the machine pool shares
+//! one budget between mpw processes.
+#![cfg(unix)]
+
+mod common;
+
+use common::{TestRepo, repo};
+use std::path::{Path, PathBuf};
+
+/// A Makefile of `n` jobs, each logging its start and end (seconds since the
+/// epoch) to `$(LOG)`, with `secs` of work between.
+fn makefile(repo: &TestRepo, n: usize, secs: &str) -> PathBuf {
+    let jobs: Vec<String> = (1..=n).map(|i| format!("j{i}")).collect();
+    let text = format!(
+        "all: {all}\n.PHONY: all {all}\n{all}:\n\t@echo \"$$(date +%s.%N) start $@\" >> $(LOG); sleep {secs}; echo \"$$(date +%s.%N) end $@\" >> $(LOG)\n",
+        all = jobs.join(" ")
+    );
+    let p = repo.dir.path().join(format!("jobs-{n}-{secs}.mk"));
+    std::fs::write(&p, text).unwrap();
+    p
+}
+
+/// Where the jobs of a test log, outside the repository.
+fn log_dir(repo: &TestRepo) -> PathBuf {
+    let d = repo.dir.path().join("joblog");
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+/// The most jobs that ran at once, from every log in `dir`.
+fn peak_overlap(dir: &Path) -> usize {
+    let logs: Vec<PathBuf> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    peak_of(&logs)
+}
+
+/// The most jobs of one log (one task's make) that ran at once, over all logs.
+fn peak_in_one_task(dir: &Path) -> usize {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| peak_of(&[e.unwrap().path()]))
+        .max()
+        .unwrap_or(0)
+}
+
+fn peak_of(logs: &[PathBuf]) -> usize {
+    let mut edges: Vec<(f64, i32)> = Vec::new();
+    for log in logs {
+        let text = std::fs::read_to_string(log).unwrap();
+        for line in text.lines() {
+            let mut parts = line.split_whitespace();
+            let t: f64 = parts.next().unwrap().parse().unwrap();
+            let d = if parts.next() == Some("start") { 1 } else { -1 };
+            edges.push((t, d));
+        }
+    }
+    // At equal times an end comes before a start.
+    edges.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    let (mut now, mut peak) = (0i32, 0i32);
+    for (_, d) in edges {
+        now += d;
+        peak = peak.max(now);
+    }
+    peak as usize
+}
+
+/// Jobs that logged an end, in every log of `dir`.
+fn ended(dir: &Path) -> usize {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| std::fs::read_to_string(e.unwrap().path()).unwrap())
+        .map(|t| t.lines().filter(|l| l.contains(" end ")).count())
+        .sum()
+}
+
+/// Three workstreams, one cpu task each running `command` with `{log}`
+/// replaced by its own log file; `extra` goes into each task.
+fn three_makes(repo: &TestRepo, cpu_slots: usize, command: &str, extra: &str) -> PathBuf {
+    let logs = log_dir(repo);
+    let ws: Vec<String> = ["A", "B", "C"]
+        .iter()
+        .map(|w| {
+            let cmd = command.replace("{log}", &logs.join(format!("{w}.log")).display().to_string());
+            format!(
+                r#"{{ "id": "{w}", "tasks": [ {{ "id": "build", "class": "cpu", "run": "{cmd}"{extra} }} ] }}"#
+            )
+        })
+        .collect();
+    repo.plan(
+        "three",
+        &format!(
+            r#"{{ "globals": {{ "cpu_slots": {cpu_slots}, "max_concurrency": 3 }}, "workstreams": [ {} ] }}"#,
+            ws.join(", ")
+        ),
+    )
+}
+
+fn run(repo: &TestRepo, plan: &Path, machine_slots: &str) -> std::process::Output {
+    repo.mpw()
+        .args(["-q", "run", "--grace", "1"])
+        .arg(plan)
+        .env("MPW_MACHINE_SLOTS", machine_slots)
+        .output()
+        .unwrap()
+}
+
+fn assert_ok(out: &std::process::Output) {
+    assert!(
+        out.status.success(),
+        "mpw run failed\nstdout:\n{}\nstderr:\n{}",
+        common::stdout_of(out),
+        common::stderr_of(out)
+    );
+}
+
+#[test]
+fn three_plain_makes_share_four_cpu_slots() {
+    let repo = repo().with_file("README.md", "x\n").commit("init");
+    let mk = makefile(&repo, 8, "0.5");
+    let plan = three_makes(
+        &repo,
+        4,
+        &format!("make -s -f {} LOG={{log}}", mk.display()),
+        "",
+    );
+    let out = run(&repo, &plan, "0");
+    assert_ok(&out);
+    let logs = log_dir(&repo);
+    assert_eq!(ended(&logs), 24, "every job ran");
+    let peak = peak_overlap(&logs);
+    assert!(peak <= 4, "{peak} jobs at once with cpu_slots 4");
+    assert!(peak >= 3, "only {peak} jobs at once: the pool was not used");
+    // Plain make runs one job at a time unless it was given the jobserver.
+    assert!(
+        peak_in_one_task(&logs) >= 2,
+        "no make ran two jobs: no jobserver"
+    );
+}
+
+#[test]
+fn without_the_jobserver_make_j8_oversubscribes() {
+    let repo = repo().with_file("README.md", "x\n").commit("init");
+    let mk = makefile(&repo, 8, "0.5");
+    let plan = three_makes(
+        &repo,
+        4,
+        &format!("make -s -j8 -f {} LOG={{log}}", mk.display()),
+        r#", "jobserver": false"#,
+    );
+    let out = run(&repo, &plan, "0");
+    assert_ok(&out);
+    let peak = peak_overlap(&log_dir(&repo));
+    assert!(peak > 4, "only {peak} jobs at once without the jobserver");
+}
+
+#[test]
+fn opting_out_leaves_the_task_without_the_jobserver() {
+    let repo = repo().with_file("README.md", "x\n").commit("init");
+    let logs = log_dir(&repo);
+    let show = |name: &str| {
+        format!(
+            "echo \\\"MAKEFLAGS=$MAKEFLAGS\\\" > {}",
+            logs.join(name).display()
+        )
+    };
+    // Off for the run, on again for one task; io tasks never get it.
+    let plan = repo.plan(
+        "optout",
+        &format!(
+            r#"{{ "globals": {{ "cpu_slots": 2, "jobserver": false }}, "workstreams": [
+                {{ "id": "A", "tasks": [
+                    {{ "id": "off", "class": "cpu", "run": "{off}" }},
+                    {{ "id": "on", "class": "cpu", "jobserver": true, "run": "{on}", "depends_on": ["off"] }},
+                    {{ "id": "io", "run": "{io}", "depends_on": ["on"] }} ] }} ] }}"#,
+            off = show("off"),
+            on = show("on"),
+            io = show("io"),
+        ),
+    );
+    let out = run(&repo, &plan, "0");
+    assert_ok(&out);
+    let read = |n: &str| std::fs::read_to_string(logs.join(n)).unwrap();
+    assert!(read("on").contains("--jobserver-auth="), "{}", read("on"));
+    assert!(!read("off").contains("jobserver"), "{}", read("off"));
+    assert!(!read("io").contains("jobserver"), "{}", read("io"));
+}
+
+#[test]
+fn tokens_a_killed_make_held_come_back() {
+    let repo = repo().with_file("README.md", "x\n").commit("init");
+    // The hog's jobs ignore TERM: mpw's KILL after the grace takes make down
+    // before it can give its tokens back.
+    let hog = repo.dir.path().join("hog.mk");
+    std::fs::write(
+        &hog,
+        "all: h1 h2 h3 h4\n.PHONY: all h1 h2 h3 h4\nh1 h2 h3 h4:\n\t@trap '' TERM; sleep 60\n",
+    )
+    .unwrap();
+    let mk = makefile(&repo, 8, "0.5");
+    let logs = log_dir(&repo);
+    let build = |w: &str| {
+        format!(
+            r#"{{ "id": "{w}", "tasks": [ {{ "id": "build", "class": "cpu", "depends_on": ["H/hog"], "run": "make -s -f {} LOG={}" }} ] }}"#,
+            mk.display(),
+            logs.join(format!("{w}.log")).display()
+        )
+    };
+    let plan = repo.plan(
+        "killed",
+        &format!(
+            r#"{{ "globals": {{ "cpu_slots": 4, "max_concurrency": 3 }}, "workstreams": [
+                {{ "id": "H", "tasks": [ {{ "id": "hog", "class": "cpu", "allow_failure": true, "timeout_s": 2,
+                   "run": "make -s -f {hog}" }} ] }},
+                {a}, {b}, {c} ] }}"#,
+            hog = hog.display(),
+            a = build("A"),
+            b = build("B"),
+            c = build("C"),
+        ),
+    );
+    let out = run(&repo, &plan, "0");
+    let st = repo.run_status(&run_id(&repo));
+    let hog_task = common::task(&st, "H", "hog");
+    assert_eq!(hog_task["state"], "FAILED", "{hog_task}");
+    assert!(
+        hog_task["reason"]
+            .as_str()
+            .unwrap_or("")
+            .contains("timed out"),
+        "{hog_task}"
+    );
+    assert_eq!(
+        ended(&logs),
+        24,
+        "every job after the hog ran: {:?}",
+        common::stderr_of(&out)
+    );
+    let peak = peak_overlap(&logs);
+    assert!(peak <= 4, "{peak} jobs at once with cpu_slots 4");
+    assert!(
+        peak >= 3,
+        "only {peak} jobs at once: the hog's tokens did not come back"
+    );
+}
+
+/// The id of the repository's only run.
+fn run_id(repo: &TestRepo) -> String {
+    let runs = repo.mpw_dir().join("runs");
+    let mut ids: Vec<String> = std::fs::read_dir(runs)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(ids.len(), 1, "{ids:?}");
+    ids.pop().unwrap()
+}
