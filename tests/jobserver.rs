@@ -256,3 +256,44 @@ fn run_id(repo: &TestRepo) -> String {
     assert_eq!(ids.len(), 1, "{ids:?}");
     ids.pop().unwrap()
 }
+
+#[test]
+fn under_make_j3_mpw_takes_its_slots_from_make() {
+    let repo = repo().with_file("README.md", "x\n").commit("init");
+    let mk = makefile(&repo, 8, "0.5");
+    let plan = three_makes(
+        &repo,
+        4,
+        &format!("make -s -f {} LOG={{log}}", mk.display()),
+        "",
+    );
+    // `+`: make passes its jobserver to the recipe.
+    let outer = repo.dir.path().join("outer.mk");
+    std::fs::write(
+        &outer,
+        format!(
+            "all:\n\t+{} -q run {}\n",
+            assert_cmd::cargo::cargo_bin("mpw").display(),
+            plan.display()
+        ),
+    )
+    .unwrap();
+    let out = std::process::Command::new("make")
+        .args(["-s", "-j3", "-f"])
+        .arg(&outer)
+        .current_dir(&repo.path)
+        .env("XDG_STATE_HOME", repo.state_home())
+        .env("MPW_MACHINE_SLOTS", "0")
+        .env("NO_COLOR", "1")
+        .output()
+        .unwrap();
+    assert_ok(&out);
+    let logs = log_dir(&repo);
+    assert_eq!(ended(&logs), 24, "every job ran");
+    let peak = peak_overlap(&logs);
+    assert!(
+        peak <= 3,
+        "{peak} jobs at once under make -j3 (cpu_slots 4)"
+    );
+    assert!(peak >= 2, "only {peak} jobs at once under make -j3");
+}
