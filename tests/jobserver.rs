@@ -297,3 +297,121 @@ fn under_make_j3_mpw_takes_its_slots_from_make() {
     );
     assert!(peak >= 2, "only {peak} jobs at once under make -j3");
 }
+
+#[test]
+fn two_runs_share_the_machine_pool_and_mpw_slots_names_the_holders() {
+    let a = repo().with_file("README.md", "x\n").commit("init");
+    let b = repo().with_file("README.md", "y\n").commit("init");
+    let mk = makefile(&a, 8, "0.5");
+    let logs = log_dir(&a);
+    let plan_of = |repo: &TestRepo, tag: &str| {
+        let cmd = format!(
+            "make -s -f {} LOG={}/{tag}-{{log}}",
+            mk.display(),
+            logs.display()
+        );
+        let ws: Vec<String> = ["A", "B", "C"]
+            .iter()
+            .map(|w| {
+                format!(
+                    r#"{{ "id": "{w}", "tasks": [ {{ "id": "build", "class": "cpu", "run": "{}" }} ] }}"#,
+                    cmd.replace("{log}", &format!("{w}.log"))
+                )
+            })
+            .collect();
+        repo.plan(
+            tag,
+            &format!(
+                r#"{{ "run_id": "RUN-{tag}", "globals": {{ "cpu_slots": 4, "max_concurrency": 3 }}, "workstreams": [ {} ] }}"#,
+                ws.join(", ")
+            ),
+        )
+    };
+    let (pa, pb) = (plan_of(&a, "a"), plan_of(&b, "b"));
+    // One machine: both runs use the same state directory.
+    let state = a.state_home();
+    let spawn = |repo: &TestRepo, plan: &Path| {
+        std::process::Command::new(assert_cmd::cargo::cargo_bin("mpw"))
+            .args(["run", "--grace", "1"])
+            .arg(plan)
+            .current_dir(&repo.path)
+            .env("XDG_STATE_HOME", &state)
+            .env("MPW_MACHINE_SLOTS", "4")
+            .env("NO_COLOR", "1")
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let (ra, rb) = (spawn(&a, &pa), spawn(&b, &pb));
+    // While they run: `mpw slots` names a holder's pid, run and task.
+    let mut seen = serde_json::Value::Null;
+    common::wait_until(
+        "mpw slots to show a task",
+        std::time::Duration::from_secs(60),
+        || {
+            let out = common::mpw()
+                .args(["slots", "--json"])
+                .env("XDG_STATE_HOME", &state)
+                .env("MPW_MACHINE_SLOTS", "4")
+                .output()
+                .unwrap();
+            seen = serde_json::from_slice(&out.stdout).unwrap();
+            seen["held"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|h| h["task"].is_string())
+        },
+    );
+    let holder = seen["held"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|h| h["task"].is_string())
+        .unwrap()
+        .clone();
+    assert_eq!(seen["size"], 4, "{seen}");
+    let pids = [ra.id(), rb.id()];
+    assert!(
+        pids.contains(&(holder["pid"].as_u64().unwrap() as u32)),
+        "{seen}"
+    );
+    assert!(
+        ["RUN-a", "RUN-b"].contains(&holder["run"].as_str().unwrap()),
+        "{seen}"
+    );
+    assert!(
+        holder["task"].as_str().unwrap().ends_with("/build"),
+        "{seen}"
+    );
+
+    let (oa, ob) = (
+        ra.wait_with_output().unwrap(),
+        rb.wait_with_output().unwrap(),
+    );
+    assert_ok(&oa);
+    assert_ok(&ob);
+    assert_eq!(ended(&logs), 48, "every job of both runs ran");
+    let peak = peak_overlap(&logs);
+    assert!(
+        peak <= 4,
+        "{peak} jobs at once across two runs with 4 machine slots"
+    );
+    assert!(peak >= 3, "only {peak} jobs at once");
+    // The run that waited said why, not as running.
+    let said = format!("{}{}", common::stderr_of(&oa), common::stderr_of(&ob));
+    assert!(
+        said.contains("TASK_WAITING: waiting for a slot: ") && said.contains("/4 held by run RUN-"),
+        "{said}"
+    );
+    // All given back when the runs end.
+    let out = common::mpw()
+        .args(["slots", "--json"])
+        .env("XDG_STATE_HOME", &state)
+        .env("MPW_MACHINE_SLOTS", "4")
+        .output()
+        .unwrap();
+    let after: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(after["held"], serde_json::json!([]), "{after}");
+}

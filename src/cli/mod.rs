@@ -27,6 +27,7 @@ mod mcp_cmd;
 mod plan_cmd;
 mod pr_cmd;
 mod run_cmd;
+mod slots_cmd;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use std::io::IsTerminal;
@@ -102,6 +103,8 @@ pub enum Command {
     Import(import_cmd::ImportArgs),
     /// Serve the Model Context Protocol on stdin/stdout, for AI assistants.
     Mcp(mcp_cmd::McpArgs),
+    /// Who holds the machine's cpu slots (pid, run, task), shared by every mpw process.
+    Slots(slots_cmd::SlotsArgs),
     /// Print a worker adapter mpw carries (`"adapter": "python"` in globals.workers).
     Adapter(AdapterArgs),
 }
@@ -198,6 +201,7 @@ pub fn main() -> i32 {
         Command::Export(a) => export_cmd::export(a, &ctx),
         Command::Import(a) => import_cmd::import(a, &ctx),
         Command::Mcp(a) => mcp_cmd::mcp(a, &ctx),
+        Command::Slots(a) => slots_cmd::slots(a, &ctx),
         Command::Adapter(a) => match a.adapter {
             AdapterName::Python => {
                 out!("{}", crate::runner::PYTHON_ADAPTER);

@@ -39,6 +39,8 @@ struct Coord<'a> {
     budget: Budget,
     /// The budget's unit each running cpu task holds.
     units: Vec<Option<Unit>>,
+    /// Tasks whose wait for a machine slot has been told (TASK_WAITING).
+    told_waiting: Vec<bool>,
 }
 
 /// A recorded run, ready for its coordinator.
@@ -134,6 +136,7 @@ async fn drive_async(start: Start) -> Result<Finished> {
         max_provisioning: slots.max,
         budget,
         units: (0..info.len()).map(|_| None).collect(),
+        told_waiting: vec![false; info.len()],
     };
     if how.resuming {
         // Ending a dead coordinator's processes waits out their grace.
@@ -267,13 +270,37 @@ impl Coord<'_> {
                 let t = &ctx.tasks[i];
                 let name = format!("{}/{}", ctx.ws[t.ws].id, t.id);
                 match self.budget.take(&name, t.jobserver).map_err(budget_err)? {
-                    Some(unit) => self.units[i] = Some(unit),
-                    None => continue,
+                    Some(unit) => {
+                        self.units[i] = Some(unit);
+                        self.told_waiting[i] = false;
+                    }
+                    None => {
+                        self.tell_waiting(i)?;
+                        continue;
+                    }
                 }
             }
             self.start_attempt(i)?;
         }
         Ok(())
+    }
+
+    /// A READY cpu task waits for the machine pool: say so once per wait.
+    fn tell_waiting(&mut self, i: usize) -> Result<()> {
+        if self.told_waiting[i] {
+            return Ok(());
+        }
+        let Some(reason) = self.budget.machine_wait(&self.l.ctx.run_id) else {
+            return Ok(());
+        };
+        self.told_waiting[i] = true;
+        let facts = crate::model::TaskFacts {
+            reason: Some(reason),
+            ..Default::default()
+        };
+        let ws = self.l.ctx.tasks[i].ws;
+        self.l
+            .event(Some(ws), Some(i), None, EventData::TaskWaiting(facts))
     }
 
     /// Provision every workstream whose dependencies are COMPLETED; skip the
