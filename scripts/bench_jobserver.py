@@ -103,7 +103,7 @@ def main():
     ap.add_argument("--iterations", type=int, default=15_000_000)
     ap.add_argument("--sleep", action="store_true")
     a = ap.parse_args()
-    mpw = a.mpw
+    mpw = os.path.abspath(a.mpw) if a.mpw else None
     if not mpw:
         sh(["cargo", "build", "--release", "-q"], ROOT)
         mpw = os.path.join(ROOT, "target", "release", "mpw")

@@ -127,7 +127,8 @@ pub async fn run_with(
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
-    // The plan's own MAKEFLAGS may stand for a task without the jobserver.
+    // After the plan's env: the jobserver's MAKEFLAGS win; a task without the
+    // jobserver keeps what its plan sets.
     if let Some(js) = jobserver {
         js.configure(cmd.as_std_mut());
     }

@@ -154,6 +154,7 @@ async fn drive_async(start: Start) -> Result<Finished> {
     let mut tick = tokio::time::interval(Duration::from_millis(200));
     // While a cpu task waits for a token that a tool may give back any moment.
     let mut token_poll = tokio::time::interval(Duration::from_millis(20));
+    token_poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         c.step()?;
         if c.done() {

@@ -133,8 +133,9 @@ static INHERITED: std::sync::OnceLock<Option<jobserver::Client>> = std::sync::On
 /// Take the jobserver of the environment (MAKEFLAGS, CARGO_MAKEFLAGS) if any.
 pub fn inherit() {
     // SAFETY: called at the start of `main`, before any file is opened, so the
-    // descriptors MAKEFLAGS names are the ones the parent passed.
-    INHERITED.get_or_init(|| unsafe { jobserver::Client::from_env() });
+    // descriptors MAKEFLAGS names are the ones the parent passed. They must be
+    // pipes: make leaves MAKEFLAGS to recipes without `+` but closes the pipe.
+    INHERITED.get_or_init(|| unsafe { jobserver::Client::from_env_ext(true).client.ok() });
 }
 
 /// The inherited jobserver, joined.
