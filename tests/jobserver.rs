@@ -415,3 +415,102 @@ fn two_runs_share_the_machine_pool_and_mpw_slots_names_the_holders() {
     let after: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(after["held"], serde_json::json!([]), "{after}");
 }
+
+/// A repository holding a workspace of 8 crates without dependencies, and a
+/// rustc wrapper that logs each crate's compile (start, end) to `$JOBLOG`
+/// and makes it last at least half a second.
+fn cargo_repo() -> (TestRepo, PathBuf) {
+    let mut b = repo()
+        .with_file(".gitignore", "target/\n")
+        .with_file(
+            "Cargo.toml",
+            "[workspace]\nresolver = \"2\"\nmembers = [\"c1\", \"c2\", \"c3\", \"c4\", \"c5\", \"c6\", \"c7\", \"c8\"]\n",
+        );
+    for i in 1..=8 {
+        b = b
+            .with_file(
+                &format!("c{i}/Cargo.toml"),
+                format!("[package]\nname = \"c{i}\"\nversion = \"0.1.0\"\nedition = \"2021\"\n"),
+            )
+            .with_file(
+                &format!("c{i}/src/lib.rs"),
+                format!("pub fn f{i}() -> u32 {{ {i} }}\n"),
+            );
+    }
+    let repo = b.commit("init");
+    let wrapper = repo.dir.path().join("rustc-wrapper.sh");
+    std::fs::write(
+        &wrapper,
+        "#!/bin/sh\n# $1 is rustc. Probes (no --crate-name, or ___) are not jobs.\ncase \" $* \" in *\" --crate-name c\"*) ;; *) exec \"$@\" ;; esac\necho \"$(date +%s.%N) start rustc\" >> \"$JOBLOG\"\n\"$@\"; rc=$?\nsleep 0.5\necho \"$(date +%s.%N) end rustc\" >> \"$JOBLOG\"\nexit $rc\n",
+    )
+    .unwrap();
+    let mut perms = std::fs::metadata(&wrapper).unwrap().permissions();
+    std::os::unix::fs::PermissionsExt::set_mode(&mut perms, 0o755);
+    std::fs::set_permissions(&wrapper, perms).unwrap();
+    (repo, wrapper)
+}
+
+/// Three workstreams each building the workspace with `cargo build -j8`
+/// (`jobserver` set on the tasks or not); the peak of crates compiled at once.
+fn three_cargo_builds(jobserver: bool) -> usize {
+    let (repo, wrapper) = cargo_repo();
+    let logs = log_dir(&repo);
+    let ws: Vec<String> = ["A", "B", "C"]
+        .iter()
+        .map(|w| {
+            format!(
+                r#"{{ "id": "{w}", "tasks": [ {{ "id": "build", "class": "cpu", "run": "cargo build --offline -j8",
+                   "jobserver": {jobserver}, "env": {{ "RUSTC_WRAPPER": "{}", "JOBLOG": "{}" }} }} ] }}"#,
+                wrapper.display(),
+                logs.join(format!("{w}.log")).display()
+            )
+        })
+        .collect();
+    let plan = repo.plan(
+        "cargo",
+        &format!(
+            r#"{{ "globals": {{ "cpu_slots": 4, "max_concurrency": 3 }}, "workstreams": [ {} ] }}"#,
+            ws.join(", ")
+        ),
+    );
+    let out = repo
+        .mpw()
+        .args(["-q", "run"])
+        .arg(&plan)
+        .env("MPW_MACHINE_SLOTS", "0")
+        .env_remove("CARGO_TARGET_DIR")
+        .env_remove("CARGO_BUILD_TARGET_DIR")
+        .env_remove("CARGO_BUILD_JOBS")
+        .output()
+        .unwrap();
+    assert_ok(&out);
+    let said = repo
+        .mpw()
+        .args(["logs", &run_id(&repo), "A/build", "--stderr"])
+        .output()
+        .unwrap();
+    assert_eq!(
+        ended(&logs),
+        24,
+        "every crate was compiled; A/build said: {}",
+        common::stdout_of(&said)
+    );
+    peak_overlap(&logs)
+}
+
+#[test]
+fn three_cargo_builds_with_j8_share_four_cpu_slots() {
+    // cargo takes an inherited jobserver over its own, -j8 or not.
+    let peak = three_cargo_builds(true);
+    assert!(peak <= 4, "{peak} crates compiled at once with cpu_slots 4");
+    assert!(peak >= 3, "only {peak} crates compiled at once");
+}
+
+#[test]
+fn without_the_jobserver_cargo_j8_oversubscribes() {
+    let peak = three_cargo_builds(false);
+    assert!(
+        peak > 4,
+        "only {peak} crates compiled at once without the jobserver"
+    );
+}
