@@ -273,7 +273,10 @@ impl Coord<'_> {
                 match self.budget.take(&name, t.jobserver).map_err(budget_err)? {
                     Some(unit) => {
                         self.units[i] = Some(unit);
-                        self.told_waiting[i] = false;
+                        if std::mem::take(&mut self.told_waiting[i]) {
+                            let (run, ws, id) = self.l.ids(i);
+                            self.l.store.note_waiting(&run, &ws, &id, None)?;
+                        }
                     }
                     None => {
                         self.tell_waiting(i)?;
@@ -295,6 +298,10 @@ impl Coord<'_> {
             return Ok(());
         };
         self.told_waiting[i] = true;
+        let (run, ws_id, id) = self.l.ids(i);
+        self.l
+            .store
+            .note_waiting(&run, &ws_id, &id, Some(&reason))?;
         let facts = crate::model::TaskFacts {
             reason: Some(reason),
             ..Default::default()
