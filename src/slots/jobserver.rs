@@ -277,3 +277,39 @@ mod pipe {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_own_pool_gives_what_was_put_and_no_more() {
+        let own = Own::new(2).unwrap();
+        assert!(!own.try_take().unwrap(), "a new pool is empty");
+        own.put().unwrap();
+        own.put().unwrap();
+        assert!(own.try_take().unwrap());
+        assert!(own.try_take().unwrap());
+        assert!(!own.try_take().unwrap(), "two put, two taken");
+        own.put().unwrap();
+        assert!(own.try_take().unwrap());
+    }
+
+    #[test]
+    fn a_task_process_is_told_the_pool() {
+        let js = Jobserver(Arc::new(Kind::Own(Own::new(1).unwrap())));
+        let mut cmd = Command::new("x");
+        js.configure(&mut cmd);
+        let flags: Vec<String> = cmd
+            .get_envs()
+            .filter(|(k, _)| *k == "MAKEFLAGS" || *k == "CARGO_MAKEFLAGS")
+            .filter_map(|(_, v)| v.map(|v| v.to_string_lossy().into_owned()))
+            .collect();
+        assert_eq!(flags.len(), 2, "{flags:?}");
+        for f in flags {
+            // Unix: the pipe's descriptors; Windows: the semaphore's name.
+            assert!(f.starts_with("-j --jobserver-fds="), "{f}");
+            assert!(f.contains(" --jobserver-auth="), "{f}");
+        }
+    }
+}
