@@ -514,3 +514,53 @@ fn without_the_jobserver_cargo_j8_oversubscribes() {
         "only {peak} crates compiled at once without the jobserver"
     );
 }
+
+#[test]
+fn an_integration_gate_waits_for_the_machine_slot_a_run_holds() {
+    let repo = repo().with_file("README.md", "x\n").commit("init");
+    let log = repo.dir.path().join("order.log");
+    let done = repo.plan(
+        "done",
+        r#"{ "run_id": "DONE", "workstreams": [ { "id": "W", "tasks": [ { "id": "T", "run": "echo w > w.txt" } ] } ] }"#,
+    );
+    let out = run(&repo, &done, "1");
+    assert_ok(&out);
+    // A second run holds the only machine slot for a while.
+    let busy = repo.plan(
+        "busy",
+        &format!(
+            r#"{{ "run_id": "BUSY", "workstreams": [ {{ "id": "B", "tasks": [ {{ "id": "hold", "class": "cpu",
+                "run": "echo task-start >> {log}; sleep 2; echo task-end >> {log}" }} ] }} ] }}"#,
+            log = log.display()
+        ),
+    );
+    let mut busy_run = std::process::Command::new(assert_cmd::cargo::cargo_bin("mpw"))
+        .args(["-q", "run"])
+        .arg(&busy)
+        .current_dir(&repo.path)
+        .env("XDG_STATE_HOME", repo.state_home())
+        .env("MPW_MACHINE_SLOTS", "1")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    common::wait_until(
+        "the busy task to start",
+        std::time::Duration::from_secs(60),
+        || std::fs::read_to_string(&log).is_ok_and(|t| t.contains("task-start")),
+    );
+    let gate = format!("echo gate >> {}", log.display());
+    let out = repo
+        .mpw()
+        .args(["-q", "integrate", "DONE", "--gate", &gate])
+        .env("MPW_MACHINE_SLOTS", "1")
+        .output()
+        .unwrap();
+    assert_ok(&out);
+    assert!(busy_run.wait().unwrap().success());
+    let order = std::fs::read_to_string(&log).unwrap();
+    assert_eq!(
+        order, "task-start\ntask-end\ngate\n",
+        "the gate ran while the run held the slot"
+    );
+}

@@ -249,3 +249,33 @@ impl Budget {
         ))
     }
 }
+
+/// Run `f` as one cpu task of a budget of its own, for work outside a run's
+/// coordinator (an integration gate): it waits for a machine slot, and the
+/// tools it starts share the machine pool through the jobserver `f` is given.
+/// The budget is the machine's size (the number of cores with the pool off).
+/// `None` when `stopped` turned true while waiting.
+pub fn as_cpu_task<T>(
+    owner: &str,
+    stopped: &dyn Fn() -> bool,
+    f: impl FnOnce(&Jobserver) -> T,
+) -> Result<Option<T>, String> {
+    let cap = match machine::size()? {
+        0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+        n => n,
+    };
+    let mut budget = Budget::new(owner, cap)?;
+    let e = |e: io::Error| format!("jobserver: {e}");
+    loop {
+        budget.settle(1, true).map_err(e)?;
+        if let Some(unit) = budget.take("integrate gate", true).map_err(e)? {
+            let out = f(&budget.jobserver());
+            budget.give_back(unit).map_err(e)?;
+            return Ok(Some(out));
+        }
+        if stopped() {
+            return Ok(None);
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
