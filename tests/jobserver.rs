@@ -564,3 +564,40 @@ fn an_integration_gate_waits_for_the_machine_slot_a_run_holds() {
         "the gate ran while the run held the slot"
     );
 }
+
+#[test]
+fn a_bad_machine_slots_setting_is_named_and_nothing_runs() {
+    let repo = repo().with_file("README.md", "x\n").commit("init");
+    let plan = repo.plan(
+        "one",
+        r#"{ "workstreams": [ { "id": "W", "tasks": [ { "id": "T", "class": "cpu", "run": "echo x > x.txt" } ] } ] }"#,
+    );
+    let out = run(&repo, &plan, "four");
+    assert_eq!(out.status.code(), Some(3), "{}", common::stderr_of(&out));
+    let err = common::stderr_of(&out);
+    assert!(
+        err.contains("MPW_MACHINE_SLOTS must be a number of slots (0 = off), found `four`"),
+        "{err}"
+    );
+    assert!(!repo.mpw_dir().join("runs").exists(), "a run was recorded");
+    let out = repo
+        .mpw()
+        .args(["slots"])
+        .env("MPW_MACHINE_SLOTS", "four")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(3));
+    // The user's config file, when the variable is not set.
+    let config = repo.dir.path().join("config");
+    std::fs::create_dir_all(config.join("mpw")).unwrap();
+    std::fs::write(config.join("mpw/config.json"), r#"{ "machine_slots": 3 }"#).unwrap();
+    let out = repo
+        .mpw()
+        .args(["slots", "--json"])
+        .env_remove("MPW_MACHINE_SLOTS")
+        .env("XDG_CONFIG_HOME", &config)
+        .output()
+        .unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["size"], 3, "{v}");
+}

@@ -71,6 +71,8 @@ pub struct Budget {
     dirty: bool,
     /// A task waited for a unit in the last `take` round.
     waiting: bool,
+    /// The machine pool had no slot free when the run wanted one more.
+    machine_full: bool,
 }
 
 impl Budget {
@@ -114,6 +116,7 @@ impl Budget {
             js_running: 0,
             dirty: false,
             waiting: false,
+            machine_full: false,
         }
     }
 
@@ -156,10 +159,12 @@ impl Budget {
                         m.keep(lent);
                     }
                 }
+                self.machine_full = false;
                 while *put < want {
                     if let Some(m) = machine.as_mut()
                         && !m.take()?
                     {
+                        self.machine_full = true;
                         break;
                     }
                     own.put()?;
@@ -239,7 +244,7 @@ impl Budget {
         else {
             return None;
         };
-        if m.held() >= self.cap {
+        if !self.machine_full {
             return None;
         }
         let dir = machine::dir()?;
