@@ -79,6 +79,8 @@ pub struct Pool {
     size: usize,
     run: String,
     held: Vec<(usize, File, Option<String>)>,
+    /// `want-<pid>.lock`, held while this process waits for a slot.
+    wanting: Option<File>,
 }
 
 fn lock_path(dir: &Path, n: usize) -> PathBuf {
@@ -105,6 +107,7 @@ impl Pool {
             size,
             run: run.into(),
             held: Vec::new(),
+            wanting: None,
         })
     }
 
@@ -148,6 +151,56 @@ impl Pool {
         }
     }
 
+    /// Say whether this process waits for a slot, so that holders that hoard
+    /// slots for their tools give back what they do not use.
+    pub fn want(&mut self, on: bool) -> io::Result<()> {
+        let path = self.dir.join(format!("want-{}.lock", std::process::id()));
+        match (on, self.wanting.is_some()) {
+            (true, false) => {
+                std::fs::create_dir_all(&self.dir)?;
+                let f = OpenOptions::new()
+                    .create(true)
+                    .truncate(false)
+                    .write(true)
+                    .open(&path)?;
+                f.lock()?;
+                self.wanting = Some(f);
+            }
+            (false, true) => {
+                let _ = std::fs::remove_file(&path);
+                self.wanting = None;
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    /// Does another process wait for a slot? A want file nobody holds is
+    /// left from a process that died: removed.
+    pub fn others_want(&self) -> bool {
+        let own = format!("want-{}.lock", std::process::id());
+        let Ok(entries) = std::fs::read_dir(&self.dir) else {
+            return false;
+        };
+        let mut any = false;
+        for e in entries.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            if !name.starts_with("want-") || name == own {
+                continue;
+            }
+            let Ok(f) = OpenOptions::new().write(true).open(e.path()) else {
+                continue;
+            };
+            match f.try_lock() {
+                Ok(()) => {
+                    let _ = std::fs::remove_file(e.path());
+                }
+                Err(_) => any = true,
+            }
+        }
+        any
+    }
+
     /// Name the task each held slot runs for, in order; the rest feed the jobserver.
     pub fn label(&mut self, tasks: &[String]) -> io::Result<()> {
         for k in 0..self.held.len() {
@@ -173,6 +226,12 @@ impl Pool {
             .join(format!(".slot-{n}.{}.tmp", std::process::id()));
         std::fs::write(&tmp, serde_json::to_vec(&h).expect("holder is JSON"))?;
         std::fs::rename(&tmp, info_path(&self.dir, n))
+    }
+}
+
+impl Drop for Pool {
+    fn drop(&mut self) {
+        let _ = self.want(false);
     }
 }
 

@@ -149,7 +149,19 @@ impl Budget {
             }
             Source::Own { put, machine } => {
                 let own = own.own().expect("own pool");
-                let want = if machine.is_some() { want } else { cap };
+                let want = match machine.as_ref() {
+                    None => cap,
+                    // Others wait: keep only what tasks run on and wait for.
+                    Some(m) if m.others_want() => want.min(lent + ready),
+                    Some(_) => want,
+                };
+                // Tokens free in the pool now go back with their slots.
+                if let Some(m) = machine.as_mut() {
+                    while !quiet && *put > want && own.try_take()? {
+                        *put -= 1;
+                        m.keep(*put);
+                    }
+                }
                 // Nobody else reads the pool now: what is in it is exact.
                 if quiet && (self.dirty || *put > want) {
                     while own.try_take()? {}
@@ -172,6 +184,7 @@ impl Budget {
                 }
                 if let Some(m) = machine.as_mut() {
                     m.label(&self.lent)?;
+                    m.want(self.machine_full && ready > 0)?;
                 }
             }
         }
