@@ -308,4 +308,27 @@ mod tests {
         drop(a);
         assert!(holders(&dir, 2).unwrap().is_empty());
     }
+
+    #[test]
+    fn a_waiting_process_is_seen_and_a_dead_ones_want_file_removed() {
+        let d = tempfile::tempdir().unwrap();
+        let dir = d.path().join("slots");
+        let mut pool = Pool::new(dir.clone(), 2, "RUN").unwrap();
+        pool.want(true).unwrap();
+        assert!(!pool.others_want(), "its own want file does not count");
+        // Another process's want file, held while it waits.
+        let other = dir.join("want-1.lock");
+        let f = File::create(&other).unwrap();
+        f.lock().unwrap();
+        assert!(pool.others_want());
+        drop(f);
+        assert!(!pool.others_want(), "nobody holds it: that process is gone");
+        assert!(!other.exists(), "a dead process's want file is removed");
+        drop(pool);
+        assert_eq!(
+            std::fs::read_dir(&dir).unwrap().count(),
+            0,
+            "nothing left behind"
+        );
+    }
 }
