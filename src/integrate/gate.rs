@@ -120,31 +120,43 @@ pub(super) fn run_gates(
         .gate_rt
         .as_ref()
         .expect("integrate starts a runtime for a gate");
-    let handles: Vec<_> = jobs
-        .iter()
-        .zip(&scratches)
-        .map(|(job, scratch)| {
-            let try_job = TryJob {
-                gate: gate.clone(),
-                shell: crate::runner::plan_shell(&s.plan),
-                run_id: s.run_id.clone(),
-                key: job.key.clone(),
-                covered: job.covered.clone(),
-                batch,
-                scratch: scratch.clone(),
-                logs: logs.clone(),
-                timeout: opts.gate_timeout,
-                grace: opts.grace,
-                retries: opts.gate_retries,
-            };
-            gate_rt.rt.spawn(try_job.run(gate_rt.stop.clone()))
-        })
-        .collect();
-    let mut ran = Vec::new();
-    for h in handles {
-        let r = gate_rt.rt.block_on(h);
-        ran.push(r.map_err(|e| RunError::Env(format!("a gate run panicked: {e}")))?);
-    }
+    // The runs at once are one cpu task of the machine pool (see
+    // docs/ARCHITECTURE.md); their tools share its jobserver, and
+    // --gate-jobs is bounded by the run's cpu slots.
+    let stopped = || gate_rt.stopped();
+    let ran = crate::slots::as_cpu_task(&s.run_id, &stopped, |js| {
+        let handles: Vec<_> = jobs
+            .iter()
+            .zip(&scratches)
+            .map(|(job, scratch)| {
+                let try_job = TryJob {
+                    gate: gate.clone(),
+                    shell: crate::runner::plan_shell(&s.plan),
+                    run_id: s.run_id.clone(),
+                    key: job.key.clone(),
+                    covered: job.covered.clone(),
+                    batch,
+                    scratch: scratch.clone(),
+                    logs: logs.clone(),
+                    timeout: opts.gate_timeout,
+                    grace: opts.grace,
+                    retries: opts.gate_retries,
+                    jobserver: js.clone(),
+                };
+                gate_rt.rt.spawn(try_job.run(gate_rt.stop.clone()))
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| gate_rt.rt.block_on(h))
+            .collect::<std::result::Result<Vec<Ran>, _>>()
+    })
+    .map_err(RunError::Env)?;
+    let ran = match ran {
+        // Stopped while waiting for a machine slot: nothing ran.
+        None => Vec::new(),
+        Some(r) => r.map_err(|e| RunError::Env(format!("a gate run panicked: {e}")))?,
+    };
     let stopped = gate_rt.stopped();
     for sc in &scratches {
         remove_scratch(s, sc);
@@ -205,6 +217,7 @@ struct TryJob {
     timeout: Duration,
     grace: Duration,
     retries: u32,
+    jobserver: crate::slots::Jobserver,
 }
 
 impl TryJob {
@@ -241,7 +254,7 @@ impl TryJob {
                 stderr: self.logs.join(format!("{name}.err")),
                 guards: Default::default(),
             };
-            let out = exec::run(&spec, stop.clone(), |_| {}).await;
+            let out = exec::run_with(&spec, Some(&self.jobserver), stop.clone(), |_| {}).await;
             let stopped = *stop.borrow() != Cancel::No;
             let failure = match out.verdict() {
                 Verdict::Succeeded => None,
