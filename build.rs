@@ -12,5 +12,7 @@ fn main() {
     );
     if profile == "release" && elf {
         println!("cargo:rustc-link-arg-bins=-Wl,--compress-debug-sections=zlib");
+        // -O2 makes lld (and GNU ld accepts it) compress at zlib level 6, not 1.
+        println!("cargo:rustc-link-arg-bins=-Wl,-O2");
     }
 }
