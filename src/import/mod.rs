@@ -17,7 +17,7 @@ pub use piece::{read_pieces, write_pieces};
 use crate::git::{self, GitError};
 use crate::model::{RunState, WorkstreamState};
 use crate::plan::{self, LoadOptions, Loaded, PlanError};
-use crate::store::{Layout, NewRun, NewWs, RunPatch, Store, StoreError};
+use crate::store::{Layout, NewRun, RunPatch, Store, StoreError};
 use serde_json::{Map, Value, json};
 use sql::connect;
 use std::collections::BTreeMap;
@@ -195,16 +195,7 @@ fn create_run(
     first: &Piece,
 ) -> Result<()> {
     let plan = &loaded.plan;
-    let root = match &plan.globals.worktree_root {
-        Some(r) => main.join(r),
-        None => {
-            let name = main
-                .file_name()
-                .map(|n| n.to_string_lossy().into_owned())
-                .unwrap_or_else(|| "repo".into());
-            main.parent().unwrap_or(main).join(format!("{name}.mpw"))
-        }
-    };
+    let root = crate::runner::worktree_root(main, plan);
     store.create_run(&NewRun {
         id: run_id,
         name: first.name.as_deref(),
@@ -217,19 +208,9 @@ fn create_run(
         workstreams: plan
             .workstreams
             .iter()
-            .map(|w| NewWs {
-                id: &w.id,
-                name: w.name.as_deref(),
-                branch: w
-                    .branch
-                    .clone()
-                    .unwrap_or_else(|| crate::runner::default_branch(run_id, &w.id)),
-                worktree: root.join(run_id).join(&w.id).to_string_lossy().into_owned(),
-                tasks: w
-                    .tasks
-                    .iter()
-                    .map(|t| (t.id.as_str(), t.name.as_deref()))
-                    .collect(),
+            .map(|w| {
+                let branch = crate::runner::ws_branch(run_id, w);
+                crate::runner::new_ws(w, branch, &root.join(run_id).join(&w.id))
             })
             .collect(),
     })?;
