@@ -156,7 +156,7 @@ impl Outcome {
 
     /// The outcome of a process that ran, with what the guardrails found in
     /// its output.
-    pub(super) fn ran(
+    fn ran(
         ending: Ending,
         exit_code: Option<i32>,
         start: Instant,
