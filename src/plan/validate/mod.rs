@@ -100,23 +100,15 @@ fn check_ids<'p>(plan: &'p Plan, out: &mut Vec<Finding>) -> Ids<'p> {
     let mut regex_ok: HashSet<&str> = HashSet::new();
     for (w, ws) in plan.workstreams.iter().enumerate() {
         let wp = format!("/workstreams/{w}");
-        if let Some(p) = id_problem(&ws.id) {
-            out.push(
-                Finding::error(
-                    format!("{wp}/id"),
-                    format!(
-                        "workstream id `{}` is unfit for a branch or file name: it {p} ({ID_RULE})",
-                        ws.id
-                    ),
-                )
-                .help("use letters, digits, `.`, `_`, `-`, e.g. `WS-1`"),
-            );
-        } else if let Some(m) = reserved_problem("workstream", &ws.id) {
-            out.push(
-                Finding::error(format!("{wp}/id"), m)
-                    .help("ids starting with `_` are mpw's own; rename it"),
-            );
-        }
+        let what = format!("workstream id `{}`", ws.id);
+        check_id(
+            &ws.id,
+            &format!("{wp}/id"),
+            "workstream",
+            &what,
+            "WS-1",
+            out,
+        );
         if let Some(&first) = ws_index.get(ws.id.as_str()) {
             out.push(
                 Finding::error(
@@ -134,21 +126,8 @@ fn check_ids<'p>(plan: &'p Plan, out: &mut Vec<Finding>) -> Ids<'p> {
         for (t, task) in ws.tasks.iter().enumerate() {
             let tp = format!("{wp}/tasks/{t}");
             let name = format!("{}/{}", ws.id, task.id);
-            if let Some(p) = id_problem(&task.id) {
-                out.push(Finding::error(
-                    format!("{tp}/id"),
-                    format!(
-                        "task id `{}` in workstream `{}` is unfit for a branch or file name: it {p} ({ID_RULE})",
-                        task.id, ws.id
-                    ),
-                )
-.help("use letters, digits, `.`, `_`, `-`, e.g. `T1`"));
-            } else if let Some(m) = reserved_problem("task", &task.id) {
-                out.push(
-                    Finding::error(format!("{tp}/id"), m)
-                        .help("ids starting with `_` are mpw's own; rename it"),
-                );
-            }
+            let what = format!("task id `{}` in workstream `{}`", task.id, ws.id);
+            check_id(&task.id, &format!("{tp}/id"), "task", &what, "T1", out);
             if let Some(&first) = tasks.get(task.id.as_str()) {
                 out.push(
                     Finding::error(
@@ -168,5 +147,31 @@ fn check_ids<'p>(plan: &'p Plan, out: &mut Vec<Finding>) -> Ids<'p> {
     Ids {
         ws: ws_index,
         tasks: task_index,
+    }
+}
+
+/// An id unfit for a branch or file name, or one of mpw's reserved names.
+/// `what` names it in the message ("task id `T` in workstream `W`"), `kind`
+/// in the reserved-name message; `example` is a fit id.
+fn check_id(
+    id: &str,
+    pointer: &str,
+    kind: &str,
+    what: &str,
+    example: &str,
+    out: &mut Vec<Finding>,
+) {
+    if let Some(p) = id_problem(id) {
+        out.push(
+            Finding::error(
+                pointer,
+                format!("{what} is unfit for a branch or file name: it {p} ({ID_RULE})"),
+            )
+            .help(format!(
+                "use letters, digits, `.`, `_`, `-`, e.g. `{example}`"
+            )),
+        );
+    } else if let Some(m) = reserved_problem(kind, id) {
+        out.push(Finding::error(pointer, m).help("ids starting with `_` are mpw's own; rename it"));
     }
 }

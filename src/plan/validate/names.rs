@@ -132,67 +132,75 @@ pub(super) fn env_name_problem(name: &str) -> Option<&'static str> {
 mod tests {
     use super::*;
 
+    /// `rule` finds no problem in each of `ok` and one in each of `bad`.
+    fn holds(rule: fn(&str) -> Option<String>, ok: &[&str], bad: &[&str]) {
+        for ok in ok {
+            assert_eq!(rule(ok), None, "{ok}");
+        }
+        for bad in bad {
+            assert!(rule(bad).is_some(), "{bad}");
+        }
+    }
+
     #[test]
     fn ids() {
-        for ok in ["WS-1", "T1", "a.b_c-d", "x".repeat(64).as_str(), "1"] {
-            assert_eq!(id_problem(ok), None, "{ok}");
-        }
-        for bad in [
-            "", "a/b", "a b", "a..b", "-a", ".a", "a.", "a.lock", "a~", "a^", "a:", "a?", "a*",
-            "a[", "a\\", "é",
-        ] {
-            assert!(id_problem(bad).is_some(), "{bad}");
-        }
+        let longest = "x".repeat(64);
+        holds(
+            id_problem,
+            &["WS-1", "T1", "a.b_c-d", &longest, "1"],
+            &[
+                "", "a/b", "a b", "a..b", "-a", ".a", "a.", "a.lock", "a~", "a^", "a:", "a?", "a*",
+                "a[", "a\\", "é",
+            ],
+        );
         assert!(id_problem(&"x".repeat(65)).is_some());
     }
 
     #[test]
     fn branches() {
-        for ok in ["main", "feature/x", "mpw/run/WS-1", "a.b", "a@b"] {
-            assert_eq!(branch_problem(ok), None, "{ok}");
-        }
-        for bad in [
-            "",
-            "@",
-            "a..b",
-            "a//b",
-            "/a",
-            "a/",
-            "a.",
-            "a.lock",
-            "a/b.lock/c",
-            "a@{b",
-            "a b",
-            "a~1",
-            "a^",
-            "a:b",
-            "a?",
-            "a*",
-            "a[",
-            "a\\b",
-            "-a",
-            "a/.b",
-            "a\u{7}",
-        ] {
-            assert!(branch_problem(bad).is_some(), "{bad}");
-        }
+        holds(
+            branch_problem,
+            &["main", "feature/x", "mpw/run/WS-1", "a.b", "a@b"],
+            &[
+                "",
+                "@",
+                "a..b",
+                "a//b",
+                "/a",
+                "a/",
+                "a.",
+                "a.lock",
+                "a/b.lock/c",
+                "a@{b",
+                "a b",
+                "a~1",
+                "a^",
+                "a:b",
+                "a?",
+                "a*",
+                "a[",
+                "a\\b",
+                "-a",
+                "a/.b",
+                "a\u{7}",
+            ],
+        );
     }
 
     #[test]
     fn relative_paths() {
-        for ok in ["", ".", "sub/dir", "a/../b", "a/b/../.."] {
-            assert_eq!(relative_path_problem(ok), None, "{ok}");
-        }
-        for bad in [
-            "/abs",
-            "\\abs",
-            "C:\\x",
-            "..",
-            "a/../..",
-            "../x",
-            "a\\..\\..\\b",
-        ] {
-            assert!(relative_path_problem(bad).is_some(), "{bad}");
-        }
+        holds(
+            relative_path_problem,
+            &["", ".", "sub/dir", "a/../b", "a/b/../.."],
+            &[
+                "/abs",
+                "\\abs",
+                "C:\\x",
+                "..",
+                "a/../..",
+                "../x",
+                "a\\..\\..\\b",
+            ],
+        );
     }
 }
