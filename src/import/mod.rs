@@ -110,11 +110,7 @@ pub fn import(
     if pieces.is_empty() {
         return Err(ImportError::Refused(format!(
             "no {PIECE_FILE} under {}",
-            paths
-                .iter()
-                .map(|p| p.display().to_string())
-                .collect::<Vec<_>>()
-                .join(", ")
+            listed(paths)
         )));
     }
     let mut by_run: BTreeMap<String, Vec<&Piece>> = BTreeMap::new();
@@ -338,11 +334,7 @@ pub fn seed_upstreams(
         let Some(p) = pieces.iter().find(|p| &p.ws == ws && p.run_id == run_id) else {
             return Err(ImportError::Env(format!(
                 "no records of upstream workstream {ws} of run {run_id} under {}: its job must upload them first",
-                records
-                    .iter()
-                    .map(|r| r.display().to_string())
-                    .collect::<Vec<_>>()
-                    .join(", ")
+                listed(records)
             )));
         };
         check_piece(p, run_id, plan, base)?;
@@ -363,6 +355,15 @@ pub fn seed_upstreams(
     }
     fetch_refs(store, main, remote, run_id, &used)?;
     Ok(())
+}
+
+/// Paths for a message: `a, b, c`.
+fn listed(paths: &[PathBuf]) -> String {
+    paths
+        .iter()
+        .map(|p| p.display().to_string())
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 pub(super) fn db(layout: &Layout, source: rusqlite::Error) -> ImportError {
