@@ -18,5 +18,6 @@ pub mod report;
 pub mod runner;
 pub mod scheduler;
 pub mod signals;
+pub mod slots;
 pub mod store;
 pub mod worktree_include;

@@ -86,6 +86,7 @@ fn mpw_maybe_killed(repo: &TestRepo, args: &[&str], kill_after: Option<Duration>
         .arg("-q")
         .args(args)
         .current_dir(&repo.path)
+        .env("XDG_STATE_HOME", repo.state_home())
         .stdout(Stdio::null())
         .stderr(Stdio::from(log(repo)))
         .spawn()

@@ -355,6 +355,7 @@ fn ctrl_c_during_a_bisection_leaves_the_target_and_states_alone() {
     let integrate = Command::new(assert_cmd::cargo::cargo_bin("mpw"))
         .args(["-q", "integrate", "--grace", "2", "--batch", "--gate", &g])
         .current_dir(&repo.path)
+        .env("XDG_STATE_HOME", repo.state_home())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()

@@ -264,6 +264,13 @@ const BAD: &[(&str, &[&str])] = &[
         ],
     ),
     (
+        "jobserver-on-io-task",
+        &[
+            "jobserver-on-io-task.jsonc:2:89: error",
+            "task `WS-1/T1` asks for the jobserver, but only cpu-class tasks get it",
+        ],
+    ),
+    (
         "io-slots-zero",
         &[
             "io-slots-zero.jsonc:2:28: error",

@@ -76,6 +76,7 @@ fn spawn_run(repo: &TestRepo, plan: &Path) -> Child {
         .arg(plan)
         .current_dir(&repo.path)
         .env("NO_COLOR", "1")
+        .env("XDG_STATE_HOME", repo.state_home())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()

@@ -27,6 +27,7 @@ mod mcp_cmd;
 mod plan_cmd;
 mod pr_cmd;
 mod run_cmd;
+mod slots_cmd;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use std::io::IsTerminal;
@@ -102,6 +103,8 @@ pub enum Command {
     Import(import_cmd::ImportArgs),
     /// Serve the Model Context Protocol on stdin/stdout, for AI assistants.
     Mcp(mcp_cmd::McpArgs),
+    /// Who holds the machine's cpu slots (pid, run, task), shared by every mpw process.
+    Slots(slots_cmd::SlotsArgs),
     /// Print a worker adapter mpw carries (`"adapter": "python"` in globals.workers).
     Adapter(AdapterArgs),
 }
@@ -169,6 +172,8 @@ fn init_tracing(ctx: &Ctx) {
 
 /// Entry point of the binary; returns the process exit code.
 pub fn main() -> i32 {
+    // First: the descriptors of an outer jobserver, before files are opened.
+    crate::slots::inherit();
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => {
@@ -196,6 +201,7 @@ pub fn main() -> i32 {
         Command::Export(a) => export_cmd::export(a, &ctx),
         Command::Import(a) => import_cmd::import(a, &ctx),
         Command::Mcp(a) => mcp_cmd::mcp(a, &ctx),
+        Command::Slots(a) => slots_cmd::slots(a, &ctx),
         Command::Adapter(a) => match a.adapter {
             AdapterName::Python => {
                 out!("{}", crate::runner::PYTHON_ADAPTER);

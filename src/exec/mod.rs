@@ -21,7 +21,7 @@ mod tests_windows;
 mod worker;
 
 pub use proc::{end_leftovers, is_alive, kill_stale, process_start_time};
-pub use spawn::run;
+pub use spawn::{run, run_with};
 pub use worker::{Health, Request, Worker, WorkerSpec};
 
 use crate::plan::Shell;

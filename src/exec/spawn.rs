@@ -4,6 +4,7 @@
 
 use super::capture::{self, Pumps};
 use super::{Cancel, Ending, Outcome, ProcInfo, Spec, command_line, os, proc};
+use crate::slots::Jobserver;
 use process_wrap::tokio::{ChildWrapper, CommandWrap, KillOnDrop};
 use std::io;
 use std::process::{ExitStatus, Stdio};
@@ -86,6 +87,17 @@ fn check_startable(spec: &Spec, prog: &str) -> Result<(), String> {
 /// outcome is `Cancelled`. Dropping the returned future kills the process tree.
 pub async fn run(
     spec: &Spec,
+    cancel: watch::Receiver<Cancel>,
+    on_start: impl FnOnce(ProcInfo),
+) -> Outcome {
+    run_with(spec, None, cancel, on_start).await
+}
+
+/// `run`, the command given the run's jobserver when `jobserver` is set (a
+/// cpu-class task), else none, not even the one mpw was started under.
+pub async fn run_with(
+    spec: &Spec,
+    jobserver: Option<&Jobserver>,
     mut cancel: watch::Receiver<Cancel>,
     on_start: impl FnOnce(ProcInfo),
 ) -> Outcome {
@@ -107,11 +119,19 @@ pub async fn run(
 
     let mut cmd = tokio::process::Command::new(&prog);
     os::add_args(&mut cmd, &spec.program, &args);
+    if jobserver.is_none() {
+        crate::slots::withhold(cmd.as_std_mut());
+    }
     cmd.current_dir(&spec.cwd)
         .envs(spec.env.iter().map(|(k, v)| (k, v)))
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
+    // After the plan's env: the jobserver's MAKEFLAGS win; a task without the
+    // jobserver keeps what its plan sets.
+    if let Some(js) = jobserver {
+        js.configure(cmd.as_std_mut());
+    }
     let mut wrap = CommandWrap::from(cmd);
     os::contain(&mut wrap);
     wrap.wrap(KillOnDrop);

@@ -717,14 +717,19 @@ fn run_gate(
             .gate_rt
             .as_ref()
             .expect("integrate starts a runtime for a gate");
-        let out = gate_rt
-            .rt
-            .block_on(exec::run(&spec, gate_rt.stop.clone(), |_| {}));
+        // A cpu task of the machine pool (see docs/ARCHITECTURE.md).
+        let stopped = || gate_rt.stopped();
+        let out = crate::slots::as_cpu_task(&s.run_id, &stopped, |js| {
+            let run = exec::run_with(&spec, Some(js), gate_rt.stop.clone(), |_| {});
+            gate_rt.rt.block_on(run)
+        })
+        .map_err(RunError::Env)?;
         if gate_rt.stopped() {
             remove_scratch(s, &scratch);
             let on = covered.join(", ");
             return Err(interrupted(s, &format!("while the gate ran on {on}")));
         }
+        let out = out.expect("the gate ran: not stopped");
         let failure = match out.verdict() {
             Verdict::Succeeded => None,
             Verdict::Failed(r) | Verdict::Quarantined(r) => {

@@ -43,6 +43,8 @@ pub enum EventData {
     TaskQuarantined(TaskFacts),
     TaskSkipped(TaskFacts),
     TaskCancelled(TaskFacts),
+    /// READY, held back by the machine pool (`reason` says who holds it).
+    TaskWaiting(TaskFacts),
     WorkstreamStarted(WorkstreamFacts),
     WorkstreamCompleted(WorkstreamFacts),
     WorkstreamFailed(WorkstreamFacts),
@@ -83,6 +85,7 @@ impl EventData {
             D::TaskQuarantined(_) => K::TaskQuarantined,
             D::TaskSkipped(_) => K::TaskSkipped,
             D::TaskCancelled(_) => K::TaskCancelled,
+            D::TaskWaiting(_) => K::TaskWaiting,
             D::WorkstreamStarted(_) => K::WorkstreamStarted,
             D::WorkstreamCompleted(_) => K::WorkstreamCompleted,
             D::WorkstreamFailed(_) => K::WorkstreamFailed,
@@ -134,7 +137,8 @@ impl EventData {
             | D::TaskFailed(f)
             | D::TaskQuarantined(f)
             | D::TaskSkipped(f)
-            | D::TaskCancelled(f) => Some(f),
+            | D::TaskCancelled(f)
+            | D::TaskWaiting(f) => Some(f),
             _ => None,
         }
     }
@@ -613,6 +617,7 @@ mod tests {
             (D::TaskQuarantined(tf()), task_line("TASK_QUARANTINED")),
             (D::TaskSkipped(tf()), task_line("TASK_SKIPPED")),
             (D::TaskCancelled(tf()), task_line("TASK_CANCELLED")),
+            (D::TaskWaiting(tf()), task_line("TASK_WAITING")),
             (D::WorkstreamStarted(wsf()), ws_line("WORKSTREAM_STARTED")),
             (
                 D::WorkstreamCompleted(wsf()),

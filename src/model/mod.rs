@@ -103,6 +103,7 @@ state_enum!(
         TaskQuarantined = "TASK_QUARANTINED",
         TaskSkipped = "TASK_SKIPPED",
         TaskCancelled = "TASK_CANCELLED",
+        TaskWaiting = "TASK_WAITING",
         WorkstreamStarted = "WORKSTREAM_STARTED",
         WorkstreamCompleted = "WORKSTREAM_COMPLETED",
         WorkstreamFailed = "WORKSTREAM_FAILED",

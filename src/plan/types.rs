@@ -88,6 +88,10 @@ pub struct Globals {
     /// `node_modules/.cache/`, `.DS_Store`, `Thumbs.db`); default true.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ignore_defaults: Option<bool>,
+    /// Pass the run's jobserver to cpu-class tasks (default true); see README,
+    /// "Slots, jobserver and the machine pool".
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jobserver: Option<bool>,
     /// Warm worker pools, by name; a task names one in `worker`.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub workers: BTreeMap<String, WorkerDef>,
@@ -221,6 +225,10 @@ pub struct Task {
     pub allow_failure: bool,
     #[serde(default)]
     pub guardrails: Guardrails,
+    /// For a cpu-class task: pass it the run's jobserver (MAKEFLAGS,
+    /// CARGO_MAKEFLAGS); default `globals.jobserver`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jobserver: Option<bool>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub commit_message: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]

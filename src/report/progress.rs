@@ -127,6 +127,11 @@ impl Progress {
                     w.label = format!("{t} {}", kind.as_str().trim_start_matches("TASK_"));
                 }
             }
+            EventKind::TaskWaiting => {
+                let t = task?;
+                let why = ev.data.task().and_then(|f| f.reason.clone());
+                w.label = format!("{t} {}", why.unwrap_or_else(|| "waiting".into()));
+            }
             EventKind::WorkstreamStarted => {
                 w.label = WorkstreamState::Running.to_string();
             }

@@ -55,7 +55,10 @@ pub(crate) async fn run_attempt(
     };
     // A process or a worker's request: the same files, rules and judging after.
     let outcome = match &t.work {
-        Work::Process(_) => exec::run(&spec, cancel, on_start).await,
+        Work::Process(_) => {
+            let js = ctx.jobserver.as_ref().filter(|_| t.jobserver);
+            exec::run_with(&spec, js, cancel, on_start).await
+        }
         Work::Worker { pool, args } => {
             let req = Request {
                 arguments: args.clone(),

@@ -17,6 +17,7 @@ use crate::model::{
 use crate::plan::Loaded;
 use crate::scheduler::{Scheduler, Slots, TaskInfo};
 use crate::signals::Signals;
+use crate::slots::{Budget, Unit};
 use crate::store::{RunPatch, Store, TaskPatch, WsPatch};
 use std::fs::File;
 use std::sync::Arc;
@@ -34,6 +35,12 @@ struct Coord<'a> {
     fail_fast: bool,
     stop_starting: bool,
     max_provisioning: usize,
+    /// The cpu budget shared with the tasks' tools (see `crate::slots`).
+    budget: Budget,
+    /// The budget's unit each running cpu task holds.
+    units: Vec<Option<Unit>>,
+    /// Tasks whose wait for a machine slot has been told (TASK_WAITING).
+    told_waiting: Vec<bool>,
 }
 
 /// A recorded run, ready for its coordinator.
@@ -85,7 +92,11 @@ async fn drive_async(start: Start) -> Result<Finished> {
         lock: _lock,
     } = start;
     let run_id = run_id.as_str();
-    let ctx = Arc::new(RunCtx::load(&store, run_id, &loaded, &opts, how.repo)?);
+    let slots = slots(&loaded, &opts);
+    let budget = Budget::new(run_id, slots.cpu).map_err(RunError::Env)?;
+    let mut ctx = RunCtx::load(&store, run_id, &loaded, &opts, how.repo)?;
+    ctx.jobserver = Some(budget.jobserver());
+    let ctx = Arc::new(ctx);
     let info: Vec<TaskInfo> = ctx
         .tasks
         .iter()
@@ -95,7 +106,6 @@ async fn drive_async(start: Start) -> Result<Finished> {
             allow_failure: t.allow_failure,
         })
         .collect();
-    let slots = slots(&loaded, &opts);
     let (tx, mut rx) = mpsc::unbounded_channel();
     let (cancel_tx, _) = watch::channel(Cancel::No);
     let dag = &loaded.dag;
@@ -124,6 +134,9 @@ async fn drive_async(start: Start) -> Result<Finished> {
         fail_fast: opts.fail_fast,
         stop_starting: false,
         max_provisioning: slots.max,
+        budget,
+        units: (0..info.len()).map(|_| None).collect(),
+        told_waiting: vec![false; info.len()],
     };
     if how.resuming {
         // Ending a dead coordinator's processes waits out their grace.
@@ -139,6 +152,9 @@ async fn drive_async(start: Start) -> Result<Finished> {
 
     let mut signals = Signals::new().map_err(RunError::runtime("cannot listen for SIGTERM"))?;
     let mut tick = tokio::time::interval(Duration::from_millis(200));
+    // While a cpu task waits for a token that a tool may give back any moment.
+    let mut token_poll = tokio::time::interval(Duration::from_millis(20));
+    token_poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         c.step()?;
         if c.done() {
@@ -150,6 +166,7 @@ async fn drive_async(start: Start) -> Result<Finished> {
                     c.handle(msg)?;
                 }
             }
+            _ = token_poll.tick(), if c.budget.waiting() => {}
             _ = tick.tick() => {
                 if !c.cancelled && c.l.store.run(run_id)?.cancel_requested {
                     c.cancel(Cancel::Graceful);
@@ -237,10 +254,61 @@ impl Coord<'_> {
         let start = self.sched.startable(&self.l.task_states(), &|i| {
             slots[i].held_until.is_some_and(|t| t > now) || !open[tasks[i].ws]
         });
-        for i in start {
+        self.start(start)
+    }
+
+    /// Start the tasks the scheduler chose; a cpu task only with a unit of the
+    /// budget, the others wait for the next step.
+    fn start(&mut self, tasks: Vec<usize>) -> Result<()> {
+        let ctx = self.l.ctx.clone();
+        let cpu = |i: &usize| ctx.tasks[*i].class == crate::plan::TaskClass::Cpu;
+        let ready = tasks.iter().filter(|i| cpu(i)).count();
+        let ready_js = tasks.iter().any(|&i| ctx.tasks[i].jobserver);
+        let budget_err = |e| RunError::Env(format!("jobserver: {e}"));
+        self.budget.settle(ready, ready_js).map_err(budget_err)?;
+        for i in tasks {
+            if cpu(&i) {
+                let t = &ctx.tasks[i];
+                let name = format!("{}/{}", ctx.ws[t.ws].id, t.id);
+                match self.budget.take(&name, t.jobserver).map_err(budget_err)? {
+                    Some(unit) => {
+                        self.units[i] = Some(unit);
+                        if std::mem::take(&mut self.told_waiting[i]) {
+                            let (run, ws, id) = self.l.ids(i);
+                            self.l.store.note_waiting(&run, &ws, &id, None)?;
+                        }
+                    }
+                    None => {
+                        self.tell_waiting(i)?;
+                        continue;
+                    }
+                }
+            }
             self.start_attempt(i)?;
         }
         Ok(())
+    }
+
+    /// A READY cpu task waits for the machine pool: say so once per wait.
+    fn tell_waiting(&mut self, i: usize) -> Result<()> {
+        if self.told_waiting[i] {
+            return Ok(());
+        }
+        let Some(reason) = self.budget.machine_wait(&self.l.ctx.run_id) else {
+            return Ok(());
+        };
+        self.told_waiting[i] = true;
+        let (run, ws_id, id) = self.l.ids(i);
+        self.l
+            .store
+            .note_waiting(&run, &ws_id, &id, Some(&reason))?;
+        let facts = crate::model::TaskFacts {
+            reason: Some(reason),
+            ..Default::default()
+        };
+        let ws = self.l.ctx.tasks[i].ws;
+        self.l
+            .event(Some(ws), Some(i), None, EventData::TaskWaiting(facts))
     }
 
     /// Provision every workstream whose dependencies are COMPLETED; skip the
@@ -365,6 +433,10 @@ impl Coord<'_> {
                 result,
             } => {
                 self.in_flight -= 1;
+                if let Some(unit) = self.units[task].take() {
+                    let e = |e| RunError::Env(format!("jobserver: {e}"));
+                    self.budget.give_back(unit).map_err(e)?;
+                }
                 self.finish_attempt(task, attempt, result)?;
             }
             Msg::Worker(data) => self.l.event(None, None, None, data)?,

@@ -53,6 +53,8 @@ pub(crate) struct RunCtx {
     pub grace: Duration,
     pub ws: Vec<WsCtx>,
     pub tasks: Vec<TaskCtx>,
+    /// Given to the tasks whose `jobserver` is true (see `crate::slots`).
+    pub jobserver: Option<crate::slots::Jobserver>,
 }
 
 impl RunCtx {
@@ -96,6 +98,7 @@ impl RunCtx {
             grace,
             ws,
             tasks,
+            jobserver: None,
         })
     }
 }
@@ -141,6 +144,8 @@ pub(crate) struct TaskCtx {
     pub allow_failure: bool,
     pub guards: Guards,
     pub message: String,
+    /// A cpu-class process task given the run's jobserver.
+    pub jobserver: bool,
 }
 
 impl TaskCtx {
@@ -182,7 +187,11 @@ impl TaskCtx {
             .commit_message
             .clone()
             .unwrap_or_else(|| format!("{}: {title}", w.id));
+        let jobserver = class == TaskClass::Cpu
+            && matches!(work, Work::Process(_))
+            && t.jobserver.or(plan.globals.jobserver).unwrap_or(true);
         Ok(TaskCtx {
+            jobserver,
             ws,
             id: t.id.clone(),
             work,

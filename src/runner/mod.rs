@@ -327,6 +327,8 @@ pub fn run(
         wss.push((w, branch, wt));
     }
 
+    // A bad machine slot setting is refused before anything is recorded.
+    crate::slots::machine::size().map_err(RunError::Env)?;
     let mut store = Store::open(p.repo.layout.clone())?;
     let stored = StoredOptions {
         max_concurrency: opts.max_concurrency,

@@ -191,6 +191,24 @@ impl Store {
         Ok(())
     }
 
+    /// Why a READY task is not started yet (the machine pool is full), shown
+    /// by `mpw status`; `None` once it starts. Not a state change: no event.
+    pub fn note_waiting(
+        &mut self,
+        run: &str,
+        ws: &str,
+        task: &str,
+        why: Option<&str>,
+    ) -> Result<()> {
+        self.conn
+            .execute(
+                "UPDATE tasks SET reason = ?4 WHERE run_id = ?1 AND ws = ?2 AND id = ?3",
+                params![run, ws, task, why],
+            )
+            .map_err(self.err())?;
+        Ok(())
+    }
+
     pub fn set_cancel_requested(&mut self, run: &str) -> Result<()> {
         self.conn
             .execute("UPDATE runs SET cancel_requested = 1 WHERE id = ?1", [run])

@@ -134,11 +134,18 @@ impl TestRepo {
         p
     }
 
-    /// The `mpw` binary, run inside the repository, colours off.
+    /// The `mpw` binary, run inside the repository, colours off, with the
+    /// test's own machine slot pool.
     pub fn mpw(&self) -> assert_cmd::Command {
         let mut c = mpw();
-        c.current_dir(&self.path);
+        c.current_dir(&self.path)
+            .env("XDG_STATE_HOME", self.state_home());
         c
+    }
+
+    /// This test's `XDG_STATE_HOME`: its machine slots, shared by nobody else.
+    pub fn state_home(&self) -> PathBuf {
+        self.dir.path().join("state")
     }
 
     /// The repository's git common dir (`.git`).

@@ -5,7 +5,7 @@ use super::Finding;
 use super::names::{ID_RULE, branch_problem, env_name_problem, id_problem, relative_path_problem};
 use crate::plan::source::esc;
 use crate::plan::suggest;
-use crate::plan::{Plan, Task, WorkerDef, Workstream};
+use crate::plan::{Plan, Task, TaskClass, WorkerDef, Workstream};
 use std::collections::{BTreeMap, HashMap, HashSet};
 
 /// The plan's own keys and its globals.
@@ -244,6 +244,28 @@ fn check_worker(name: &str, def: &WorkerDef, out: &mut Vec<Finding>) {
     check_env(def.env.keys(), &wp, &format!("worker `{name}`"), out);
 }
 
+/// Only a cpu-class process task is given the jobserver: asking for it
+/// elsewhere would silently do nothing.
+fn check_jobserver(task: &Task, tp: &str, name: &str, out: &mut Vec<Finding>) {
+    if task.jobserver != Some(true) {
+        return;
+    }
+    let why = if task.worker.is_some() {
+        "a worker's request runs in a process started before it"
+    } else if task.class != TaskClass::Cpu {
+        "only cpu-class tasks get it"
+    } else {
+        return;
+    };
+    out.push(
+        Finding::error(
+            format!("{tp}/jobserver"),
+            format!("task `{name}` asks for the jobserver, but {why}"),
+        )
+        .help("remove `\"jobserver\": true`, or make it a `\"class\": \"cpu\"` task with `run` or `argv`"),
+    );
+}
+
 /// Exactly one of `run`, `argv` and `worker`; `args` only with `worker`.
 fn check_command(
     task: &Task,
@@ -340,6 +362,7 @@ pub(super) fn check_task<'p>(
     out: &mut Vec<Finding>,
 ) {
     check_command(task, tp, name, workers, out);
+    check_jobserver(task, tp, name, out);
     if let Some(cwd) = &task.cwd
         && let Some(p) = relative_path_problem(cwd)
     {
