@@ -158,34 +158,23 @@ impl From<PlanError> for CliError {
     }
 }
 
-impl From<GitError> for CliError {
-    fn from(e: GitError) -> Self {
-        CliError::new(Exit::of_git(&e), e.to_string())
-    }
+/// Each module's error: its message, with the exit code `Exit::of_*` gives it.
+macro_rules! from_error {
+    ($($error:ty => $exit:ident),+ $(,)?) => {$(
+        impl From<$error> for CliError {
+            fn from(e: $error) -> Self {
+                CliError::new(Exit::$exit(&e), e.to_string())
+            }
+        }
+    )+};
 }
 
-impl From<StoreError> for CliError {
-    fn from(e: StoreError) -> Self {
-        CliError::new(Exit::of_store(&e), e.to_string())
-    }
-}
-
-impl From<ImportError> for CliError {
-    fn from(e: ImportError) -> Self {
-        CliError::new(Exit::of_import(&e), e.to_string())
-    }
-}
-
-impl From<ExportError> for CliError {
-    fn from(e: ExportError) -> Self {
-        CliError::new(Exit::of_export(&e), e.to_string())
-    }
-}
-
-impl From<RunError> for CliError {
-    fn from(e: RunError) -> Self {
-        CliError::new(Exit::of_run_error(&e), e.to_string())
-    }
-}
+from_error!(
+    GitError => of_git,
+    StoreError => of_store,
+    ImportError => of_import,
+    ExportError => of_export,
+    RunError => of_run_error,
+);
 
 pub type CliResult = Result<Exit, CliError>;

@@ -154,6 +154,29 @@ impl Outcome {
         }
     }
 
+    /// The outcome of a process that ran, with what the guardrails found in
+    /// its output.
+    fn ran(
+        ending: Ending,
+        exit_code: Option<i32>,
+        start: Instant,
+        spec: &Spec,
+        proc: ProcInfo,
+        captured: capture::Captured,
+    ) -> Self {
+        Outcome {
+            ending,
+            exit_code,
+            fail_match: captured.fail_match,
+            quarantine_match: captured.quarantine_match,
+            missing_require: captured.missing_require,
+            proc: Some(proc),
+            duration: start.elapsed(),
+            timeout: spec.timeout,
+            output_error: captured.output_error,
+        }
+    }
+
     /// The task's verdict. Order: quarantine_on match, cancellation,
     /// a log that could not be written, fail_on match, how the process ended, missing `require` patterns.
     pub fn verdict(&self) -> Verdict {

@@ -267,17 +267,7 @@ pub async fn run_with(
             (Ending::Exited(-1), Some(-1))
         }
     };
-    let outcome = Outcome {
-        ending,
-        exit_code,
-        fail_match: captured.fail_match,
-        quarantine_match: captured.quarantine_match,
-        missing_require: captured.missing_require,
-        proc: Some(info),
-        duration: start.elapsed(),
-        timeout: spec.timeout,
-        output_error: captured.output_error,
-    };
+    let outcome = Outcome::ran(ending, exit_code, start, spec, info, captured);
     debug!(pid, ending = ?outcome.ending, "task ended");
     outcome
 }

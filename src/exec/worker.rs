@@ -345,17 +345,7 @@ impl Worker {
             stop_rx,
         );
         let captured = pumps.finish(&spec.guards).await;
-        let outcome = Outcome {
-            ending,
-            exit_code,
-            fail_match: captured.fail_match,
-            quarantine_match: captured.quarantine_match,
-            missing_require: captured.missing_require,
-            proc: Some(self.info),
-            duration: start.elapsed(),
-            timeout: spec.timeout,
-            output_error: captured.output_error,
-        };
+        let outcome = Outcome::ran(ending, exit_code, start, spec, self.info, captured);
         (outcome, health)
     }
 }

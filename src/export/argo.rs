@@ -39,28 +39,15 @@ pub(super) fn render(e: &Exported) -> Result<String> {
             task.insert("depends".into(), json!(depends(&keys, &j.needs)));
         }
         if !j.upstream.is_empty() {
-            let arts: Vec<Value> = j
-                .upstream
-                .iter()
-                .map(|&u| {
-                    json!({
-                        "name": format!("records-{}", keys[u]),
-                        "from": format!("{{{{tasks.{}.outputs.artifacts.records}}}}", keys[u]),
-                    })
-                })
-                .collect();
-            task.insert("arguments".into(), json!({ "artifacts": arts }));
+            task.insert(
+                "arguments".into(),
+                json!({ "artifacts": records_from(&keys, &j.upstream) }),
+            );
         }
         tasks.push(Value::Object(task));
 
         let mut script = String::from(PREAMBLE);
-        let mut inputs = Vec::new();
-        for &u in &j.upstream {
-            inputs.push(json!({
-                "name": format!("records-{}", keys[u]),
-                "path": format!("/work/upstream/{}", e.jobs[u].ws),
-            }));
-        }
+        let inputs = records_in(e, &keys, &j.upstream);
         let mut upstream = if j.upstream.is_empty() {
             String::new()
         } else {
@@ -117,34 +104,22 @@ pub(super) fn render(e: &Exported) -> Result<String> {
         fin_name.push('x');
     }
     let all: Vec<usize> = (0..e.jobs.len()).collect();
-    let arts: Vec<Value> = all
-        .iter()
-        .map(|&u| {
-            json!({
-                "name": format!("records-{}", keys[u]),
-                "from": format!("{{{{tasks.{}.outputs.artifacts.records}}}}", keys[u]),
-            })
-        })
-        .collect();
     let mut ftask = json!({ "name": fin_name, "template": fin_name });
     if !all.is_empty() {
         let o = ftask.as_object_mut().unwrap();
         o.insert("depends".into(), json!(depends(&keys, &all)));
-        o.insert("arguments".into(), json!({ "artifacts": arts }));
+        o.insert(
+            "arguments".into(),
+            json!({ "artifacts": records_from(&keys, &all) }),
+        );
     }
     tasks.push(ftask);
     let mut t = container(e, &fin_name, &fin);
-    let inputs: Vec<Value> = all
-        .iter()
-        .map(|&u| {
-            json!({
-                "name": format!("records-{}", keys[u]),
-                "path": format!("/work/upstream/{}", e.jobs[u].ws),
-                // A workstream whose pod never ran left no records.
-                "optional": true,
-            })
-        })
-        .collect();
+    let mut inputs = records_in(e, &keys, &all);
+    for i in &mut inputs {
+        // A workstream whose pod never ran left no records.
+        i["optional"] = json!(true);
+    }
     t.as_object_mut()
         .unwrap()
         .insert("inputs".into(), json!({ "artifacts": inputs }));
@@ -223,6 +198,31 @@ fn container(e: &Exported, name: &str, script: &str) -> Value {
 
 /// `a.Succeeded || a.Failed` for each: a failed workstream still lets its
 /// dependents record themselves SKIPPED, as a local run would.
+/// A task's artifact arguments: the records of jobs `of`, from their outputs.
+fn records_from(keys: &[String], of: &[usize]) -> Vec<Value> {
+    of.iter()
+        .map(|&u| {
+            json!({
+                "name": format!("records-{}", keys[u]),
+                "from": format!("{{{{tasks.{}.outputs.artifacts.records}}}}", keys[u]),
+            })
+        })
+        .collect()
+}
+
+/// A template's input artifacts: the records of jobs `of`, each under
+/// `/work/upstream/<ws>`.
+fn records_in(e: &Exported, keys: &[String], of: &[usize]) -> Vec<Value> {
+    of.iter()
+        .map(|&u| {
+            json!({
+                "name": format!("records-{}", keys[u]),
+                "path": format!("/work/upstream/{}", e.jobs[u].ws),
+            })
+        })
+        .collect()
+}
+
 fn depends(keys: &[String], on: &[usize]) -> String {
     on.iter()
         .map(|&d| format!("({0}.Succeeded || {0}.Failed)", keys[d]))

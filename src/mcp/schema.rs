@@ -10,17 +10,15 @@ use serde_json::Value;
 
 // ---- inputs ----
 
-#[derive(Debug, Deserialize, JsonSchema)]
+#[derive(Debug, Default, Deserialize, JsonSchema)]
+#[serde(default)]
 pub struct PlanCheckIn {
     /// The plan's text (JSON or JSONC). Locations in errors then name the
     /// file `inline-plan.jsonc`. Give this or `path`.
-    #[serde(default)]
     pub plan: Option<String>,
     /// A plan file inside the repository, relative to its root. Give this or `plan`.
-    #[serde(default)]
     pub path: Option<String>,
     /// Unknown keys are errors, not warnings.
-    #[serde(default)]
     pub strict: Option<bool>,
 }
 
@@ -37,10 +35,10 @@ pub struct RunStartIn {
     pub max_concurrency: Option<u32>,
 }
 
-#[derive(Debug, Deserialize, JsonSchema)]
+#[derive(Debug, Default, Deserialize, JsonSchema)]
+#[serde(default)]
 pub struct RunIn {
     /// Run id or an unambiguous prefix (default: the latest run).
-    #[serde(default)]
     pub run: Option<String>,
 }
 
@@ -68,13 +66,12 @@ pub struct TaskLogsIn {
     pub tail: Option<u32>,
 }
 
-#[derive(Debug, Deserialize, JsonSchema)]
+#[derive(Debug, Default, Deserialize, JsonSchema)]
+#[serde(default)]
 pub struct ForecastIn {
     /// Run id or an unambiguous prefix (default: the latest run).
-    #[serde(default)]
     pub run: Option<String>,
     /// Branch to merge into (default: the branch the run started from).
-    #[serde(default)]
     pub into: Option<String>,
 }
 
@@ -96,19 +93,16 @@ impl StrategyIn {
     }
 }
 
-#[derive(Debug, Deserialize, JsonSchema)]
+#[derive(Debug, Default, Deserialize, JsonSchema)]
+#[serde(default)]
 pub struct IntegrateIn {
     /// Run id or an unambiguous prefix (default: the latest run).
-    #[serde(default)]
     pub run: Option<String>,
     /// Branch to merge into (default: the branch the run started from).
-    #[serde(default)]
     pub into: Option<String>,
     /// Command that must pass on each merge result, in a scratch checkout,
     /// before the branch moves (as `mpw integrate --gate`).
-    #[serde(default)]
     pub gate: Option<String>,
-    #[serde(default)]
     pub strategy: Option<StrategyIn>,
 }
 

@@ -76,6 +76,13 @@ fn json_result(out: std::io::Result<Output>) -> CallToolResult {
 }
 
 /// `-- RUN` when a run is given: after `--` nothing is read as an option.
+/// `--name=value` when there is a value.
+fn option(a: &mut Vec<OsString>, name: &str, value: Option<impl std::fmt::Display>) {
+    if let Some(v) = value {
+        a.push(format!("--{name}={v}").into());
+    }
+}
+
 fn positional(a: &mut Vec<OsString>, values: &[&str]) {
     a.push("--".into());
     a.extend(values.iter().map(OsString::from));
@@ -146,9 +153,7 @@ impl MpwServer {
             Err(m) => return error(m),
         };
         let mut a = Vec::new();
-        if let Some(n) = p.max_concurrency {
-            a.push(format!("--max-concurrency={n}").into());
-        }
+        option(&mut a, "max-concurrency", p.max_concurrency);
         for w in p.workstreams.unwrap_or_default() {
             a.push(format!("--workstream={w}").into());
         }
@@ -182,9 +187,7 @@ impl MpwServer {
     async fn task_logs(&self, Parameters(p): Parameters<TaskLogsIn>) -> CallToolResult {
         let stderr = p.stderr == Some(true);
         let mut a = args(["logs"]);
-        if let Some(n) = p.attempt {
-            a.push(format!("--attempt={n}").into());
-        }
+        option(&mut a, "attempt", p.attempt);
         if stderr {
             a.push("--stderr".into());
         }
@@ -232,9 +235,7 @@ impl MpwServer {
     )]
     async fn integrate_forecast(&self, Parameters(p): Parameters<ForecastIn>) -> CallToolResult {
         let mut a = args(["integrate", "--dry-run", "--json"]);
-        if let Some(b) = p.into {
-            a.push(format!("--into={b}").into());
-        }
+        option(&mut a, "into", p.into);
         if let Some(r) = p.run {
             positional(&mut a, &[&r]);
         }
@@ -251,15 +252,9 @@ impl MpwServer {
     )]
     async fn integrate(&self, Parameters(p): Parameters<IntegrateIn>) -> CallToolResult {
         let mut a = args(["integrate", "--json", "--no-wait"]);
-        if let Some(b) = p.into {
-            a.push(format!("--into={b}").into());
-        }
-        if let Some(g) = p.gate {
-            a.push(format!("--gate={g}").into());
-        }
-        if let Some(s) = p.strategy {
-            a.push(format!("--strategy={}", s.as_str()).into());
-        }
+        option(&mut a, "into", p.into);
+        option(&mut a, "gate", p.gate);
+        option(&mut a, "strategy", p.strategy.map(StrategyIn::as_str));
         if let Some(r) = p.run {
             positional(&mut a, &[&r]);
         }

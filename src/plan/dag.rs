@@ -89,49 +89,40 @@ pub(crate) fn stable_topo(deps: &[Vec<usize>]) -> Vec<usize> {
 /// Strongly connected components that contain a cycle (more than one node,
 /// or a node depending on itself), each sorted, ordered by lowest member.
 pub(crate) fn cyclic_components(adj: &[Vec<usize>]) -> Vec<Vec<usize>> {
-    const NONE: usize = usize::MAX;
     let n = adj.len();
-    let mut index = vec![NONE; n];
-    let mut low = vec![0usize; n];
-    let mut on_stack = vec![false; n];
-    let mut stack = Vec::new();
-    let mut call: Vec<(usize, usize)> = Vec::new();
-    let mut next = 0usize;
+    let mut t = Tarjan {
+        index: vec![Tarjan::UNSEEN; n],
+        low: vec![0; n],
+        on_stack: vec![false; n],
+        stack: Vec::new(),
+        call: Vec::new(),
+        next: 0,
+    };
     let mut out = Vec::new();
     for root in 0..n {
-        if index[root] != NONE {
+        if t.index[root] != Tarjan::UNSEEN {
             continue;
         }
-        index[root] = next;
-        low[root] = next;
-        next += 1;
-        stack.push(root);
-        on_stack[root] = true;
-        call.push((root, 0));
-        while let Some(&(v, ei)) = call.last() {
+        t.open(root);
+        while let Some(&(v, ei)) = t.call.last() {
             if ei < adj[v].len() {
-                call.last_mut().expect("non-empty").1 += 1;
+                t.call.last_mut().expect("non-empty").1 += 1;
                 let w = adj[v][ei];
-                if index[w] == NONE {
-                    index[w] = next;
-                    low[w] = next;
-                    next += 1;
-                    stack.push(w);
-                    on_stack[w] = true;
-                    call.push((w, 0));
-                } else if on_stack[w] {
-                    low[v] = low[v].min(index[w]);
+                if t.index[w] == Tarjan::UNSEEN {
+                    t.open(w);
+                } else if t.on_stack[w] {
+                    t.low[v] = t.low[v].min(t.index[w]);
                 }
             } else {
-                call.pop();
-                if let Some(&(u, _)) = call.last() {
-                    low[u] = low[u].min(low[v]);
+                t.call.pop();
+                if let Some(&(u, _)) = t.call.last() {
+                    t.low[u] = t.low[u].min(t.low[v]);
                 }
-                if low[v] == index[v] {
+                if t.low[v] == t.index[v] {
                     let mut comp = Vec::new();
                     loop {
-                        let w = stack.pop().expect("tarjan stack");
-                        on_stack[w] = false;
+                        let w = t.stack.pop().expect("tarjan stack");
+                        t.on_stack[w] = false;
                         comp.push(w);
                         if w == v {
                             break;
@@ -147,6 +138,31 @@ pub(crate) fn cyclic_components(adj: &[Vec<usize>]) -> Vec<Vec<usize>> {
     }
     out.sort_by_key(|c| c[0]);
     out
+}
+
+/// Tarjan's search, iterative: `call` holds (node, next edge) in place of
+/// the recursion, so long chains cannot overflow the stack.
+struct Tarjan {
+    index: Vec<usize>,
+    low: Vec<usize>,
+    on_stack: Vec<bool>,
+    stack: Vec<usize>,
+    call: Vec<(usize, usize)>,
+    next: usize,
+}
+
+impl Tarjan {
+    const UNSEEN: usize = usize::MAX;
+
+    /// Visit `v` for the first time.
+    fn open(&mut self, v: usize) {
+        self.index[v] = self.next;
+        self.low[v] = self.next;
+        self.next += 1;
+        self.stack.push(v);
+        self.on_stack[v] = true;
+        self.call.push((v, 0));
+    }
 }
 
 /// A shortest cycle through the lowest node of a cyclic component, as

@@ -172,6 +172,22 @@ pub fn graph(loaded: &Loaded, fmt: GraphFormat) -> String {
     }
 }
 
+/// Each workstream (index, label) with its tasks (DAG index, label), in
+/// plan order: the boxes both drawings nest.
+fn clusters(loaded: &Loaded) -> impl Iterator<Item = (usize, String, Vec<(usize, String)>)> + '_ {
+    let (plan, dag) = (&loaded.plan, &loaded.dag);
+    plan.workstreams.iter().enumerate().map(move |(w, ws)| {
+        let tasks = dag.ws_tasks[w]
+            .clone()
+            .map(|g| {
+                let t = &ws.tasks[dag.tasks[g].task];
+                (g, label(&t.id, t.name.as_deref()))
+            })
+            .collect();
+        (w, label(&ws.id, ws.name.as_deref()), tasks)
+    })
+}
+
 fn dot(loaded: &Loaded) -> String {
     let plan = &loaded.plan;
     let dag = &loaded.dag;
@@ -186,21 +202,11 @@ fn dot(loaded: &Loaded) -> String {
         dot_str(title)
     );
     let _ = writeln!(s, "  node [shape=box, style=rounded];");
-    for (w, ws) in plan.workstreams.iter().enumerate() {
+    for (w, ws_label, tasks) in clusters(loaded) {
         let _ = writeln!(s, "  subgraph {} {{", cluster(w));
-        let _ = writeln!(
-            s,
-            "    label={};",
-            dot_str(&label(&ws.id, ws.name.as_deref()))
-        );
-        for g in dag.ws_tasks[w].clone() {
-            let t = &ws.tasks[dag.tasks[g].task];
-            let _ = writeln!(
-                s,
-                "    {} [label={}];",
-                node(g),
-                dot_str(&label(&t.id, t.name.as_deref()))
-            );
+        let _ = writeln!(s, "    label={};", dot_str(&ws_label));
+        for (g, t) in tasks {
+            let _ = writeln!(s, "    {} [label={}];", node(g), dot_str(&t));
         }
         let _ = writeln!(s, "  }}");
     }
@@ -229,25 +235,14 @@ fn dot(loaded: &Loaded) -> String {
 }
 
 fn mermaid(loaded: &Loaded) -> String {
-    let plan = &loaded.plan;
     let dag = &loaded.dag;
     // Generated ids: plan ids may contain `-` and `.`, and `end` is a keyword.
     let node = |g: usize| format!("ws{}_t{}", dag.tasks[g].ws, dag.tasks[g].task);
     let mut s = String::from("flowchart LR\n");
-    for (w, ws) in plan.workstreams.iter().enumerate() {
-        let _ = writeln!(
-            s,
-            "  subgraph ws{w}[{}]",
-            mermaid_label(&label(&ws.id, ws.name.as_deref()))
-        );
-        for g in dag.ws_tasks[w].clone() {
-            let t = &ws.tasks[dag.tasks[g].task];
-            let _ = writeln!(
-                s,
-                "    {}[{}]",
-                node(g),
-                mermaid_label(&label(&t.id, t.name.as_deref()))
-            );
+    for (w, ws_label, tasks) in clusters(loaded) {
+        let _ = writeln!(s, "  subgraph ws{w}[{}]", mermaid_label(&ws_label));
+        for (g, t) in tasks {
+            let _ = writeln!(s, "    {}[{}]", node(g), mermaid_label(&t));
         }
         s.push_str("  end\n");
     }

@@ -383,7 +383,8 @@ fn timeline(h: &mut String, st: &RunStatus, attempts: &[AttemptRow]) {
 mod tests {
     use super::*;
     use crate::model::{AttemptState, RunState, TaskState, WorkstreamState};
-    use crate::store::{Counts, TaskStatus, WsStatus};
+    use crate::report::test_support::ws_status;
+    use crate::store::{Counts, TaskStatus};
 
     /// 100 workstreams x 100 tasks, one attempt each, 50 ms apart.
     fn big() -> (RunStatus, Vec<AttemptRow>) {
@@ -434,22 +435,11 @@ mod tests {
                     duration_ms: Some(40),
                 });
             }
-            wss.push(WsStatus {
-                id: format!("W{w:03}"),
-                name: None,
-                state: WorkstreamState::Completed,
-                branch: format!("mpw/R/W{w:03}"),
-                worktree: "/tmp/x".into(),
-                base: None,
-                head: None,
-                reason: None,
-                started_at: None,
-                finished_at: None,
-                duration_ms: None,
-                counts: Counts::default(),
-                integration: None,
+            wss.push(ws_status(
+                &format!("W{w:03}"),
+                WorkstreamState::Completed,
                 tasks,
-            });
+            ));
         }
         let st = RunStatus {
             schema: 1,

@@ -3,6 +3,8 @@
 
 pub mod html;
 mod progress;
+#[cfg(test)]
+mod test_support;
 
 pub use progress::{Progress, WsProgress};
 

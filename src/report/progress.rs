@@ -154,7 +154,8 @@ impl Progress {
 mod tests {
     use super::*;
     use crate::model::{EventData, RunState, TaskFacts, TaskState, WorkstreamFacts};
-    use crate::store::{Counts, TaskStatus, WsStatus};
+    use crate::report::test_support::ws_status;
+    use crate::store::{Counts, TaskStatus};
 
     fn task(ws: &str, id: &str, state: TaskState) -> TaskStatus {
         TaskStatus {
@@ -193,21 +194,9 @@ mod tests {
             gate_runs: vec![],
             workstreams: wss
                 .iter()
-                .map(|(id, state, tasks)| WsStatus {
-                    id: (*id).into(),
-                    name: None,
-                    state: *state,
-                    branch: format!("mpw/R/{id}"),
-                    worktree: "/w".into(),
-                    base: None,
-                    head: None,
-                    reason: None,
-                    started_at: None,
-                    finished_at: None,
-                    duration_ms: None,
-                    counts: Counts::default(),
-                    integration: None,
-                    tasks: tasks.iter().map(|(t, s)| task(id, t, *s)).collect(),
+                .map(|(id, state, tasks)| {
+                    let tasks = tasks.iter().map(|(t, s)| task(id, t, *s)).collect();
+                    ws_status(id, *state, tasks)
                 })
                 .collect(),
         }

@@ -121,16 +121,7 @@ fn prepare(opts: &RunOptions) -> Result<Prepared> {
     let loaded = select_workstreams(loaded, &opts.workstreams)?;
 
     let mut warnings = Vec::new();
-    let worktree_root = match &loaded.plan.globals.worktree_root {
-        Some(r) => absolute(&main.join(r)),
-        None => {
-            let name = main
-                .file_name()
-                .map(|n| n.to_string_lossy().into_owned())
-                .unwrap_or_else(|| "repo".into());
-            main.parent().unwrap_or(&main).join(format!("{name}.mpw"))
-        }
-    };
+    let worktree_root = worktree_root(&main, &loaded.plan);
     if worktree_root.starts_with(&main) {
         warnings.push(format!(
             "worktree_root {} is inside the main worktree {}: cargo, npm and editors that search upward will see the nested worktrees as part of the main one, and `git status` there will list them unless ignored; a folder beside the repository (the default) avoids this",
@@ -239,8 +230,41 @@ fn reparse(plan: &Plan, path: &Path) -> Result<Loaded> {
     Ok(plan::parse_str(&text, path, LoadOptions::default())?)
 }
 
-pub fn default_branch(run_id: &str, ws: &str) -> String {
-    format!("mpw/{run_id}/{ws}")
+/// A workstream's branch: its `branch`, or `mpw/<run>/<ws>`.
+pub(crate) fn ws_branch(run_id: &str, w: &plan::Workstream) -> String {
+    w.branch
+        .clone()
+        .unwrap_or_else(|| format!("mpw/{run_id}/{}", w.id))
+}
+
+/// Where a run's worktrees go: `globals.worktree_root` (relative to the main
+/// worktree), or `<main worktree>.mpw` beside it.
+pub(crate) fn worktree_root(main: &Path, plan: &Plan) -> PathBuf {
+    match &plan.globals.worktree_root {
+        Some(r) => absolute(&main.join(r)),
+        None => {
+            let name = main
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_else(|| "repo".into());
+            main.parent().unwrap_or(main).join(format!("{name}.mpw"))
+        }
+    }
+}
+
+/// The store's new row of a plan workstream, for `run` and `import` alike.
+pub(crate) fn new_ws<'a>(w: &'a plan::Workstream, branch: String, worktree: &Path) -> NewWs<'a> {
+    NewWs {
+        id: &w.id,
+        name: w.name.as_deref(),
+        branch,
+        worktree: worktree.to_string_lossy().into_owned(),
+        tasks: w
+            .tasks
+            .iter()
+            .map(|t| (t.id.as_str(), t.name.as_deref()))
+            .collect(),
+    }
 }
 
 /// Start a new run: validate, record, provision, execute. Returns when the
@@ -278,10 +302,7 @@ pub fn run(
     // Refuse before touching anything: branches or worktree paths in the way.
     let mut wss = Vec::new();
     for w in &plan.workstreams {
-        let branch = w
-            .branch
-            .clone()
-            .unwrap_or_else(|| default_branch(&p.run_id, &w.id));
+        let branch = ws_branch(&p.run_id, w);
         let bad = |problem: String| RunError::BadWorkstream {
             ws: w.id.clone(),
             problem,
@@ -328,17 +349,7 @@ pub fn run(
         options: serde_json::to_value(&stored).unwrap(),
         workstreams: wss
             .iter()
-            .map(|(w, branch, wt)| NewWs {
-                id: &w.id,
-                name: w.name.as_deref(),
-                branch: branch.clone(),
-                worktree: wt.to_string_lossy().into_owned(),
-                tasks: w
-                    .tasks
-                    .iter()
-                    .map(|t| (t.id.as_str(), t.name.as_deref()))
-                    .collect(),
-            })
+            .map(|(w, branch, wt)| new_ws(w, branch.clone(), wt))
             .collect(),
     })?;
     let plan_json = serde_json::to_vec_pretty(plan).expect("plan serialises");

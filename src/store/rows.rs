@@ -53,7 +53,6 @@ pub struct TaskRow {
     pub id: String,
     #[serde(skip)]
     pub idx: usize,
-    #[serde(default)]
     pub name: Option<String>,
     pub state: TaskState,
     pub attempts: u32,

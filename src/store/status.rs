@@ -175,6 +175,7 @@ impl Counts {
 }
 
 /// `run_status.json`, schema 1. Fields may be added, never renamed.
+/// An `Option` field that an older file lacks reads as `None`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct RunStatus {
     pub schema: u32,
@@ -183,12 +184,10 @@ pub struct RunStatus {
     pub state: RunState,
     pub repo: String,
     pub base: String,
-    #[serde(default)]
     pub base_ref: Option<String>,
     pub started_at: Option<String>,
     pub finished_at: Option<String>,
     /// Time the run actually ran: across resumes, without the gaps between.
-    #[serde(default)]
     pub duration_ms: Option<i64>,
     pub counts: Counts,
     pub workstreams: Vec<WsStatus>,
@@ -200,23 +199,17 @@ pub struct RunStatus {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct WsStatus {
     pub id: String,
-    #[serde(default)]
     pub name: Option<String>,
     pub state: WorkstreamState,
     pub branch: String,
     pub worktree: String,
     /// Commit the workstream started from.
-    #[serde(default)]
     pub base: Option<String>,
     pub head: Option<String>,
-    #[serde(default)]
     pub reason: Option<String>,
-    #[serde(default)]
     pub started_at: Option<String>,
-    #[serde(default)]
     pub finished_at: Option<String>,
     /// Its time between `started_at` and `finished_at` while the run ran.
-    #[serde(default)]
     pub duration_ms: Option<i64>,
     pub counts: Counts,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -231,6 +224,25 @@ pub type TaskStatus = TaskRow;
 mod tests {
     use super::*;
     use crate::model::StaleLocks;
+
+    #[test]
+    fn a_status_file_without_its_optional_fields_reads() {
+        let file = serde_json::json!({
+            "schema": 1, "run_id": "R", "state": "COMPLETED", "repo": "/r", "base": "b",
+            "counts": { "tasks": 1 },
+            "workstreams": [ { "id": "W", "state": "COMPLETED", "branch": "mpw/R/W",
+                "worktree": "/w", "counts": { "tasks": 1 },
+                "tasks": [ { "id": "T", "state": "SUCCEEDED", "attempts": 1 } ] } ],
+        });
+        let st: RunStatus = serde_json::from_value(file).unwrap();
+        assert_eq!((st.name, st.duration_ms), (None, None));
+        let ws = &st.workstreams[0];
+        assert_eq!(
+            (&ws.base, &ws.reason, &ws.integration),
+            (&None, &None, &None)
+        );
+        assert_eq!(ws.tasks[0].name, None);
+    }
 
     /// An event of the run at `s` seconds.
     fn at(s: i64, data: EventData) -> Event {
