@@ -161,21 +161,12 @@ pub fn restack(a: RestackArgs, ctx: &Ctx) -> CliResult {
 
 fn render_restack(r: &RestackReport, style: Style) -> String {
     let mut s = format!("restack run {}\n", r.run_id);
-    let w = r
-        .outcomes
-        .iter()
-        .map(|o| o.workstream.len())
-        .max()
-        .unwrap_or(4)
-        .max(10);
-    for o in &r.outcomes {
-        s.push_str(&format!(
-            "{:<w$}  {}  {}\n",
-            o.workstream,
-            report::pad_state(&style, o.state.as_str()),
-            o.detail
-        ));
-    }
+    s.push_str(&outcome_rows(
+        r.outcomes
+            .iter()
+            .map(|o| (o.workstream.as_str(), o.state.as_str(), o.detail.as_str())),
+        style,
+    ));
     if r.outcomes.is_empty() {
         s.push_str("no stacked workstream in this run\n");
     } else if r.failed() {
@@ -193,6 +184,23 @@ fn render_restack(r: &RestackReport, style: Style) -> String {
     s
 }
 
+/// One line per workstream: name, state, detail, names padded to one width.
+fn outcome_rows<'a>(
+    rows: impl Iterator<Item = (&'a str, &'a str, &'a str)>,
+    style: Style,
+) -> String {
+    let rows: Vec<_> = rows.collect();
+    let w = rows.iter().map(|r| r.0.len()).max().unwrap_or(4).max(10);
+    let mut s = String::new();
+    for (ws, state, detail) in rows {
+        s.push_str(&format!(
+            "{ws:<w$}  {}  {detail}\n",
+            report::pad_state(&style, state)
+        ));
+    }
+    s
+}
+
 fn render_report(r: &Report, style: Style) -> String {
     let mut s = format!(
         "integrate run {} into {} ({:?}): {} -> {}\n",
@@ -202,21 +210,12 @@ fn render_report(r: &Report, style: Style) -> String {
         &r.before[..10],
         &r.after[..10]
     );
-    let w = r
-        .outcomes
-        .iter()
-        .map(|o| o.workstream.len())
-        .max()
-        .unwrap_or(4)
-        .max(10);
-    for o in &r.outcomes {
-        s.push_str(&format!(
-            "{:<w$}  {}  {}\n",
-            o.workstream,
-            report::pad_state(&style, o.state.as_str()),
-            o.detail
-        ));
-    }
+    s.push_str(&outcome_rows(
+        r.outcomes
+            .iter()
+            .map(|o| (o.workstream.as_str(), o.state.as_str(), o.detail.as_str())),
+        style,
+    ));
     s.push_str(&report::gate_tree(&r.gate_runs, style));
     let left: Vec<String> = r
         .unmerged()

@@ -96,12 +96,7 @@ pub(super) fn run_gates(
 ) -> Result<Vec<GateRun>> {
     let gate = opts.gate.clone().expect("a gate to run");
     let root = PathBuf::from(&s.store.run(&s.run_id)?.worktree_root).join(&s.run_id);
-    let logs = s
-        .store
-        .layout
-        .run_dir(&s.run_id)
-        .join("logs")
-        .join("_integrate");
+    let logs = s.store.layout.gate_logs(&s.run_id);
     let mut scratches: Vec<PathBuf> = Vec::new();
     for job in &jobs {
         let scratch = root.join(format!("_gate-{}", job.key));
@@ -297,12 +292,7 @@ impl TryJob {
 /// A killed integration may have left its gate running and its scratch
 /// worktree registered; holding the lock, we know both are stale.
 pub(super) fn end_stale_gates(s: &mut Setup, grace: Duration) -> Result<()> {
-    let logs = s
-        .store
-        .layout
-        .run_dir(&s.run_id)
-        .join("logs")
-        .join("_integrate");
+    let logs = s.store.layout.gate_logs(&s.run_id);
     exec::end_leftovers(&[logs], grace);
     let root = PathBuf::from(&s.store.run(&s.run_id)?.worktree_root).join(&s.run_id);
     let stale: Vec<PathBuf> = std::fs::read_dir(&root)

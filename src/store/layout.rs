@@ -51,18 +51,20 @@ impl Layout {
             .join(format!("{task}.{attempt}.{ext}"))
     }
 
+    /// `logs/_integrate/`: the gate runs' logs and `.proc` files.
+    pub fn gate_logs(&self, run: &str) -> PathBuf {
+        self.run_dir(run).join("logs").join("_integrate")
+    }
+
     /// `logs/_integrate/<ws>.<n>.out|.err`: the n-th gate run on a workstream.
     pub fn gate_log(&self, run: &str, ws: &str, n: u32, stderr: bool) -> PathBuf {
         let ext = if stderr { "err" } else { "out" };
-        self.run_dir(run)
-            .join("logs")
-            .join("_integrate")
-            .join(format!("{ws}.{n}.{ext}"))
+        self.gate_logs(run).join(format!("{ws}.{n}.{ext}"))
     }
 
     /// The number of the last gate run on a workstream (None: no gate ran).
     pub fn last_gate_run(&self, run: &str, ws: &str) -> Option<u32> {
-        let dir = self.run_dir(run).join("logs").join("_integrate");
+        let dir = self.gate_logs(run);
         let prefix = format!("{ws}.");
         std::fs::read_dir(dir)
             .ok()?
