@@ -336,15 +336,27 @@ fn chaos_many_seeds() {
         .and_then(|s| s.parse().ok())
         .unwrap_or(200);
     let _ = reference_tree();
+    // `MPW_CHAOS_SEED=N` replays one seed.
+    let only: Option<u64> = std::env::var("MPW_CHAOS_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok());
+    let all: Vec<u64> = match only {
+        Some(s) => vec![s],
+        None => (1..=n).collect(),
+    };
     // Every seed runs; the failing ones are named at the end.
     let mut failed = Vec::new();
-    for seed in 1..=n {
+    for &seed in &all {
         eprintln!("chaos seed {seed}");
         if std::panic::catch_unwind(|| chaos_seed(seed)).is_err() {
             failed.push(seed);
         }
     }
-    eprintln!("chaos: {n} seeds, {} failed: {failed:?}", failed.len());
+    eprintln!(
+        "chaos: {} seeds, {} failed: {failed:?}",
+        all.len(),
+        failed.len()
+    );
     assert!(failed.is_empty(), "failing seeds: {failed:?}");
 }
 
