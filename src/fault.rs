@@ -3,7 +3,10 @@
 //!
 //! - `kill-after-commit:WS/T`: between a task's commit and its database row
 //! - `kill-before-pid:WS/T`: between a task's start and the row with its pid
-//! - `kill-adding-worktree:WS`: half-way through creating a worktree
+//! - `kill-adding-worktree:NAME`: half-way through creating a worktree
+//!   (registered, not checked out; NAME is a workstream or `_gate-…`)
+//! - `kill-removing-worktree:NAME`: half-way through removing one (folder
+//!   gone, registration not yet)
 //! - `checkout-update`: an integration's checkout update fails once
 //! - `kill-before-event-line:KIND`: after an event's commit, before its line
 //!   in `events.jsonl` (e.g. `kill-before-event-line:TASK_SUCCEEDED`)

@@ -359,6 +359,77 @@ fn a_worktree_half_created_when_the_coordinator_died_is_made_again_on_resume() {
     assert_eq!(status(&repo, "K9")["state"], "COMPLETED");
 }
 
+/// `git worktree list` has nothing half-made or left over, and `git fsck` is clean.
+fn assert_worktrees_clean(repo: &TestRepo) {
+    let list = repo.git(&["worktree", "list", "--porcelain"]);
+    assert!(
+        !list.contains("prunable") && !list.contains("locked") && !list.contains("_gate"),
+        "{list}"
+    );
+    let (ok, _, err) = repo.git_try(&["fsck", "--no-progress"]);
+    assert!(ok, "git fsck: {err}");
+}
+
+#[test]
+fn a_resume_killed_while_removing_a_half_made_worktree_is_resumed_again() {
+    let repo = repo().commit("init");
+    let plan = counting_plan(&repo, "KR", "none");
+    let mut child = spawn_run(&repo, &plan, &[("MPW_FAULT", "kill-adding-worktree:A")]);
+    assert!(
+        !child.wait().unwrap().success(),
+        "the coordinator died adding A"
+    );
+    // The resume clears A's unfinished worktree; killed half-way through.
+    let out = repo
+        .mpw()
+        .args(["resume", "KR"])
+        .env("MPW_FAULT", "kill-removing-worktree:A")
+        .timeout(Duration::from_secs(60))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), None, "the resume died removing A");
+    assert!(
+        !repo.worktree_root().join("KR/A").exists(),
+        "A's folder went first"
+    );
+    assert!(
+        repo.common_dir().join("worktrees/A").exists(),
+        "its registration not yet"
+    );
+    resume_ok(&repo, "KR");
+    assert_each_task_once(&repo, "KR");
+    assert_eq!(status(&repo, "KR")["state"], "COMPLETED");
+    assert_worktrees_clean(&repo);
+}
+
+#[test]
+fn an_integration_killed_while_adding_the_gates_worktree_is_integrated_again() {
+    let repo = repo().commit("init");
+    let plan = repo.plan(
+        "gw",
+        r#"{ "run_id": "GW", "workstreams": [ { "id": "A", "tasks": [ { "id": "T", "run": "echo a > a.txt" } ] } ] }"#,
+    );
+    let out = repo.mpw().arg("run").arg(&plan).output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr_of(&out));
+    let out = repo
+        .mpw()
+        .args(["integrate", "--gate", "test -f a.txt"])
+        .env("MPW_FAULT", "kill-adding-worktree:_gate-A.1")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), None, "killed adding the gate's worktree");
+    assert!(repo.git(&["worktree", "list"]).contains("_gate-A.1"));
+    let out = repo
+        .mpw()
+        .args(["integrate", "--gate", "test -f a.txt"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr_of(&out));
+    assert_eq!(ws(&repo.run_status("GW"), "A")["state"], "INTEGRATED");
+    assert_eq!(repo.read("a.txt").trim(), "a");
+    assert_worktrees_clean(&repo);
+}
+
 #[test]
 fn ctrl_c_cancels_within_seconds_and_leaves_no_process() {
     let repo = repo().commit("init");
