@@ -8,6 +8,8 @@
 //! - `kill-removing-worktree:NAME`: half-way through removing one (folder
 //!   gone, registration not yet)
 //! - `checkout-update`: an integration's checkout update fails once
+//! - `kill-updating-checkout`: an integration's checkout update, after the
+//!   branch moved and the deleted files went, before the new ones are written
 //! - `kill-before-event-line:KIND`: after an event's commit, before its line
 //!   in `events.jsonl` (e.g. `kill-before-event-line:TASK_SUCCEEDED`)
 //! - `log-write`: every write to a task's log fails as on a full disk
