@@ -1,6 +1,9 @@
 //! Fault injection for the crash tests, in the spirit of failpoints: the
 //! environment variable `MPW_FAULT` names one point, and only that one acts.
 //!
+//! - `kill-between-plan-and-run-row`: `mpw run` wrote the run's plan.json,
+//!   not yet its row
+//! - `kill-after-recover`: `mpw resume` recovered the run, before it goes on
 //! - `kill-after-commit:WS/T`: between a task's commit and its database row
 //! - `kill-before-pid:WS/T`: between a task's start and the row with its pid
 //! - `kill-adding-worktree:NAME`: half-way through creating a worktree

@@ -570,8 +570,12 @@ fn create_run(
             main.parent().unwrap_or(main).join(format!("{name}.mpw"))
         }
     };
+    let mut plan = plan.clone();
+    plan.run_id = Some(run_id.to_string());
+    let plan_json = serde_json::to_vec_pretty(&plan).expect("plan serialises");
     store.create_run(&NewRun {
         id: run_id,
+        plan_json: &plan_json,
         name: first.name.as_deref(),
         repo: &main.to_string_lossy(),
         base: &first.base,
@@ -598,12 +602,6 @@ fn create_run(
             })
             .collect(),
     })?;
-    let mut plan = plan.clone();
-    plan.run_id = Some(run_id.to_string());
-    crate::store::write_atomic(
-        &store.layout.plan_json(run_id),
-        &serde_json::to_vec_pretty(&plan).expect("plan serialises"),
-    )?;
     Ok(())
 }
 

@@ -430,6 +430,61 @@ fn an_integration_killed_while_adding_the_gates_worktree_is_integrated_again() {
     assert_worktrees_clean(&repo);
 }
 
+/// A workstream's state as the database records it.
+fn ws_state_in_db(repo: &TestRepo, run: &str, ws: &str) -> String {
+    let db = rusqlite::Connection::open(repo.mpw_dir().join("mpw.db")).unwrap();
+    db.query_row(
+        "SELECT state FROM workstreams WHERE run_id = ?1 AND id = ?2",
+        [run, ws],
+        |r| r.get(0),
+    )
+    .unwrap()
+}
+
+#[test]
+fn recovery_writes_the_workstreams_it_reopens() {
+    let repo = repo().commit("init");
+    let plan = counting_plan(&repo, "RW", "A/T2");
+    let pid = kill_9_while_the_slow_task_runs(&repo, &plan, "RW");
+    assert_eq!(ws_state_in_db(&repo, "RW", "A"), "RUNNING");
+    let out = repo
+        .mpw()
+        .args(["resume", "RW"])
+        .env("MPW_FAULT", "kill-after-recover")
+        .timeout(Duration::from_secs(60))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), None, "killed after recovering");
+    assert!(!alive(pid), "the orphan was ended");
+    // What recovery changed is what the database says.
+    assert_eq!(ws_state_in_db(&repo, "RW", "A"), "PENDING");
+    resume_ok(&repo, "RW");
+    assert_each_task_once(&repo, "RW");
+    assert_eq!(ws_state_in_db(&repo, "RW", "A"), "COMPLETED");
+}
+
+#[test]
+fn a_run_killed_between_its_plan_and_its_row_can_be_run_again() {
+    let repo = repo().commit("init");
+    let plan = counting_plan(&repo, "KP", "none");
+    let mut child = spawn_run(
+        &repo,
+        &plan,
+        &[("MPW_FAULT", "kill-between-plan-and-run-row")],
+    );
+    assert!(!child.wait().unwrap().success(), "the run died");
+    let out = repo
+        .mpw()
+        .arg("run")
+        .arg(&plan)
+        .timeout(Duration::from_secs(60))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr_of(&out));
+    assert_each_task_once(&repo, "KP");
+    assert_eq!(status(&repo, "KP")["state"], "COMPLETED");
+}
+
 #[test]
 fn ctrl_c_cancels_within_seconds_and_leaves_no_process() {
     let repo = repo().commit("init");
