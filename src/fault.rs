@@ -5,6 +5,8 @@
 //!   not yet its row
 //! - `kill-after-recover`: `mpw resume` recovered the run, before it goes on
 //! - `kill-after-commit:WS/T`: between a task's commit and its database row
+//! - `kill-before-proc:NAME`: a process started (it wrote its own `.proc`
+//!   line), before mpw's record of it; NAME is its log's stem (`T2.1`, `A.1`)
 //! - `kill-before-pid:WS/T`: between a task's start and the row with its pid
 //! - `kill-adding-worktree:NAME`: half-way through creating a worktree
 //!   (registered, not checked out; NAME is a workstream or `_gate-…`)

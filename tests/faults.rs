@@ -1226,3 +1226,40 @@ fn a_gate_left_by_a_killed_integration_is_ended_by_the_next_one() {
     assert!(!repo.git(&["worktree", "list"]).contains("_gate"));
     assert_eq!(ws(&repo.run_status("GK"), "A")["state"], "INTEGRATED");
 }
+
+#[test]
+fn a_gate_whose_integration_was_killed_before_recording_it_is_ended_by_the_next() {
+    let repo = repo().commit("init");
+    let plan = repo.plan(
+        "gp",
+        r#"{ "run_id": "GP", "workstreams": [ { "id": "A", "tasks": [ { "id": "T", "run": "echo a > a.txt" } ] } ] }"#,
+    );
+    let out = repo.mpw().arg("run").arg(&plan).output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr_of(&out));
+    // Slow only the first time: the next integration's gate passes at once.
+    let pid_file = repo.dir.path().join("gate.pid");
+    let gate = format!(
+        "if [ ! -f {p} ]; then echo $$ > {p}; sleep 120; fi",
+        p = pid_file.display()
+    );
+    let out = repo
+        .mpw()
+        .args(["integrate", "--gate", &gate])
+        .env("MPW_FAULT", "kill-before-proc:A.1")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), None, "killed before recording the gate");
+    let pid = read_pid(&pid_file);
+    assert!(alive(pid), "the gate runs on");
+    let out = repo
+        .mpw()
+        .args(["integrate", "--gate", &gate])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr_of(&out));
+    wait_until("the stale gate to end", Duration::from_secs(30), || {
+        !alive(pid)
+    });
+    assert_eq!(ws(&repo.run_status("GP"), "A")["state"], "INTEGRATED");
+    assert_worktrees_clean(&repo);
+}

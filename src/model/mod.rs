@@ -212,6 +212,14 @@ impl StateMachine for WorkstreamState {
             (Conflict, GateFailed),
             (GateFailed, Integrated),
             (GateFailed, Conflict),
+            // one that cannot start (setup or a dependency failed) ends
+            // FAILED or SKIPPED after the state its skipped tasks gave it
+            (Completed, Failed),
+            (Completed, Skipped),
+            (Failed, Skipped),
+            (Quarantined, Failed),
+            (Quarantined, Skipped),
+            (Skipped, Failed),
             // resume reopens a workstream with tasks left to run, and writes it
             (Running, Pending),
             (Completed, Pending),
