@@ -390,7 +390,12 @@ fn discard(common: &Path, admin: &Path, base: Option<&Path>) -> Result<(), GitEr
     ));
     remove_dir(&to)?;
     std::fs::rename(admin, &to).map_err(io(admin))?;
-    remove_dir(&to)
+    // Out of `worktrees/` it is no registration any more: what a failure
+    // here leaves is cleared by the next add.
+    if let Err(e) = remove_dir(&to) {
+        tracing::debug!("leaving {} for later: {e}", to.display());
+    }
+    Ok(())
 }
 
 /// Clear what killed creations and removals left, before adding a worktree
