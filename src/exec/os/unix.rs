@@ -18,7 +18,8 @@ pub fn add_args(cmd: &mut tokio::process::Command, _program: &Program, args: &[S
 
 /// The child writes its own `.proc` line (`pid pgid -`, no start time yet)
 /// before it runs anything: a parent killed between the spawn and its own,
-/// fuller record still leaves the way to end the child (README "Faults").
+/// fuller record still leaves the way to end the child (docs/ARCHITECTURE.md,
+/// "Crash safety").
 pub fn record_in_child(cmd: &mut tokio::process::Command, proc_path: &std::path::Path) {
     use std::os::unix::ffi::OsStrExt;
     let Ok(path) = std::ffi::CString::new(proc_path.as_os_str().as_bytes()) else {
