@@ -1,10 +1,20 @@
 //! Fault injection for the crash tests, in the spirit of failpoints: the
 //! environment variable `MPW_FAULT` names one point, and only that one acts.
 //!
+//! - `kill-between-plan-and-run-row`: `mpw run` wrote the run's plan.json,
+//!   not yet its row
+//! - `kill-after-recover`: `mpw resume` recovered the run, before it goes on
 //! - `kill-after-commit:WS/T`: between a task's commit and its database row
+//! - `kill-before-proc:NAME`: a process started (it wrote its own `.proc`
+//!   line), before mpw's record of it; NAME is its log's stem (`T2.1`, `A.1`)
 //! - `kill-before-pid:WS/T`: between a task's start and the row with its pid
-//! - `kill-adding-worktree:WS`: half-way through creating a worktree
+//! - `kill-adding-worktree:NAME`: half-way through creating a worktree
+//!   (registered, not checked out; NAME is a workstream or `_gate-…`)
+//! - `kill-removing-worktree:NAME`: half-way through removing one (folder
+//!   gone, registration not yet)
 //! - `checkout-update`: an integration's checkout update fails once
+//! - `kill-updating-checkout`: an integration's checkout update, after the
+//!   branch moved and the deleted files went, before the new ones are written
 //! - `kill-before-event-line:KIND`: after an event's commit, before its line
 //!   in `events.jsonl` (e.g. `kill-before-event-line:TASK_SUCCEEDED`)
 //! - `log-write`: every write to a task's log fails as on a full disk

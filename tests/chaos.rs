@@ -310,15 +310,9 @@ fn chaos_seed(seed: u64) {
     check_the_end(&repo, &format!("seed {seed}"));
 }
 
-/// Seeds the 200-seed run found failing, for defects still open (a kill
-/// while gix adds a worktree, or during integrate's checkout update or gate
-/// worktree). The fast variant leaves them out so CI stays meaningful; the
-/// long variant runs them and names every failure.
-const KNOWN_OPEN: &[u64] = &[5, 30, 32, 35, 64, 88, 92, 138, 159, 161];
-
 fn seeds(n: usize) {
     let _ = reference_tree();
-    for seed in (1..).filter(|s| !KNOWN_OPEN.contains(s)).take(n) {
+    for seed in 1..=n as u64 {
         eprintln!("chaos seed {seed}");
         chaos_seed(seed);
     }
@@ -337,43 +331,73 @@ fn chaos_many_seeds() {
         .and_then(|s| s.parse().ok())
         .unwrap_or(200);
     let _ = reference_tree();
+    // `MPW_CHAOS_SEED=N` replays one seed.
+    let only: Option<u64> = std::env::var("MPW_CHAOS_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok());
+    let all: Vec<u64> = match only {
+        Some(s) => vec![s],
+        None => (1..=n).collect(),
+    };
     // Every seed runs; the failing ones are named at the end.
     let mut failed = Vec::new();
-    for seed in 1..=n {
+    for &seed in &all {
         eprintln!("chaos seed {seed}");
         if std::panic::catch_unwind(|| chaos_seed(seed)).is_err() {
             failed.push(seed);
         }
     }
-    eprintln!("chaos: {n} seeds, {} failed: {failed:?}", failed.len());
+    eprintln!(
+        "chaos: {} seeds, {} failed: {failed:?}",
+        all.len(),
+        failed.len()
+    );
     assert!(failed.is_empty(), "failing seeds: {failed:?}");
 }
 
-/// One kill at each named kill point of `src/fault.rs`, then resume and
-/// integrate as a user would.
+/// One kill at each named kill point of `src/fault.rs` that a first `run`
+/// or `integrate` reaches, then resume and integrate as a user would.
 #[test]
 fn one_kill_at_each_fault_point() {
     let _ = reference_tree();
-    for fault in [
+    let run_faults = [
+        "kill-between-plan-and-run-row",
         "kill-after-commit:A/T4",
         "kill-before-pid:B/T2",
         "kill-adding-worktree:C",
         "kill-before-event-line:TASK_SUCCEEDED",
         "kill-before-event-line:WORKSTREAM_COMPLETED",
-    ] {
+    ];
+    let integrate_faults = ["kill-adding-worktree:_gate-A.1", "kill-updating-checkout"];
+    let cases = run_faults
+        .iter()
+        .map(|f| (*f, vec!["run".to_string()]))
+        .chain(integrate_faults.iter().map(|f| {
+            let args = ["integrate", RUN, "--gate", GATE]
+                .map(String::from)
+                .to_vec();
+            (*f, args)
+        }));
+    for (fault, args) in cases {
         let repo = repo().commit("init");
         let plan = chaos_plan(&repo);
-        let code = repo
-            .mpw()
-            .arg("run")
-            .arg(&plan)
+        if args[0] == "integrate" {
+            let out = repo.mpw().arg("run").arg(&plan).output().unwrap();
+            assert_eq!(out.status.code(), Some(0), "{fault}: the run");
+        }
+        let mut cmd = repo.mpw();
+        cmd.args(&args);
+        if args[0] == "run" {
+            cmd.arg(&plan);
+        }
+        let code = cmd
             .env("MPW_FAULT", fault)
             .timeout(Duration::from_secs(120))
             .output()
             .unwrap()
             .status
             .code();
-        assert_eq!(code, None, "{fault}: the coordinator was killed");
+        assert_eq!(code, None, "{fault}: mpw was killed");
         drive_to_the_end(&repo, &plan, &mut Rng::new(1), 0);
         check_the_end(&repo, fault);
     }

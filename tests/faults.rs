@@ -359,6 +359,132 @@ fn a_worktree_half_created_when_the_coordinator_died_is_made_again_on_resume() {
     assert_eq!(status(&repo, "K9")["state"], "COMPLETED");
 }
 
+/// `git worktree list` has nothing half-made or left over, and `git fsck` is clean.
+fn assert_worktrees_clean(repo: &TestRepo) {
+    let list = repo.git(&["worktree", "list", "--porcelain"]);
+    assert!(
+        !list.contains("prunable") && !list.contains("locked") && !list.contains("_gate"),
+        "{list}"
+    );
+    let (ok, _, err) = repo.git_try(&["fsck", "--no-progress"]);
+    assert!(ok, "git fsck: {err}");
+}
+
+#[test]
+fn a_resume_killed_while_removing_a_half_made_worktree_is_resumed_again() {
+    let repo = repo().commit("init");
+    let plan = counting_plan(&repo, "KR", "none");
+    let mut child = spawn_run(&repo, &plan, &[("MPW_FAULT", "kill-adding-worktree:A")]);
+    assert!(
+        !child.wait().unwrap().success(),
+        "the coordinator died adding A"
+    );
+    // The resume clears A's unfinished worktree; killed half-way through.
+    let out = repo
+        .mpw()
+        .args(["resume", "KR"])
+        .env("MPW_FAULT", "kill-removing-worktree:A")
+        .timeout(Duration::from_secs(60))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), None, "the resume died removing A");
+    assert!(
+        !repo.worktree_root().join("KR/A").exists(),
+        "A's folder went first"
+    );
+    assert!(
+        repo.common_dir().join("worktrees/A").exists(),
+        "its registration not yet"
+    );
+    resume_ok(&repo, "KR");
+    assert_each_task_once(&repo, "KR");
+    assert_eq!(status(&repo, "KR")["state"], "COMPLETED");
+    assert_worktrees_clean(&repo);
+}
+
+#[test]
+fn an_integration_killed_while_adding_the_gates_worktree_is_integrated_again() {
+    let repo = repo().commit("init");
+    let plan = repo.plan(
+        "gw",
+        r#"{ "run_id": "GW", "workstreams": [ { "id": "A", "tasks": [ { "id": "T", "run": "echo a > a.txt" } ] } ] }"#,
+    );
+    let out = repo.mpw().arg("run").arg(&plan).output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr_of(&out));
+    let out = repo
+        .mpw()
+        .args(["integrate", "--gate", "test -f a.txt"])
+        .env("MPW_FAULT", "kill-adding-worktree:_gate-A.1")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), None, "killed adding the gate's worktree");
+    assert!(repo.git(&["worktree", "list"]).contains("_gate-A.1"));
+    let out = repo
+        .mpw()
+        .args(["integrate", "--gate", "test -f a.txt"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr_of(&out));
+    assert_eq!(ws(&repo.run_status("GW"), "A")["state"], "INTEGRATED");
+    assert_eq!(repo.read("a.txt").trim(), "a");
+    assert_worktrees_clean(&repo);
+}
+
+/// A workstream's state as the database records it.
+fn ws_state_in_db(repo: &TestRepo, run: &str, ws: &str) -> String {
+    let db = rusqlite::Connection::open(repo.mpw_dir().join("mpw.db")).unwrap();
+    db.query_row(
+        "SELECT state FROM workstreams WHERE run_id = ?1 AND id = ?2",
+        [run, ws],
+        |r| r.get(0),
+    )
+    .unwrap()
+}
+
+#[test]
+fn recovery_writes_the_workstreams_it_reopens() {
+    let repo = repo().commit("init");
+    let plan = counting_plan(&repo, "RW", "A/T2");
+    let pid = kill_9_while_the_slow_task_runs(&repo, &plan, "RW");
+    assert_eq!(ws_state_in_db(&repo, "RW", "A"), "RUNNING");
+    let out = repo
+        .mpw()
+        .args(["resume", "RW"])
+        .env("MPW_FAULT", "kill-after-recover")
+        .timeout(Duration::from_secs(60))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), None, "killed after recovering");
+    assert!(!alive(pid), "the orphan was ended");
+    // What recovery changed is what the database says.
+    assert_eq!(ws_state_in_db(&repo, "RW", "A"), "PENDING");
+    resume_ok(&repo, "RW");
+    assert_each_task_once(&repo, "RW");
+    assert_eq!(ws_state_in_db(&repo, "RW", "A"), "COMPLETED");
+}
+
+#[test]
+fn a_run_killed_between_its_plan_and_its_row_can_be_run_again() {
+    let repo = repo().commit("init");
+    let plan = counting_plan(&repo, "KP", "none");
+    let mut child = spawn_run(
+        &repo,
+        &plan,
+        &[("MPW_FAULT", "kill-between-plan-and-run-row")],
+    );
+    assert!(!child.wait().unwrap().success(), "the run died");
+    let out = repo
+        .mpw()
+        .arg("run")
+        .arg(&plan)
+        .timeout(Duration::from_secs(60))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr_of(&out));
+    assert_each_task_once(&repo, "KP");
+    assert_eq!(status(&repo, "KP")["state"], "COMPLETED");
+}
+
 #[test]
 fn ctrl_c_cancels_within_seconds_and_leaves_no_process() {
     let repo = repo().commit("init");
@@ -1101,4 +1227,41 @@ fn a_gate_left_by_a_killed_integration_is_ended_by_the_next_one() {
     });
     assert!(!repo.git(&["worktree", "list"]).contains("_gate"));
     assert_eq!(ws(&repo.run_status("GK"), "A")["state"], "INTEGRATED");
+}
+
+#[test]
+fn a_gate_whose_integration_was_killed_before_recording_it_is_ended_by_the_next() {
+    let repo = repo().commit("init");
+    let plan = repo.plan(
+        "gp",
+        r#"{ "run_id": "GP", "workstreams": [ { "id": "A", "tasks": [ { "id": "T", "run": "echo a > a.txt" } ] } ] }"#,
+    );
+    let out = repo.mpw().arg("run").arg(&plan).output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr_of(&out));
+    // Slow only the first time: the next integration's gate passes at once.
+    let pid_file = repo.dir.path().join("gate.pid");
+    let gate = format!(
+        "if [ ! -f {p} ]; then echo $$ > {p}; sleep 120; fi",
+        p = pid_file.display()
+    );
+    let out = repo
+        .mpw()
+        .args(["integrate", "--gate", &gate])
+        .env("MPW_FAULT", "kill-before-proc:A.1")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), None, "killed before recording the gate");
+    let pid = read_pid(&pid_file);
+    assert!(alive(pid), "the gate runs on");
+    let out = repo
+        .mpw()
+        .args(["integrate", "--gate", &gate])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr_of(&out));
+    wait_until("the stale gate to end", Duration::from_secs(30), || {
+        !alive(pid)
+    });
+    assert_eq!(ws(&repo.run_status("GP"), "A")["state"], "INTEGRATED");
+    assert_worktrees_clean(&repo);
 }

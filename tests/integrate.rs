@@ -514,3 +514,65 @@ fn a_workstream_named_integrate_keeps_its_logs_apart_from_the_gate_logs() {
     let task = std::fs::read_to_string(logs.join("integrate/T.1.out")).unwrap();
     assert!(!task.contains("gate-said-this"), "{task}");
 }
+
+/// A run whose workstream deletes `gone.txt`, changes `x.txt` and adds
+/// `new/n.txt`, integrated with a kill half-way through the checkout update:
+/// the branch moved, `gone.txt` went, the new files are not written yet.
+fn killed_during_the_checkout_update() -> TestRepo {
+    let repo = repo()
+        .with_file("x.txt", "x\n")
+        .with_file("gone.txt", "g\n")
+        .commit("init");
+    let plan = repo.plan(
+        "ku",
+        r#"{ "run_id": "KU", "workstreams": [ { "id": "A", "tasks": [
+            { "id": "T", "run": "rm gone.txt; echo changed > x.txt; mkdir -p new && echo n > new/n.txt" } ] } ] }"#,
+    );
+    let out = repo.mpw().arg("run").arg(&plan).output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr_of(&out));
+    let out = repo
+        .mpw()
+        .arg("integrate")
+        .env("MPW_FAULT", "kill-updating-checkout")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), None, "killed: {}", stderr_of(&out));
+    assert_eq!(
+        repo.head("main^2"),
+        repo.head("mpw/KU/A"),
+        "the branch moved"
+    );
+    assert!(!repo.path.join("gone.txt").exists());
+    assert_eq!(repo.read("x.txt"), "x\n", "not written yet");
+    repo
+}
+
+#[test]
+fn an_integration_killed_while_updating_the_checkout_is_finished_by_the_next() {
+    let repo = killed_during_the_checkout_update();
+    let out = integrate(&repo, &[]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr_of(&out));
+    assert_eq!(repo.read("x.txt"), "changed\n");
+    assert_eq!(repo.read("new/n.txt"), "n\n");
+    assert!(!repo.path.join("gone.txt").exists());
+    assert_eq!(repo.git(&["status", "--porcelain"]), "");
+    assert_eq!(ws_state(&repo, "KU", "A")["state"], "INTEGRATED");
+    assert!(!repo.mpw_dir().join("checkout-update.json").exists());
+}
+
+#[test]
+fn a_file_changed_after_a_killed_checkout_update_is_named_and_kept() {
+    let repo = killed_during_the_checkout_update();
+    repo.write("x.txt", "mine\n");
+    let out = integrate(&repo, &[]);
+    assert_eq!(out.status.code(), Some(3), "{}", stderr_of(&out));
+    let err = stderr_of(&out);
+    assert!(err.contains("x.txt") && !err.contains("n.txt"), "{err}");
+    assert_eq!(repo.read("x.txt"), "mine\n", "the edit is kept");
+    // Put back, the next integration finishes the update.
+    repo.write("x.txt", "x\n");
+    let out = integrate(&repo, &[]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr_of(&out));
+    assert_eq!(repo.read("x.txt"), "changed\n");
+    assert_eq!(repo.git(&["status", "--porcelain"]), "");
+}

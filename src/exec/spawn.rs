@@ -132,13 +132,18 @@ pub async fn run_with(
     if let Some(js) = jobserver {
         js.configure(cmd.as_std_mut());
     }
+    let proc_path = spec.stdout.with_extension("proc");
+    os::record_in_child(&mut cmd, &proc_path);
     let mut wrap = CommandWrap::from(cmd);
     os::contain(&mut wrap);
     wrap.wrap(KillOnDrop);
 
     let mut child = match wrap.spawn() {
         Ok(c) => c,
-        Err(e) => return spawn_failed(format!("could not start `{prog}`: {e}")),
+        Err(e) => {
+            proc::forget(&proc_path);
+            return spawn_failed(format!("could not start `{prog}`: {e}"));
+        }
     };
     let pid = child.id().unwrap_or(0);
     let info = ProcInfo {
@@ -149,7 +154,10 @@ pub async fn run_with(
     debug!(pid, program = %prog, cwd = %spec.cwd.display(), "task started");
     // Before anything else: a coordinator killed before it records the pid
     // still leaves the way to end this process.
-    let proc_path = proc::record(&spec.stdout, &info);
+    if let Some(name) = spec.stdout.file_stem() {
+        crate::fault::kill_point(&format!("kill-before-proc:{}", name.to_string_lossy()));
+    }
+    proc::record(&spec.stdout, &info);
 
     let (stop_tx, stop_rx) = watch::channel(false);
     let pumps = Pumps::start(

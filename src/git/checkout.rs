@@ -90,9 +90,21 @@ pub fn advance_branch(
     };
     let wt = open_repo(worktree)?;
     let lock = lock_index(&wt)?;
-    update_ref_cas(repo, full_name, old, new, log_message)?;
+    // Written before the branch moves, removed once the checkout followed:
+    // a kill in between leaves it for `finish_checkout_update`.
+    let journal = Journal {
+        worktree: worktree.to_path_buf(),
+        branch: full_name.to_string(),
+        from: old.to_string(),
+        to: new.to_string(),
+    };
+    let journal_path = journal.write(wt.common_dir())?;
+    if let Err(e) = update_ref_cas(repo, full_name, old, new, log_message) {
+        remove_journal(&journal_path)?;
+        return Err(e);
+    }
     let Err(failed) = checkout_update_locked(&wt, old, new, lock) else {
-        return Ok(());
+        return remove_journal(&journal_path);
     };
     let undo = update_ref_cas(
         repo,
@@ -103,12 +115,188 @@ pub fn advance_branch(
     )
     .and_then(|()| checkout_update_locked(&wt, new, old, lock_index(&wt)?));
     match undo {
-        Ok(()) => Err(failed),
+        Ok(()) => {
+            remove_journal(&journal_path)?;
+            Err(failed)
+        }
         Err(e) => Err(GitError::gix(
             format!("{failed}; putting {full_name} and its checkout back failed too"),
             e,
         )),
     }
+}
+
+/// A checkout update under way: what `finish_checkout_update` needs to
+/// finish it after a kill. One at a time: integrations hold a lock.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Journal {
+    worktree: PathBuf,
+    branch: String,
+    from: String,
+    to: String,
+}
+
+fn journal_path(common_dir: &Path) -> PathBuf {
+    common_dir.join("mpw").join("checkout-update.json")
+}
+
+impl Journal {
+    /// Write it whole (a temporary file renamed), so a kill leaves it or not.
+    fn write(&self, common_dir: &Path) -> Result<PathBuf, GitError> {
+        let path = journal_path(common_dir);
+        let io = |source| GitError::Io {
+            path: path.clone(),
+            source,
+        };
+        std::fs::create_dir_all(path.parent().expect("in .git/mpw")).map_err(io)?;
+        let tmp = path.with_extension("tmp");
+        let text = serde_json::to_vec(self).expect("plain strings");
+        std::fs::write(&tmp, text).map_err(io)?;
+        std::fs::rename(&tmp, &path).map_err(io)?;
+        Ok(path)
+    }
+}
+
+fn remove_journal(path: &Path) -> Result<(), GitError> {
+    match std::fs::remove_file(path) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(GitError::Io {
+            path: path.to_path_buf(),
+            source: e,
+        }),
+        _ => Ok(()),
+    }
+}
+
+/// Finish a checkout update a killed process left half-done (see
+/// `advance_branch`). The branch is at the journal's `to` (moved) or `from`
+/// (not moved, or moved back); every path the update touches must be at
+/// one of the two states, and is then brought to the branch's. Anything
+/// else was changed since by someone: refused, naming the paths, with the
+/// journal kept. Only call while holding the integrate lock. Returns the
+/// checkout it finished.
+pub fn finish_checkout_update(repo: &Path) -> Result<Option<PathBuf>, GitError> {
+    let common = open_repo(repo)?.common_dir().to_path_buf();
+    let path = journal_path(&common);
+    let text = match std::fs::read(&path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(source) => return Err(GitError::Io { path, source }),
+    };
+    let j: Journal = serde_json::from_slice(&text)
+        .map_err(|e| GitError::gix(format!("reading {}", path.display()), e))?;
+    let oid = |s: &str| {
+        s.parse::<Oid>()
+            .map_err(|e| GitError::gix(format!("reading {}", path.display()), e))
+    };
+    let (from, to) = (oid(&j.from)?, oid(&j.to)?);
+    if !j.worktree.exists() {
+        remove_journal(&path)?;
+        return Ok(None);
+    }
+    let wt = open_repo(&j.worktree)?;
+    // The index lock the killed process took (before writing the journal).
+    let index_lock = wt.index_path().with_file_name("index.lock");
+    let mtime = |p: &Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
+    if let (Some(l), Some(jt)) = (mtime(&index_lock), mtime(&path))
+        && l <= jt
+    {
+        remove_journal(&index_lock)?;
+    }
+    let tip = super::ref_target(repo, &j.branch)?;
+    let (at, other) = match tip {
+        Some(t) if t == to => (to, from),
+        Some(t) if t == from => (from, to),
+        _ => {
+            return Err(GitError::gix(
+                format!("finishing the update of {}", j.worktree.display()),
+                format!(
+                    "mpw was killed while moving {} from {from} to {to} and its checkout with it; \
+                     the branch is now at {}. Check the checkout, then delete {}",
+                    j.branch,
+                    tip.map_or("nothing".to_string(), |t| t.to_string()),
+                    path.display()
+                ),
+            ));
+        }
+    };
+    let changed = neither(&wt, &j.worktree, from, to)?;
+    if !changed.is_empty() {
+        return Err(GitError::gix(
+            format!("finishing the update of {}", j.worktree.display()),
+            format!(
+                "mpw was killed while moving {} from {from} to {to} and its checkout with it, \
+                 and these files have changed since: {}. Put them back or move them away, \
+                 then run mpw integrate again",
+                j.branch,
+                changed.join(", ")
+            ),
+        ));
+    }
+    checkout_update_locked(&wt, other, at, lock_index(&wt)?)?;
+    remove_journal(&path)?;
+    Ok(Some(j.worktree))
+}
+
+/// The paths that differ between `from` and `to` whose file in the checkout
+/// is at neither state.
+fn neither(
+    repo: &gix::Repository,
+    workdir: &Path,
+    from: Oid,
+    to: Oid,
+) -> Result<Vec<String>, GitError> {
+    let doing = || format!("reading {}", workdir.display());
+    let (old_tree, new_tree) = (commit_tree(repo, from)?, commit_tree(repo, to)?);
+    let changes = repo
+        .diff_tree_to_tree(&old_tree, &new_tree, gix::diff::Options::default())
+        .map_err(ctx(doing()))?;
+    let (mut pipeline, index) = repo.filter_pipeline(None).map_err(ctx(doing()))?;
+    let mut out = Vec::new();
+    for change in &changes {
+        use gix::diff::tree_with_rewrites::Change as C;
+        let (location, before, after) = match change {
+            C::Addition {
+                location,
+                entry_mode,
+                id,
+                ..
+            } => (location, None, Some((*entry_mode, *id))),
+            C::Deletion {
+                location,
+                entry_mode,
+                id,
+                ..
+            } => (location, Some((*entry_mode, *id)), None),
+            C::Modification {
+                location,
+                previous_entry_mode,
+                previous_id,
+                entry_mode,
+                id,
+                ..
+            } => (
+                location,
+                Some((*previous_entry_mode, *previous_id)),
+                Some((*entry_mode, *id)),
+            ),
+            C::Rewrite { .. } => unreachable!("rename tracking is off"),
+        };
+        let blob = |e: Option<(gix::object::tree::EntryMode, Oid)>| {
+            e.filter(|(m, _)| !m.is_tree()).map(|(_, id)| id)
+        };
+        let (before, after) = (blob(before), blob(after));
+        if before.is_none() && after.is_none() {
+            continue;
+        }
+        let on_disk = pipeline
+            .worktree_file_to_object(location.as_bstr(), &index)
+            .map_err(ctx(format!("reading {location}")))?
+            .map(|(id, _, _)| id);
+        if on_disk != before && on_disk != after {
+            out.push(location.to_str_lossy().into_owned());
+        }
+    }
+    Ok(out)
 }
 
 /// Take the index lock of a checkout, failing at once when it is held.
@@ -210,6 +398,7 @@ fn checkout_update_locked(
     for path in &removed {
         remove_file_and_empty_parents(&workdir, path.as_bstr())?;
     }
+    crate::fault::kill_point("kill-updating-checkout");
     for state in [&mut attrs, &mut files] {
         if !state.entries().is_empty() {
             state.sort_entries();

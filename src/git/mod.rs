@@ -16,7 +16,7 @@ mod snapshot;
 pub(crate) mod test_support;
 mod worktree;
 
-pub use checkout::{advance_branch, update_ref_cas};
+pub use checkout::{advance_branch, finish_checkout_update, update_ref_cas};
 pub use error::GitError;
 pub use gix::ObjectId as Oid;
 pub use history::*;

@@ -140,6 +140,7 @@ fn add(repo: &Path, path: &Path, head: gix::worktree::add::Head) -> Result<(), G
         .open(lock_dir.join("worktree-add.lock"))
         .map_err(io)?;
     lock.lock().map_err(io)?;
+    clear_leftovers(&r, path)?;
     let interrupt = AtomicBool::new(false);
     let doing = || format!("adding worktree {}", path.display());
     let prepared = r
@@ -227,30 +228,213 @@ fn held_open(dir: &Path) -> Option<PathBuf> {
     None
 }
 
-/// Remove one of mpw's worktrees, changes and all, also when its creation was
-/// cut short (a killed process): git and gix mark a worktree locked
-/// "initializing" until it is complete, and that marker would block the
-/// removal. Locks with any other reason are the user's and still refuse.
+/// Remove one of mpw's worktrees, changes and all, also when its creation or
+/// removal was cut short (a killed process). Locks with a reason other than
+/// "initializing" (the marker of a creation under way) are the user's and
+/// refuse. A directory no registration points at goes only when it is empty
+/// or its `.git` names a registration that is gone (what a cut removal leaves).
 pub fn remove_run_worktree(repo: &Path, path: &Path) -> Result<(), GitError> {
-    let r = open_repo(repo)?;
-    let want = canon(path);
-    for proxy in r.worktrees().map_err(ctx("listing worktrees"))? {
-        let is_it = proxy.base().is_ok_and(|b| canon(&b) == want);
-        if is_it && is_initializing(&proxy) {
-            let marker = proxy.git_dir().join("locked");
-            std::fs::remove_file(&marker).map_err(|source| GitError::Io {
-                path: marker,
-                source,
-            })?;
-        }
+    #[cfg(windows)]
+    if let Some(file) = held_open(path) {
+        return Err(GitError::InUse {
+            file,
+            worktree: path.to_path_buf(),
+        });
     }
-    remove_worktree(repo, path, true)
+    let r = open_repo(repo)?;
+    let common = canon(r.common_dir());
+    let want = canon(path);
+    let mine: Vec<Registration> = registrations(&common)
+        .into_iter()
+        .filter(|g| g.base.as_deref().is_some_and(|b| canon(b) == want))
+        .collect();
+    if mine.is_empty() {
+        if path.exists() && !is_empty_dir(path) && !dangling_dot_git(&common, path) {
+            return Err(GitError::gix(
+                format!("removing worktree {}", path.display()),
+                "it is not a worktree of this repository",
+            ));
+        }
+        return remove_dir(path);
+    }
+    for g in mine {
+        if let Some(why) = g.lock_reason.as_deref().filter(|w| *w != "initializing") {
+            return Err(GitError::gix(
+                format!("removing worktree {}", path.display()),
+                format!("it is locked: {why}"),
+            ));
+        }
+        discard(&common, &g.admin, Some(path))?;
+    }
+    Ok(())
 }
 
-fn is_initializing(proxy: &gix::worktree::Proxy<'_>) -> bool {
-    proxy
-        .lock_reason()
-        .is_some_and(|why| why.trim_ascii() == b"initializing")
+/// One entry of `<common dir>/worktrees/`, read without gix, which refuses
+/// to list any worktree while one entry is half-written.
+struct Registration {
+    admin: PathBuf,
+    /// The worktree it points at; None when its `gitdir` file is missing or empty.
+    base: Option<PathBuf>,
+    lock_reason: Option<String>,
+}
+
+fn registrations(common: &Path) -> Vec<Registration> {
+    let Ok(entries) = std::fs::read_dir(common.join("worktrees")) else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for e in entries.flatten() {
+        let admin = e.path();
+        if !admin.is_dir() {
+            continue;
+        }
+        let base = std::fs::read_to_string(admin.join("gitdir"))
+            .ok()
+            .map(|t| t.trim_end_matches(['\n', '\r']).to_string())
+            .filter(|t| !t.is_empty())
+            .and_then(|t| {
+                let dot_git = admin.join(t);
+                dot_git.parent().map(Path::to_path_buf)
+            });
+        let lock_reason = std::fs::read_to_string(admin.join("locked"))
+            .ok()
+            .map(|t| t.trim().to_string());
+        out.push(Registration {
+            admin,
+            base,
+            lock_reason,
+        });
+    }
+    out
+}
+
+/// A creation or removal was cut short: still marked "initializing", or its
+/// HEAD, or the worktree's `.git` pointing back at it, cannot be read.
+fn unfinished(g: &Registration) -> bool {
+    let Some(base) = &g.base else { return true };
+    let head_ok = std::fs::read_to_string(g.admin.join("HEAD")).is_ok_and(|h| {
+        let h = h.trim();
+        h.starts_with("ref: refs/") || (h.len() >= 40 && h.bytes().all(|b| b.is_ascii_hexdigit()))
+    });
+    let back = read_dot_git(base).is_some_and(|a| canon(&a) == canon(&g.admin));
+    g.lock_reason.as_deref() == Some("initializing") || !head_ok || !back
+}
+
+/// The registration a worktree's `.git` file points at.
+fn read_dot_git(base: &Path) -> Option<PathBuf> {
+    let text = std::fs::read_to_string(base.join(".git")).ok()?;
+    let to = text
+        .strip_prefix("gitdir: ")?
+        .trim_end_matches(['\n', '\r']);
+    (!to.is_empty()).then(|| base.join(to))
+}
+
+/// `path/.git` points into this repository's `worktrees/` at an entry that is gone.
+fn dangling_dot_git(common: &Path, path: &Path) -> bool {
+    read_dot_git(path).is_some_and(|a| {
+        !a.exists()
+            && a.parent()
+                .is_some_and(|p| canon(p) == common.join("worktrees"))
+    })
+}
+
+fn is_empty_dir(p: &Path) -> bool {
+    std::fs::read_dir(p).is_ok_and(|mut d| d.next().is_none())
+}
+
+fn remove_dir(p: &Path) -> Result<(), GitError> {
+    match std::fs::remove_dir_all(p) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(GitError::Io {
+            path: p.to_path_buf(),
+            source: e,
+        }),
+        _ => Ok(()),
+    }
+}
+
+/// Remove a worktree in an order where a kill at any point leaves something
+/// the next call recognises as unfinished: first the `.git` file (the rest
+/// of the directory is then clearly half-removed), then the directory, then
+/// the registration, moved out of `worktrees/` in one rename before it is
+/// deleted. See docs/ARCHITECTURE.md, "Crash safety".
+fn discard(common: &Path, admin: &Path, base: Option<&Path>) -> Result<(), GitError> {
+    if let Some(base) = base.filter(|b| b.exists()) {
+        let dot_git = base.join(".git");
+        match std::fs::remove_file(&dot_git) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                return Err(GitError::Io {
+                    path: dot_git,
+                    source: e,
+                });
+            }
+            _ => {}
+        }
+        remove_dir(base)?;
+    }
+    if let Some(name) = admin.file_name() {
+        crate::fault::kill_point(&format!(
+            "kill-removing-worktree:{}",
+            name.to_string_lossy()
+        ));
+    }
+    let trash = common.join("mpw").join("trash");
+    let io = |path: &Path| {
+        let path = path.to_path_buf();
+        move |source| GitError::Io { path, source }
+    };
+    std::fs::create_dir_all(&trash).map_err(io(&trash))?;
+    let to = trash.join(format!(
+        "{}-{}",
+        admin.file_name().unwrap_or_default().to_string_lossy(),
+        std::process::id()
+    ));
+    remove_dir(&to)?;
+    std::fs::rename(admin, &to).map_err(io(admin))?;
+    // Out of `worktrees/` it is no registration any more: what a failure
+    // here leaves is cleared by the next add.
+    if let Err(e) = remove_dir(&to) {
+        tracing::debug!("leaving {} for later: {e}", to.display());
+    }
+    Ok(())
+}
+
+/// Clear what killed creations and removals left, before adding a worktree
+/// at `dest` (holding the add lock, so no mpw process is half-way through
+/// registering one): registrations without a readable `gitdir` (gix cannot
+/// list worktrees while one exists), an unfinished registration at `dest`,
+/// and the trash of removals cut short.
+fn clear_leftovers(r: &gix::Repository, dest: &Path) -> Result<(), GitError> {
+    let common = canon(r.common_dir());
+    let want = canon(dest);
+    for g in registrations(&common) {
+        let foreign_lock = g
+            .lock_reason
+            .as_deref()
+            .is_some_and(|w| w != "initializing");
+        match &g.base {
+            None if !foreign_lock => discard(&common, &g.admin, None)?,
+            Some(b) if canon(b) == want && unfinished(&g) && !foreign_lock => {
+                discard(&common, &g.admin, Some(dest))?
+            }
+            _ => {}
+        }
+    }
+    if !dest.join(".git").exists() || dangling_dot_git(&common, dest) {
+        // An empty directory, or one a cut removal left: gix wants it absent or empty.
+        if dest.exists() && (is_empty_dir(dest) || dangling_dot_git(&common, dest)) {
+            remove_dir(dest)?;
+        }
+    }
+    // Another process may be deleting its own entry right now: no error here,
+    // what stays is cleared by the next add.
+    if let Ok(entries) = std::fs::read_dir(common.join("mpw").join("trash")) {
+        for e in entries.flatten() {
+            if let Err(err) = remove_dir(&e.path()) {
+                tracing::debug!("leaving {} for later: {err}", e.path().display());
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Delete local branches.
@@ -277,8 +461,9 @@ pub struct WorktreeInfo {
     pub branch: Option<String>,
     pub head: Option<Oid>,
     pub is_main: bool,
-    /// Its creation was cut short: still locked "initializing".
-    pub initializing: bool,
+    /// Its creation or removal was cut short (a killed process), or is under
+    /// way: `remove_run_worktree` clears it.
+    pub unfinished: bool,
 }
 
 /// The main worktree and every linked one.
@@ -295,18 +480,23 @@ pub fn list_worktrees(repo: &Path) -> Result<Vec<WorktreeInfo>, GitError> {
             .map(|n| n.shorten().to_string()),
         head: repo.head_id().ok().map(|i| i.detach()),
         is_main,
-        initializing: false,
+        unfinished: false,
     };
     if let Some(wd) = main.workdir() {
         out.push(describe(&main, canon(wd), true));
     }
+    let registered = registrations(&canon(main.common_dir()));
     for proxy in main.worktrees().map_err(ctx("listing worktrees"))? {
         let Ok(base) = proxy.base() else { continue };
         let base = canon(&base);
-        let initializing = is_initializing(&proxy);
+        let admin = canon(proxy.git_dir());
+        let unfinished = registered
+            .iter()
+            .find(|g| canon(&g.admin) == admin)
+            .is_none_or(unfinished);
         match proxy.into_repo_with_possibly_inaccessible_worktree() {
             Ok(wr) => out.push(WorktreeInfo {
-                initializing,
+                unfinished,
                 ..describe(&wr, base, false)
             }),
             Err(_) => out.push(WorktreeInfo {
@@ -314,7 +504,7 @@ pub fn list_worktrees(repo: &Path) -> Result<Vec<WorktreeInfo>, GitError> {
                 branch: None,
                 head: None,
                 is_main: false,
-                initializing,
+                unfinished,
             }),
         }
     }
@@ -450,6 +640,134 @@ mod tests {
         delete_branches(&p, &["mpw/R/W".into()]).unwrap();
         assert_eq!(branch_tip(&p, "mpw/R/W").unwrap(), None);
         git(&p, &["fsck", "--no-progress"]);
+    }
+
+    /// Each state a kill can leave while gix adds a worktree (in the order
+    /// gix writes: registration folder, worktree folder, `locked`, `gitdir`,
+    /// `commondir`, `.git`, HEAD, files, index) or while one is removed.
+    #[derive(Debug, Clone, Copy)]
+    enum Cut {
+        EmptyRegistration,
+        EmptyFolder,
+        Locked,
+        EmptyGitdir,
+        Gitdir,
+        Commondir,
+        EmptyDotGit,
+        DotGit,
+        Head,
+        SomeFiles,
+        Index,
+        RemovedDotGit,
+        RemovedFolder,
+        RemovedHalfTheRegistration,
+    }
+
+    /// Make a complete worktree at `wt`, then take away what was not yet
+    /// written (or was already removed) at `cut`.
+    fn cut_short(p: &Path, wt: &Path, branch: &str, cut: Cut) {
+        use Cut::*;
+        add_worktree(p, wt, branch).unwrap();
+        let admin = p.join(".git/worktrees").join(wt.file_name().unwrap());
+        let rm = |f: &Path| {
+            if f.is_dir() {
+                std::fs::remove_dir_all(f).unwrap()
+            } else if f.exists() {
+                std::fs::remove_file(f).unwrap()
+            }
+        };
+        let order = cut as u8;
+        if order <= Index as u8 {
+            std::fs::write(admin.join("locked"), "initializing\n").unwrap();
+        }
+        if order < Index as u8 {
+            rm(&admin.join("index"));
+        }
+        if order < SomeFiles as u8 {
+            rm(&wt.join("a.txt"));
+        }
+        if order < Head as u8 {
+            rm(&admin.join("HEAD"));
+            rm(&admin.join("logs"));
+        }
+        if order < DotGit as u8 {
+            std::fs::write(wt.join(".git"), "").unwrap();
+        }
+        if order < EmptyDotGit as u8 {
+            rm(&wt.join(".git"));
+        }
+        if order < Commondir as u8 {
+            rm(&admin.join("commondir"));
+        }
+        if order < Gitdir as u8 {
+            std::fs::write(admin.join("gitdir"), "").unwrap();
+        }
+        if order < EmptyGitdir as u8 {
+            rm(&admin.join("gitdir"));
+        }
+        if order < Locked as u8 {
+            rm(&admin.join("locked"));
+        }
+        if order < EmptyFolder as u8 {
+            rm(wt);
+        }
+        match cut {
+            RemovedDotGit => rm(&wt.join(".git")),
+            RemovedFolder => rm(wt),
+            RemovedHalfTheRegistration => {
+                rm(wt);
+                rm(&admin.join("HEAD"));
+                rm(&admin.join("commondir"));
+            }
+            _ => {}
+        }
+    }
+
+    #[test]
+    fn a_worktree_cut_short_at_any_step_is_cleared_and_added_again() {
+        use Cut::*;
+        for cut in [
+            EmptyRegistration,
+            EmptyFolder,
+            Locked,
+            EmptyGitdir,
+            Gitdir,
+            Commondir,
+            EmptyDotGit,
+            DotGit,
+            Head,
+            SomeFiles,
+            Index,
+            RemovedDotGit,
+            RemovedFolder,
+            RemovedHalfTheRegistration,
+        ] {
+            let (d, p) = repo();
+            let head = resolve_commit(&p, "HEAD").unwrap();
+            create_branch(&p, "mpw/R/W", head).unwrap();
+            let wt = d.path().join("r.mpw/R/W");
+            cut_short(&p, &wt, "mpw/R/W", cut);
+            // Another worktree can be added meanwhile (gix lists them all).
+            let other = d.path().join("r.mpw/R/_gate-W-1");
+            add_detached_worktree(&p, &other, head)
+                .unwrap_or_else(|e| panic!("{cut:?}: adding another: {e}"));
+            remove_run_worktree(&p, &other).unwrap();
+            // As a resume does: an unfinished registration is removed, then added again.
+            let found = list_worktrees(&p).unwrap();
+            if let Some(t) = found.iter().find(|t| t.path == canon(&wt)) {
+                assert!(t.unfinished, "{cut:?}: {t:?}");
+                remove_run_worktree(&p, &wt).unwrap();
+            }
+            add_worktree(&p, &wt, "mpw/R/W").unwrap_or_else(|e| panic!("{cut:?}: {e}"));
+            assert_eq!(git(&wt, &["status", "--porcelain"]), "", "{cut:?}");
+            let list = git(&p, &["worktree", "list", "--porcelain"]);
+            assert!(
+                !list.contains("prunable") && !list.contains("locked") && !list.contains("_gate"),
+                "{cut:?}: {list}"
+            );
+            assert!(!list_worktrees(&p).unwrap()[1].unfinished, "{cut:?}");
+            git(&p, &["fsck", "--no-progress"]);
+        }
     }
 }
 

@@ -192,8 +192,12 @@ fn create_run(
 ) -> Result<()> {
     let plan = &loaded.plan;
     let root = crate::runner::worktree_root(main, plan);
+    let mut plan = plan.clone();
+    plan.run_id = Some(run_id.to_string());
+    let plan_json = serde_json::to_vec_pretty(&plan).expect("plan serialises");
     store.create_run(&NewRun {
         id: run_id,
+        plan_json: &plan_json,
         name: first.name.as_deref(),
         repo: &main.to_string_lossy(),
         base: &first.base,
@@ -210,12 +214,6 @@ fn create_run(
             })
             .collect(),
     })?;
-    let mut plan = plan.clone();
-    plan.run_id = Some(run_id.to_string());
-    crate::store::write_atomic(
-        &store.layout.plan_json(run_id),
-        &serde_json::to_vec_pretty(&plan).expect("plan serialises"),
-    )?;
     Ok(())
 }
 

@@ -10,6 +10,7 @@ use crate::model::{EventData, GatePassed, now};
 use crate::runner::{Listener, RunError};
 use crate::signals::Signals;
 use crate::store::{GateRunRow, Layout};
+use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 use tokio::sync::watch;
@@ -295,13 +296,25 @@ pub(super) fn end_stale_gates(s: &mut Setup, grace: Duration) -> Result<()> {
     let logs = s.store.layout.gate_logs(&s.run_id);
     exec::end_leftovers(&[logs], grace);
     let root = PathBuf::from(&s.store.run(&s.run_id)?.worktree_root).join(&s.run_id);
-    let stale: Vec<PathBuf> = std::fs::read_dir(&root)
+    let is_gate = |p: &Path| {
+        p.file_name()
+            .is_some_and(|n| n.to_string_lossy().starts_with("_gate-"))
+    };
+    // Folders left, and registrations whose folder is already gone.
+    let mut stale: BTreeSet<PathBuf> = std::fs::read_dir(&root)
         .into_iter()
         .flatten()
         .flatten()
-        .filter(|e| e.file_name().to_string_lossy().starts_with("_gate-"))
         .map(|e| e.path())
+        .filter(|p| is_gate(p))
         .collect();
+    let root = std::fs::canonicalize(&root).unwrap_or(root);
+    stale.extend(
+        git::list_worktrees(&s.repo)?
+            .into_iter()
+            .map(|w| w.path)
+            .filter(|p| is_gate(p) && p.parent() == Some(root.as_path())),
+    );
     for p in stale {
         remove_scratch(s, &p);
     }
@@ -311,7 +324,7 @@ pub(super) fn end_stale_gates(s: &mut Setup, grace: Duration) -> Result<()> {
 /// Remove a gate's scratch worktree; a failure does not change the verdict
 /// but is told (the directory may need removing by hand).
 fn remove_scratch(s: &mut Setup, scratch: &Path) {
-    if let Err(e) = git::remove_worktree(&s.repo, scratch, true) {
+    if let Err(e) = git::remove_run_worktree(&s.repo, scratch) {
         s.warnings.push(format!(
             "could not remove the gate's scratch worktree {}: {e}",
             scratch.display()

@@ -256,6 +256,8 @@ pub fn integrate(
         s.gate_rt = Some(GateRuntime::new()?);
     }
     end_stale_gates(&mut s, opts.grace)?;
+    // A checkout update a killed integration left half-done goes first.
+    git::finish_checkout_update(&s.repo)?;
     let checkout = checked_out_clean(&s.repo, &s.into)?;
     let target_ref = format!("refs/heads/{}", s.into);
     let before = target_tip(&s)?;

@@ -214,28 +214,23 @@ impl StateMachine for WorkstreamState {
             (Conflict, GateFailed),
             (GateFailed, Integrated),
             (GateFailed, Conflict),
-            // resume reopens a finished workstream with tasks left to run; its
-            // row keeps the old state until it starts again, fails to start,
-            // or is skipped for a failed dependency
-            (Completed, Running),
+            // one that cannot start (setup or a dependency failed) ends
+            // FAILED or SKIPPED after the state its skipped tasks gave it
             (Completed, Failed),
             (Completed, Skipped),
-            (Failed, Running),
             (Failed, Skipped),
-            (Quarantined, Running),
             (Quarantined, Failed),
             (Quarantined, Skipped),
-            (Skipped, Running),
             (Skipped, Failed),
-            (Integrated, Running),
-            (Integrated, Failed),
-            (Integrated, Skipped),
-            (Conflict, Running),
-            (Conflict, Failed),
-            (Conflict, Skipped),
-            (GateFailed, Running),
-            (GateFailed, Failed),
-            (GateFailed, Skipped),
+            // resume reopens a workstream with tasks left to run, and writes it
+            (Running, Pending),
+            (Completed, Pending),
+            (Failed, Pending),
+            (Quarantined, Pending),
+            (Skipped, Pending),
+            (Integrated, Pending),
+            (Conflict, Pending),
+            (GateFailed, Pending),
         ]
     }
 }
@@ -339,10 +334,12 @@ mod tests {
     }
 
     #[test]
-    fn only_finished_work_is_integrated_and_nothing_goes_back_to_pending() {
+    fn only_finished_work_is_integrated_and_only_pending_work_starts() {
         use WorkstreamState::*;
         for s in WorkstreamState::ALL {
-            assert!(!s.can_become(Pending), "{s} -> PENDING");
+            // Resume writes a reopened workstream PENDING before it starts again.
+            assert_eq!(s.can_become(Pending), *s != Pending, "{s} -> PENDING");
+            assert_eq!(s.can_become(Running), *s == Pending, "{s} -> RUNNING");
             for n in [Integrated, Conflict, GateFailed] {
                 assert_eq!(s.can_become(n), s.is_mergeable() && *s != n, "{s} -> {n}");
             }

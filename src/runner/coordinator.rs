@@ -141,6 +141,7 @@ async fn drive_async(start: Start) -> Result<Finished> {
     if how.resuming {
         // Ending a dead coordinator's processes waits out their grace.
         let (removed, last_seen) = tokio::task::block_in_place(|| recover::recover(&mut c.l))?;
+        crate::fault::kill_point("kill-after-recover");
         let locks = StaleLocks {
             stale_locks_removed: recover::lock_names(&removed),
             coordinator_last_seen: last_seen,

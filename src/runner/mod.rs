@@ -335,8 +335,10 @@ pub fn run(
         fail_fast: opts.fail_fast,
         grace_ms: opts.grace.as_millis() as u64,
     };
+    let plan_json = serde_json::to_vec_pretty(plan).expect("plan serialises");
     store.create_run(&NewRun {
         id: &p.run_id,
+        plan_json: &plan_json,
         name: plan.name.as_deref(),
         repo: &main.to_string_lossy(),
         base: &p.base.to_string(),
@@ -352,8 +354,6 @@ pub fn run(
             .map(|(w, branch, wt)| new_ws(w, branch.clone(), wt))
             .collect(),
     })?;
-    let plan_json = serde_json::to_vec_pretty(plan).expect("plan serialises");
-    crate::store::write_atomic(&store.layout.plan_json(&p.run_id), &plan_json)?;
     if let Some(up) = &opts.upstream {
         let full = crate::import::plan_value_of(&opts.plan)?;
         crate::import::seed_upstreams(

@@ -126,7 +126,7 @@ fn prepare_worktree(
             .find(|t| same_path(&t.path, &ws.worktree))
     };
     if let Some(t) = &registered {
-        if !t.initializing && t.branch.as_deref() != Some(ws.branch.as_str()) {
+        if !t.unfinished && t.branch.as_deref() != Some(ws.branch.as_str()) {
             return Err(format!(
                 "{} is a worktree of branch {}, not {}",
                 ws.worktree.display(),
@@ -135,7 +135,7 @@ fn prepare_worktree(
             ));
         }
         if ws.worktree.exists()
-            && !t.initializing
+            && !t.unfinished
             && let Some(excluded) = known
         {
             // Resume: set up before; drop whatever an interrupted attempt left.

@@ -49,7 +49,7 @@ pub(super) fn recover(l: &mut Ledger) -> Result<(Vec<PathBuf>, Option<String>)> 
             .any(|t| !is_done(l.tasks[t].state));
         let state = l.ws[w].state;
         if unfinished && state.is_terminal() || state == WorkstreamState::Running {
-            l.ws[w].state = WorkstreamState::Pending;
+            l.transition_ws(w, WorkstreamState::Pending, WsPatch::default())?;
         }
         if !unfinished && !l.ws[w].state.is_terminal() {
             l.update_ws(w)?;

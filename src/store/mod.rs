@@ -117,7 +117,14 @@ impl Store {
             .optional()
             .map_err(&e)?
             .unwrap_or(false);
-        if exists || self.layout.run_dir(run.id).exists() {
+        // A folder holding only plan.json is a creation a kill cut short.
+        let dir = self.layout.run_dir(run.id);
+        let leftover = std::fs::read_dir(&dir)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .any(|e| e.path() != self.layout.plan_json(run.id));
+        if exists || leftover {
             return Err(StoreError::RunExists(run.id.to_string()));
         }
         tx.prepare_cached("INSERT INTO runs (id, name, state, repo, base, base_ref, plan_path, worktree_root, created_at, options)
@@ -163,11 +170,10 @@ impl Store {
                 .map_err(&e)?;
             }
         }
+        // Before the commit: a run recorded is a run `mpw resume` can read.
+        layout::write_atomic(&self.layout.plan_json(run.id), run.plan_json)?;
+        crate::fault::kill_point("kill-between-plan-and-run-row");
         tx.commit().map_err(&e)?;
-        fs::create_dir_all(self.layout.run_dir(run.id)).map_err(|source| StoreError::Io {
-            path: self.layout.run_dir(run.id),
-            source,
-        })?;
         Ok(())
     }
 

@@ -125,6 +125,8 @@ pub struct NewRun<'a> {
     pub worktree_root: &'a str,
     pub options: Value,
     pub workstreams: Vec<NewWs<'a>>,
+    /// The run's `plan.json`, written with the row.
+    pub plan_json: &'a [u8],
 }
 
 pub struct NewWs<'a> {

@@ -482,6 +482,7 @@ mod tests {
         store
             .create_run(&NewRun {
                 id: "R",
+                plan_json: b"{}",
                 name: None,
                 repo: "/repo",
                 base: "b",

@@ -16,6 +16,58 @@ pub fn add_args(cmd: &mut tokio::process::Command, _program: &Program, args: &[S
     cmd.args(args);
 }
 
+/// The child writes its own `.proc` line (`pid pgid -`, no start time yet)
+/// before it runs anything: a parent killed between the spawn and its own,
+/// fuller record still leaves the way to end the child (docs/ARCHITECTURE.md,
+/// "Crash safety").
+pub fn record_in_child(cmd: &mut tokio::process::Command, proc_path: &std::path::Path) {
+    use std::os::unix::ffi::OsStrExt;
+    let Ok(path) = std::ffi::CString::new(proc_path.as_os_str().as_bytes()) else {
+        return;
+    };
+    // SAFETY: between fork and exec only async-signal-safe calls (getpid,
+    // open, write, close) on memory made before the fork.
+    unsafe {
+        cmd.pre_exec(move || {
+            let mut buf = [0u8; 32];
+            let n = proc_line(libc::getpid().unsigned_abs(), &mut buf);
+            let flags = libc::O_WRONLY | libc::O_CREAT | libc::O_TRUNC | libc::O_CLOEXEC;
+            let fd = libc::open(path.as_ptr(), flags, 0o644 as libc::c_uint);
+            if fd >= 0 {
+                libc::write(fd, buf.as_ptr().cast(), n);
+                libc::close(fd);
+            }
+            Ok(())
+        });
+    }
+}
+
+/// `"<pid> <pid> -\n"` into `buf` without allocating; returns its length.
+fn proc_line(pid: u32, buf: &mut [u8; 32]) -> usize {
+    let mut digits = [0u8; 10];
+    let (mut v, mut k) = (pid, 0);
+    loop {
+        digits[k] = b'0' + (v % 10) as u8;
+        k += 1;
+        v /= 10;
+        if v == 0 {
+            break;
+        }
+    }
+    let mut n = 0;
+    for _ in 0..2 {
+        for d in digits[..k].iter().rev() {
+            buf[n] = *d;
+            n += 1;
+        }
+        buf[n] = b' ';
+        n += 1;
+    }
+    buf[n] = b'-';
+    buf[n + 1] = b'\n';
+    n + 2
+}
+
 /// The task leads its own process group, so that signals reach all it starts.
 pub fn contain(wrap: &mut CommandWrap) {
     wrap.wrap(ProcessGroup::leader());
@@ -188,4 +240,16 @@ pub fn group_alive(pgid: i64) -> bool {
 #[cfg(not(target_os = "linux"))]
 fn answers(ret: libc::c_int) -> bool {
     ret == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_childs_proc_line_reads_back_as_pid_and_group() {
+        let mut buf = [0u8; 32];
+        for pid in [1, 7, 4_294_967_295] {
+            let n = super::proc_line(pid, &mut buf);
+            assert_eq!(&buf[..n], format!("{pid} {pid} -\n").as_bytes());
+        }
+    }
 }
