@@ -36,6 +36,29 @@ pub(super) fn open_repo(path: &Path) -> Result<gix::Repository, GitError> {
     })
 }
 
+/// A repository (or linked worktree) opened once and then used from any
+/// thread: config, packs and the object store are read once; refs, HEAD and
+/// the index are read fresh on each use, so commits made through it or by
+/// anyone else are seen. The runner keeps one per workstream for its tasks'
+/// snapshots (docs/ARCHITECTURE.md, "Per-task cost").
+#[derive(Clone)]
+pub struct Repo {
+    sync: gix::ThreadSafeRepository,
+}
+
+impl Repo {
+    pub fn open(path: &Path) -> Result<Repo, GitError> {
+        Ok(Repo {
+            sync: open_repo(path)?.into_sync(),
+        })
+    }
+
+    /// A handle for this thread; cheap (no file is read).
+    pub(super) fn local(&self) -> gix::Repository {
+        self.sync.to_thread_local()
+    }
+}
+
 /// The tree of `commit`; `GitError::UnknownRev` when there is no such commit.
 pub(super) fn commit_tree_id_in(repo: &gix::Repository, commit: Oid) -> Result<Oid, GitError> {
     repo.find_commit(commit)

@@ -5,11 +5,10 @@ use super::Oid;
 use super::checkout::{patch_index, remove_file_and_empty_parents, write_entries};
 use super::error::{GitError, ctx};
 use super::ignore::IgnoreRules;
-use super::repo::{open_repo, write_commit};
+use super::repo::{Repo, open_repo, write_commit};
 use gix::bstr::{BStr, BString, ByteSlice};
 use gix::refs::transaction::PreviousValue;
 use gix::status::plumbing::index_as_worktree;
-use gix::status::plumbing::index_as_worktree_with_renames as iwr;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -81,11 +80,11 @@ fn full_path(workdir: &Path, rel: &BStr) -> Result<PathBuf, GitError> {
         .map_err(ctx(format!("path {rel}")))
 }
 
-fn workdir_of(repo: &gix::Repository, worktree: &Path) -> Result<PathBuf, GitError> {
+fn workdir_of(repo: &gix::Repository) -> Result<PathBuf, GitError> {
     repo.workdir()
         .map(Path::to_path_buf)
         .ok_or_else(|| GitError::Bare {
-            path: worktree.to_path_buf(),
+            path: repo.path().to_path_buf(),
         })
 }
 
@@ -98,8 +97,8 @@ fn head_tree(repo: &gix::Repository) -> Result<(Oid, Oid), GitError> {
     Ok((commit.id, tree))
 }
 
-/// Index against worktree, in one pass on this thread: changed tracked paths
-/// and untracked (never ignored) files; stat refreshes for the rest.
+/// Index against worktree: changed tracked paths and untracked (never
+/// ignored) files; stat refreshes for the rest.
 #[derive(Default)]
 struct Scan {
     paths: Vec<BString>,
@@ -109,43 +108,50 @@ struct Scan {
     smudge: Vec<usize>,
 }
 
-impl<'index> iwr::VisitEntry<'index> for Scan {
+impl<'index> index_as_worktree::VisitEntry<'index> for Scan {
     type ContentChange = ();
     type SubmoduleStatus = ();
 
-    fn visit_entry(&mut self, entry: iwr::Entry<'index, (), ()>) {
+    fn visit_entry(
+        &mut self,
+        _entries: &'index [gix::index::Entry],
+        _entry: &'index gix::index::Entry,
+        entry_index: usize,
+        rela_path: &'index BStr,
+        status: index_as_worktree::EntryStatus<(), ()>,
+    ) {
         use index_as_worktree::{Change as C, EntryStatus as S};
-        match entry {
-            iwr::Entry::Modification {
-                entry_index,
-                rela_path,
-                status,
+        match status {
+            S::NeedsUpdate(stat) => self.stats.push((entry_index, stat)),
+            S::Change(C::SubmoduleModification(_)) => {}
+            S::Change(C::Modification {
+                set_entry_stat_size_zero,
                 ..
-            } => match status {
-                S::NeedsUpdate(stat) => self.stats.push((entry_index, stat)),
-                S::Change(C::SubmoduleModification(_)) => {}
-                S::Change(C::Modification {
-                    set_entry_stat_size_zero,
-                    ..
-                }) => {
-                    if set_entry_stat_size_zero {
-                        self.smudge.push(entry_index);
-                    }
-                    self.paths.push(rela_path.to_owned());
+            }) => {
+                if set_entry_stat_size_zero {
+                    self.smudge.push(entry_index);
                 }
-                _ => self.paths.push(rela_path.to_owned()),
-            },
-            iwr::Entry::DirectoryContents { entry, .. } => {
-                use gix::dir::entry::{Kind, Status};
-                // Nested repositories are not something `git add -A` records as blobs.
-                if entry.status == Status::Untracked
-                    && matches!(entry.disk_kind, Some(Kind::File | Kind::Symlink))
-                {
-                    self.paths.push(entry.rela_path);
-                }
+                self.paths.push(rela_path.to_owned());
             }
-            iwr::Entry::Rewrite { .. } => {}
+            _ => self.paths.push(rela_path.to_owned()),
         }
+    }
+}
+
+impl gix::dir::walk::Delegate for Scan {
+    fn emit(
+        &mut self,
+        entry: gix::dir::EntryRef<'_>,
+        _collapsed: Option<gix::dir::entry::Status>,
+    ) -> gix::dir::walk::Action {
+        use gix::dir::entry::{Kind, Status};
+        // Nested repositories are not something `git add -A` records as blobs.
+        if entry.status == Status::Untracked
+            && matches!(entry.disk_kind, Some(Kind::File | Kind::Symlink))
+        {
+            self.paths.push(entry.rela_path.into_owned());
+        }
+        std::ops::ControlFlow::Continue(())
     }
 }
 
@@ -160,6 +166,16 @@ impl index_as_worktree::traits::SubmoduleStatus for NoSubmodules {
     }
 }
 
+/// Threads for comparing the index with the files: one below a few thousand
+/// entries (starting threads costs more than it saves), else every core.
+fn status_threads(entries: usize) -> usize {
+    static CORES: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    if entries < 2_000 {
+        return 1;
+    }
+    *CORES.get_or_init(|| std::thread::available_parallelism().map_or(1, Into::into))
+}
+
 /// Paths whose worktree state differs from HEAD's tree (staged or not,
 /// untracked included, ignored never), minus excluded ones, with their kind.
 fn collect(
@@ -169,27 +185,61 @@ fn collect(
 ) -> Result<BTreeMap<BString, ChangeKind>, GitError> {
     let doing = "reading the worktree status";
     let mut index = repo.open_index().map_err(ctx(doing))?;
+    let workdir = workdir_of(repo)?;
+    let interrupt = AtomicBool::new(false);
     let mut scan = Scan::default();
+    // Tracked files, then the untracked ones, both on this thread: gix's
+    // combined status starts two threads per call (docs/ARCHITECTURE.md,
+    // "Per-task cost").
+    {
+        use gix::worktree::stack::state::attributes::Source;
+        let stack = repo
+            .attributes_only(&index, Source::WorktreeThenIdMapping)
+            .map_err(ctx(doing))?
+            .detach();
+        let (filter, _) = gix::filter::Pipeline::new(repo, stack.clone())
+            .map_err(ctx(doing))?
+            .into_parts();
+        let (pathspec, _) = repo
+            .pathspec(
+                false,
+                None::<&str>,
+                true,
+                &index,
+                Source::WorktreeThenIdMapping,
+            )
+            .map_err(ctx(doing))?
+            .into_parts();
+        let objects = repo.objects.clone().into_arc().map_err(ctx(doing))?;
+        index_as_worktree(
+            &index,
+            &workdir,
+            &mut scan,
+            index_as_worktree::traits::FastEq,
+            NoSubmodules,
+            objects,
+            &mut gix::progress::Discard,
+            index_as_worktree::Context {
+                pathspec,
+                stack,
+                filter,
+                should_interrupt: &interrupt,
+            },
+            index_as_worktree::Options {
+                fs: repo.filesystem_options().map_err(ctx(doing))?,
+                thread_limit: Some(status_threads(index.entries().len())),
+                stat: repo.stat_options().map_err(ctx(doing))?,
+                fscache: false,
+            },
+        )
+        .map_err(ctx(doing))?;
+    }
     let dirwalk = repo
         .dirwalk_options()
         .map_err(ctx(doing))?
         .emit_untracked(gix::dir::walk::EmissionMode::Matching);
-    repo.index_worktree_status(
-        &index,
-        Vec::<BString>::new(),
-        &mut scan,
-        index_as_worktree::traits::FastEq,
-        NoSubmodules,
-        &mut gix::progress::Discard,
-        &AtomicBool::new(false),
-        gix::status::index_worktree::Options {
-            sorting: None,
-            dirwalk_options: Some(dirwalk),
-            rewrites: None,
-            thread_limit: None,
-        },
-    )
-    .map_err(ctx(doing))?;
+    repo.dirwalk(&index, None::<&str>, &interrupt, dirwalk, &mut scan)
+        .map_err(ctx(doing))?;
     let mut candidates: BTreeSet<BString> = scan.paths.into_iter().collect();
     // Staged changes: the index against HEAD's tree.
     let mut pathspec = repo
@@ -231,7 +281,6 @@ fn collect(
             tracing::debug!("could not write index stat refreshes: {e}");
         }
     }
-    let workdir = workdir_of(repo, Path::new("."))?;
     let tree = repo
         .find_tree(head_tree)
         .map_err(ctx("reading HEAD's tree"))?;
@@ -261,15 +310,7 @@ fn collect(
 
 /// What changed in the worktree against its HEAD commit, sorted by path.
 pub fn changes(worktree: &Path, excluded: &Excluded) -> Result<Vec<Change>, GitError> {
-    let repo = open_repo(worktree)?;
-    let (_, tree) = head_tree(&repo)?;
-    Ok(collect(&repo, tree, excluded)?
-        .into_iter()
-        .map(|(p, kind)| Change {
-            path: p.to_str_lossy().into_owned(),
-            kind,
-        })
-        .collect())
+    Repo::open(worktree)?.changes(excluded)
 }
 
 /// Where a snapshot commit goes.
@@ -291,23 +332,53 @@ pub fn commit_worktree(
     message: &str,
     target: CommitTarget,
 ) -> Result<Option<Oid>, GitError> {
-    let changed = changes(worktree, excluded)?;
-    commit_changes(worktree, &changed, message, target)
+    let repo = Repo::open(worktree)?;
+    let changed = repo.changes(excluded)?;
+    repo.commit_changes(&changed, message, target)
 }
 
-/// Commit the given changes (as `changes` just reported them) without
-/// reading the status again; None when there are none.
-pub fn commit_changes(
-    worktree: &Path,
+impl Repo {
+    /// What changed in the worktree against its HEAD commit, sorted by path.
+    pub fn changes(&self, excluded: &Excluded) -> Result<Vec<Change>, GitError> {
+        let repo = self.local();
+        let (_, tree) = head_tree(&repo)?;
+        Ok(collect(&repo, tree, excluded)?
+            .into_iter()
+            .map(|(p, kind)| Change {
+                path: p.to_str_lossy().into_owned(),
+                kind,
+            })
+            .collect())
+    }
+
+    /// Commit the given changes (as `changes` just reported them) without
+    /// reading the status again; None when there are none.
+    pub fn commit_changes(
+        &self,
+        changed: &[Change],
+        message: &str,
+        target: CommitTarget,
+    ) -> Result<Option<Oid>, GitError> {
+        if changed.is_empty() {
+            return Ok(None);
+        }
+        commit_changes_in(&self.local(), changed, message, target)
+    }
+
+    /// Make files and index equal to `commit` (HEAD's commit): like
+    /// `git reset --hard && git clean -fd`, but excluded paths and ignored files stay.
+    pub fn reset_worktree(&self, commit: Oid, excluded: &Excluded) -> Result<(), GitError> {
+        reset_worktree_in(&self.local(), commit, excluded)
+    }
+}
+
+fn commit_changes_in(
+    repo: &gix::Repository,
     changed: &[Change],
     message: &str,
     target: CommitTarget,
 ) -> Result<Option<Oid>, GitError> {
-    if changed.is_empty() {
-        return Ok(None);
-    }
-    let repo = open_repo(worktree)?;
-    let workdir = workdir_of(&repo, worktree)?;
+    let workdir = workdir_of(repo)?;
     let (head, head_tree) = head_tree(&repo)?;
     let changed: BTreeMap<BString, ChangeKind> = changed
         .iter()
@@ -416,8 +487,15 @@ fn apply_index(
 /// Make files and index equal to `commit` (HEAD's commit): like
 /// `git reset --hard && git clean -fd`, but excluded paths and ignored files stay.
 pub fn reset_worktree(worktree: &Path, commit: Oid, excluded: &Excluded) -> Result<(), GitError> {
-    let repo = open_repo(worktree)?;
-    let workdir = workdir_of(&repo, worktree)?;
+    Repo::open(worktree)?.reset_worktree(commit, excluded)
+}
+
+fn reset_worktree_in(
+    repo: &gix::Repository,
+    commit: Oid,
+    excluded: &Excluded,
+) -> Result<(), GitError> {
+    let workdir = workdir_of(repo)?;
     let (head, head_tree) = head_tree(&repo)?;
     if head != commit {
         return Err(GitError::gix(
