@@ -5,7 +5,7 @@ use super::Oid;
 use super::checkout::{patch_index, remove_file_and_empty_parents, write_entries};
 use super::error::{GitError, ctx};
 use super::ignore::IgnoreRules;
-use super::repo::{Repo, open_repo, write_commit};
+use super::repo::{Local, Repo, open_repo, write_commit};
 use gix::bstr::{BStr, BString, ByteSlice};
 use gix::refs::transaction::PreviousValue;
 use gix::status::plumbing::index_as_worktree;
@@ -166,32 +166,99 @@ impl index_as_worktree::traits::SubmoduleStatus for NoSubmodules {
     }
 }
 
-/// Threads for comparing the index with the files: one below a few thousand
-/// entries (starting threads costs more than it saves), else every core.
-fn status_threads(entries: usize) -> usize {
+/// Below this many index entries, files are compared on one thread
+/// (starting threads costs more than it saves).
+const SMALL_INDEX: usize = 2_000;
+
+fn status_threads(small: bool) -> usize {
     static CORES: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
-    if entries < 2_000 {
+    if small {
         return 1;
     }
     *CORES.get_or_init(|| std::thread::available_parallelism().map_or(1, Into::into))
 }
 
+/// True when every index entry's file still has the stat data the index
+/// recorded and none is racily clean: then no tracked file changed, as git's
+/// `refresh_index` concludes, without reading attributes or any file. Anything
+/// else (a conflict, special flags, a changed stat) is left to gix's full
+/// comparison.
+fn tracked_unchanged(
+    repo: &gix::Repository,
+    index: &gix::index::File,
+    workdir: &Path,
+) -> Result<bool, GitError> {
+    use gix::index::entry::{Flags, Stat};
+    let doing = "reading the worktree status";
+    let fs = repo.filesystem_options().map_err(ctx(doing))?;
+    let opts = repo.stat_options().map_err(ctx(doing))?;
+    let timestamp = index.timestamp();
+    // Folders seen to be real folders (not symlinks): git counts a file
+    // under a symlinked folder as removed.
+    let mut real_dirs: BTreeSet<&BStr> = BTreeSet::new();
+    for entry in index.entries() {
+        let special = Flags::INTENT_TO_ADD | Flags::SKIP_WORKTREE | Flags::ASSUME_VALID;
+        if entry.stage_raw() != 0 || entry.flags.intersects(special) || entry.mode.is_submodule() {
+            return Ok(false);
+        }
+        let path = entry.path(index);
+        let mut end = 0;
+        while let Some(i) = path[end..].find_byte(b'/') {
+            end += i;
+            let dir = path[..end].as_bstr();
+            if !real_dirs.contains(dir) {
+                let real =
+                    std::fs::symlink_metadata(full_path(workdir, dir)?).is_ok_and(|m| m.is_dir());
+                if !real {
+                    return Ok(false);
+                }
+                real_dirs.insert(dir);
+            }
+            end += 1;
+        }
+        let Ok(md) = gix::index::fs::Metadata::from_path_no_follow(&full_path(workdir, path)?)
+        else {
+            return Ok(false);
+        };
+        if md.is_dir()
+            || entry
+                .mode
+                .change_to_match_fs(&md, fs.symlink, fs.executable_bit)
+                .is_some()
+        {
+            return Ok(false);
+        }
+        let Ok(stat) = Stat::from_fs(&md) else {
+            return Ok(false);
+        };
+        if !stat.matches(&entry.stat, opts)
+            || (entry.id.is_empty_blob() && entry.stat.size != 0)
+            || stat.is_racy(timestamp, opts)
+        {
+            return Ok(false);
+        }
+    }
+    Ok(true)
+}
+
 /// Paths whose worktree state differs from HEAD's tree (staged or not,
 /// untracked included, ignored never), minus excluded ones, with their kind.
 fn collect(
-    repo: &gix::Repository,
+    local: &mut Local,
     head_tree: Oid,
     excluded: &Excluded,
 ) -> Result<BTreeMap<BString, ChangeKind>, GitError> {
     let doing = "reading the worktree status";
-    let mut index = repo.open_index().map_err(ctx(doing))?;
+    let mut index = local.index()?;
+    let repo = &local.repo;
     let workdir = workdir_of(repo)?;
     let interrupt = AtomicBool::new(false);
     let mut scan = Scan::default();
     // Tracked files, then the untracked ones, both on this thread: gix's
     // combined status starts two threads per call (docs/ARCHITECTURE.md,
     // "Per-task cost").
-    {
+    let small = index.entries().len() < SMALL_INDEX;
+    if !(small && tracked_unchanged(repo, &index, &workdir)?) {
         use gix::worktree::stack::state::attributes::Source;
         let stack = repo
             .attributes_only(&index, Source::WorktreeThenIdMapping)
@@ -227,7 +294,7 @@ fn collect(
             },
             index_as_worktree::Options {
                 fs: repo.filesystem_options().map_err(ctx(doing))?,
-                thread_limit: Some(status_threads(index.entries().len())),
+                thread_limit: Some(status_threads(small)),
                 stat: repo.stat_options().map_err(ctx(doing))?,
                 fscache: false,
             },
@@ -281,10 +348,13 @@ fn collect(
             tracing::debug!("could not write index stat refreshes: {e}");
         }
     }
+    let mut out = BTreeMap::new();
+    if candidates.is_empty() {
+        return Ok(out);
+    }
     let tree = repo
         .find_tree(head_tree)
         .map_err(ctx("reading HEAD's tree"))?;
-    let mut out = BTreeMap::new();
     for path in candidates {
         let Ok(s) = path.to_str() else { continue };
         if excluded.contains(s) {
@@ -340,15 +410,16 @@ pub fn commit_worktree(
 impl Repo {
     /// What changed in the worktree against its HEAD commit, sorted by path.
     pub fn changes(&self, excluded: &Excluded) -> Result<Vec<Change>, GitError> {
-        let repo = self.local();
-        let (_, tree) = head_tree(&repo)?;
-        Ok(collect(&repo, tree, excluded)?
-            .into_iter()
-            .map(|(p, kind)| Change {
-                path: p.to_str_lossy().into_owned(),
-                kind,
-            })
-            .collect())
+        self.with(|local| {
+            let (_, tree) = head_tree(&local.repo)?;
+            Ok(collect(local, tree, excluded)?
+                .into_iter()
+                .map(|(p, kind)| Change {
+                    path: p.to_str_lossy().into_owned(),
+                    kind,
+                })
+                .collect())
+        })
     }
 
     /// Commit the given changes (as `changes` just reported them) without
@@ -362,13 +433,13 @@ impl Repo {
         if changed.is_empty() {
             return Ok(None);
         }
-        commit_changes_in(&self.local(), changed, message, target)
+        self.with(|local| commit_changes_in(&local.repo, changed, message, target))
     }
 
     /// Make files and index equal to `commit` (HEAD's commit): like
     /// `git reset --hard && git clean -fd`, but excluded paths and ignored files stay.
     pub fn reset_worktree(&self, commit: Oid, excluded: &Excluded) -> Result<(), GitError> {
-        reset_worktree_in(&self.local(), commit, excluded)
+        self.with(|local| reset_worktree_in(local, commit, excluded))
     }
 }
 
@@ -490,23 +561,20 @@ pub fn reset_worktree(worktree: &Path, commit: Oid, excluded: &Excluded) -> Resu
     Repo::open(worktree)?.reset_worktree(commit, excluded)
 }
 
-fn reset_worktree_in(
-    repo: &gix::Repository,
-    commit: Oid,
-    excluded: &Excluded,
-) -> Result<(), GitError> {
-    let workdir = workdir_of(repo)?;
-    let (head, head_tree) = head_tree(&repo)?;
+fn reset_worktree_in(local: &mut Local, commit: Oid, excluded: &Excluded) -> Result<(), GitError> {
+    let workdir = workdir_of(&local.repo)?;
+    let (head, head_tree) = head_tree(&local.repo)?;
     if head != commit {
         return Err(GitError::gix(
             format!("resetting {}", workdir.display()),
             format!("HEAD is at {head}, not {commit}"),
         ));
     }
-    let changed = collect(&repo, head_tree, excluded)?;
+    let changed = collect(local, head_tree, excluded)?;
     if changed.is_empty() {
         return Ok(());
     }
+    let repo = &local.repo;
     let doing = || format!("resetting {}", workdir.display());
     let tree = repo.find_tree(head_tree).map_err(ctx(doing()))?;
     let mut restore = gix::index::State::new(repo.object_hash());
