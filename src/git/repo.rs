@@ -49,6 +49,16 @@ pub(super) struct Local {
     pub repo: gix::Repository,
     /// The index as last read, with the stat data of its file then.
     pub index: Option<(gix::index::entry::Stat, gix::index::File)>,
+    /// What a walk for untracked files needs, made while the index is the same.
+    pub walk: Option<Walk>,
+}
+
+/// The ignore rules of the config and `info/exclude`, before any folder's
+/// `.gitignore` is read (cloned for each walk, so those are read fresh), and
+/// the git dir's real path.
+pub(super) struct Walk {
+    pub excludes: gix::worktree::Stack,
+    pub git_dir_realpath: std::path::PathBuf,
 }
 
 /// Objects kept in memory per handle: HEAD's commit and trees of a few levels.
@@ -59,7 +69,11 @@ impl Repo {
         let mut repo = open_repo(path)?;
         repo.object_cache_size_if_unset(OBJECT_CACHE);
         Ok(Repo {
-            local: std::sync::Mutex::new(Local { repo, index: None }),
+            local: std::sync::Mutex::new(Local {
+                repo,
+                index: None,
+                walk: None,
+            }),
         })
     }
 
@@ -86,6 +100,8 @@ impl Local {
         }
         let file = self.repo.open_index().map_err(ctx(doing))?;
         self.index = stat.map(|s| (s, file.clone()));
+        // Ignore rules may come from the index (a `.gitignore` not on disk).
+        self.walk = None;
         Ok(file)
     }
 }

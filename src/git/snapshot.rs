@@ -5,7 +5,7 @@ use super::Oid;
 use super::checkout::{patch_index, remove_file_and_empty_parents, write_entries};
 use super::error::{GitError, ctx};
 use super::ignore::IgnoreRules;
-use super::repo::{Local, Repo, open_repo, write_commit};
+use super::repo::{Local, Repo, Walk, open_repo, write_commit};
 use gix::bstr::{BStr, BString, ByteSlice};
 use gix::refs::transaction::PreviousValue;
 use gix::status::plumbing::index_as_worktree;
@@ -241,6 +241,77 @@ fn tracked_unchanged(
     Ok(true)
 }
 
+/// Untracked (never ignored) files into `scan`, as `Repository::dirwalk`
+/// finds them, with the config's ignore rules and the git dir's real path
+/// kept while the index is the same: each costs file system calls per task.
+fn walk_untracked(
+    local: &mut Local,
+    index: &gix::index::File,
+    workdir: &Path,
+    interrupt: &AtomicBool,
+    scan: &mut Scan,
+) -> Result<(), GitError> {
+    let doing = "listing untracked files";
+    let Local { repo, walk, .. } = local;
+    if walk.is_none() {
+        use gix::worktree::stack::state::ignore::Source;
+        let excludes = repo
+            .excludes(index, None, Source::WorktreeThenIdMappingIfNotSkipped)
+            .map_err(ctx(doing))?
+            .detach();
+        let git_dir_realpath = gix::path::realpath_opts(
+            repo.git_dir(),
+            repo.current_dir(),
+            gix::path::realpath::MAX_SYMLINKS,
+        )
+        .map_err(ctx(doing))?;
+        *walk = Some(Walk {
+            excludes,
+            git_dir_realpath,
+        });
+    }
+    let Some(walk) = walk.as_ref() else {
+        return Ok(());
+    };
+    let mut excludes = walk.excludes.clone();
+    let (mut pathspec, _) = repo
+        .pathspec(
+            false,
+            None::<&str>,
+            true,
+            index,
+            gix::worktree::stack::state::attributes::Source::WorktreeThenIdMapping,
+        )
+        .map_err(ctx(doing))?
+        .into_parts();
+    let fs = repo.filesystem_options().map_err(ctx(doing))?;
+    let icase = fs.ignore_case.then(|| index.prepare_icase_backing());
+    let options = repo
+        .dirwalk_options()
+        .map_err(ctx(doing))?
+        .emit_untracked(gix::dir::walk::EmissionMode::Matching);
+    gix::dir::walk(
+        workdir,
+        gix::dir::walk::Context {
+            should_interrupt: Some(interrupt),
+            git_dir_realpath: &walk.git_dir_realpath,
+            current_dir: repo.current_dir(),
+            index,
+            ignore_case_index_lookup: icase.as_ref(),
+            pathspec: &mut pathspec,
+            // Only called for pathspecs with attributes; ours is empty.
+            pathspec_attributes: &mut |_, _, _, _| false,
+            excludes: Some(&mut excludes),
+            objects: &repo.objects,
+            explicit_traversal_root: Some(workdir),
+        },
+        options.into(),
+        scan,
+    )
+    .map_err(ctx(doing))?;
+    Ok(())
+}
+
 /// Paths whose worktree state differs from HEAD's tree (staged or not,
 /// untracked included, ignored never), minus excluded ones, with their kind.
 fn collect(
@@ -250,14 +321,14 @@ fn collect(
 ) -> Result<BTreeMap<BString, ChangeKind>, GitError> {
     let doing = "reading the worktree status";
     let mut index = local.index()?;
-    let repo = &local.repo;
-    let workdir = workdir_of(repo)?;
+    let workdir = workdir_of(&local.repo)?;
     let interrupt = AtomicBool::new(false);
     let mut scan = Scan::default();
     // Tracked files, then the untracked ones, both on this thread: gix's
     // combined status starts two threads per call (docs/ARCHITECTURE.md,
     // "Per-task cost").
     let small = index.entries().len() < SMALL_INDEX;
+    let repo = &local.repo;
     if !(small && tracked_unchanged(repo, &index, &workdir)?) {
         use gix::worktree::stack::state::attributes::Source;
         let stack = repo
@@ -301,12 +372,8 @@ fn collect(
         )
         .map_err(ctx(doing))?;
     }
-    let dirwalk = repo
-        .dirwalk_options()
-        .map_err(ctx(doing))?
-        .emit_untracked(gix::dir::walk::EmissionMode::Matching);
-    repo.dirwalk(&index, None::<&str>, &interrupt, dirwalk, &mut scan)
-        .map_err(ctx(doing))?;
+    walk_untracked(local, &index, &workdir, &interrupt, &mut scan)?;
+    let repo = &local.repo;
     let mut candidates: BTreeSet<BString> = scan.paths.into_iter().collect();
     // Staged changes: the index against HEAD's tree.
     let mut pathspec = repo
@@ -695,6 +762,49 @@ mod tests {
 
     fn excluded() -> Excluded {
         Excluded::paths([".env".to_string()])
+    }
+
+    /// One handle kept across tasks sees what changed between its uses:
+    /// files, the index (staged by git itself), `.gitignore` edits, commits.
+    #[test]
+    fn one_kept_handle_sees_every_change_between_uses() {
+        let (_d, p) = repo();
+        let handle = Repo::open(&p).unwrap();
+        let paths = |h: &Repo| -> Vec<String> {
+            let ch = h.changes(&Excluded::default()).unwrap();
+            ch.into_iter().map(|c| c.path).collect()
+        };
+        assert!(paths(&handle).is_empty());
+        std::fs::write(p.join("keep.txt"), "same size\n").unwrap();
+        assert_eq!(paths(&handle), ["keep.txt"]);
+        git(&p, &["checkout", "--", "keep.txt"]);
+        assert!(paths(&handle).is_empty());
+        // Unstaged by git: the index file changed under the handle.
+        git(&p, &["rm", "-q", "--cached", "keep.txt"]);
+        assert_eq!(paths(&handle), ["keep.txt"]);
+        git(&p, &["add", "keep.txt"]);
+        assert!(paths(&handle).is_empty());
+        // A new ignore rule, then the same rule taken back.
+        std::fs::write(p.join("out.tmp"), "x\n").unwrap();
+        assert_eq!(paths(&handle), ["out.tmp"]);
+        std::fs::write(p.join(".gitignore"), "*.log\n*.tmp\n").unwrap();
+        assert_eq!(paths(&handle), [".gitignore"]);
+        std::fs::write(p.join(".gitignore"), "*.log\n").unwrap();
+        assert_eq!(paths(&handle), ["out.tmp"]);
+        // A commit made elsewhere moves HEAD; the handle follows.
+        commit_all(&p, "more");
+        assert!(paths(&handle).is_empty());
+        let id = {
+            std::fs::write(p.join("mod.txt"), "newer\n").unwrap();
+            let ch = handle.changes(&Excluded::default()).unwrap();
+            handle
+                .commit_changes(&ch, "by the handle", CommitTarget::Head)
+                .unwrap()
+                .unwrap()
+        };
+        assert_eq!(git(&p, &["rev-parse", "HEAD"]), id.to_string());
+        assert!(paths(&handle).is_empty());
+        assert_eq!(git(&p, &["status", "--porcelain"]), "");
     }
 
     #[test]
