@@ -50,6 +50,7 @@ pub(super) struct Start {
 
 /// Drive a recorded run to its end.
 pub(super) fn drive(start: Start) -> Result<Finished> {
+    crate::exec::one_malloc_arena();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
