@@ -140,14 +140,21 @@ async fn drive_async(start: Start) -> Result<Finished> {
 
     let mut signals = Signals::new().map_err(RunError::runtime("cannot listen for SIGTERM"))?;
     let mut tick = tokio::time::interval(Duration::from_millis(200));
+    // Scheduling looks at every task: only after something that can change
+    // what may start (a pid recorded or a worker's event cannot).
+    let mut changed = true;
     loop {
-        c.step()?;
-        if c.done() {
-            break;
+        if changed {
+            c.step()?;
+            if c.done() {
+                break;
+            }
         }
+        changed = true;
         tokio::select! {
             msg = rx.recv() => {
                 if let Some(msg) = msg {
+                    changed = !matches!(msg, Msg::Started { .. } | Msg::Worker(_));
                     c.handle(msg)?;
                 }
             }
