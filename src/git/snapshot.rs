@@ -517,7 +517,7 @@ fn commit_changes_in(
     target: CommitTarget,
 ) -> Result<Option<Oid>, GitError> {
     let workdir = workdir_of(repo)?;
-    let (head, head_tree) = head_tree(&repo)?;
+    let (head, head_tree) = head_tree(repo)?;
     let changed: BTreeMap<BString, ChangeKind> = changed
         .iter()
         .map(|c| (BString::from(c.path.as_str()), c.kind))
@@ -539,7 +539,7 @@ fn commit_changes_in(
             .map_err(ctx(format!("adding {path}")))?
         {
             Some((id, kind, _)) => {
-                let kind = keep_exec_bit(&repo, &index, path.as_bstr(), kind);
+                let kind = keep_exec_bit(repo, &index, path.as_bstr(), kind);
                 editor
                     .upsert(path.as_bstr(), kind, id)
                     .map_err(ctx(format!("adding {path}")))?;
@@ -563,7 +563,7 @@ fn commit_changes_in(
     if tree == head_tree {
         return Ok(None);
     }
-    let id = write_commit(&repo, tree, &[head], message)?;
+    let id = write_commit(repo, tree, &[head], message)?;
     match target {
         CommitTarget::Head => {
             let name = repo
@@ -577,7 +577,7 @@ fn commit_changes_in(
                 format!("commit: {}", message.lines().next().unwrap_or_default()),
             )
             .map_err(ctx(format!("moving {}", name.as_bstr())))?;
-            apply_index(&repo, &written, &removed)?;
+            apply_index(repo, &written, &removed)?;
         }
         CommitTarget::Ref(name) => {
             repo.reference(name, id, PreviousValue::Any, "mpw: keep a task's work")
@@ -676,9 +676,9 @@ fn reset_worktree_in(local: &mut Local, commit: Oid, excluded: &Excluded) -> Res
     }
     if !restore.entries().is_empty() {
         restore.sort_entries();
-        write_entries(&repo, &workdir, &mut restore)?;
+        write_entries(repo, &workdir, &mut restore)?;
     }
-    apply_index(&repo, &restore, &drop)
+    apply_index(repo, &restore, &drop)
 }
 
 /// A task's commit found by its trailers.
