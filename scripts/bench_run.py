@@ -1,19 +1,31 @@
 #!/usr/bin/env python3
 """Benchmarks of `mpw run`, each side by side with its baseline, in one run.
 
-(a) 500 no-op tasks in 10 workstreams, 8 slots, against `xargs -P8` running
-    the same 500 commands (target: mpw/xargs <= 3x);
+(a) 500 no-op tasks in 10 workstreams, 8 slots, against `xargs -P8 sh -c`
+    running the same 500 commands; runs alternate (mpw, xargs, mpw, ...).
+    Twice: read-only tasks, and mutating tasks that change nothing.
+    Wall and CPU (user + sys of the whole process tree) ratios, medians.
+    Target: <= 1.5x.
+(s) per task, from one `strace -f` of (a) when strace is installed: the
+    syscalls of the mpw process itself (`openat`, `statx`, threads created,
+    ...) and, for comparison with older figures, of all processes.
+    Targets: <= 12 openat, <= 30 statx, <= 1 thread.
 (b) 20 workstreams provisioned on a 5,000-file repository against a loop of
-    `git worktree add -b` (target: <= 0.8x);
-(c) peak memory (max RSS) of the coordinator over (a) (target: <= 50 MiB).
+    `git worktree add -b` (target: <= 0.5x).
+(c) peak memory (max RSS) of the coordinator over (a) (target: <= 20 MiB).
+(d) scale: a 100 x 100 plan (10,000 no-op tasks) to COMPLETED: per-task
+    wall against (a)'s (target: <= 1.3x), coordinator RSS (target: <= 40 MiB),
+    `mpw status` time (target: <= 200 ms), `mpw status --json` equal to
+    run_status.json.
 
-Usage: scripts/bench_run.py [--mpw target/release/mpw] [--repeat 3]
-Builds the release binary first unless --mpw is given.
+Usage: scripts/bench_run.py [--mpw target/release/mpw] [--repeat 3] [--quick]
+Builds the release binary first unless --mpw is given. --quick uses small
+sizes (for checking the script itself; its figures mean little).
 """
 import argparse
 import json
 import os
-import resource
+import re
 import shutil
 import statistics
 import subprocess
@@ -23,9 +35,31 @@ import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
+# Runs a command in a fresh interpreter and prints: exit code, wall seconds,
+# user+sys seconds and max RSS (MiB) of its process tree. RUSAGE_CHILDREN's
+# maxrss is the largest single process, here the coordinator (or xargs).
+PROBE = (
+    "import resource,subprocess,sys,time;"
+    "inp=open(sys.argv[1],'rb') if sys.argv[1] != '-' else subprocess.DEVNULL;"
+    "t=time.perf_counter();"
+    "r=subprocess.run(sys.argv[2:],stdin=inp,stdout=subprocess.DEVNULL,stderr=subprocess.DEVNULL);"
+    "d=time.perf_counter()-t;"
+    "u=resource.getrusage(resource.RUSAGE_CHILDREN);"
+    "print(r.returncode,d,u.ru_utime+u.ru_stime,u.ru_maxrss/1024.0)"
+)
+
 
 def sh(cmd, cwd, **kw):
     return subprocess.run(cmd, cwd=cwd, check=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE, **kw)
+
+
+def probe(cmd, cwd, stdin="-"):
+    """(wall s, cpu s, max rss MiB) of `cmd`; fails on a non-zero exit."""
+    out = subprocess.run([sys.executable, "-c", PROBE, stdin, *cmd], cwd=cwd, check=True,
+                         stdout=subprocess.PIPE, text=True).stdout.split()
+    if int(out[0]) != 0:
+        raise SystemExit(f"{' '.join(cmd)} failed with {out[0]}")
+    return float(out[1]), float(out[2]), float(out[3])
 
 
 def make_repo(path, files, pack=True):
@@ -48,69 +82,116 @@ def make_repo(path, files, pack=True):
         sh(["git", "repack", "-adq"], path)
 
 
-def timed(fn):
-    t = time.perf_counter()
-    fn()
-    return time.perf_counter() - t
+def write_plan(path, run_id, n_ws, n_tasks, read_only, slots=8):
+    task = {"run": "true"}
+    if read_only:
+        task["read_only"] = True
+    wss = [{"id": f"W{w}", "tasks": [dict(task, id=f"T{t}") for t in range(n_tasks)]} for w in range(n_ws)]
+    with open(path, "w") as f:
+        json.dump({"run_id": run_id, "globals": {"max_concurrency": slots}, "workstreams": wss}, f)
 
 
-def children_maxrss_mib():
-    return resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024.0
+class Tasks:
+    """(a) and (c): one fresh repository per mpw run."""
+
+    def __init__(self, mpw, tmp, n_ws, n_tasks):
+        self.mpw, self.tmp, self.n_ws, self.n_tasks = mpw, tmp, n_ws, n_tasks
+        self.n = n_ws * n_tasks
+        self.count = 0
+        self.cmds = os.path.join(tmp, "cmds")
+        with open(self.cmds, "w") as f:
+            f.write("true\n" * self.n)
+
+    def fresh(self, read_only):
+        self.count += 1
+        repo = os.path.join(self.tmp, f"tasks{self.count}")
+        make_repo(repo, 0)
+        plan = repo + ".json"
+        write_plan(plan, f"bench-{self.count}", self.n_ws, self.n_tasks, read_only)
+        return repo, plan
+
+    def mpw_run(self, read_only):
+        repo, plan = self.fresh(read_only)
+        return probe([self.mpw, "-q", "--repo", repo, "run", plan], repo)
+
+    def xargs_run(self):
+        return probe(["xargs", "-P8", "-I{}", "sh", "-c", "{}"], self.tmp, stdin=self.cmds)
+
+    def strace_run(self, read_only):
+        repo, plan = self.fresh(read_only)
+        trace = repo + ".strace"
+        calls = "openat,statx,newfstatat,read,pwrite64,write,mkdir,fsync,fdatasync,clone,clone3,execve,rename"
+        sh(["strace", "-f", "-qq", "-o", trace, "-e", f"trace={calls}",
+            self.mpw, "-q", "--repo", repo, "run", plan], repo)
+        return parse_strace(trace)
 
 
-def bench_tasks(mpw, tmp, rep):
-    """(a) and (c)."""
-    repo = os.path.join(tmp, f"tasks{rep}")
-    make_repo(repo, 0)
-    wss = [
-        {"id": f"W{w}", "tasks": [{"id": f"T{t}", "run": "true"} for t in range(50)]}
-        for w in range(10)
-    ]
-    plan = os.path.join(tmp, f"tasks{rep}.json")
-    with open(plan, "w") as f:
-        json.dump({"run_id": f"bench-a{rep}", "globals": {"max_concurrency": 8}, "workstreams": wss}, f)
-    cmds = "\n".join("true" for _ in range(500)) + "\n"
-
-    def run_xargs():
-        subprocess.run(["xargs", "-P8", "-I{}", "sh", "-c", "{}"], input=cmds.encode(), check=True, cwd=repo)
-
-    t_x = timed(run_xargs)
-    # The coordinator is the largest child process; RUSAGE_CHILDREN's maxrss
-    # is the largest of them, so measure it in a fresh interpreter.
-    probe = (
-        "import resource,subprocess,sys,time;"
-        "t=time.perf_counter();"
-        "r=subprocess.run(sys.argv[1:],stdout=subprocess.DEVNULL,stderr=subprocess.DEVNULL);"
-        "d=time.perf_counter()-t;"
-        "print(r.returncode,d,resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss/1024.0)"
-    )
-    out = subprocess.run(
-        [sys.executable, "-c", probe, mpw, "-q", "--repo", repo, "run", plan],
-        check=True, stdout=subprocess.PIPE, text=True,
-    ).stdout.split()
-    code, t_m, rss = int(out[0]), float(out[1]), float(out[2])
-    if code != 0:
-        raise SystemExit(f"mpw run failed with {code}")
-    return t_m, t_x, rss
+LINE = re.compile(r"^(\d+)\s+(?:<\.\.\. (\w+) resumed>|(\w+)\()(.*)$")
 
 
-def bench_provision(mpw, tmp, rep, pack):
-    """(b): 20 worktrees with branches on a 5,000-file repository."""
+def parse_strace(path):
+    """Syscall counts of the mpw process (its first pid and the threads it
+    made) and of all processes; threads = clones with CLONE_THREAD."""
+    root = None
+    mpw_tids = set()
+    exec_pids = set()
+    pending = {}
+    mine, everyone = {}, {}
+    threads = 0
+    with open(path, errors="replace") as f:
+        for line in f:
+            m = LINE.match(line)
+            if not m:
+                continue
+            pid = int(m.group(1))
+            if root is None:
+                root = pid
+                mpw_tids.add(pid)
+            resumed, name, rest = m.group(2), m.group(3), m.group(4)
+            if name:
+                if rest.endswith("<unfinished ...>"):
+                    pending[pid] = (name, rest)
+                    continue
+                call, text = name, rest
+            else:
+                call, first = pending.pop(pid, (resumed, ""))
+                text = first + rest
+            if call == "execve" and pid != root:
+                exec_pids.add(pid)
+            everyone[call] = everyone.get(call, 0) + 1
+            if pid in mpw_tids and pid not in exec_pids:
+                mine[call] = mine.get(call, 0) + 1
+                if call in ("clone", "clone3") and "CLONE_THREAD" in text:
+                    r = re.search(r"= (\d+)\s*$", text)
+                    if r:
+                        mpw_tids.add(int(r.group(1)))
+                        threads += 1
+    mine["threads"] = threads
+    return mine, everyone
+
+
+def bench_provision(mpw, tmp, rep, pack, n_wt, n_files):
+    """(b): worktrees with branches on a many-file repository."""
     repo_m = os.path.join(tmp, f"prov-m{rep}")
     repo_g = os.path.join(tmp, f"prov-g{rep}")
-    make_repo(repo_m, 5000, pack)
+    make_repo(repo_m, n_files, pack)
     shutil.copytree(repo_m, repo_g, symlinks=True)
     plan = os.path.join(tmp, f"prov{rep}.json")
-    wss = [{"id": f"W{w}", "tasks": [{"id": "T", "run": "true", "read_only": True}]} for w in range(20)]
+    wss = [{"id": f"W{w}", "tasks": [{"id": "T", "run": "true", "read_only": True}]} for w in range(n_wt)]
     with open(plan, "w") as f:
         json.dump({"run_id": f"bench-b{rep}", "globals": {"max_concurrency": 4}, "workstreams": wss}, f)
+
+    def timed(fn):
+        t = time.perf_counter()
+        fn()
+        return time.perf_counter() - t
 
     def run_mpw():
         sh([mpw, "-q", "--repo", repo_m, "run", plan], repo_m)
 
     def run_git():
         root = repo_g + ".wt"
-        for w in range(20):
+        for w in range(n_wt):
             sh(["git", "worktree", "add", "-q", "-b", f"bench/W{w}", os.path.join(root, f"W{w}")], repo_g)
             # the same no-op task mpw runs in each worktree
             sh(["sh", "-c", "true"], os.path.join(root, f"W{w}"))
@@ -118,10 +199,30 @@ def bench_provision(mpw, tmp, rep, pack):
     return timed(run_mpw), timed(run_git)
 
 
+def bench_scale(mpw, tmp, n_ws, n_tasks):
+    """(d): one big run; then `mpw status` and `status --json`."""
+    repo = os.path.join(tmp, "scale")
+    make_repo(repo, 0)
+    plan = repo + ".json"
+    write_plan(plan, "bench-scale", n_ws, n_tasks, True)
+    wall, cpu, rss = probe([mpw, "-q", "--repo", repo, "run", plan], repo)
+    state = json.loads(sh([mpw, "--repo", repo, "status", "--json"], repo).stdout)
+    times = []
+    for _ in range(3):
+        t = time.perf_counter()
+        sh([mpw, "--repo", repo, "status", "--color", "never"], repo)
+        times.append(time.perf_counter() - t)
+    with open(os.path.join(repo, ".git", "mpw", "runs", "bench-scale", "run_status.json")) as f:
+        on_disk = json.load(f)
+    return wall, cpu, rss, state["state"], statistics.median(times), state == on_disk
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--mpw")
     ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--quick", action="store_true", help="small sizes, to check the script itself")
+    ap.add_argument("--no-scale", action="store_true", help="leave out the 10,000-task run")
     ap.add_argument("--tmp", help="where the repositories go (e.g. /dev/shm to leave the disk out)")
     ap.add_argument("--loose", action="store_true", help="keep the objects loose (a fresh `git add` of 5,000 files)")
     args = ap.parse_args()
@@ -130,25 +231,60 @@ def main():
         sh(["cargo", "build", "--release", "--quiet"], ROOT)
         mpw = os.path.join(ROOT, "target", "release", "mpw")
     mpw = os.path.abspath(mpw)
+    n_ws, n_tasks = (4, 10) if args.quick else (10, 50)
+    n_wt, n_files = (4, 500) if args.quick else (20, 5000)
+    s_ws, s_tasks = (10, 20) if args.quick else (100, 100)
     tmp = tempfile.mkdtemp(prefix="mpw-bench-", dir=args.tmp)
     try:
-        a, x, rss, pm, pg = [], [], [], [], []
+        tasks = Tasks(mpw, tmp, n_ws, n_tasks)
+        runs = {"ro": [], "mut": []}
+        xargs = []
+        rss = []
+        pm, pg = [], []
         for rep in range(args.repeat):
-            t_m, t_x, r = bench_tasks(mpw, tmp, rep)
-            a.append(t_m)
-            x.append(t_x)
-            rss.append(r)
-            m, g = bench_provision(mpw, tmp, rep, not args.loose)
+            # Alternate so that whatever else loads the machine hits both sides alike.
+            for kind in ("ro", "mut"):
+                r = tasks.mpw_run(kind == "ro")
+                runs[kind].append(r)
+                rss.append(r[2])
+                xargs.append(tasks.xargs_run())
+            m, g = bench_provision(mpw, tmp, rep, not args.loose, n_wt, n_files)
             pm.append(m)
             pg.append(g)
         med = statistics.median
-        print(f"machine: {os.cpu_count()} cores; repositories in {os.path.dirname(tmp)}; medians of {args.repeat} runs")
-        print(f"(a) 500 no-op tasks, 10 workstreams, 8 slots: mpw {med(a):.2f}s  xargs -P8 {med(x):.2f}s  "
-              f"ratio {med(a) / med(x):.2f}x (target <= 3x)")
+        n = tasks.n
+        x_wall, x_cpu = med(r[0] for r in xargs), med(r[1] for r in xargs)
+        print(f"machine: {os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f} at the end; "
+              f"repositories in {os.path.dirname(tmp)}; medians of {args.repeat} alternating runs")
+        print(f"(a) {n} no-op tasks, {n_ws} workstreams, 8 slots; xargs -P8: wall {x_wall:.2f}s, cpu {x_cpu:.2f}s")
+        per_task = {}
+        for kind, label in (("ro", "read-only"), ("mut", "mutating, no change")):
+            wall, cpu = med(r[0] for r in runs[kind]), med(r[1] for r in runs[kind])
+            per_task[kind] = wall / n
+            print(f"    mpw {label:20} wall {wall:.2f}s ({wall / x_wall:.2f}x)  cpu {cpu:.2f}s "
+                  f"({cpu / x_cpu:.2f}x)   (target <= 1.5x)")
+        if shutil.which("strace"):
+            for kind, label in (("ro", "read-only"), ("mut", "mutating")):
+                mine, everyone = tasks.strace_run(kind == "ro")
+                keys = ["openat", "statx", "newfstatat", "read", "pwrite64", "write", "mkdir", "fsync", "fdatasync"]
+                line = "  ".join(f"{k} {mine.get(k, 0) / n:.1f}" for k in keys)
+                print(f"(s) per task, mpw process, {label}: {line}  threads {mine['threads'] / n:.2f}")
+                print(f"    per task, all processes:     openat {everyone.get('openat', 0) / n:.1f}  "
+                      f"statx {everyone.get('statx', 0) / n:.1f}   (targets: openat <= 12, statx <= 30, threads <= 1)")
+        else:
+            print("(s) strace not installed: no syscall counts")
         layout = "loose objects" if args.loose else "packed"
-        print(f"(b) 20 worktrees on 5,000 files ({layout}): mpw {med(pm):.2f}s  git worktree add loop {med(pg):.2f}s  "
-              f"ratio {med(pm) / med(pg):.2f}x (target <= 0.8x)")
-        print(f"(c) coordinator peak RSS over (a):           {max(rss):.1f} MiB (target <= 50 MiB)")
+        print(f"(b) {n_wt} worktrees on {n_files:,} files ({layout}): mpw {med(pm):.2f}s  "
+              f"git worktree add loop {med(pg):.2f}s  ratio {med(pm) / med(pg):.2f}x (target <= 0.5x)")
+        print(f"(c) coordinator peak RSS over (a): {max(rss):.1f} MiB (target <= 20 MiB)")
+        if not args.no_scale:
+            wall, cpu, s_rss, state, status_t, same = bench_scale(mpw, tmp, s_ws, s_tasks)
+            s_n = s_ws * s_tasks
+            ratio = (wall / s_n) / per_task["ro"]
+            print(f"(d) {s_ws} x {s_tasks} plan ({s_n:,} no-op tasks): {state}, wall {wall:.1f}s, "
+                  f"per task {1000 * wall / s_n:.2f} ms ({ratio:.2f}x the {n}-task run's; target <= 1.3x), "
+                  f"RSS {s_rss:.1f} MiB (target <= 40), `mpw status` {1000 * status_t:.0f} ms (target <= 200), "
+                  f"status --json == run_status.json: {'yes' if same else 'NO'}")
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 

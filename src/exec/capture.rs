@@ -33,12 +33,18 @@ pub(super) fn open_log(path: &Path) -> io::Result<std::fs::File> {
 }
 
 fn open_output(path: &Path) -> io::Result<std::fs::File> {
-    if let Some(parent) = path.parent()
-        && !parent.as_os_str().is_empty()
-    {
-        std::fs::create_dir_all(parent)?;
+    // The folder exists for all but a workstream's first log: try first.
+    match std::fs::File::create(path) {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            if let Some(parent) = path.parent()
+                && !parent.as_os_str().is_empty()
+            {
+                std::fs::create_dir_all(parent)?;
+            }
+            std::fs::File::create(path)
+        }
+        r => r,
     }
-    std::fs::File::create(path)
 }
 
 /// What the guardrails found over both streams, and whether the files are whole.

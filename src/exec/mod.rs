@@ -219,6 +219,12 @@ impl Outcome {
 }
 
 /// Sh on Unix, Pwsh on Windows.
+/// Keep a long-lived coordinator's memory small: call before its runtime's
+/// threads start (docs/ARCHITECTURE.md, "Per-task cost").
+pub fn one_malloc_arena() {
+    os::one_malloc_arena()
+}
+
 pub fn default_shell() -> Shell {
     os::DEFAULT_SHELL
 }

@@ -24,5 +24,6 @@ pub use ignore::{DEFAULT_IGNORES, IgnoreRules};
 pub use ignored::*;
 pub use merge::*;
 pub use remote::*;
+pub use repo::Repo;
 pub use snapshot::*;
 pub use worktree::*;

@@ -36,6 +36,76 @@ pub(super) fn open_repo(path: &Path) -> Result<gix::Repository, GitError> {
     })
 }
 
+/// A repository (or linked worktree) opened once and kept: config, packs
+/// and recently read objects stay in memory; refs, HEAD and the files are
+/// read fresh on each use, so commits made through it or by anyone else are
+/// seen. The runner keeps one per workstream for its tasks' snapshots
+/// (docs/ARCHITECTURE.md, "Per-task cost"). Uses are one at a time.
+pub struct Repo {
+    local: std::sync::Mutex<Local>,
+}
+
+pub(super) struct Local {
+    pub repo: gix::Repository,
+    /// The index as last read, with the stat data of its file then.
+    pub index: Option<(gix::index::entry::Stat, gix::index::File)>,
+    /// What a walk for untracked files needs, made while the index is the same.
+    pub walk: Option<Walk>,
+}
+
+/// The ignore rules of the config and `info/exclude`, before any folder's
+/// `.gitignore` is read (cloned for each walk, so those are read fresh), and
+/// the git dir's real path.
+pub(super) struct Walk {
+    pub excludes: gix::worktree::Stack,
+    pub git_dir_realpath: std::path::PathBuf,
+}
+
+/// Objects kept in memory per handle: HEAD's commit and trees of a few levels.
+const OBJECT_CACHE: usize = 256 * 1024;
+
+impl Repo {
+    pub fn open(path: &Path) -> Result<Repo, GitError> {
+        let mut repo = open_repo(path)?;
+        repo.object_cache_size_if_unset(OBJECT_CACHE);
+        Ok(Repo {
+            local: std::sync::Mutex::new(Local {
+                repo,
+                index: None,
+                walk: None,
+            }),
+        })
+    }
+
+    pub(super) fn with<T>(&self, f: impl FnOnce(&mut Local) -> T) -> T {
+        // A panic in an earlier use leaves nothing half-done in `Local`.
+        let mut local = self.local.lock().unwrap_or_else(|e| e.into_inner());
+        f(&mut local)
+    }
+}
+
+impl Local {
+    /// The index, read again only when its file changed: a rewrite (a lock
+    /// file renamed over it) changes its inode or times.
+    pub fn index(&mut self) -> Result<gix::index::File, GitError> {
+        let doing = "reading the index";
+        let path = self.repo.index_path();
+        let stat = gix::index::fs::Metadata::from_path_no_follow(&path)
+            .ok()
+            .and_then(|m| gix::index::entry::Stat::from_fs(&m).ok());
+        if let (Some(now), Some((then, file))) = (stat, &self.index)
+            && now == *then
+        {
+            return Ok(file.clone());
+        }
+        let file = self.repo.open_index().map_err(ctx(doing))?;
+        self.index = stat.map(|s| (s, file.clone()));
+        // Ignore rules may come from the index (a `.gitignore` not on disk).
+        self.walk = None;
+        Ok(file)
+    }
+}
+
 /// The tree of `commit`; `GitError::UnknownRev` when there is no such commit.
 pub(super) fn commit_tree_id_in(repo: &gix::Repository, commit: Oid) -> Result<Oid, GitError> {
     repo.find_commit(commit)

@@ -5,11 +5,10 @@ use super::Oid;
 use super::checkout::{patch_index, remove_file_and_empty_parents, write_entries};
 use super::error::{GitError, ctx};
 use super::ignore::IgnoreRules;
-use super::repo::{open_repo, write_commit};
+use super::repo::{Local, Repo, Walk, open_repo, write_commit};
 use gix::bstr::{BStr, BString, ByteSlice};
 use gix::refs::transaction::PreviousValue;
 use gix::status::plumbing::index_as_worktree;
-use gix::status::plumbing::index_as_worktree_with_renames as iwr;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -81,11 +80,11 @@ fn full_path(workdir: &Path, rel: &BStr) -> Result<PathBuf, GitError> {
         .map_err(ctx(format!("path {rel}")))
 }
 
-fn workdir_of(repo: &gix::Repository, worktree: &Path) -> Result<PathBuf, GitError> {
+fn workdir_of(repo: &gix::Repository) -> Result<PathBuf, GitError> {
     repo.workdir()
         .map(Path::to_path_buf)
         .ok_or_else(|| GitError::Bare {
-            path: worktree.to_path_buf(),
+            path: repo.path().to_path_buf(),
         })
 }
 
@@ -98,8 +97,8 @@ fn head_tree(repo: &gix::Repository) -> Result<(Oid, Oid), GitError> {
     Ok((commit.id, tree))
 }
 
-/// Index against worktree, in one pass on this thread: changed tracked paths
-/// and untracked (never ignored) files; stat refreshes for the rest.
+/// Index against worktree: changed tracked paths and untracked (never
+/// ignored) files; stat refreshes for the rest.
 #[derive(Default)]
 struct Scan {
     paths: Vec<BString>,
@@ -109,43 +108,50 @@ struct Scan {
     smudge: Vec<usize>,
 }
 
-impl<'index> iwr::VisitEntry<'index> for Scan {
+impl<'index> index_as_worktree::VisitEntry<'index> for Scan {
     type ContentChange = ();
     type SubmoduleStatus = ();
 
-    fn visit_entry(&mut self, entry: iwr::Entry<'index, (), ()>) {
+    fn visit_entry(
+        &mut self,
+        _entries: &'index [gix::index::Entry],
+        _entry: &'index gix::index::Entry,
+        entry_index: usize,
+        rela_path: &'index BStr,
+        status: index_as_worktree::EntryStatus<(), ()>,
+    ) {
         use index_as_worktree::{Change as C, EntryStatus as S};
-        match entry {
-            iwr::Entry::Modification {
-                entry_index,
-                rela_path,
-                status,
+        match status {
+            S::NeedsUpdate(stat) => self.stats.push((entry_index, stat)),
+            S::Change(C::SubmoduleModification(_)) => {}
+            S::Change(C::Modification {
+                set_entry_stat_size_zero,
                 ..
-            } => match status {
-                S::NeedsUpdate(stat) => self.stats.push((entry_index, stat)),
-                S::Change(C::SubmoduleModification(_)) => {}
-                S::Change(C::Modification {
-                    set_entry_stat_size_zero,
-                    ..
-                }) => {
-                    if set_entry_stat_size_zero {
-                        self.smudge.push(entry_index);
-                    }
-                    self.paths.push(rela_path.to_owned());
+            }) => {
+                if set_entry_stat_size_zero {
+                    self.smudge.push(entry_index);
                 }
-                _ => self.paths.push(rela_path.to_owned()),
-            },
-            iwr::Entry::DirectoryContents { entry, .. } => {
-                use gix::dir::entry::{Kind, Status};
-                // Nested repositories are not something `git add -A` records as blobs.
-                if entry.status == Status::Untracked
-                    && matches!(entry.disk_kind, Some(Kind::File | Kind::Symlink))
-                {
-                    self.paths.push(entry.rela_path);
-                }
+                self.paths.push(rela_path.to_owned());
             }
-            iwr::Entry::Rewrite { .. } => {}
+            _ => self.paths.push(rela_path.to_owned()),
         }
+    }
+}
+
+impl gix::dir::walk::Delegate for Scan {
+    fn emit(
+        &mut self,
+        entry: gix::dir::EntryRef<'_>,
+        _collapsed: Option<gix::dir::entry::Status>,
+    ) -> gix::dir::walk::Action {
+        use gix::dir::entry::{Kind, Status};
+        // Nested repositories are not something `git add -A` records as blobs.
+        if entry.status == Status::Untracked
+            && matches!(entry.disk_kind, Some(Kind::File | Kind::Symlink))
+        {
+            self.paths.push(entry.rela_path.into_owned());
+        }
+        std::ops::ControlFlow::Continue(())
     }
 }
 
@@ -160,36 +166,214 @@ impl index_as_worktree::traits::SubmoduleStatus for NoSubmodules {
     }
 }
 
+/// Below this many index entries, files are compared on one thread
+/// (starting threads costs more than it saves).
+const SMALL_INDEX: usize = 2_000;
+
+fn status_threads(small: bool) -> usize {
+    static CORES: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    if small {
+        return 1;
+    }
+    *CORES.get_or_init(|| std::thread::available_parallelism().map_or(1, Into::into))
+}
+
+/// True when every index entry's file still has the stat data the index
+/// recorded and none is racily clean: then no tracked file changed, as git's
+/// `refresh_index` concludes, without reading attributes or any file. Anything
+/// else (a conflict, special flags, a changed stat) is left to gix's full
+/// comparison.
+fn tracked_unchanged(
+    repo: &gix::Repository,
+    index: &gix::index::File,
+    workdir: &Path,
+) -> Result<bool, GitError> {
+    use gix::index::entry::{Flags, Stat};
+    let doing = "reading the worktree status";
+    let fs = repo.filesystem_options().map_err(ctx(doing))?;
+    let opts = repo.stat_options().map_err(ctx(doing))?;
+    let timestamp = index.timestamp();
+    // Folders seen to be real folders (not symlinks): git counts a file
+    // under a symlinked folder as removed.
+    let mut real_dirs: BTreeSet<&BStr> = BTreeSet::new();
+    for entry in index.entries() {
+        let special = Flags::INTENT_TO_ADD | Flags::SKIP_WORKTREE | Flags::ASSUME_VALID;
+        if entry.stage_raw() != 0 || entry.flags.intersects(special) || entry.mode.is_submodule() {
+            return Ok(false);
+        }
+        let path = entry.path(index);
+        let mut end = 0;
+        while let Some(i) = path[end..].find_byte(b'/') {
+            end += i;
+            let dir = path[..end].as_bstr();
+            if !real_dirs.contains(dir) {
+                let real =
+                    std::fs::symlink_metadata(full_path(workdir, dir)?).is_ok_and(|m| m.is_dir());
+                if !real {
+                    return Ok(false);
+                }
+                real_dirs.insert(dir);
+            }
+            end += 1;
+        }
+        let Ok(md) = gix::index::fs::Metadata::from_path_no_follow(&full_path(workdir, path)?)
+        else {
+            return Ok(false);
+        };
+        if md.is_dir()
+            || entry
+                .mode
+                .change_to_match_fs(&md, fs.symlink, fs.executable_bit)
+                .is_some()
+        {
+            return Ok(false);
+        }
+        let Ok(stat) = Stat::from_fs(&md) else {
+            return Ok(false);
+        };
+        if !stat.matches(&entry.stat, opts)
+            || (entry.id.is_empty_blob() && entry.stat.size != 0)
+            || stat.is_racy(timestamp, opts)
+        {
+            return Ok(false);
+        }
+    }
+    Ok(true)
+}
+
+/// Untracked (never ignored) files into `scan`, as `Repository::dirwalk`
+/// finds them, with the config's ignore rules and the git dir's real path
+/// kept while the index is the same: each costs file system calls per task.
+fn walk_untracked(
+    local: &mut Local,
+    index: &gix::index::File,
+    workdir: &Path,
+    interrupt: &AtomicBool,
+    scan: &mut Scan,
+) -> Result<(), GitError> {
+    let doing = "listing untracked files";
+    let Local { repo, walk, .. } = local;
+    if walk.is_none() {
+        use gix::worktree::stack::state::ignore::Source;
+        let excludes = repo
+            .excludes(index, None, Source::WorktreeThenIdMappingIfNotSkipped)
+            .map_err(ctx(doing))?
+            .detach();
+        let git_dir_realpath = gix::path::realpath_opts(
+            repo.git_dir(),
+            repo.current_dir(),
+            gix::path::realpath::MAX_SYMLINKS,
+        )
+        .map_err(ctx(doing))?;
+        *walk = Some(Walk {
+            excludes,
+            git_dir_realpath,
+        });
+    }
+    let Some(walk) = walk.as_ref() else {
+        return Ok(());
+    };
+    let mut excludes = walk.excludes.clone();
+    let (mut pathspec, _) = repo
+        .pathspec(
+            false,
+            None::<&str>,
+            true,
+            index,
+            gix::worktree::stack::state::attributes::Source::WorktreeThenIdMapping,
+        )
+        .map_err(ctx(doing))?
+        .into_parts();
+    let fs = repo.filesystem_options().map_err(ctx(doing))?;
+    let icase = fs.ignore_case.then(|| index.prepare_icase_backing());
+    let options = repo
+        .dirwalk_options()
+        .map_err(ctx(doing))?
+        .emit_untracked(gix::dir::walk::EmissionMode::Matching);
+    gix::dir::walk(
+        workdir,
+        gix::dir::walk::Context {
+            should_interrupt: Some(interrupt),
+            git_dir_realpath: &walk.git_dir_realpath,
+            current_dir: repo.current_dir(),
+            index,
+            ignore_case_index_lookup: icase.as_ref(),
+            pathspec: &mut pathspec,
+            // Only called for pathspecs with attributes; ours is empty.
+            pathspec_attributes: &mut |_, _, _, _| false,
+            excludes: Some(&mut excludes),
+            objects: &repo.objects,
+            explicit_traversal_root: Some(workdir),
+        },
+        options.into(),
+        scan,
+    )
+    .map_err(ctx(doing))?;
+    Ok(())
+}
+
 /// Paths whose worktree state differs from HEAD's tree (staged or not,
 /// untracked included, ignored never), minus excluded ones, with their kind.
 fn collect(
-    repo: &gix::Repository,
+    local: &mut Local,
     head_tree: Oid,
     excluded: &Excluded,
 ) -> Result<BTreeMap<BString, ChangeKind>, GitError> {
     let doing = "reading the worktree status";
-    let mut index = repo.open_index().map_err(ctx(doing))?;
+    let mut index = local.index()?;
+    let workdir = workdir_of(&local.repo)?;
+    let interrupt = AtomicBool::new(false);
     let mut scan = Scan::default();
-    let dirwalk = repo
-        .dirwalk_options()
-        .map_err(ctx(doing))?
-        .emit_untracked(gix::dir::walk::EmissionMode::Matching);
-    repo.index_worktree_status(
-        &index,
-        Vec::<BString>::new(),
-        &mut scan,
-        index_as_worktree::traits::FastEq,
-        NoSubmodules,
-        &mut gix::progress::Discard,
-        &AtomicBool::new(false),
-        gix::status::index_worktree::Options {
-            sorting: None,
-            dirwalk_options: Some(dirwalk),
-            rewrites: None,
-            thread_limit: None,
-        },
-    )
-    .map_err(ctx(doing))?;
+    // Tracked files, then the untracked ones, both on this thread: gix's
+    // combined status starts two threads per call (docs/ARCHITECTURE.md,
+    // "Per-task cost").
+    let small = index.entries().len() < SMALL_INDEX;
+    let repo = &local.repo;
+    if !(small && tracked_unchanged(repo, &index, &workdir)?) {
+        use gix::worktree::stack::state::attributes::Source;
+        let stack = repo
+            .attributes_only(&index, Source::WorktreeThenIdMapping)
+            .map_err(ctx(doing))?
+            .detach();
+        let (filter, _) = gix::filter::Pipeline::new(repo, stack.clone())
+            .map_err(ctx(doing))?
+            .into_parts();
+        let (pathspec, _) = repo
+            .pathspec(
+                false,
+                None::<&str>,
+                true,
+                &index,
+                Source::WorktreeThenIdMapping,
+            )
+            .map_err(ctx(doing))?
+            .into_parts();
+        let objects = repo.objects.clone().into_arc().map_err(ctx(doing))?;
+        index_as_worktree(
+            &index,
+            &workdir,
+            &mut scan,
+            index_as_worktree::traits::FastEq,
+            NoSubmodules,
+            objects,
+            &mut gix::progress::Discard,
+            index_as_worktree::Context {
+                pathspec,
+                stack,
+                filter,
+                should_interrupt: &interrupt,
+            },
+            index_as_worktree::Options {
+                fs: repo.filesystem_options().map_err(ctx(doing))?,
+                thread_limit: Some(status_threads(small)),
+                stat: repo.stat_options().map_err(ctx(doing))?,
+                fscache: false,
+            },
+        )
+        .map_err(ctx(doing))?;
+    }
+    walk_untracked(local, &index, &workdir, &interrupt, &mut scan)?;
+    let repo = &local.repo;
     let mut candidates: BTreeSet<BString> = scan.paths.into_iter().collect();
     // Staged changes: the index against HEAD's tree.
     let mut pathspec = repo
@@ -231,11 +415,13 @@ fn collect(
             tracing::debug!("could not write index stat refreshes: {e}");
         }
     }
-    let workdir = workdir_of(repo, Path::new("."))?;
+    let mut out = BTreeMap::new();
+    if candidates.is_empty() {
+        return Ok(out);
+    }
     let tree = repo
         .find_tree(head_tree)
         .map_err(ctx("reading HEAD's tree"))?;
-    let mut out = BTreeMap::new();
     for path in candidates {
         let Ok(s) = path.to_str() else { continue };
         if excluded.contains(s) {
@@ -261,15 +447,7 @@ fn collect(
 
 /// What changed in the worktree against its HEAD commit, sorted by path.
 pub fn changes(worktree: &Path, excluded: &Excluded) -> Result<Vec<Change>, GitError> {
-    let repo = open_repo(worktree)?;
-    let (_, tree) = head_tree(&repo)?;
-    Ok(collect(&repo, tree, excluded)?
-        .into_iter()
-        .map(|(p, kind)| Change {
-            path: p.to_str_lossy().into_owned(),
-            kind,
-        })
-        .collect())
+    Repo::open(worktree)?.changes(excluded)
 }
 
 /// Where a snapshot commit goes.
@@ -291,24 +469,55 @@ pub fn commit_worktree(
     message: &str,
     target: CommitTarget,
 ) -> Result<Option<Oid>, GitError> {
-    let changed = changes(worktree, excluded)?;
-    commit_changes(worktree, &changed, message, target)
+    let repo = Repo::open(worktree)?;
+    let changed = repo.changes(excluded)?;
+    repo.commit_changes(&changed, message, target)
 }
 
-/// Commit the given changes (as `changes` just reported them) without
-/// reading the status again; None when there are none.
-pub fn commit_changes(
-    worktree: &Path,
+impl Repo {
+    /// What changed in the worktree against its HEAD commit, sorted by path.
+    pub fn changes(&self, excluded: &Excluded) -> Result<Vec<Change>, GitError> {
+        self.with(|local| {
+            let (_, tree) = head_tree(&local.repo)?;
+            Ok(collect(local, tree, excluded)?
+                .into_iter()
+                .map(|(p, kind)| Change {
+                    path: p.to_str_lossy().into_owned(),
+                    kind,
+                })
+                .collect())
+        })
+    }
+
+    /// Commit the given changes (as `changes` just reported them) without
+    /// reading the status again; None when there are none.
+    pub fn commit_changes(
+        &self,
+        changed: &[Change],
+        message: &str,
+        target: CommitTarget,
+    ) -> Result<Option<Oid>, GitError> {
+        if changed.is_empty() {
+            return Ok(None);
+        }
+        self.with(|local| commit_changes_in(&local.repo, changed, message, target))
+    }
+
+    /// Make files and index equal to `commit` (HEAD's commit): like
+    /// `git reset --hard && git clean -fd`, but excluded paths and ignored files stay.
+    pub fn reset_worktree(&self, commit: Oid, excluded: &Excluded) -> Result<(), GitError> {
+        self.with(|local| reset_worktree_in(local, commit, excluded))
+    }
+}
+
+fn commit_changes_in(
+    repo: &gix::Repository,
     changed: &[Change],
     message: &str,
     target: CommitTarget,
 ) -> Result<Option<Oid>, GitError> {
-    if changed.is_empty() {
-        return Ok(None);
-    }
-    let repo = open_repo(worktree)?;
-    let workdir = workdir_of(&repo, worktree)?;
-    let (head, head_tree) = head_tree(&repo)?;
+    let workdir = workdir_of(repo)?;
+    let (head, head_tree) = head_tree(repo)?;
     let changed: BTreeMap<BString, ChangeKind> = changed
         .iter()
         .map(|c| (BString::from(c.path.as_str()), c.kind))
@@ -330,7 +539,7 @@ pub fn commit_changes(
             .map_err(ctx(format!("adding {path}")))?
         {
             Some((id, kind, _)) => {
-                let kind = keep_exec_bit(&repo, &index, path.as_bstr(), kind);
+                let kind = keep_exec_bit(repo, &index, path.as_bstr(), kind);
                 editor
                     .upsert(path.as_bstr(), kind, id)
                     .map_err(ctx(format!("adding {path}")))?;
@@ -354,7 +563,7 @@ pub fn commit_changes(
     if tree == head_tree {
         return Ok(None);
     }
-    let id = write_commit(&repo, tree, &[head], message)?;
+    let id = write_commit(repo, tree, &[head], message)?;
     match target {
         CommitTarget::Head => {
             let name = repo
@@ -368,7 +577,7 @@ pub fn commit_changes(
                 format!("commit: {}", message.lines().next().unwrap_or_default()),
             )
             .map_err(ctx(format!("moving {}", name.as_bstr())))?;
-            apply_index(&repo, &written, &removed)?;
+            apply_index(repo, &written, &removed)?;
         }
         CommitTarget::Ref(name) => {
             repo.reference(name, id, PreviousValue::Any, "mpw: keep a task's work")
@@ -416,19 +625,23 @@ fn apply_index(
 /// Make files and index equal to `commit` (HEAD's commit): like
 /// `git reset --hard && git clean -fd`, but excluded paths and ignored files stay.
 pub fn reset_worktree(worktree: &Path, commit: Oid, excluded: &Excluded) -> Result<(), GitError> {
-    let repo = open_repo(worktree)?;
-    let workdir = workdir_of(&repo, worktree)?;
-    let (head, head_tree) = head_tree(&repo)?;
+    Repo::open(worktree)?.reset_worktree(commit, excluded)
+}
+
+fn reset_worktree_in(local: &mut Local, commit: Oid, excluded: &Excluded) -> Result<(), GitError> {
+    let workdir = workdir_of(&local.repo)?;
+    let (head, head_tree) = head_tree(&local.repo)?;
     if head != commit {
         return Err(GitError::gix(
             format!("resetting {}", workdir.display()),
             format!("HEAD is at {head}, not {commit}"),
         ));
     }
-    let changed = collect(&repo, head_tree, excluded)?;
+    let changed = collect(local, head_tree, excluded)?;
     if changed.is_empty() {
         return Ok(());
     }
+    let repo = &local.repo;
     let doing = || format!("resetting {}", workdir.display());
     let tree = repo.find_tree(head_tree).map_err(ctx(doing()))?;
     let mut restore = gix::index::State::new(repo.object_hash());
@@ -463,9 +676,9 @@ pub fn reset_worktree(worktree: &Path, commit: Oid, excluded: &Excluded) -> Resu
     }
     if !restore.entries().is_empty() {
         restore.sort_entries();
-        write_entries(&repo, &workdir, &mut restore)?;
+        write_entries(repo, &workdir, &mut restore)?;
     }
-    apply_index(&repo, &restore, &drop)
+    apply_index(repo, &restore, &drop)
 }
 
 /// A task's commit found by its trailers.
@@ -549,6 +762,49 @@ mod tests {
 
     fn excluded() -> Excluded {
         Excluded::paths([".env".to_string()])
+    }
+
+    /// One handle kept across tasks sees what changed between its uses:
+    /// files, the index (staged by git itself), `.gitignore` edits, commits.
+    #[test]
+    fn one_kept_handle_sees_every_change_between_uses() {
+        let (_d, p) = repo();
+        let handle = Repo::open(&p).unwrap();
+        let paths = |h: &Repo| -> Vec<String> {
+            let ch = h.changes(&Excluded::default()).unwrap();
+            ch.into_iter().map(|c| c.path).collect()
+        };
+        assert!(paths(&handle).is_empty());
+        std::fs::write(p.join("keep.txt"), "same size\n").unwrap();
+        assert_eq!(paths(&handle), ["keep.txt"]);
+        git(&p, &["checkout", "--", "keep.txt"]);
+        assert!(paths(&handle).is_empty());
+        // Unstaged by git: the index file changed under the handle.
+        git(&p, &["rm", "-q", "--cached", "keep.txt"]);
+        assert_eq!(paths(&handle), ["keep.txt"]);
+        git(&p, &["add", "keep.txt"]);
+        assert!(paths(&handle).is_empty());
+        // A new ignore rule, then the same rule taken back.
+        std::fs::write(p.join("out.tmp"), "x\n").unwrap();
+        assert_eq!(paths(&handle), ["out.tmp"]);
+        std::fs::write(p.join(".gitignore"), "*.log\n*.tmp\n").unwrap();
+        assert_eq!(paths(&handle), [".gitignore"]);
+        std::fs::write(p.join(".gitignore"), "*.log\n").unwrap();
+        assert_eq!(paths(&handle), ["out.tmp"]);
+        // A commit made elsewhere moves HEAD; the handle follows.
+        commit_all(&p, "more");
+        assert!(paths(&handle).is_empty());
+        let id = {
+            std::fs::write(p.join("mod.txt"), "newer\n").unwrap();
+            let ch = handle.changes(&Excluded::default()).unwrap();
+            handle
+                .commit_changes(&ch, "by the handle", CommitTarget::Head)
+                .unwrap()
+                .unwrap()
+        };
+        assert_eq!(git(&p, &["rev-parse", "HEAD"]), id.to_string());
+        assert!(paths(&handle).is_empty());
+        assert_eq!(git(&p, &["status", "--porcelain"]), "");
     }
 
     #[test]

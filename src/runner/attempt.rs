@@ -137,9 +137,9 @@ fn settle_inner(
 ) -> std::result::Result<Settled, git::GitError> {
     let t = &ctx.tasks[i];
     let ws = &ctx.ws[t.ws];
-    let wt = &ws.worktree;
+    let repo = ws.repo()?;
     // One status read serves the checks and the commit.
-    let changes = git::changes(wt, excluded)?;
+    let changes = repo.changes(excluded)?;
     if verdict == Verdict::Succeeded {
         if t.read_only && !changes.is_empty() {
             verdict = Verdict::Quarantined(format!(
@@ -164,22 +164,22 @@ fn settle_inner(
     let message = commit_message(ctx, i, attempt);
     let preserve = |kind: &str| -> std::result::Result<Option<String>, git::GitError> {
         let name = format!("refs/mpw/{}/{kind}/{}/{}", ctx.run_id, ws.id, t.id);
-        let kept = git::commit_changes(wt, &changes, &message, CommitTarget::Ref(&name))?;
+        let kept = repo.commit_changes(&changes, &message, CommitTarget::Ref(&name))?;
         if !changes.is_empty() {
-            git::reset_worktree(wt, start, excluded)?;
+            repo.reset_worktree(start, excluded)?;
         }
         Ok(kept.map(|_| name))
     };
     Ok(match &verdict {
         Verdict::Succeeded => {
-            let c = git::commit_changes(wt, &changes, &message, CommitTarget::Head)?;
+            let c = repo.commit_changes(&changes, &message, CommitTarget::Head)?;
             crate::fault::kill_point(&format!("kill-after-commit:{}/{}", ws.id, t.id));
             let hint = c.and_then(|_| generated_output_hint(&changes));
             (verdict, c, None, hint)
         }
         Verdict::Failed(_) if will_retry => {
             if !changes.is_empty() {
-                git::reset_worktree(wt, start, excluded)?;
+                repo.reset_worktree(start, excluded)?;
             }
             (verdict, None, None, None)
         }

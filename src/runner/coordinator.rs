@@ -57,6 +57,7 @@ pub(super) struct Start {
 
 /// Drive a recorded run to its end.
 pub(super) fn drive(start: Start) -> Result<Finished> {
+    crate::exec::one_malloc_arena();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -156,14 +157,21 @@ async fn drive_async(start: Start) -> Result<Finished> {
     // While a cpu task waits for a token that a tool may give back any moment.
     let mut token_poll = tokio::time::interval(Duration::from_millis(20));
     token_poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // Scheduling looks at every task: only after something that can change
+    // what may start (a pid recorded or a worker's event cannot).
+    let mut changed = true;
     loop {
-        c.step()?;
-        if c.done() {
-            break;
+        if changed {
+            c.step()?;
+            if c.done() {
+                break;
+            }
         }
+        changed = true;
         tokio::select! {
             msg = rx.recv() => {
                 if let Some(msg) = msg {
+                    changed = !matches!(msg, Msg::Started { .. } | Msg::Worker(_));
                     c.handle(msg)?;
                 }
             }

@@ -237,6 +237,9 @@ pub(crate) struct WsCtx {
     pub setup_timeout: Duration,
     /// MPW_SLOT: the workstream's index.
     pub slot: usize,
+    /// The worktree's repository, opened by the first task that needs it and
+    /// kept for the run (docs/ARCHITECTURE.md, "Per-task cost").
+    repo: std::sync::OnceLock<crate::git::Repo>,
 }
 
 impl WsCtx {
@@ -282,7 +285,17 @@ impl WsCtx {
             shell,
             setup_timeout: Duration::from_secs(plan.globals.timeout_s.unwrap_or(1800)),
             slot,
+            repo: std::sync::OnceLock::new(),
         })
+    }
+
+    /// The worktree's repository (opened once; only after provisioning).
+    pub fn repo(&self) -> std::result::Result<&crate::git::Repo, crate::git::GitError> {
+        if let Some(r) = self.repo.get() {
+            return Ok(r);
+        }
+        let r = crate::git::Repo::open(&self.worktree)?;
+        Ok(self.repo.get_or_init(|| r))
     }
 
     /// The `MPW_*` variables of a command in this workstream.

@@ -109,6 +109,15 @@ impl Layout {
 
 /// Write a file atomically: temp file in the same directory, then rename.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    write_atomic_with(path, |w| w.write_all(bytes))
+}
+
+/// `write_atomic`, the content written by `fill` through a buffer: a big
+/// status file is never held in memory whole.
+pub fn write_atomic_with(
+    path: &Path,
+    fill: impl FnOnce(&mut dyn Write) -> std::io::Result<()>,
+) -> Result<()> {
     let io = |source| StoreError::Io {
         path: path.to_path_buf(),
         source,
@@ -120,8 +129,10 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     // A temp file is private (0600); these are ordinary files, so the umask decides.
     #[cfg(unix)]
     builder.permissions(std::os::unix::fs::PermissionsExt::from_mode(0o666));
-    let mut tmp = builder.tempfile_in(dir).map_err(io)?;
-    tmp.write_all(bytes).map_err(io)?;
+    let tmp = builder.tempfile_in(dir).map_err(io)?;
+    let mut w = std::io::BufWriter::new(tmp);
+    fill(&mut w).map_err(io)?;
+    let tmp = w.into_inner().map_err(|e| io(e.into_error()))?;
     // No fsync: these files are derived from the database and rewritten;
     // the rename is what keeps readers from ever seeing half a file.
     tmp.persist(path).map_err(|e| io(e.error))?;

@@ -1,7 +1,7 @@
 //! `run_status.json` and `workstreams/<ws>.json`: summaries derived from the
 //! database and rewritten atomically (docs/ARCHITECTURE.md).
 
-use super::layout::write_atomic;
+use super::layout::write_atomic_with;
 use super::rows::{GateRunRow, TaskRow};
 use super::{Result, Store};
 use crate::model::{Event, EventData, Integration, RunState, TaskState, WorkstreamState};
@@ -66,18 +66,21 @@ impl Store {
     /// Rewrite `run_status.json` and the one workstream's file (all when None).
     pub fn write_status_files_of(&self, run: &str, only: Option<&str>) -> Result<RunStatus> {
         let st = self.run_status(run)?;
-        let text = serde_json::to_vec_pretty(&st).expect("status serialises");
-        write_atomic(&self.layout.run_status(run), &text)?;
+        write_atomic_with(&self.layout.run_status(run), |w| pretty(w, &st))?;
         for ws in st
             .workstreams
             .iter()
             .filter(|w| only.is_none_or(|o| o == w.id))
         {
-            let text = serde_json::to_vec_pretty(ws).expect("status serialises");
-            write_atomic(&self.layout.ws_json(run, &ws.id), &text)?;
+            write_atomic_with(&self.layout.ws_json(run, &ws.id), |w| pretty(w, ws))?;
         }
         Ok(st)
     }
+}
+
+/// The same bytes as `serde_json::to_vec_pretty`, streamed.
+fn pretty(w: &mut dyn std::io::Write, value: &impl Serialize) -> std::io::Result<()> {
+    serde_json::to_writer_pretty(w, value).map_err(std::io::Error::from)
 }
 
 fn ms_of(ts: &str) -> Option<i64> {

@@ -121,3 +121,6 @@ pub fn pid_alive(pid: u32) -> bool {
 pub fn group_alive(_pgid: i64) -> bool {
     false
 }
+
+/// Windows' allocator has no per-thread arenas to limit.
+pub fn one_malloc_arena() {}
