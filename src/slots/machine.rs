@@ -10,7 +10,7 @@ use std::io;
 use std::path::{Path, PathBuf};
 
 /// How many slots the machine has: `MPW_MACHINE_SLOTS`, else `machine_slots`
-/// of the user's config file, else the number of cores. 0 means no pool.
+/// of the user's config file, else the number of physical cores. 0 means no pool.
 pub fn size() -> Result<usize, String> {
     if let Ok(v) = std::env::var("MPW_MACHINE_SLOTS") {
         return v.trim().parse().map_err(|_| {
@@ -34,7 +34,13 @@ pub fn size() -> Result<usize, String> {
             Err(e) => return Err(format!("{}: {e}", path.display())),
         }
     }
-    Ok(std::thread::available_parallelism().map_or(1, |n| n.get()))
+    Ok(physical_cores())
+}
+
+/// The default pool: physical cores, as compilers gain little from a
+/// second hardware thread per core.
+pub fn physical_cores() -> usize {
+    num_cpus::get_physical().max(1)
 }
 
 fn env_dir(var: &str) -> Option<PathBuf> {

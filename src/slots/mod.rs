@@ -271,7 +271,7 @@ impl Budget {
 /// Run `f` as one cpu task of a budget of its own, for work outside a run's
 /// coordinator (an integration gate): it waits for a machine slot, and the
 /// tools it starts share the machine pool through the jobserver `f` is given.
-/// The budget is the machine's size (the number of cores with the pool off).
+/// The budget is the machine's size (its physical cores with the pool off).
 /// `None` when `stopped` turned true while waiting.
 pub fn as_cpu_task<T>(
     owner: &str,
@@ -279,7 +279,7 @@ pub fn as_cpu_task<T>(
     f: impl FnOnce(&Jobserver) -> T,
 ) -> Result<Option<T>, String> {
     let cap = match machine::size()? {
-        0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+        0 => machine::physical_cores(),
         n => n,
     };
     let mut budget = Budget::new(owner, cap)?;
