@@ -237,6 +237,41 @@ pub fn finish_checkout_update(repo: &Path) -> Result<Option<PathBuf>, GitError> 
     Ok(Some(j.worktree))
 }
 
+type Side = Option<(gix::object::tree::EntryMode, Oid)>;
+
+/// A tree-to-tree change as its path and its entry before and after (None:
+/// absent on that side). Rename tracking is off, so there are no rewrites.
+fn sides(change: &gix::diff::tree_with_rewrites::Change) -> (&gix::bstr::BString, Side, Side) {
+    use gix::diff::tree_with_rewrites::Change as C;
+    match change {
+        C::Addition {
+            location,
+            entry_mode,
+            id,
+            ..
+        } => (location, None, Some((*entry_mode, *id))),
+        C::Deletion {
+            location,
+            entry_mode,
+            id,
+            ..
+        } => (location, Some((*entry_mode, *id)), None),
+        C::Modification {
+            location,
+            previous_entry_mode,
+            previous_id,
+            entry_mode,
+            id,
+            ..
+        } => (
+            location,
+            Some((*previous_entry_mode, *previous_id)),
+            Some((*entry_mode, *id)),
+        ),
+        C::Rewrite { .. } => unreachable!("rename tracking is off"),
+    }
+}
+
 /// The paths that differ between `from` and `to` whose file in the checkout
 /// is at neither state.
 fn neither(
@@ -253,37 +288,8 @@ fn neither(
     let (mut pipeline, index) = repo.filter_pipeline(None).map_err(ctx(doing()))?;
     let mut out = Vec::new();
     for change in &changes {
-        use gix::diff::tree_with_rewrites::Change as C;
-        let (location, before, after) = match change {
-            C::Addition {
-                location,
-                entry_mode,
-                id,
-                ..
-            } => (location, None, Some((*entry_mode, *id))),
-            C::Deletion {
-                location,
-                entry_mode,
-                id,
-                ..
-            } => (location, Some((*entry_mode, *id)), None),
-            C::Modification {
-                location,
-                previous_entry_mode,
-                previous_id,
-                entry_mode,
-                id,
-                ..
-            } => (
-                location,
-                Some((*previous_entry_mode, *previous_id)),
-                Some((*entry_mode, *id)),
-            ),
-            C::Rewrite { .. } => unreachable!("rename tracking is off"),
-        };
-        let blob = |e: Option<(gix::object::tree::EntryMode, Oid)>| {
-            e.filter(|(m, _)| !m.is_tree()).map(|(_, id)| id)
-        };
+        let (location, before, after) = sides(change);
+        let blob = |e: Side| e.filter(|(m, _)| !m.is_tree()).map(|(_, id)| id);
         let (before, after) = (blob(before), blob(after));
         if before.is_none() && after.is_none() {
             continue;
@@ -345,32 +351,8 @@ fn checkout_update_locked(
     let mut attrs = gix::index::State::new(hash);
     let mut files = gix::index::State::new(hash);
     for change in &changes {
-        use gix::diff::tree_with_rewrites::Change as C;
-        let (location, old_mode, new) = match change {
-            C::Addition {
-                location,
-                entry_mode,
-                id,
-                ..
-            } => (location, None, Some((*entry_mode, *id))),
-            C::Deletion {
-                location,
-                entry_mode,
-                ..
-            } => (location, Some(*entry_mode), None),
-            C::Modification {
-                location,
-                previous_entry_mode,
-                entry_mode,
-                id,
-                ..
-            } => (
-                location,
-                Some(*previous_entry_mode),
-                Some((*entry_mode, *id)),
-            ),
-            C::Rewrite { .. } => unreachable!("rename tracking is off"),
-        };
+        let (location, old, new) = sides(change);
+        let old_mode = old.map(|(m, _)| m);
         if let Some(mode) = old_mode
             && !mode.is_tree()
             && new.is_none_or(|(m, _)| m.is_tree())
