@@ -152,7 +152,9 @@ impl Budget {
                 let want = match machine.as_ref() {
                     None => cap,
                     // Others wait: keep only what tasks run on and wait for.
-                    Some(m) if m.others_want() => want.min(lent + ready),
+                    // (Asked only when there is a spare slot to give: it
+                    // reads the slots folder, and this runs at every step.)
+                    Some(m) if want > lent + ready && m.others_want() => lent + ready,
                     Some(_) => want,
                 };
                 // Tokens free in the pool now go back with their slots.
