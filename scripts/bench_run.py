@@ -18,7 +18,7 @@
     `mpw status` time (target: <= 200 ms), `mpw status --json` equal to
     run_status.json.
 
-Usage: scripts/bench_run.py [--mpw target/release/mpw] [--repeat 3] [--quick]
+Usage: scripts/bench_run.py [--mpw target/release/mpw] [--repeat 3] [--quick] [--only a,b,d]
 Builds the release binary first unless --mpw is given. --quick uses small
 sizes (for checking the script itself; its figures mean little).
 """
@@ -224,8 +224,13 @@ def main():
     ap.add_argument("--quick", action="store_true", help="small sizes, to check the script itself")
     ap.add_argument("--no-scale", action="store_true", help="leave out the 10,000-task run")
     ap.add_argument("--tmp", help="where the repositories go (e.g. /dev/shm to leave the disk out)")
+    ap.add_argument("--only", default="a,b,d",
+                    help="sections to run: a (tasks, with s and c), b (provisioning), d (scale)")
     ap.add_argument("--loose", action="store_true", help="keep the objects loose (a fresh `git add` of 5,000 files)")
     args = ap.parse_args()
+    only = set(args.only.split(","))
+    if args.no_scale:
+        only.discard("d")
     mpw = args.mpw
     if not mpw:
         sh(["cargo", "build", "--release", "--quiet"], ROOT)
@@ -243,27 +248,29 @@ def main():
         pm, pg = [], []
         for rep in range(args.repeat):
             # Alternate so that whatever else loads the machine hits both sides alike.
-            for kind in ("ro", "mut"):
+            for kind in ("ro", "mut") if "a" in only or "d" in only else ():
                 r = tasks.mpw_run(kind == "ro")
                 runs[kind].append(r)
                 rss.append(r[2])
                 xargs.append(tasks.xargs_run())
-            m, g = bench_provision(mpw, tmp, rep, not args.loose, n_wt, n_files)
-            pm.append(m)
-            pg.append(g)
+            if "b" in only:
+                m, g = bench_provision(mpw, tmp, rep, not args.loose, n_wt, n_files)
+                pm.append(m)
+                pg.append(g)
         med = statistics.median
         n = tasks.n
-        x_wall, x_cpu = med(r[0] for r in xargs), med(r[1] for r in xargs)
         print(f"machine: {os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f} at the end; "
               f"repositories in {os.path.dirname(tmp)}; medians of {args.repeat} alternating runs")
-        print(f"(a) {n} no-op tasks, {n_ws} workstreams, 8 slots; xargs -P8: wall {x_wall:.2f}s, cpu {x_cpu:.2f}s")
         per_task = {}
-        for kind, label in (("ro", "read-only"), ("mut", "mutating, no change")):
-            wall, cpu = med(r[0] for r in runs[kind]), med(r[1] for r in runs[kind])
-            per_task[kind] = wall / n
-            print(f"    mpw {label:20} wall {wall:.2f}s ({wall / x_wall:.2f}x)  cpu {cpu:.2f}s "
-                  f"({cpu / x_cpu:.2f}x)   (target <= 1.5x)")
-        if shutil.which("strace"):
+        if xargs:
+            x_wall, x_cpu = med(r[0] for r in xargs), med(r[1] for r in xargs)
+            print(f"(a) {n} no-op tasks, {n_ws} workstreams, 8 slots; xargs -P8: wall {x_wall:.2f}s, cpu {x_cpu:.2f}s")
+            for kind, label in (("ro", "read-only"), ("mut", "mutating, no change")):
+                wall, cpu = med(r[0] for r in runs[kind]), med(r[1] for r in runs[kind])
+                per_task[kind] = wall / n
+                print(f"    mpw {label:20} wall {wall:.2f}s ({wall / x_wall:.2f}x)  cpu {cpu:.2f}s "
+                      f"({cpu / x_cpu:.2f}x)   (target <= 1.5x)")
+        if "a" in only and shutil.which("strace"):
             for kind, label in (("ro", "read-only"), ("mut", "mutating")):
                 mine, everyone = tasks.strace_run(kind == "ro")
                 keys = ["openat", "statx", "newfstatat", "read", "pwrite64", "write", "mkdir", "fsync", "fdatasync"]
@@ -271,13 +278,15 @@ def main():
                 print(f"(s) per task, mpw process, {label}: {line}  threads {mine['threads'] / n:.2f}")
                 print(f"    per task, all processes:     openat {everyone.get('openat', 0) / n:.1f}  "
                       f"statx {everyone.get('statx', 0) / n:.1f}   (targets: openat <= 12, statx <= 30, threads <= 1)")
-        else:
+        elif "a" in only:
             print("(s) strace not installed: no syscall counts")
-        layout = "loose objects" if args.loose else "packed"
-        print(f"(b) {n_wt} worktrees on {n_files:,} files ({layout}): mpw {med(pm):.2f}s  "
-              f"git worktree add loop {med(pg):.2f}s  ratio {med(pm) / med(pg):.2f}x (target <= 0.5x)")
-        print(f"(c) coordinator peak RSS over (a): {max(rss):.1f} MiB (target <= 20 MiB)")
-        if not args.no_scale:
+        if pm:
+            layout = "loose objects" if args.loose else "packed"
+            print(f"(b) {n_wt} worktrees on {n_files:,} files ({layout}): mpw {med(pm):.2f}s  "
+                  f"git worktree add loop {med(pg):.2f}s  ratio {med(pm) / med(pg):.2f}x (target <= 0.5x)")
+        if rss:
+            print(f"(c) coordinator peak RSS over (a): {max(rss):.1f} MiB (target <= 20 MiB)")
+        if "d" in only:
             wall, cpu, s_rss, state, status_t, same = bench_scale(mpw, tmp, s_ws, s_tasks)
             s_n = s_ws * s_tasks
             ratio = (wall / s_n) / per_task["ro"]
