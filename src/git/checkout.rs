@@ -10,7 +10,7 @@ use gix::refs::Target;
 use gix::refs::transaction::{Change, LogChange, PreviousValue, RefEdit, RefLog};
 
 use super::Oid;
-use super::error::{GitError, ctx};
+use super::error::{GitError, ctx, removed};
 use super::repo::{commit_tree, open_repo, signatures};
 
 /// Compare-and-swap `full_name` from `old` to `new`; `GitError::RefMoved` when it is no longer at `old`.
@@ -158,13 +158,7 @@ impl Journal {
 }
 
 fn remove_journal(path: &Path) -> Result<(), GitError> {
-    match std::fs::remove_file(path) {
-        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(GitError::Io {
-            path: path.to_path_buf(),
-            source: e,
-        }),
-        _ => Ok(()),
-    }
+    removed(std::fs::remove_file(path), path)
 }
 
 /// Finish a checkout update a killed process left half-done (see

@@ -44,3 +44,14 @@ pub(crate) fn ctx<E: std::fmt::Display>(context: impl Into<String>) -> impl FnOn
     let context = context.into();
     move |e| GitError::gix(context, e)
 }
+
+/// A removal's result, where finding `path` already gone counts as done.
+pub(crate) fn removed(result: std::io::Result<()>, path: &std::path::Path) -> Result<(), GitError> {
+    match result {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(GitError::Io {
+            path: path.to_path_buf(),
+            source: e,
+        }),
+        _ => Ok(()),
+    }
+}

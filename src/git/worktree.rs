@@ -1,7 +1,7 @@
 //! Repositories, branches and linked worktrees.
 
 use super::Oid;
-use super::error::{GitError, ctx};
+use super::error::{GitError, ctx, removed};
 use super::repo::open_repo;
 use gix::refs::transaction::PreviousValue;
 use std::path::{Path, PathBuf};
@@ -343,13 +343,7 @@ fn is_empty_dir(p: &Path) -> bool {
 }
 
 fn remove_dir(p: &Path) -> Result<(), GitError> {
-    match std::fs::remove_dir_all(p) {
-        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(GitError::Io {
-            path: p.to_path_buf(),
-            source: e,
-        }),
-        _ => Ok(()),
-    }
+    removed(std::fs::remove_dir_all(p), p)
 }
 
 /// Remove a worktree in an order where a kill at any point leaves something

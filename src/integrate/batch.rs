@@ -28,19 +28,18 @@ pub(super) struct Queue<'a> {
 }
 
 impl Queue<'_> {
-    /// Record workstream `w`'s result (row, state change, event) through the
+    /// Record candidate `cand`'s result (row, state change, event) through the
     /// same `record` as one-by-one integration.
     fn record(
         &mut self,
         s: &mut Setup,
-        w: usize,
-        head: Oid,
+        cand: &Cand,
         merged: Merged,
         covered: Vec<String>,
     ) -> Result<Outcome> {
-        let rows = self.rows;
+        let row = &self.rows[cand.w];
         let strategy = self.opts.strategy;
-        record(s, self.listener, &rows[w], head, strategy, merged, covered)
+        record(s, self.listener, row, cand.head, strategy, merged, covered)
     }
 }
 
@@ -136,17 +135,17 @@ pub(super) fn integrate(
 }
 
 impl Search<'_, '_> {
-    /// Leave workstream `w` out of this batch with its result recorded; its
+    /// Leave candidate `c` out of this batch with its result recorded; its
     /// dependants follow it out.
     fn take_out(
         &mut self,
         s: &mut Setup,
-        w: usize,
-        head: Oid,
+        c: usize,
         merged: Merged,
         covered: Vec<String>,
     ) -> Result<()> {
-        let o = self.q.record(s, w, head, merged, covered)?;
+        let o = self.q.record(s, &self.cands[c], merged, covered)?;
+        let w = self.cands[c].w;
         self.out.insert(w);
         self.outcomes.insert(w, o);
         Ok(())
@@ -202,7 +201,7 @@ impl Search<'_, '_> {
         for (c, commit, detail) in std::mem::take(&mut self.accepted) {
             let cand = &self.cands[c];
             let merged: Merged = (WorkstreamState::Integrated, Some(commit), vec![], detail);
-            let o = self.q.record(s, cand.w, cand.head, merged, vec![])?;
+            let o = self.q.record(s, cand, merged, vec![])?;
             done.push((cand.w, o));
         }
         Ok(done)
@@ -253,8 +252,7 @@ impl Search<'_, '_> {
                 s.into
             );
             let merged: Merged = (WorkstreamState::Conflict, None, paths, detail);
-            let (w, head) = (cand.w, cand.head);
-            self.take_out(s, w, head, merged, vec![])?;
+            self.take_out(s, i, merged, vec![])?;
         }
         Ok(kept)
     }
@@ -298,7 +296,7 @@ impl Search<'_, '_> {
             if !m.is_clean() {
                 let detail = conflict_detail(s, row, &m.conflicts);
                 let merged: Merged = (WorkstreamState::Conflict, None, m.conflicts, detail);
-                self.take_out(s, w, head, merged, vec![])?;
+                self.take_out(s, c, merged, vec![])?;
                 continue;
             }
             let parents: Vec<Oid> = match self.q.opts.strategy {
@@ -399,7 +397,6 @@ impl Search<'_, '_> {
         if built.len() == 1 {
             // A single merge on a good prefix fails: the culprit.
             let (c, _, _) = built[0];
-            let cand = &self.cands[c];
             let detail = if failure.covered.len() > 1 {
                 format!(
                     "{} (isolated by gate run {} over {})",
@@ -411,8 +408,7 @@ impl Search<'_, '_> {
                 failure.reason.clone()
             };
             let merged: Merged = (WorkstreamState::GateFailed, None, vec![], detail);
-            let (w, head) = (cand.w, cand.head);
-            self.take_out(s, w, head, merged, failure.covered.clone())?;
+            self.take_out(s, c, merged, failure.covered.clone())?;
             return Ok((base, false));
         }
         let half = built.len().div_ceil(2);

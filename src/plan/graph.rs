@@ -123,37 +123,39 @@ fn edges(loaded: &Loaded) -> Vec<Edge> {
     out
 }
 
-fn dot_str(s: &str) -> String {
+/// Graphviz string escapes; a carriage return is dropped.
+const DOT_ESCAPES: &[(char, &str)] = &[('"', "\\\""), ('\\', "\\\\"), ('\n', "\\n"), ('\r', "")];
+
+/// Mermaid entity codes; a line break becomes a space.
+const MERMAID_ESCAPES: &[(char, &str)] = &[
+    ('"', "#quot;"),
+    ('#', "#35;"),
+    ('<', "#lt;"),
+    ('>', "#gt;"),
+    ('\n', " "),
+    ('\r', " "),
+];
+
+/// `s` in double quotes, with each character of `escapes` replaced.
+fn quoted(s: &str, escapes: &[(char, &str)]) -> String {
     let mut o = String::with_capacity(s.len() + 2);
     o.push('"');
     for c in s.chars() {
-        match c {
-            '"' => o.push_str("\\\""),
-            '\\' => o.push_str("\\\\"),
-            '\n' => o.push_str("\\n"),
-            '\r' => {}
-            c => o.push(c),
+        match escapes.iter().find(|(k, _)| *k == c) {
+            Some((_, e)) => o.push_str(e),
+            None => o.push(c),
         }
     }
     o.push('"');
     o
 }
 
+fn dot_str(s: &str) -> String {
+    quoted(s, DOT_ESCAPES)
+}
+
 fn mermaid_label(s: &str) -> String {
-    let mut o = String::with_capacity(s.len() + 2);
-    o.push('"');
-    for c in s.chars() {
-        match c {
-            '"' => o.push_str("#quot;"),
-            '#' => o.push_str("#35;"),
-            '<' => o.push_str("#lt;"),
-            '>' => o.push_str("#gt;"),
-            '\n' | '\r' => o.push(' '),
-            c => o.push(c),
-        }
-    }
-    o.push('"');
-    o
+    quoted(s, MERMAID_ESCAPES)
 }
 
 fn label(id: &str, name: Option<&str>) -> String {

@@ -49,24 +49,25 @@ fn env_dir(var: &str) -> Option<PathBuf> {
         .map(PathBuf::from)
 }
 
+/// `mpw/<leaf>` under the user's folder for it: `%<windows>%` on Windows,
+/// elsewhere `$<xdg>` or else `~/<home>`.
+fn user_path(windows: &str, xdg: &str, home: &str, leaf: &str) -> Option<PathBuf> {
+    let base = if cfg!(windows) {
+        env_dir(windows)
+    } else {
+        env_dir(xdg).or_else(|| env_dir("HOME").map(|h| h.join(home)))
+    };
+    base.map(|b| b.join("mpw").join(leaf))
+}
+
 /// `$XDG_CONFIG_HOME/mpw/config.json` (`~/.config`), `%APPDATA%\mpw\config.json`.
 pub fn config_file() -> Option<PathBuf> {
-    let base = if cfg!(windows) {
-        env_dir("APPDATA")
-    } else {
-        env_dir("XDG_CONFIG_HOME").or_else(|| env_dir("HOME").map(|h| h.join(".config")))
-    };
-    base.map(|b| b.join("mpw").join("config.json"))
+    user_path("APPDATA", "XDG_CONFIG_HOME", ".config", "config.json")
 }
 
 /// `$XDG_STATE_HOME/mpw/slots` (`~/.local/state`), `%LOCALAPPDATA%\mpw\slots`.
 pub fn dir() -> Option<PathBuf> {
-    let base = if cfg!(windows) {
-        env_dir("LOCALAPPDATA")
-    } else {
-        env_dir("XDG_STATE_HOME").or_else(|| env_dir("HOME").map(|h| h.join(".local/state")))
-    };
-    base.map(|b| b.join("mpw").join("slots"))
+    user_path("LOCALAPPDATA", "XDG_STATE_HOME", ".local/state", "slots")
 }
 
 /// Who holds a slot.
