@@ -173,13 +173,7 @@ pub fn add_detached_worktree(repo: &Path, path: &Path, commit: Oid) -> Result<()
 /// Remove a linked worktree (also when its directory is already gone);
 /// without `force`, one with changes is refused.
 pub fn remove_worktree(repo: &Path, path: &Path, force: bool) -> Result<(), GitError> {
-    #[cfg(windows)]
-    if let Some(file) = held_open(path) {
-        return Err(GitError::InUse {
-            file,
-            worktree: path.to_path_buf(),
-        });
-    }
+    refuse_held_open(path)?;
     let r = open_repo(repo)?;
     let force = if force {
         gix::worktree::remove::Force::DiscardChanges
@@ -189,6 +183,23 @@ pub fn remove_worktree(repo: &Path, path: &Path, force: bool) -> Result<(), GitE
     r.remove_worktree(path, force, gix::progress::Discard)
         .map_err(ctx(format!("removing worktree {}", path.display())))?;
     Ok(())
+}
+
+/// Refuse to remove the worktree at `path` while a file in it is held open.
+fn refuse_held_open(path: &Path) -> Result<(), GitError> {
+    match held_open(path) {
+        Some(file) => Err(GitError::InUse {
+            file,
+            worktree: path.to_path_buf(),
+        }),
+        None => Ok(()),
+    }
+}
+
+/// Elsewhere than on Windows, an open file does not stop its removal.
+#[cfg(not(windows))]
+fn held_open(_dir: &Path) -> Option<PathBuf> {
+    None
 }
 
 /// The first file or folder under `dir` that another process holds open.
@@ -234,13 +245,7 @@ fn held_open(dir: &Path) -> Option<PathBuf> {
 /// refuse. A directory no registration points at goes only when it is empty
 /// or its `.git` names a registration that is gone (what a cut removal leaves).
 pub fn remove_run_worktree(repo: &Path, path: &Path) -> Result<(), GitError> {
-    #[cfg(windows)]
-    if let Some(file) = held_open(path) {
-        return Err(GitError::InUse {
-            file,
-            worktree: path.to_path_buf(),
-        });
-    }
+    refuse_held_open(path)?;
     let r = open_repo(repo)?;
     let common = canon(r.common_dir());
     let want = canon(path);
@@ -636,25 +641,20 @@ mod tests {
         git(&p, &["fsck", "--no-progress"]);
     }
 
-    /// Each state a kill can leave while gix adds a worktree (in the order
-    /// gix writes: registration folder, worktree folder, `locked`, `gitdir`,
-    /// `commondir`, `.git`, HEAD, files, index) or while one is removed.
-    #[derive(Debug, Clone, Copy)]
-    enum Cut {
-        EmptyRegistration,
-        EmptyFolder,
-        Locked,
-        EmptyGitdir,
-        Gitdir,
-        Commondir,
-        EmptyDotGit,
-        DotGit,
-        Head,
-        SomeFiles,
-        Index,
-        RemovedDotGit,
-        RemovedFolder,
-        RemovedHalfTheRegistration,
+    /// The enum `Cut` of the states named, and `ALL_CUTS` listing them in order.
+    macro_rules! cuts {
+        ($($cut:ident),* $(,)?) => {
+            #[derive(Debug, Clone, Copy)]
+            enum Cut { $($cut),* }
+            const ALL_CUTS: &[Cut] = &[$(Cut::$cut),*];
+        };
+    }
+    // Each state a kill can leave while gix adds a worktree (in the order
+    // gix writes: registration folder, worktree folder, `locked`, `gitdir`,
+    // `commondir`, `.git`, HEAD, files, index) or while one is removed.
+    cuts! {
+        EmptyRegistration, EmptyFolder, Locked, EmptyGitdir, Gitdir, Commondir, EmptyDotGit,
+        DotGit, Head, SomeFiles, Index, RemovedDotGit, RemovedFolder, RemovedHalfTheRegistration,
     }
 
     /// Make a complete worktree at `wt`, then take away what was not yet
@@ -674,36 +674,27 @@ mod tests {
         if order <= Index as u8 {
             std::fs::write(admin.join("locked"), "initializing\n").unwrap();
         }
-        if order < Index as u8 {
-            rm(&admin.join("index"));
-        }
-        if order < SomeFiles as u8 {
-            rm(&wt.join("a.txt"));
-        }
-        if order < Head as u8 {
-            rm(&admin.join("HEAD"));
-            rm(&admin.join("logs"));
-        }
-        if order < DotGit as u8 {
-            std::fs::write(wt.join(".git"), "").unwrap();
-        }
-        if order < EmptyDotGit as u8 {
-            rm(&wt.join(".git"));
-        }
-        if order < Commondir as u8 {
-            rm(&admin.join("commondir"));
-        }
-        if order < Gitdir as u8 {
-            std::fs::write(admin.join("gitdir"), "").unwrap();
-        }
-        if order < EmptyGitdir as u8 {
-            rm(&admin.join("gitdir"));
-        }
-        if order < Locked as u8 {
-            rm(&admin.join("locked"));
-        }
-        if order < EmptyFolder as u8 {
-            rm(wt);
+        let empty = |f: &Path| std::fs::write(f, "").unwrap();
+        // What each step wrote, undone when the cut comes before it (last written first).
+        let undo: [(Cut, &dyn Fn()); 10] = [
+            (Index, &|| rm(&admin.join("index"))),
+            (SomeFiles, &|| rm(&wt.join("a.txt"))),
+            (Head, &|| {
+                rm(&admin.join("HEAD"));
+                rm(&admin.join("logs"));
+            }),
+            (DotGit, &|| empty(&wt.join(".git"))),
+            (EmptyDotGit, &|| rm(&wt.join(".git"))),
+            (Commondir, &|| rm(&admin.join("commondir"))),
+            (Gitdir, &|| empty(&admin.join("gitdir"))),
+            (EmptyGitdir, &|| rm(&admin.join("gitdir"))),
+            (Locked, &|| rm(&admin.join("locked"))),
+            (EmptyFolder, &|| rm(wt)),
+        ];
+        for (step, undo) in undo {
+            if order < step as u8 {
+                undo();
+            }
         }
         match cut {
             RemovedDotGit => rm(&wt.join(".git")),
@@ -719,23 +710,7 @@ mod tests {
 
     #[test]
     fn a_worktree_cut_short_at_any_step_is_cleared_and_added_again() {
-        use Cut::*;
-        for cut in [
-            EmptyRegistration,
-            EmptyFolder,
-            Locked,
-            EmptyGitdir,
-            Gitdir,
-            Commondir,
-            EmptyDotGit,
-            DotGit,
-            Head,
-            SomeFiles,
-            Index,
-            RemovedDotGit,
-            RemovedFolder,
-            RemovedHalfTheRegistration,
-        ] {
+        for &cut in ALL_CUTS {
             let (d, p) = repo();
             let head = resolve_commit(&p, "HEAD").unwrap();
             create_branch(&p, "mpw/R/W", head).unwrap();

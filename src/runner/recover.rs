@@ -255,31 +255,23 @@ pub(super) fn cancel_orphaned(store: &mut Store, ctx: &RunCtx) -> Result<()> {
             },
         )?;
     }
+    let not_started = TaskPatch {
+        reason: Some("run cancelled before it started".into()),
+        ..Default::default()
+    };
     for t in store.tasks(run)? {
         if matches!(t.state, TaskState::Pending | TaskState::Ready) {
-            store.transition_task(
-                run,
-                &t.ws,
-                &t.id,
-                TaskState::Skipped,
-                TaskPatch {
-                    reason: Some("run cancelled before it started".into()),
-                    ..Default::default()
-                },
-            )?;
+            let patch = not_started.clone();
+            store.transition_task(run, &t.ws, &t.id, TaskState::Skipped, patch)?;
         }
     }
+    let cancelled = WsPatch {
+        reason: Some("run cancelled".into()),
+        ..Default::default()
+    };
     for w in store.workstreams(run)? {
         if !w.state.is_terminal() {
-            store.transition_ws(
-                run,
-                &w.id,
-                WorkstreamState::Failed,
-                WsPatch {
-                    reason: Some("run cancelled".into()),
-                    ..Default::default()
-                },
-            )?;
+            store.transition_ws(run, &w.id, WorkstreamState::Failed, cancelled.clone())?;
         }
     }
     let patch = RunPatch {

@@ -93,33 +93,26 @@ pub(super) fn dag(
                             None
                         }
                         None => {
-                            out.push(
-                                Finding::error(
-                                    p,
-                                    format!("{who} depends on `{d}` of unknown workstream `{wid}`"),
-                                )
-                                .maybe_help(
-                                    suggest::did_you_mean(wid, ws_ids.iter().copied())
-                                        .map(|w| format!("did you mean `{w}/{tid}`?")),
-                                )
-                                .or_list("workstreams", &ws_ids),
+                            let f = Finding::error(
+                                p,
+                                format!("{who} depends on `{d}` of unknown workstream `{wid}`"),
                             );
+                            let full = |w: &str| format!("{w}/{tid}");
+                            out.push(f.suggest_among(wid, "workstreams", &ws_ids, full));
                             None
                         }
                         Some(&x) => match task_index[x].get(tid) {
                             None => {
                                 let ids = task_ids(&plan.workstreams[x]);
-                                out.push(
-                                    Finding::error(
-                                        p,
-                                        format!("{who} depends on unknown task `{d}`: workstream `{wid}` has no task `{tid}`"),
-                                    )
-                                    .maybe_help(
-                                        suggest::did_you_mean(tid, ids.iter().copied())
-                                            .map(|t| format!("did you mean `{wid}/{t}`?")),
-                                    )
-                                    .or_list(&format!("tasks of `{wid}`"), &ids),
+                                let f = Finding::error(
+                                    p,
+                                    format!(
+                                        "{who} depends on unknown task `{d}`: workstream `{wid}` has no task `{tid}`"
+                                    ),
                                 );
+                                let what = format!("tasks of `{wid}`");
+                                let full = |t: &str| format!("{wid}/{t}");
+                                out.push(f.suggest_among(tid, &what, &ids, full));
                                 None
                             }
                             Some(&y) => Some(Dep::Task(offsets[x] + y)),

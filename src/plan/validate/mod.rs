@@ -68,6 +68,19 @@ impl Finding {
         }
         self.help(format!("known {what}: {}", list.join(", ")))
     }
+    /// Help for `word`, not found among `names`: the closest name, written
+    /// out by `full`, or else the list.
+    fn suggest_among(
+        self,
+        word: &str,
+        what: &str,
+        names: &[&str],
+        full: impl Fn(&str) -> String,
+    ) -> Self {
+        let guess = super::suggest::did_you_mean(word, names.iter().copied());
+        self.maybe_help(guess.map(|c| format!("did you mean `{}`?", full(c))))
+            .or_list(what, names)
+    }
     fn at_key(mut self) -> Self {
         self.at_key = true;
         self
