@@ -1,8 +1,10 @@
 //! The plan as users write it (schema 1; docs/ARCHITECTURE.md, "How a plan flows"). The JSON Schema
-//! printed by `mpw plan schema` is derived from these types.
+//! printed by `mpw plan schema` is derived from these types. An unset `Option` is left out when
+//! a plan is written (`skip_serializing_none`).
 
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
+use serde_with::skip_serializing_none;
 use std::collections::BTreeMap;
 
 pub type Metadata = serde_json::Map<String, serde_json::Value>;
@@ -11,6 +13,7 @@ pub type Metadata = serde_json::Map<String, serde_json::Value>;
 /// no leading `-` or `.`, no trailing `.` or `.lock`. `mpw plan check` says why.
 const ID_PATTERN: &str = r"^(?!.*\.\.)(?!.*\.$)(?!.*\.lock$)[A-Za-z0-9_][A-Za-z0-9._-]{0,63}$";
 
+#[skip_serializing_none]
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq)]
 #[schemars(
     title = "mpw plan",
@@ -18,58 +21,45 @@ const ID_PATTERN: &str = r"^(?!.*\.\.)(?!.*\.$)(?!.*\.lock$)[A-Za-z0-9_][A-Za-z0
 )]
 pub struct Plan {
     /// Link to this schema, for editors.
-    #[serde(rename = "$schema", default, skip_serializing_if = "Option::is_none")]
+    #[serde(rename = "$schema")]
     pub schema_url: Option<String>,
     /// Schema version of the plan format; only 1 exists.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1, max = 1))]
     pub schema: Option<u32>,
     /// Run id; a ULID is generated when absent.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(regex(pattern = ID_PATTERN))]
     pub run_id: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub description: Option<String>,
     /// Revision the workstreams start from; default HEAD.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub base: Option<String>,
     #[serde(default)]
     pub globals: Globals,
     pub workstreams: Vec<Workstream>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub metadata: Option<Metadata>,
 }
 
+#[skip_serializing_none]
 #[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema, PartialEq)]
 pub struct Globals {
     /// Repository root, relative to the plan file; `--repo` overrides.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub repo_root: Option<String>,
     /// Tasks running at once in the whole run (default 3).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1))]
     pub max_concurrency: Option<u32>,
     /// Of which class "cpu" at most this many (default: max_concurrency).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1))]
     pub cpu_slots: Option<u32>,
     /// Of which class "io" at most this many (default: max_concurrency).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1))]
     pub io_slots: Option<u32>,
     /// Where worktrees go; default `<main worktree>.mpw` beside the main worktree.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub worktree_root: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub shell: Option<Shell>,
     /// Default timeout of a task, in seconds (default 1800).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1))]
     pub timeout_s: Option<u64>,
     /// Default number of extra attempts of a failing task (default 0).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retries: Option<u32>,
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub env: BTreeMap<String, String>,
@@ -86,40 +76,33 @@ pub struct Globals {
     /// Also ignore well-known tool output (`__pycache__/`, `*.py[co]`,
     /// `.pytest_cache/`, `.mypy_cache/`, `.ruff_cache/`, `.tox/`,
     /// `node_modules/.cache/`, `.DS_Store`, `Thumbs.db`); default true.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ignore_defaults: Option<bool>,
     /// Pass the run's jobserver to cpu-class tasks (default true); see README,
     /// "Slots, jobserver and the machine pool".
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub jobserver: Option<bool>,
     /// Warm worker pools, by name; a task names one in `worker`.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub workers: BTreeMap<String, WorkerDef>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub metadata: Option<Metadata>,
 }
 
 /// A pool of long-lived worker processes speaking Bazel's JSON
 /// persistent-worker protocol. Exactly one of `argv` and `adapter`.
+#[skip_serializing_none]
 #[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema, PartialEq)]
 pub struct WorkerDef {
     /// Program and arguments of a worker process.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1))]
     pub argv: Option<Vec<String>>,
     /// An adapter carried by mpw; "python" runs `python ARGS` requests in one interpreter.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub adapter: Option<Adapter>,
     /// Interpreter of the adapter (default `python3`, `python` on Windows).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1))]
     pub python: Option<Vec<String>>,
     /// Most worker processes alive at once (default: cpu_slots or io_slots of its class).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1))]
     pub max: Option<u32>,
     /// The slot class its requests use (default cpu).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub class: Option<TaskClass>,
     /// Extra environment of the worker process.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
@@ -128,7 +111,6 @@ pub struct WorkerDef {
     #[serde(default)]
     pub max_requests: u64,
     /// Seconds a new worker has to answer its first (empty) request (default 30).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1))]
     pub startup_timeout_s: Option<u64>,
 }
@@ -148,14 +130,13 @@ pub enum Shell {
     Cmd,
 }
 
+#[skip_serializing_none]
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq)]
 pub struct Workstream {
     /// `[A-Za-z0-9._-]{1,64}`, no `..`, unique.
     #[schemars(regex(pattern = ID_PATTERN))]
     pub id: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub description: Option<String>,
     /// Workstream ids whose result this one starts from.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -164,10 +145,8 @@ pub struct Workstream {
     #[serde(default)]
     pub priority: i64,
     /// Branch name; default `mpw/<run_id>/<ws_id>`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub branch: Option<String>,
     /// Globs of the paths its tasks may change; a change elsewhere quarantines the task.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub allowed_paths: Option<Vec<String>>,
     /// Setup commands of this workstream, run after the global ones.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -178,44 +157,36 @@ pub struct Workstream {
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub env: BTreeMap<String, String>,
     pub tasks: Vec<Task>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub metadata: Option<Metadata>,
 }
 
+#[skip_serializing_none]
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq)]
 pub struct Task {
     /// Unique within its workstream; same character rules as workstream ids.
     #[schemars(regex(pattern = ID_PATTERN))]
     pub id: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
     /// Command line run through the shell. Exactly one of `run`, `argv` and `worker`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub run: Option<String>,
     /// Program and arguments, run without a shell.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1))]
     pub argv: Option<Vec<String>>,
     /// Name of a worker pool of `globals.workers` that runs `args`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub worker: Option<String>,
     /// The request's arguments, for `worker` tasks (e.g. `["-m", "pkg.step"]`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub args: Option<Vec<String>>,
     /// Task ids of the same workstream (`T0`), tasks of another (`WS-2/T3`) or whole workstreams (`WS-2`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub depends_on: Vec<String>,
     #[serde(default)]
     pub class: TaskClass,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1))]
     pub timeout_s: Option<u64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retries: Option<u32>,
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub env: BTreeMap<String, String>,
     /// Working directory relative to the worktree.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cwd: Option<String>,
     /// May run beside other read-only tasks of its workstream; must change nothing.
     #[serde(default)]
@@ -227,11 +198,8 @@ pub struct Task {
     pub guardrails: Guardrails,
     /// For a cpu-class task: pass it the run's jobserver (MAKEFLAGS,
     /// CARGO_MAKEFLAGS); default `globals.jobserver`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub jobserver: Option<bool>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub commit_message: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub metadata: Option<Metadata>,
 }
 
