@@ -73,26 +73,24 @@ pub fn parse_str(text: &str, path: &Path, opts: LoadOptions) -> Result<Loaded, P
     let dag = plan.as_ref().and_then(|p| {
         let mut semantic = Vec::new();
         let dag = validate::validate(p, &mut semantic);
-        findings.extend(semantic.into_iter().filter(|f| !under(&f.pointer, &dead)));
+        findings.extend(
+            semantic
+                .into_iter()
+                .filter(|f| !under(&f.diag.pointer, &dead)),
+        );
         dag
     });
 
     let mut diags: Vec<(usize, Diagnostic)> = findings
         .into_iter()
         .map(|f| {
-            let offset = offset_of(&ast, &f.pointer, f.at_key);
-            let mut message = f.message;
+            let offset = offset_of(&ast, &f.diag.pointer, f.at_key);
+            let mut d = f.diag;
             if let Some(rel) = &f.related {
                 let (l, c) = lines.line_col(offset_of(&ast, rel, false));
-                message.push_str(&format!(" (first at {l}:{c})"));
+                d.message.push_str(&format!(" (first at {l}:{c})"));
             }
-            let d = Diagnostic {
-                severity: f.severity,
-                pointer: f.pointer,
-                location: Some(lines.location(path, offset)),
-                message,
-                help: f.help,
-            };
+            d.location = Some(lines.location(path, offset));
             (offset, d)
         })
         .collect();
@@ -352,7 +350,7 @@ fn unknown_finding(root: &Value, pointer: String, lenient: bool) -> Option<Findi
             })
         });
     let mut f = Finding::error(pointer, format!("unknown key `{key}` in {place}{tail}"));
-    f.severity = severity;
+    f.diag.severity = severity;
     f.at_key = true;
     Some(f.maybe_help(help))
 }

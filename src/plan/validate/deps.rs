@@ -280,7 +280,10 @@ pub(super) fn dag(
         }
     }
 
-    let errors_after = out.iter().filter(|f| f.severity == Severity::Error).count();
+    let errors_after = out
+        .iter()
+        .filter(|f| f.diag.severity == Severity::Error)
+        .count();
     if errors_after > errors_before {
         return None;
     }

@@ -7,58 +7,57 @@ mod names;
 
 pub use names::{branch_problem, id_problem, relative_path_problem};
 
-use super::{Dag, Plan, Severity};
+use super::{Dag, Diagnostic, Plan, Severity};
 use names::{ID_RULE, reserved_problem};
 use std::collections::{HashMap, HashSet};
 
-/// A problem before it has a line and column.
+/// A problem before it has a line and column: the diagnostic, placed when
+/// the plan's text is at hand (`load.rs`), and where to point.
 #[derive(Debug, Clone)]
 pub(crate) struct Finding {
-    pub severity: Severity,
-    /// JSON pointer of the culprit.
-    pub pointer: String,
+    /// Its `pointer` names the culprit; its `location` is still unset.
+    pub diag: Diagnostic,
     /// Point at the key of the last pointer segment rather than its value.
     pub at_key: bool,
-    pub message: String,
     /// Pointer of an earlier place the message refers to ("first at …").
     pub related: Option<String>,
-    /// What to do about it, in one line.
-    pub help: Option<String>,
 }
 
 impl Finding {
     pub(crate) fn error(pointer: impl Into<String>, message: impl Into<String>) -> Self {
         Finding {
-            severity: Severity::Error,
-            pointer: pointer.into(),
+            diag: Diagnostic {
+                severity: Severity::Error,
+                pointer: pointer.into(),
+                location: None,
+                message: message.into(),
+                help: None,
+            },
             at_key: false,
-            message: message.into(),
             related: None,
-            help: None,
         }
     }
     pub(crate) fn warning(pointer: impl Into<String>, message: impl Into<String>) -> Self {
-        Finding {
-            severity: Severity::Warning,
-            ..Finding::error(pointer, message)
-        }
+        let mut f = Finding::error(pointer, message);
+        f.diag.severity = Severity::Warning;
+        f
     }
     pub(crate) fn help(mut self, help: impl Into<String>) -> Self {
-        self.help = Some(help.into());
+        self.diag.help = Some(help.into());
         self
     }
     /// A help line when there is one.
     pub(crate) fn maybe_help(mut self, help: Option<String>) -> Self {
-        self.help = help.or(self.help);
+        self.diag.help = help.or(self.diag.help);
         self
     }
     fn or_help(mut self, help: &str) -> Self {
-        self.help.get_or_insert_with(|| help.to_string());
+        self.diag.help.get_or_insert_with(|| help.to_string());
         self
     }
     /// Without a closer guess, the help line names what exists.
     fn or_list(self, what: &str, names: &[&str]) -> Self {
-        if self.help.is_some() || names.is_empty() {
+        if self.diag.help.is_some() || names.is_empty() {
             return self;
         }
         const SHOWN: usize = 8;
@@ -99,7 +98,10 @@ pub(super) struct Ids<'p> {
 
 /// Runs every check; returns the DAG when no error was found.
 pub(crate) fn validate(plan: &Plan, out: &mut Vec<Finding>) -> Option<Dag> {
-    let errors_before = out.iter().filter(|f| f.severity == Severity::Error).count();
+    let errors_before = out
+        .iter()
+        .filter(|f| f.diag.severity == Severity::Error)
+        .count();
     fields::check_plan(plan, out);
     let ids = check_ids(plan, out);
     deps::dag(plan, &ids, errors_before, out)
