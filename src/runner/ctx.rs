@@ -222,6 +222,18 @@ pub(crate) struct AttemptResult {
     pub duration: Duration,
 }
 
+/// What is done in a new worktree before its tasks: files copied, then
+/// commands run (see `provision.rs`).
+pub(crate) struct WsSetup {
+    /// Untracked files copied from the main worktree.
+    pub copy: Vec<String>,
+    /// The global commands, then the workstream's own.
+    pub commands: Vec<String>,
+    pub env: Vec<(String, String)>,
+    pub shell: Shell,
+    pub timeout: Duration,
+}
+
 /// What a workstream needs to know for its whole run.
 pub(crate) struct WsCtx {
     pub id: String,
@@ -230,11 +242,7 @@ pub(crate) struct WsCtx {
     pub allowed: Option<GlobSet>,
     /// The plan's ignore rules (defaults, globals, the workstream's own).
     pub ignore: Arc<IgnoreRules>,
-    pub copy: Vec<String>,
-    pub setup: Vec<String>,
-    pub env: Vec<(String, String)>,
-    pub shell: Shell,
-    pub setup_timeout: Duration,
+    pub setup: WsSetup,
     /// MPW_SLOT: the workstream's index.
     pub slot: usize,
     /// The worktree's repository, opened by the first task that needs it and
@@ -279,11 +287,13 @@ impl WsCtx {
             worktree: PathBuf::from(&row.worktree),
             allowed,
             ignore: Arc::new(ignore),
-            copy: plan.globals.copy.clone(),
-            setup: plan.globals.setup.iter().chain(&w.setup).cloned().collect(),
-            env,
-            shell,
-            setup_timeout: Duration::from_secs(plan.globals.timeout_s.unwrap_or(1800)),
+            setup: WsSetup {
+                copy: plan.globals.copy.clone(),
+                commands: plan.globals.setup.iter().chain(&w.setup).cloned().collect(),
+                env,
+                shell,
+                timeout: Duration::from_secs(plan.globals.timeout_s.unwrap_or(1800)),
+            },
             slot,
             repo: std::sync::OnceLock::new(),
         })

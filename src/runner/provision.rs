@@ -27,26 +27,27 @@ pub(crate) async fn provision(
         Prep::Ready(p) => return Ok(p),
         Prep::NeedsSetup { fresh } => fresh,
     };
-    let mut copy = ws.copy.clone();
+    let setup = &ws.setup;
+    let mut copy = setup.copy.clone();
     copy.extend(crate::worktree_include::paths_to_copy(&ctx.repo).map_err(|e| e.to_string())?);
     // A large copy must not hold up the runtime that times other tasks out.
     let (repo, wt, list) = (ctx.repo.clone(), ws.worktree.clone(), copy.clone());
     let missing = tokio::task::spawn_blocking(move || copy_files(&repo, &wt, &list))
         .await
         .map_err(|e| format!("copying files panicked: {e}"))??;
-    for (n, cmd) in ws.setup.iter().enumerate() {
+    for (n, cmd) in setup.commands.iter().enumerate() {
         let layout = &ctx.layout;
         let task = format!("_setup{}", n + 1);
-        let mut env = ws.env.clone();
+        let mut env = setup.env.clone();
         env.extend(ws.mpw_env(&ctx.run_id, &task, 1));
         let spec = Spec {
             program: Program::Shell {
-                shell: ws.shell,
+                shell: setup.shell,
                 script: cmd.clone(),
             },
             cwd: ws.worktree.clone(),
             env,
-            timeout: Some(ws.setup_timeout),
+            timeout: Some(setup.timeout),
             grace: ctx.grace,
             stdout: layout.log(&ctx.run_id, &ws.id, &task, 1, false),
             stderr: layout.log(&ctx.run_id, &ws.id, &task, 1, true),
@@ -66,7 +67,7 @@ pub(crate) async fn provision(
     }
     let wt = ws.worktree.clone();
     // Nothing copied, nothing set up: the baseline is empty, no need to look.
-    let baseline = if copy.is_empty() && ws.setup.is_empty() {
+    let baseline = if copy.is_empty() && setup.commands.is_empty() {
         Vec::new()
     } else {
         tokio::task::spawn_blocking(move || git::changes(&wt, &Excluded::default()))
