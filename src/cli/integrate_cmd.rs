@@ -116,14 +116,16 @@ pub fn integrate(a: IntegrateArgs, ctx: &Ctx) -> CliResult {
     let opts = Options {
         run: a.run,
         into: a.into,
-        gate: a.gate,
-        gate_timeout: Duration::from_secs(a.gate_timeout),
+        gate: a.gate.map(|cmd| integrate::Gate {
+            cmd,
+            timeout: Duration::from_secs(a.gate_timeout),
+            retries: a.gate_retries,
+            batch: a.batch,
+            jobs: a.gate_jobs as usize,
+        }),
         strategy: a.strategy,
         no_wait: a.no_wait,
         grace: Duration::from_secs(a.grace),
-        batch: a.batch,
-        gate_retries: a.gate_retries,
-        gate_jobs: a.gate_jobs as usize,
     };
     let mut lines = Lines { quiet: ctx.quiet };
     let r = integrate::integrate(ctx.repo.as_deref(), &opts, &mut lines, &mut |m| {

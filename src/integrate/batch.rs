@@ -28,6 +28,11 @@ pub(super) struct Queue<'a> {
 }
 
 impl Queue<'_> {
+    /// The gate: batches exist only with one.
+    fn gate(&self) -> &super::Gate {
+        self.opts.gate.as_ref().expect("--batch goes with --gate")
+    }
+
     /// Record candidate `cand`'s result (row, state change, event) through the
     /// same `record` as one-by-one integration.
     fn record(
@@ -328,7 +333,7 @@ impl Search<'_, '_> {
         if let Some(g) = self.gated.get(&key) {
             return Ok(g.clone());
         }
-        let jobs = self.q.opts.gate_jobs.min(s.cpu_slots).max(1);
+        let jobs = self.q.gate().jobs.min(s.cpu_slots).max(1);
         let mut lens = vec![built.len()];
         let mut n = built.len();
         while lens.len() < jobs && n > 1 {

@@ -95,7 +95,7 @@ pub(super) fn run_gates(
     batch: Option<u32>,
     listener: &mut dyn Listener,
 ) -> Result<Vec<GateRun>> {
-    let gate = opts.gate.clone().expect("a gate to run");
+    let gate = opts.gate.as_ref().expect("a gate to run");
     let root = PathBuf::from(&s.store.run(&s.run_id)?.worktree_root).join(&s.run_id);
     let logs = s.store.layout.gate_logs(&s.run_id);
     let mut scratches: Vec<PathBuf> = Vec::new();
@@ -126,7 +126,7 @@ pub(super) fn run_gates(
             .zip(&scratches)
             .map(|(job, scratch)| {
                 let try_job = TryJob {
-                    gate: gate.clone(),
+                    gate: gate.cmd.clone(),
                     shell: crate::runner::plan_shell(&s.plan),
                     run_id: s.run_id.clone(),
                     key: job.key.clone(),
@@ -134,9 +134,9 @@ pub(super) fn run_gates(
                     batch,
                     scratch: scratch.clone(),
                     logs: logs.clone(),
-                    timeout: opts.gate_timeout,
+                    timeout: gate.timeout,
                     grace: opts.grace,
-                    retries: opts.gate_retries,
+                    retries: gate.retries,
                     jobserver: js.clone(),
                 };
                 gate_rt.rt.spawn(try_job.run(gate_rt.stop.clone()))

@@ -35,17 +35,25 @@ pub use crate::model::Strategy;
 pub struct Options {
     pub run: Option<String>,
     pub into: Option<String>,
-    pub gate: Option<String>,
-    pub gate_timeout: Duration,
+    pub gate: Option<Gate>,
     pub strategy: Strategy,
     pub no_wait: bool,
     pub grace: Duration,
+}
+
+/// `--gate CMD`: what must pass on each merge before the target moves, and
+/// how its runs go.
+#[derive(Debug, Clone)]
+pub struct Gate {
+    /// Run through the plan's shell.
+    pub cmd: String,
+    pub timeout: Duration,
+    /// A failed gate run is repeated up to this many times.
+    pub retries: u32,
     /// `--batch`: gate merges together, at most this many (0: all) per batch.
     pub batch: Option<usize>,
-    /// A failed gate run is repeated up to this many times.
-    pub gate_retries: u32,
     /// `--gate-jobs`: gate runs of a bisection at once (bounded by the run's cpu slots).
-    pub gate_jobs: usize,
+    pub jobs: usize,
 }
 
 /// What happened to one workstream: its state after integrating, or in a
@@ -282,7 +290,8 @@ pub fn integrate(
         .filter(|(_, r)| r.state == WorkstreamState::Integrated)
         .map(|(i, _)| i)
         .collect();
-    if let Some(size) = opts.batch {
+    let batch = opts.gate.as_ref().and_then(|g| g.batch);
+    if let Some(size) = batch {
         let mut q = batch::Queue {
             opts,
             rows: &rows,
@@ -300,7 +309,7 @@ pub fn integrate(
             }
         }
     }
-    let sequential = match opts.batch {
+    let sequential = match batch {
         Some(_) => vec![],
         None => order(&s.plan, &s.ws_deps),
     };
