@@ -141,11 +141,13 @@ pub fn run(a: RunArgs, ctx: &Ctx) -> CliResult {
     let opts = RunOptions {
         plan: a.plan,
         repo: ctx.repo.clone(),
-        max_concurrency: a.max_concurrency.map(|m| m as usize),
+        stored: runner::StoredOptions {
+            max_concurrency: a.max_concurrency.map(|m| m as usize),
+            fail_fast: a.fail_fast,
+            grace_ms: Duration::from_secs(a.grace).as_millis() as u64,
+        },
         workstreams: a.workstreams,
-        fail_fast: a.fail_fast,
         load: a.load.options(),
-        grace: Duration::from_secs(a.grace),
         run_id: a.run_id,
         base: a.base,
         upstream: a.upstream_from.map(|remote| runner::Upstream {

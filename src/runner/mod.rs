@@ -25,8 +25,8 @@ use ctx::RunCtx;
 use error::Result;
 pub use error::RunError;
 pub use ledger::Listener;
-pub use options::{Finished, RunOptions, Upstream, plan_shell};
-pub(crate) use options::{Invocation, StoredOptions};
+pub(crate) use options::Invocation;
+pub use options::{Finished, RunOptions, StoredOptions, Upstream, plan_shell};
 pub use workers::PYTHON_ADAPTER;
 
 use crate::git::{self, ChangeKind, Excluded, GitError, Oid, RepoInfo};
@@ -325,11 +325,7 @@ pub fn run(
     // A bad machine slot setting is refused before anything is recorded.
     crate::slots::machine::size().map_err(RunError::Env)?;
     let mut store = Store::open(p.repo.layout.clone())?;
-    let stored = StoredOptions {
-        max_concurrency: opts.max_concurrency,
-        fail_fast: opts.fail_fast,
-        grace_ms: opts.grace.as_millis() as u64,
-    };
+    let stored = opts.stored.clone();
     let plan_json = serde_json::to_vec_pretty(plan).expect("plan serialises");
     store.create_run(&NewRun {
         id: &p.run_id,

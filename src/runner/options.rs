@@ -4,20 +4,17 @@
 use crate::model::{RunState, TaskState};
 use crate::plan::{LoadOptions, Plan, Shell};
 use std::path::PathBuf;
-use std::time::Duration;
 
 /// What `mpw run` was asked to do.
 #[derive(Debug, Clone)]
 pub struct RunOptions {
     pub plan: PathBuf,
     pub repo: Option<PathBuf>,
-    pub max_concurrency: Option<usize>,
+    /// Kept in the run's row, so a resume goes on with them.
+    pub stored: StoredOptions,
     pub workstreams: Vec<String>,
-    pub fail_fast: bool,
     /// How the plan is read (`--lenient`).
     pub load: LoadOptions,
-    /// Between TERM and KILL when stopping tasks.
-    pub grace: Duration,
     /// Overrides the plan's `run_id`.
     pub run_id: Option<String>,
     /// Overrides the plan's `base`.
@@ -56,9 +53,10 @@ pub(crate) struct Invocation {
 
 /// Options of a run kept in its row, so `resume` continues the same way.
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize, Default)]
-pub(crate) struct StoredOptions {
+pub struct StoredOptions {
     pub max_concurrency: Option<usize>,
     pub fail_fast: bool,
+    /// Between TERM and KILL when stopping tasks (0: the default, 5 s).
     pub grace_ms: u64,
 }
 
