@@ -1,7 +1,7 @@
 //! One attempt of one task: run it, judge it, and put its work where it
 //! belongs (a commit on the branch, a preserved ref, or discarded for a retry).
 
-use super::ctx::{AttemptResult, RunCtx, Work};
+use super::ctx::{AttemptResult, RunCtx, Settled, Work};
 use super::workers::{Pools, request_env};
 use crate::exec::{self, Cancel, ProcInfo, Program, Request, Spec, Verdict};
 use crate::git::{self, CommitTarget, Excluded, Oid};
@@ -82,26 +82,16 @@ pub(crate) async fn run_attempt(
     })
     .await
     .unwrap_or_else(|e| {
-        (
-            Verdict::Failed(format!("recording the task's work panicked: {e}")),
-            None,
-            None,
-            None,
-        )
+        Settled::only(Verdict::Failed(format!(
+            "recording the task's work panicked: {e}"
+        )))
     });
     AttemptResult {
-        verdict: settled.0,
+        settled,
         exit_code,
-        commit: settled.1,
-        preserved_ref: settled.2,
-        hint: settled.3,
         duration,
     }
 }
-
-/// The final verdict, the commit on the branch, the preserved ref, and a
-/// hint when the commit holds what looks like build or cache output.
-type Settled = (Verdict, Option<Oid>, Option<String>, Option<String>);
 
 /// Check the worktree against the task's rules and put its changes away.
 /// Returns the final verdict, the commit on the branch, the preserved ref.
@@ -117,12 +107,9 @@ pub(super) fn settle(
 ) -> Settled {
     match settle_inner(ctx, i, attempt, start, excluded, verdict, will_retry) {
         Ok(r) => r,
-        Err(e) => (
-            Verdict::Failed(format!("could not record the task's changes: {e}")),
-            None,
-            None,
-            None,
-        ),
+        Err(e) => Settled::only(Verdict::Failed(format!(
+            "could not record the task's changes: {e}"
+        ))),
     }
 }
 
@@ -175,25 +162,38 @@ fn settle_inner(
             let c = repo.commit_changes(&changes, &message, CommitTarget::Head)?;
             crate::fault::kill_point(&format!("kill-after-commit:{}/{}", ws.id, t.id));
             let hint = c.and_then(|_| generated_output_hint(&changes));
-            (verdict, c, None, hint)
+            Settled {
+                commit: c,
+                hint,
+                ..Settled::only(verdict)
+            }
         }
         Verdict::Failed(_) if will_retry => {
             if !changes.is_empty() {
                 repo.reset_worktree(start, excluded)?;
             }
-            (verdict, None, None, None)
+            Settled::only(verdict)
         }
         Verdict::Failed(_) => {
             let r = preserve("failed")?;
-            (verdict, None, r, None)
+            Settled {
+                preserved_ref: r,
+                ..Settled::only(verdict)
+            }
         }
         Verdict::Quarantined(_) => {
             let r = preserve("quarantine")?;
-            (verdict, None, r, None)
+            Settled {
+                preserved_ref: r,
+                ..Settled::only(verdict)
+            }
         }
         Verdict::Cancelled => {
             let r = preserve("cancelled")?;
-            (verdict, None, r, None)
+            Settled {
+                preserved_ref: r,
+                ..Settled::only(verdict)
+            }
         }
     })
 }

@@ -494,18 +494,19 @@ impl Coord<'_> {
 
     fn finish_attempt(&mut self, i: usize, attempt: u32, r: AttemptResult) -> Result<()> {
         let w = self.l.ctx.tasks[i].ws;
+        let s = r.settled;
         let patch = TaskPatch {
             attempt: Some(attempt),
             exit_code: r.exit_code,
-            commit: r.commit.map(|c| c.to_string()),
-            preserved_ref: r.preserved_ref.clone(),
-            hint: r.hint.clone(),
+            commit: s.commit.map(|c| c.to_string()),
+            preserved_ref: s.preserved_ref,
+            hint: s.hint,
             duration_ms: Some(r.duration.as_millis() as i64),
             ..Default::default()
         };
-        match r.verdict {
+        match s.verdict {
             Verdict::Succeeded => {
-                if let Some(c) = r.commit {
+                if let Some(c) = s.commit {
                     self.l.record_head(w, c)?;
                 }
                 self.l.transition_task(i, TaskState::Succeeded, patch)?;

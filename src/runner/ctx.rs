@@ -212,13 +212,31 @@ impl TaskCtx {
     }
 }
 
-pub(crate) struct AttemptResult {
+/// How an attempt's work was put away (see attempt.rs).
+pub(crate) struct Settled {
     pub verdict: Verdict,
-    pub exit_code: Option<i32>,
+    /// The commit on the workstream's branch.
     pub commit: Option<Oid>,
     pub preserved_ref: Option<String>,
-    /// Committed files look like build or cache output (see attempt.rs).
+    /// Committed files look like build or cache output.
     pub hint: Option<String>,
+}
+
+impl Settled {
+    /// Nothing committed, nothing kept.
+    pub fn only(verdict: Verdict) -> Self {
+        Settled {
+            verdict,
+            commit: None,
+            preserved_ref: None,
+            hint: None,
+        }
+    }
+}
+
+pub(crate) struct AttemptResult {
+    pub settled: Settled,
+    pub exit_code: Option<i32>,
     pub duration: Duration,
 }
 

@@ -227,7 +227,7 @@ pub(super) fn cancel_orphaned(store: &mut Store, ctx: &RunCtx) -> Result<()> {
         if let (Some(i), Some(start)) = (i, start) {
             let w = &workstreams[ctx.tasks[i].ws];
             let excluded = Excluded::paths(w.baseline.iter().flatten().cloned());
-            match attempt::settle(
+            let s = attempt::settle(
                 ctx,
                 i,
                 a.attempt,
@@ -235,9 +235,10 @@ pub(super) fn cancel_orphaned(store: &mut Store, ctx: &RunCtx) -> Result<()> {
                 &excluded,
                 Verdict::Cancelled,
                 false,
-            ) {
-                (Verdict::Cancelled, _, kept, _) => preserved_ref = kept,
-                (Verdict::Failed(why), _, _, _) => reason = format!("{reason}; {why}"),
+            );
+            match s.verdict {
+                Verdict::Cancelled => preserved_ref = s.preserved_ref,
+                Verdict::Failed(why) => reason = format!("{reason}; {why}"),
                 _ => {}
             }
         }
