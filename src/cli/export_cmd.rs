@@ -59,7 +59,7 @@ pub fn export(a: ExportArgs, ctx: &Ctx) -> CliResult {
         install: a.install,
         integrate_into: a.integrate_into,
         gate: a.gate,
-        lenient: a.load.lenient,
+        load: a.load.options(),
         image: a.image,
         git_secret: a.git_secret,
         repo_url: a.repo_url,

@@ -144,7 +144,7 @@ pub fn run(a: RunArgs, ctx: &Ctx) -> CliResult {
         max_concurrency: a.max_concurrency.map(|m| m as usize),
         workstreams: a.workstreams,
         fail_fast: a.fail_fast,
-        lenient: a.load.lenient,
+        load: a.load.options(),
         grace: Duration::from_secs(a.grace),
         run_id: a.run_id,
         base: a.base,

@@ -53,7 +53,7 @@ pub(super) fn render(e: &Exported) -> Result<String> {
         } else {
             " --upstream-from origin --upstream-records /work/upstream".into()
         };
-        if e.opts.lenient {
+        if e.opts.load.lenient {
             // the runner reads the plan as the export did
             upstream.push_str(" --lenient");
         }

@@ -46,8 +46,8 @@ pub struct ExportOptions {
     pub install: String,
     pub integrate_into: Option<String>,
     pub gate: Option<String>,
-    /// Unknown plan keys are warnings, not errors.
-    pub lenient: bool,
+    /// How the plan is read.
+    pub load: LoadOptions,
     /// Argo: the container image every step runs in.
     pub image: String,
     /// Argo: the secret holding `username` and `password` for git.
@@ -97,12 +97,7 @@ pub fn export(opts: &ExportOptions) -> Result<String> {
 }
 
 fn prepare(opts: &ExportOptions) -> Result<Exported> {
-    let loaded = plan::load(
-        &opts.plan,
-        LoadOptions {
-            lenient: opts.lenient,
-        },
-    )?;
+    let loaded = plan::load(&opts.plan, opts.load)?;
     let start = match &opts.repo {
         Some(r) => r.clone(),
         None => std::env::current_dir()

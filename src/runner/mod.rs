@@ -74,12 +74,7 @@ struct Prepared {
 /// Validate the plan against the repository and record the run. Nothing on
 /// disk is touched when this fails.
 fn prepare(opts: &RunOptions) -> Result<Prepared> {
-    let loaded = plan::load(
-        &opts.plan,
-        LoadOptions {
-            lenient: opts.lenient,
-        },
-    )?;
+    let loaded = plan::load(&opts.plan, opts.load)?;
     let repo_dir = loaded.repo_dir(opts.repo.as_deref());
     let repo = open_repo(repo_dir.as_deref())?;
     let main = repo.info.main_workdir.clone();

@@ -2,7 +2,7 @@
 //! the runner's files, which import it from here (never from `runner/mod.rs`).
 
 use crate::model::{RunState, TaskState};
-use crate::plan::{Plan, Shell};
+use crate::plan::{LoadOptions, Plan, Shell};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -14,8 +14,8 @@ pub struct RunOptions {
     pub max_concurrency: Option<usize>,
     pub workstreams: Vec<String>,
     pub fail_fast: bool,
-    /// Unknown plan keys are warnings, not errors.
-    pub lenient: bool,
+    /// How the plan is read.
+    pub load: LoadOptions,
     /// Between TERM and KILL when stopping tasks.
     pub grace: Duration,
     /// Overrides the plan's `run_id`.
