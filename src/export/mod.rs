@@ -6,8 +6,9 @@
 mod argo;
 mod github;
 
+use crate::error::LayerError;
 use crate::git::{self, GitError};
-use crate::plan::{self, LoadOptions, Loaded, PlanError};
+use crate::plan::{self, LoadOptions, Loaded};
 use std::collections::BTreeSet;
 #[cfg(test)]
 use std::path::Path;
@@ -16,15 +17,15 @@ use std::path::PathBuf;
 #[derive(Debug, thiserror::Error)]
 pub enum ExportError {
     #[error(transparent)]
-    Plan(#[from] PlanError),
-    #[error(transparent)]
-    Git(#[from] GitError),
+    Layer(#[from] LayerError),
     /// The plan or the options cannot be expressed on the target; nothing written.
     #[error("{0}")]
     Usage(String),
     #[error("{0}")]
     Env(String),
 }
+
+crate::error::from_layers!(ExportError);
 
 type Result<T, E = ExportError> = std::result::Result<T, E>;
 
