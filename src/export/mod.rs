@@ -49,11 +49,21 @@ pub struct ExportOptions {
     pub gate: Option<String>,
     /// How the plan is read.
     pub load: LoadOptions,
-    /// Argo: the container image every step runs in.
+    pub argo: ArgoOptions,
+}
+
+/// What only an Argo Workflow needs (`mpw export --to argo`); also the
+/// command's arguments.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ArgoOptions {
+    /// Argo: the container image of every step (needs git and bash).
+    #[arg(long, value_name = "IMAGE", default_value = "rust:1")]
     pub image: String,
-    /// Argo: the secret holding `username` and `password` for git.
+    /// Argo: the Kubernetes secret with keys `username` and `password` for git.
+    #[arg(long, value_name = "NAME", default_value = "mpw-git")]
     pub git_secret: String,
-    /// Argo: the repository to clone (default: the `origin` remote's URL).
+    /// Argo: the repository URL pods clone (default: the `origin` remote's).
+    #[arg(long, value_name = "URL")]
     pub repo_url: Option<String>,
 }
 
