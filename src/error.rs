@@ -21,7 +21,9 @@ pub enum LayerError {
 /// `Layer(LayerError)` variant, so that `?` works on them directly.
 macro_rules! from_layers {
     ($t:ty) => {
-        $crate::error::from_layers!(@each $t: $crate::plan::PlanError, $crate::git::GitError, $crate::store::StoreError);
+        $crate::error::from_layers!(
+            @each $t: $crate::plan::PlanError, $crate::git::GitError, $crate::store::StoreError
+        );
     };
     (@each $t:ty: $($e:ty),+) => {$(
         impl From<$e> for $t {
