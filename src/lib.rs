@@ -3,6 +3,7 @@
 
 pub mod clean;
 pub mod cli;
+pub mod error;
 pub mod exec;
 pub mod export;
 pub mod fault;

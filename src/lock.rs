@@ -3,23 +3,17 @@
 //! The OS releases a lock when its holder dies, which is how a crashed
 //! coordinator is recognised. See docs/ARCHITECTURE.md, "Files on disk".
 
+use crate::error::IoError;
 use std::fs::{File, OpenOptions, TryLockError};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
-#[derive(Debug, thiserror::Error)]
-#[error("{}: {source}", path.display())]
-pub struct LockError {
-    pub path: PathBuf,
-    pub source: std::io::Error,
-}
-
-fn open(path: &Path) -> Result<File, LockError> {
-    let err = |source| LockError {
+fn open(path: &Path) -> Result<File, IoError> {
+    let err = |source| IoError {
         path: path.to_path_buf(),
         source,
     };
     if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).map_err(|source| LockError {
+        std::fs::create_dir_all(dir).map_err(|source| IoError {
             path: dir.to_path_buf(),
             source,
         })?;
@@ -34,12 +28,12 @@ fn open(path: &Path) -> Result<File, LockError> {
 
 /// Take the lock at `path` (created if missing) if nobody holds it:
 /// `None` when another process does. Held until the file is dropped.
-pub fn try_acquire(path: &Path) -> Result<Option<File>, LockError> {
+pub fn try_acquire(path: &Path) -> Result<Option<File>, IoError> {
     let f = open(path)?;
     match f.try_lock() {
         Ok(()) => Ok(Some(f)),
         Err(TryLockError::WouldBlock) => Ok(None),
-        Err(TryLockError::Error(source)) => Err(LockError {
+        Err(TryLockError::Error(source)) => Err(IoError {
             path: path.to_path_buf(),
             source,
         }),
@@ -48,13 +42,13 @@ pub fn try_acquire(path: &Path) -> Result<Option<File>, LockError> {
 
 /// Take the lock at `path`, waiting for its holder; `on_wait` is told once
 /// when it has to wait.
-pub fn acquire(path: &Path, on_wait: &mut dyn FnMut()) -> Result<File, LockError> {
+pub fn acquire(path: &Path, on_wait: &mut dyn FnMut()) -> Result<File, IoError> {
     if let Some(f) = try_acquire(path)? {
         return Ok(f);
     }
     on_wait();
     let f = open(path)?;
-    f.lock().map_err(|source| LockError {
+    f.lock().map_err(|source| IoError {
         path: path.to_path_buf(),
         source,
     })?;

@@ -2,6 +2,7 @@
 //! failed, 2 usage or invalid plan, 3 environment, 130 interrupted; see
 //! docs/ARCHITECTURE.md, "Module map").
 
+use crate::error::LayerError;
 use crate::export::ExportError;
 use crate::git::GitError;
 use crate::import::ImportError;
@@ -55,6 +56,15 @@ impl Exit {
         }
     }
 
+    /// A bad plan is a usage error; git and the store say for themselves.
+    fn of_layer(e: &LayerError) -> Exit {
+        match e {
+            LayerError::Plan(_) => Exit::Usage,
+            LayerError::Git(e) => Exit::of_git(e),
+            LayerError::Store(e) => Exit::of_store(e),
+        }
+    }
+
     fn of_store(e: &StoreError) -> Exit {
         match e {
             StoreError::RunExists(_)
@@ -69,9 +79,8 @@ impl Exit {
     /// upstream or a branch that disagrees with its records is the environment.
     fn of_import(e: &ImportError) -> Exit {
         match e {
-            ImportError::Plan(_) | ImportError::Refused(_) => Exit::Usage,
-            ImportError::Git(e) => Exit::of_git(e),
-            ImportError::Store(e) => Exit::of_store(e),
+            ImportError::Layer(e) => Exit::of_layer(e),
+            ImportError::Refused(_) => Exit::Usage,
             ImportError::Run(e) => Exit::of_run_error(e),
             ImportError::Env(_) => Exit::Env,
         }
@@ -79,8 +88,8 @@ impl Exit {
 
     fn of_export(e: &ExportError) -> Exit {
         match e {
-            ExportError::Plan(_) | ExportError::Usage(_) => Exit::Usage,
-            ExportError::Git(e) => Exit::of_git(e),
+            ExportError::Layer(e) => Exit::of_layer(e),
+            ExportError::Usage(_) => Exit::Usage,
             ExportError::Env(_) => Exit::Env,
         }
     }
@@ -88,9 +97,7 @@ impl Exit {
     fn of_run_error(e: &RunError) -> Exit {
         use RunError as R;
         match e {
-            R::Plan(_) => Exit::Usage,
-            R::Git(e) => Exit::of_git(e),
-            R::Store(e) => Exit::of_store(e),
+            R::Layer(e) => Exit::of_layer(e),
             R::Import(e) => Exit::of_import(e),
             R::BadTask { .. }
             | R::BadWorkstream { .. }
@@ -104,8 +111,7 @@ impl Exit {
             | R::NoTarget { .. }
             | R::NoSuchBranch { .. }
             | R::NotStacked { .. } => Exit::Usage,
-            R::Lock(_)
-            | R::Io { .. }
+            R::Io(_)
             | R::NoDirectory { .. }
             | R::WorktreeInTheWay { .. }
             | R::RunLocked { .. }

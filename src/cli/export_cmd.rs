@@ -34,15 +34,8 @@ pub struct ExportArgs {
     /// Gate command for the integration (with --integrate-into).
     #[arg(long, value_name = "CMD", requires = "integrate_into")]
     pub gate: Option<String>,
-    /// Argo: the container image of every step (needs git and bash).
-    #[arg(long, value_name = "IMAGE", default_value = "rust:1")]
-    pub image: String,
-    /// Argo: the Kubernetes secret with keys `username` and `password` for git.
-    #[arg(long, value_name = "NAME", default_value = "mpw-git")]
-    pub git_secret: String,
-    /// Argo: the repository URL pods clone (default: the `origin` remote's).
-    #[arg(long, value_name = "URL")]
-    pub repo_url: Option<String>,
+    #[command(flatten)]
+    pub argo: export::ArgoOptions,
     #[command(flatten)]
     pub load: super::plan_cmd::LoadArgs,
 }
@@ -59,10 +52,8 @@ pub fn export(a: ExportArgs, ctx: &Ctx) -> CliResult {
         install: a.install,
         integrate_into: a.integrate_into,
         gate: a.gate,
-        lenient: a.load.lenient,
-        image: a.image,
-        git_secret: a.git_secret,
-        repo_url: a.repo_url,
+        load: a.load.options(),
+        argo: a.argo,
     };
     let text = export::export(&opts)?;
     match a.out {

@@ -10,7 +10,7 @@ use serde_json::{Value, json};
 const MAX_BYTES: usize = 512 * 1024;
 
 pub(super) fn render(e: &Exported) -> Result<String> {
-    let repo_url = match &e.opts.repo_url {
+    let repo_url = match &e.opts.argo.repo_url {
         Some(u) => u.clone(),
         None => crate::git::remote_url(&e.main, "origin")?.ok_or_else(|| {
             ExportError::Usage(
@@ -53,7 +53,7 @@ pub(super) fn render(e: &Exported) -> Result<String> {
         } else {
             " --upstream-from origin --upstream-records /work/upstream".into()
         };
-        if e.opts.lenient {
+        if e.opts.load.lenient {
             // the runner reads the plan as the export did
             upstream.push_str(" --lenient");
         }
@@ -151,7 +151,7 @@ pub(super) fn render(e: &Exported) -> Result<String> {
     });
     let head = format!(
         "# Written by `mpw export {} --to argo`: one DAG task per workstream.\n# Git credentials come from the secret {:?} (keys username, password).\n",
-        e.plan_rel, e.opts.git_secret
+        e.plan_rel, e.opts.argo.git_secret
     );
     let text = head + &to_yaml(&wf)?;
     if text.len() > MAX_BYTES {
@@ -176,11 +176,12 @@ fn container(e: &Exported, name: &str, script: &str) -> Value {
     full.push_str(&e.opts.install);
     full.push('\n');
     full.push_str(post);
-    let secret = |key: &str| json!({ "secretKeyRef": { "name": e.opts.git_secret, "key": key } });
+    let secret =
+        |key: &str| json!({ "secretKeyRef": { "name": e.opts.argo.git_secret, "key": key } });
     json!({
         "name": name,
         "container": {
-            "image": e.opts.image,
+            "image": e.opts.argo.image,
             "command": ["bash", "-c"],
             "args": [full],
             "workingDir": "/work",

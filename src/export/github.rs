@@ -106,7 +106,7 @@ fn ws_job(e: &Exported, j: &super::Job) -> Value {
         "mpw run \"$MPW_PLAN\" --workstream {} --run-id \"$MPW_RUN_ID\" --base \"$MPW_BASE\" --records-out mpw-records",
         sq(&j.ws)
     );
-    if e.opts.lenient {
+    if e.opts.load.lenient {
         // the runner reads the plan as the export did
         cmd.push_str(" --lenient");
     }

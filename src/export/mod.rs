@@ -6,8 +6,9 @@
 mod argo;
 mod github;
 
+use crate::error::LayerError;
 use crate::git::{self, GitError};
-use crate::plan::{self, LoadOptions, Loaded, PlanError};
+use crate::plan::{self, LoadOptions, Loaded};
 use std::collections::BTreeSet;
 #[cfg(test)]
 use std::path::Path;
@@ -16,15 +17,15 @@ use std::path::PathBuf;
 #[derive(Debug, thiserror::Error)]
 pub enum ExportError {
     #[error(transparent)]
-    Plan(#[from] PlanError),
-    #[error(transparent)]
-    Git(#[from] GitError),
+    Layer(#[from] LayerError),
     /// The plan or the options cannot be expressed on the target; nothing written.
     #[error("{0}")]
     Usage(String),
     #[error("{0}")]
     Env(String),
 }
+
+crate::error::from_layers!(ExportError);
 
 type Result<T, E = ExportError> = std::result::Result<T, E>;
 
@@ -46,13 +47,23 @@ pub struct ExportOptions {
     pub install: String,
     pub integrate_into: Option<String>,
     pub gate: Option<String>,
-    /// Unknown plan keys are warnings, not errors.
-    pub lenient: bool,
-    /// Argo: the container image every step runs in.
+    /// How the plan is read.
+    pub load: LoadOptions,
+    pub argo: ArgoOptions,
+}
+
+/// What only an Argo Workflow needs (`mpw export --to argo`); also the
+/// command's arguments.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ArgoOptions {
+    /// Argo: the container image of every step (needs git and bash).
+    #[arg(long, value_name = "IMAGE", default_value = "rust:1")]
     pub image: String,
-    /// Argo: the secret holding `username` and `password` for git.
+    /// Argo: the Kubernetes secret with keys `username` and `password` for git.
+    #[arg(long, value_name = "NAME", default_value = "mpw-git")]
     pub git_secret: String,
-    /// Argo: the repository to clone (default: the `origin` remote's URL).
+    /// Argo: the repository URL pods clone (default: the `origin` remote's).
+    #[arg(long, value_name = "URL")]
     pub repo_url: Option<String>,
 }
 
@@ -97,12 +108,7 @@ pub fn export(opts: &ExportOptions) -> Result<String> {
 }
 
 fn prepare(opts: &ExportOptions) -> Result<Exported> {
-    let loaded = plan::load(
-        &opts.plan,
-        LoadOptions {
-            lenient: opts.lenient,
-        },
-    )?;
+    let loaded = plan::load(&opts.plan, opts.load)?;
     let start = match &opts.repo {
         Some(r) => r.clone(),
         None => std::env::current_dir()

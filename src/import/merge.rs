@@ -70,6 +70,10 @@ pub fn merge_piece(store: &mut Store, run_id: &str, p: &Piece) -> Result<()> {
     let layout = store.layout.clone();
     let mut conn = connect(&layout)?;
     let e = |err: rusqlite::Error| db(&layout, err);
+    // The piece names a workstream or task this run does not have.
+    let missing = |what: String| {
+        ImportError::Refused(format!("{}: run {run_id} has no {what}", p.dir.display()))
+    };
     let tx = conn
         .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
         .map_err(e)?;
@@ -81,11 +85,7 @@ pub fn merge_piece(store: &mut Store, run_id: &str, p: &Piece) -> Result<()> {
         )
         .map_err(e)?;
     if known != 1 {
-        return Err(ImportError::Refused(format!(
-            "{}: run {run_id} has no workstream {}",
-            p.dir.display(),
-            p.ws
-        )));
+        return Err(missing(format!("workstream {}", p.ws)));
     }
     // This repository's own facts stay: position, worktree path, branch.
     update(
@@ -107,11 +107,7 @@ pub fn merge_piece(store: &mut Store, run_id: &str, p: &Piece) -> Result<()> {
         )
         .map_err(e)?;
         if n != 1 {
-            return Err(ImportError::Refused(format!(
-                "{}: run {run_id} has no task {}/{id}",
-                p.dir.display(),
-                p.ws
-            )));
+            return Err(missing(format!("task {}/{id}", p.ws)));
         }
     }
     tx.execute(

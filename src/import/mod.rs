@@ -14,9 +14,10 @@ mod sql;
 pub use merge::{check_piece, merge_piece};
 pub use piece::{read_pieces, write_pieces};
 
-use crate::git::{self, GitError};
+use crate::error::LayerError;
+use crate::git;
 use crate::model::{RunState, WorkstreamState};
-use crate::plan::{self, LoadOptions, Loaded, PlanError};
+use crate::plan::{self, LoadOptions, Loaded};
 use crate::store::{Layout, NewRun, RunPatch, Store, StoreError};
 use serde_json::{Map, Value, json};
 use sql::connect;
@@ -29,11 +30,7 @@ pub const PIECE_FILE: &str = "mpw-piece.json";
 #[derive(Debug, thiserror::Error)]
 pub enum ImportError {
     #[error(transparent)]
-    Plan(#[from] PlanError),
-    #[error(transparent)]
-    Git(#[from] GitError),
-    #[error(transparent)]
-    Store(#[from] StoreError),
+    Layer(#[from] LayerError),
     /// A piece that does not belong here (another plan, another base) or is
     /// not a piece at all; nothing was merged.
     #[error("{0}")]
@@ -44,6 +41,8 @@ pub enum ImportError {
     #[error(transparent)]
     Run(Box<crate::runner::RunError>),
 }
+
+crate::error::from_layers!(ImportError);
 
 type Result<T, E = ImportError> = std::result::Result<T, E>;
 
@@ -365,14 +364,14 @@ fn listed(paths: &[PathBuf]) -> String {
 }
 
 pub(super) fn db(layout: &Layout, source: rusqlite::Error) -> ImportError {
-    ImportError::Store(StoreError::Db {
+    ImportError::from(StoreError::Db {
         path: layout.db(),
         source,
     })
 }
 
 pub(super) fn io(path: &Path, source: std::io::Error) -> ImportError {
-    ImportError::Store(StoreError::Io {
+    ImportError::from(StoreError::Io {
         path: path.to_path_buf(),
         source,
     })

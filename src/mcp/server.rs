@@ -75,7 +75,6 @@ fn json_result(out: std::io::Result<Output>) -> CallToolResult {
     }
 }
 
-/// `-- RUN` when a run is given: after `--` nothing is read as an option.
 /// `--name=value` when there is a value.
 fn option(a: &mut Vec<OsString>, name: &str, value: Option<impl std::fmt::Display>) {
     if let Some(v) = value {
@@ -90,6 +89,17 @@ fn positional(a: &mut Vec<OsString>, values: &[&str]) {
 
 fn out_schema<T: schemars::JsonSchema + 'static>() -> Arc<JsonObject> {
     schema_for_output::<T>()
+}
+
+impl MpwServer {
+    /// `mpw` with `a`, then `-- RUN` when a run is given: after `--`
+    /// nothing is read as an option.
+    async fn call(&self, mut a: Vec<OsString>, run: Option<&str>) -> std::io::Result<Output> {
+        if let Some(r) = run {
+            positional(&mut a, &[r]);
+        }
+        invoke::run(&self.ws, &a).await
+    }
 }
 
 #[tool_router]
@@ -176,7 +186,10 @@ impl MpwServer {
         annotations(read_only_hint = true, open_world_hint = false)
     )]
     async fn run_status(&self, Parameters(p): Parameters<RunIn>) -> CallToolResult {
-        json_result(invoke::run(&self.ws, &status_args(p.run.as_deref())).await)
+        json_result(
+            self.call(args(["status", "--json"]), p.run.as_deref())
+                .await,
+        )
     }
 
     /// A task's captured output (standard output, or standard error).
@@ -223,7 +236,7 @@ impl MpwServer {
             Ok(o) => return error(o.message()),
             Err(e) => return error(format!("running mpw: {e}")),
         }
-        json_result(invoke::run(&self.ws, &status_args(Some(&p.run))).await)
+        json_result(self.call(args(["status", "--json"]), Some(&p.run)).await)
     }
 
     /// Which finished workstreams would merge cleanly into the target
@@ -236,10 +249,7 @@ impl MpwServer {
     async fn integrate_forecast(&self, Parameters(p): Parameters<ForecastIn>) -> CallToolResult {
         let mut a = args(["integrate", "--dry-run", "--json"]);
         option(&mut a, "into", p.into);
-        if let Some(r) = p.run {
-            positional(&mut a, &[&r]);
-        }
-        json_result(invoke::run(&self.ws, &a).await)
+        json_result(self.call(a, p.run.as_deref()).await)
     }
 
     /// Merge a run's finished workstreams into a branch (default: the one
@@ -255,10 +265,7 @@ impl MpwServer {
         option(&mut a, "into", p.into);
         option(&mut a, "gate", p.gate);
         option(&mut a, "strategy", p.strategy.map(StrategyIn::as_str));
-        if let Some(r) = p.run {
-            positional(&mut a, &[&r]);
-        }
-        json_result(invoke::run(&self.ws, &a).await)
+        json_result(self.call(a, p.run.as_deref()).await)
     }
 
     /// Write a pull request title and body per finished workstream, with
@@ -268,11 +275,7 @@ impl MpwServer {
         annotations(read_only_hint = false, destructive_hint = false, open_world_hint = false)
     )]
     async fn pr_prepare(&self, Parameters(p): Parameters<RunIn>) -> CallToolResult {
-        let mut a = args(["pr", "--json"]);
-        if let Some(r) = p.run {
-            positional(&mut a, &[&r]);
-        }
-        match invoke::run(&self.ws, &a).await {
+        match self.call(args(["pr", "--json"]), p.run.as_deref()).await {
             Err(e) => error(format!("running mpw: {e}")),
             Ok(out) => match serde_json::from_str::<Value>(&out.stdout) {
                 // An object is what MCP accepts as a structured result.
@@ -283,14 +286,6 @@ impl MpwServer {
             },
         }
     }
-}
-
-fn status_args(run: Option<&str>) -> Vec<OsString> {
-    let mut a = args(["status", "--json"]);
-    if let Some(r) = run {
-        positional(&mut a, &[r]);
-    }
-    a
 }
 
 /// The last `n` lines of `text` (all without `n`), the total line count,

@@ -140,6 +140,18 @@ pub trait StateMachine: Copy + Eq + std::hash::Hash + fmt::Debug + fmt::Display 
     }
 }
 
+/// `StateMachine` for a state type, from its table of allowed changes.
+macro_rules! transitions {
+    ($name:ident, [$(($from:ident, $to:ident)),+ $(,)?]) => {
+        impl StateMachine for $name {
+            fn transitions() -> &'static [(Self, Self)] {
+                use $name::*;
+                &[$(($from, $to)),+]
+            }
+        }
+    };
+}
+
 impl TaskState {
     pub fn is_terminal(self) -> bool {
         matches!(
@@ -153,29 +165,27 @@ impl TaskState {
     }
 }
 
-impl StateMachine for TaskState {
-    fn transitions() -> &'static [(Self, Self)] {
-        use TaskState::*;
-        &[
-            (Pending, Ready),
-            (Pending, Skipped),
-            (Ready, Running),
-            (Ready, Skipped),
-            (Ready, Pending),
-            (Running, Succeeded),
-            (Running, Failed),
-            (Running, Quarantined),
-            (Running, Cancelled),
-            // a retry
-            (Running, Ready),
-            // resume: an interrupted attempt sends the task back to be run again
-            (Running, Pending),
-            // resume reopens what a cancel stopped or skipped
-            (Skipped, Pending),
-            (Cancelled, Pending),
-        ]
-    }
-}
+transitions!(
+    TaskState,
+    [
+        (Pending, Ready),
+        (Pending, Skipped),
+        (Ready, Running),
+        (Ready, Skipped),
+        (Ready, Pending),
+        (Running, Succeeded),
+        (Running, Failed),
+        (Running, Quarantined),
+        (Running, Cancelled),
+        // a retry
+        (Running, Ready),
+        // resume: an interrupted attempt sends the task back to be run again
+        (Running, Pending),
+        // resume reopens what a cancel stopped or skipped
+        (Skipped, Pending),
+        (Cancelled, Pending),
+    ]
+);
 
 impl WorkstreamState {
     pub fn is_terminal(self) -> bool {
@@ -191,49 +201,47 @@ impl WorkstreamState {
     }
 }
 
-impl StateMachine for WorkstreamState {
-    fn transitions() -> &'static [(Self, Self)] {
-        use WorkstreamState::*;
-        &[
-            // derived from its tasks: started, or decided before it opened
-            // (setup failed, a dependency failed, a cancel)
-            (Pending, Running),
-            (Pending, Completed),
-            (Pending, Failed),
-            (Pending, Quarantined),
-            (Pending, Skipped),
-            (Running, Completed),
-            (Running, Failed),
-            (Running, Quarantined),
-            (Running, Skipped),
-            // integration
-            (Completed, Integrated),
-            (Completed, Conflict),
-            (Completed, GateFailed),
-            (Conflict, Integrated),
-            (Conflict, GateFailed),
-            (GateFailed, Integrated),
-            (GateFailed, Conflict),
-            // one that cannot start (setup or a dependency failed) ends
-            // FAILED or SKIPPED after the state its skipped tasks gave it
-            (Completed, Failed),
-            (Completed, Skipped),
-            (Failed, Skipped),
-            (Quarantined, Failed),
-            (Quarantined, Skipped),
-            (Skipped, Failed),
-            // resume reopens a workstream with tasks left to run, and writes it
-            (Running, Pending),
-            (Completed, Pending),
-            (Failed, Pending),
-            (Quarantined, Pending),
-            (Skipped, Pending),
-            (Integrated, Pending),
-            (Conflict, Pending),
-            (GateFailed, Pending),
-        ]
-    }
-}
+transitions!(
+    WorkstreamState,
+    [
+        // derived from its tasks: started, or decided before it opened
+        // (setup failed, a dependency failed, a cancel)
+        (Pending, Running),
+        (Pending, Completed),
+        (Pending, Failed),
+        (Pending, Quarantined),
+        (Pending, Skipped),
+        (Running, Completed),
+        (Running, Failed),
+        (Running, Quarantined),
+        (Running, Skipped),
+        // integration
+        (Completed, Integrated),
+        (Completed, Conflict),
+        (Completed, GateFailed),
+        (Conflict, Integrated),
+        (Conflict, GateFailed),
+        (GateFailed, Integrated),
+        (GateFailed, Conflict),
+        // one that cannot start (setup or a dependency failed) ends
+        // FAILED or SKIPPED after the state its skipped tasks gave it
+        (Completed, Failed),
+        (Completed, Skipped),
+        (Failed, Skipped),
+        (Quarantined, Failed),
+        (Quarantined, Skipped),
+        (Skipped, Failed),
+        // resume reopens a workstream with tasks left to run, and writes it
+        (Running, Pending),
+        (Completed, Pending),
+        (Failed, Pending),
+        (Quarantined, Pending),
+        (Skipped, Pending),
+        (Integrated, Pending),
+        (Conflict, Pending),
+        (GateFailed, Pending),
+    ]
+);
 
 impl RunState {
     pub fn is_terminal(self) -> bool {
@@ -244,22 +252,20 @@ impl RunState {
     }
 }
 
-impl StateMachine for RunState {
-    fn transitions() -> &'static [(Self, Self)] {
-        use RunState::*;
-        &[
-            (Pending, Running),
-            // `mpw cancel` of a run whose coordinator died before it started
-            (Pending, Cancelled),
-            (Running, Completed),
-            (Running, Failed),
-            (Running, Cancelled),
-            // resume
-            (Failed, Running),
-            (Cancelled, Running),
-        ]
-    }
-}
+transitions!(
+    RunState,
+    [
+        (Pending, Running),
+        // `mpw cancel` of a run whose coordinator died before it started
+        (Pending, Cancelled),
+        (Running, Completed),
+        (Running, Failed),
+        (Running, Cancelled),
+        // resume
+        (Failed, Running),
+        (Cancelled, Running),
+    ]
+);
 
 /// How `mpw integrate` joins a workstream to the target.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize, Deserialize)]

@@ -1,11 +1,8 @@
 //! The runner's error: what went wrong, with what it concerns (plan, task,
 //! path), so that the CLI can choose the exit code in one place.
 
-use crate::git::GitError;
-use crate::lock::LockError;
+use crate::error::{IoError, LayerError};
 use crate::model::RunState;
-use crate::plan::PlanError;
-use crate::store::StoreError;
 use std::path::{Path, PathBuf};
 
 /// Why `run`, `resume`, `cancel`, `integrate` or `clean` stopped. The CLI
@@ -13,13 +10,7 @@ use std::path::{Path, PathBuf};
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
     #[error(transparent)]
-    Plan(#[from] PlanError),
-    #[error(transparent)]
-    Git(#[from] GitError),
-    #[error(transparent)]
-    Store(#[from] StoreError),
-    #[error(transparent)]
-    Lock(#[from] LockError),
+    Layer(#[from] LayerError),
     /// Records of upstream workstreams (`mpw run --upstream-from`).
     #[error(transparent)]
     Import(#[from] crate::import::ImportError),
@@ -67,11 +58,9 @@ pub enum RunError {
     TargetGone { branch: String },
 
     // The machine or repository is not in a state to run.
-    #[error("{}: {source}", path.display())]
-    Io {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    /// Also a lock file that could not be opened or locked.
+    #[error(transparent)]
+    Io(#[from] IoError),
     #[error("{}: no such directory", path.display())]
     NoDirectory { path: PathBuf },
     #[error("workstream {ws}: worktree path {} already exists and is not mpw's; move it away or set globals.worktree_root", path.display())]
@@ -131,15 +120,19 @@ pub enum RunError {
     Interrupted(String),
 }
 
+crate::error::from_layers!(RunError);
+
 impl RunError {
     pub(crate) fn runtime(what: &'static str) -> impl FnOnce(std::io::Error) -> RunError {
         move |source| RunError::Runtime { what, source }
     }
 
     pub(crate) fn io(path: &Path) -> impl FnOnce(std::io::Error) -> RunError + '_ {
-        move |source| RunError::Io {
-            path: path.to_path_buf(),
-            source,
+        move |source| {
+            RunError::Io(IoError {
+                path: path.to_path_buf(),
+                source,
+            })
         }
     }
 }
