@@ -7,6 +7,7 @@ use super::{EventKind, Strategy};
 use serde::ser::SerializeMap;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use serde_json::{Map, Value};
+use serde_with::skip_serializing_none;
 
 /// One line of `events.jsonl` and one row of the events table.
 #[derive(Debug, Clone, PartialEq)]
@@ -147,40 +148,34 @@ impl EventData {
 }
 
 /// The facts of every task event (fields left out when unknown).
+#[skip_serializing_none]
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct TaskFacts {
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub exit_code: Option<i32>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub commit: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub preserved_ref: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub duration_ms: Option<i64>,
     /// Advice, e.g. committed files that look like build or cache output.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub hint: Option<String>,
 }
 
 /// A workstream starting or finishing its run.
+#[skip_serializing_none]
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct WorkstreamFacts {
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub head: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
 }
 
 /// Git lock files a killed process had left, removed before going on.
+#[skip_serializing_none]
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct StaleLocks {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub stale_locks_removed: Vec<String>,
     /// When the run's coordinator had died: the time of its last event, where
     /// its running time ended (durations leave out the gap until now).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub coordinator_last_seen: Option<String>,
 }
 
@@ -195,6 +190,7 @@ pub struct WorktreeCreated {
 }
 
 /// A warm worker process of a pool (`globals.workers`).
+#[skip_serializing_none]
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct WorkerFacts {
     pub worker: String,
@@ -203,7 +199,6 @@ pub struct WorkerFacts {
     #[serde(default)]
     pub requests: u64,
     /// Why it exited (or why it could not start).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
 }
 
