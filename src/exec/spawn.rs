@@ -124,7 +124,7 @@ pub async fn run_with(
     }
     cmd.current_dir(&spec.cwd)
         .envs(spec.env.iter().map(|(k, v)| (k, v)))
-        .stdin(Stdio::null())
+        .stdin(os::null_stdin())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
     // After the plan's env: the jobserver's MAKEFLAGS win; a task without the
@@ -157,7 +157,9 @@ pub async fn run_with(
     if let Some(name) = spec.stdout.file_stem() {
         crate::fault::kill_point(&format!("kill-before-proc:{}", name.to_string_lossy()));
     }
-    proc::record(&spec.stdout, &info);
+    if !os::CHILD_RECORDS_ALL {
+        proc::record(&spec.stdout, &info);
+    }
 
     let (stop_tx, stop_rx) = watch::channel(false);
     let pumps = Pumps::start(

@@ -111,6 +111,37 @@ async fn exit_zero_succeeds_and_files_exist() {
     assert_eq!(fx.read("logs/task.err"), b"");
 }
 
+/// The child writes its `.proc` line before it runs anything; on Linux the
+/// line is whole (the parent writes none): what the parent reports. Stdin is
+/// `/dev/null` for every task (one kept file, duplicated per task).
+#[tokio::test]
+async fn a_running_task_finds_its_whole_proc_line_and_null_stdin() {
+    let fx = Fixture::new();
+    for n in 0..2 {
+        let seen = format!("seen{n}");
+        let script =
+            format!("cat; cp logs/task.proc {seen}; readlink /proc/$$/fd/0 > {seen}.stdin || true");
+        let out = run_plain(&fx.sh(&script)).await;
+        assert_eq!(out.verdict(), Verdict::Succeeded, "{out:?}");
+        let info = out.proc.unwrap();
+        let start = info.start_time.map_or("-".into(), |t| t.to_string());
+        let line = format!("{} {} {start}\n", info.pid, info.pid);
+        let got = std::fs::read_to_string(fx.path(&seen)).unwrap();
+        assert!(!fx.path("logs/task.proc").exists(), "removed at the end");
+        if cfg!(target_os = "linux") {
+            assert_eq!(got, line);
+            assert!(info.start_time.is_some());
+            assert_eq!(
+                std::fs::read_to_string(fx.path(&format!("{seen}.stdin"))).unwrap(),
+                "/dev/null\n"
+            );
+        } else {
+            // Elsewhere the parent completes the child's line after the spawn.
+            assert!(got == line || got == format!("{} {} -\n", info.pid, info.pid));
+        }
+    }
+}
+
 #[tokio::test]
 async fn exit_three_fails() {
     let fx = Fixture::new();

@@ -51,14 +51,17 @@ pub(super) struct Local {
     pub index: Option<(gix::index::entry::Stat, gix::index::File)>,
     /// What a walk for untracked files needs, made while the index is the same.
     pub walk: Option<Walk>,
+    /// The paths where the index differs from a tree (HEAD's), found while
+    /// the index is the same: neither changes without the other's key changing.
+    pub staged: Option<(Oid, Vec<gix::bstr::BString>)>,
+    /// The git dir's real path (a `stat` per component of its path to find).
+    pub git_dir_realpath: Option<std::path::PathBuf>,
 }
 
 /// The ignore rules of the config and `info/exclude`, before any folder's
-/// `.gitignore` is read (cloned for each walk, so those are read fresh), and
-/// the git dir's real path.
+/// `.gitignore` is read (cloned for each walk, so those are read fresh).
 pub(super) struct Walk {
     pub excludes: gix::worktree::Stack,
-    pub git_dir_realpath: std::path::PathBuf,
 }
 
 /// Objects kept in memory per handle: HEAD's commit and trees of a few levels.
@@ -73,6 +76,8 @@ impl Repo {
                 repo,
                 index: None,
                 walk: None,
+                staged: None,
+                git_dir_realpath: None,
             }),
         })
     }
@@ -102,8 +107,32 @@ impl Local {
         self.index = stat.map(|s| (s, file.clone()));
         // Ignore rules may come from the index (a `.gitignore` not on disk).
         self.walk = None;
+        self.staged = None;
         Ok(file)
     }
+
+    /// The git dir's real path, found once.
+    pub fn git_dir_realpath(&mut self) -> Result<std::path::PathBuf, GitError> {
+        if let Some(p) = &self.git_dir_realpath {
+            return Ok(p.clone());
+        }
+        let p = gix::path::realpath_opts(
+            self.repo.git_dir(),
+            self.repo.current_dir(),
+            gix::path::realpath::MAX_SYMLINKS,
+        )
+        .map_err(ctx("listing untracked files"))?;
+        self.git_dir_realpath = Some(p.clone());
+        Ok(p)
+    }
+}
+
+/// A pathspec without patterns: it matches every path. gix's
+/// `Repository::pathspec` makes the same, after resolving the worktree's
+/// real path (a `stat` per component) that no pattern then uses.
+pub(super) fn match_all() -> Result<gix::pathspec::Search, GitError> {
+    gix::pathspec::Search::from_specs(std::iter::empty(), None, Path::new(""))
+        .map_err(ctx("making a pathspec"))
 }
 
 /// The tree of `commit`; `GitError::UnknownRev` when there is no such commit.

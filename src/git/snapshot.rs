@@ -5,7 +5,7 @@ use super::Oid;
 use super::checkout::{patch_index, remove_file_and_empty_parents, write_entries};
 use super::error::{GitError, ctx};
 use super::ignore::IgnoreRules;
-use super::repo::{Local, Repo, Walk, open_repo, write_commit};
+use super::repo::{Local, Repo, Walk, match_all, open_repo, write_commit};
 use gix::bstr::{BStr, BString, ByteSlice};
 use gix::refs::transaction::PreviousValue;
 use gix::status::plumbing::index_as_worktree;
@@ -138,7 +138,7 @@ impl<'index> index_as_worktree::VisitEntry<'index> for Scan {
     }
 }
 
-impl gix::dir::walk::Delegate for Scan {
+impl Scan {
     fn emit(
         &mut self,
         entry: gix::dir::EntryRef<'_>,
@@ -241,9 +241,55 @@ fn tracked_unchanged(
     Ok(true)
 }
 
+/// The walk's delegate: untracked files into `scan`. Nested repositories
+/// are found here, as gix finds them, but only below the worktree's root:
+/// gix would also take the worktree itself for a nested repository (its
+/// `.git` file read, HEAD, `commondir` and real paths resolved) on each walk.
+struct Untracked<'a> {
+    scan: &'a mut Scan,
+    workdir: &'a Path,
+}
+
+impl gix::dir::walk::Delegate for Untracked<'_> {
+    fn emit(
+        &mut self,
+        entry: gix::dir::EntryRef<'_>,
+        collapsed: Option<gix::dir::entry::Status>,
+    ) -> gix::dir::walk::Action {
+        self.scan.emit(entry, collapsed)
+    }
+
+    fn can_recurse(
+        &mut self,
+        entry: gix::dir::EntryRef<'_>,
+        for_deletion: Option<gix::dir::walk::ForDeletionMode>,
+        worktree_root_is_repository: bool,
+    ) -> bool {
+        use gix::dir::entry::{Kind, Status};
+        if entry.index_kind == Some(Kind::Repository) {
+            // A submodule's checkout.
+            return false;
+        }
+        if !entry.rela_path.is_empty()
+            && entry.status == Status::Untracked
+            && entry.disk_kind == Some(Kind::Directory)
+            && let Ok(dir) = full_path(self.workdir, entry.rela_path.as_ref())
+            && gix::discover::is_git(&dir.join(gix::discover::DOT_GIT_DIR)).is_ok()
+        {
+            return false;
+        }
+        entry.status.can_recurse(
+            entry.disk_kind,
+            entry.pathspec_match,
+            for_deletion,
+            worktree_root_is_repository,
+        )
+    }
+}
+
 /// Untracked (never ignored) files into `scan`, as `Repository::dirwalk`
-/// finds them, with the config's ignore rules and the git dir's real path
-/// kept while the index is the same: each costs file system calls per task.
+/// finds them, with the config's ignore rules kept while the index is the
+/// same: each costs file system calls per task.
 fn walk_untracked(
     local: &mut Local,
     index: &gix::index::File,
@@ -252,6 +298,7 @@ fn walk_untracked(
     scan: &mut Scan,
 ) -> Result<(), GitError> {
     let doing = "listing untracked files";
+    let git_dir_realpath = local.git_dir_realpath()?;
     let Local { repo, walk, .. } = local;
     if walk.is_none() {
         use gix::worktree::stack::state::ignore::Source;
@@ -259,42 +306,27 @@ fn walk_untracked(
             .excludes(index, None, Source::WorktreeThenIdMappingIfNotSkipped)
             .map_err(ctx(doing))?
             .detach();
-        let git_dir_realpath = gix::path::realpath_opts(
-            repo.git_dir(),
-            repo.current_dir(),
-            gix::path::realpath::MAX_SYMLINKS,
-        )
-        .map_err(ctx(doing))?;
-        *walk = Some(Walk {
-            excludes,
-            git_dir_realpath,
-        });
+        *walk = Some(Walk { excludes });
     }
     let Some(walk) = walk.as_ref() else {
         return Ok(());
     };
     let mut excludes = walk.excludes.clone();
-    let (mut pathspec, _) = repo
-        .pathspec(
-            false,
-            None::<&str>,
-            true,
-            index,
-            gix::worktree::stack::state::attributes::Source::WorktreeThenIdMapping,
-        )
-        .map_err(ctx(doing))?
-        .into_parts();
+    let mut pathspec = match_all()?;
     let fs = repo.filesystem_options().map_err(ctx(doing))?;
     let icase = fs.ignore_case.then(|| index.prepare_icase_backing());
-    let options = repo
+    let mut options: gix::dir::walk::Options<'_> = repo
         .dirwalk_options()
         .map_err(ctx(doing))?
-        .emit_untracked(gix::dir::walk::EmissionMode::Matching);
+        .emit_untracked(gix::dir::walk::EmissionMode::Matching)
+        .into();
+    // Nested repositories are left to `Untracked::can_recurse`.
+    options.recurse_repositories = true;
     gix::dir::walk(
         workdir,
         gix::dir::walk::Context {
             should_interrupt: Some(interrupt),
-            git_dir_realpath: &walk.git_dir_realpath,
+            git_dir_realpath: &git_dir_realpath,
             current_dir: repo.current_dir(),
             index,
             ignore_case_index_lookup: icase.as_ref(),
@@ -305,11 +337,51 @@ fn walk_untracked(
             objects: &repo.objects,
             explicit_traversal_root: Some(workdir),
         },
-        options.into(),
-        scan,
+        options,
+        &mut Untracked { scan, workdir },
     )
     .map_err(ctx(doing))?;
     Ok(())
+}
+
+/// Paths where the index differs from `head_tree` (staged changes), kept
+/// while index and tree are the same.
+fn staged(
+    local: &mut Local,
+    index: &gix::index::File,
+    head_tree: Oid,
+) -> Result<Vec<BString>, GitError> {
+    if let Some((tree, paths)) = &local.staged
+        && *tree == head_tree
+    {
+        return Ok(paths.clone());
+    }
+    let doing = "reading the staged changes";
+    let repo = &local.repo;
+    let tree_index: gix::index::State =
+        repo.index_from_tree(&head_tree).map_err(ctx(doing))?.into();
+    let mut paths = Vec::new();
+    gix::diff::index(
+        &tree_index,
+        index,
+        |change| {
+            if let gix::diff::index::ChangeRef::Rewrite {
+                source_location, ..
+            } = &change
+            {
+                paths.push(source_location.as_ref().to_owned());
+            }
+            paths.push(change.location().to_owned());
+            Ok(std::ops::ControlFlow::Continue(()))
+        },
+        None::<gix::diff::index::RewriteOptions<'_, gix::Repository>>,
+        &mut match_all()?,
+        // Only called for pathspecs with attributes; ours is empty.
+        &mut |_, _, _, _| false,
+    )
+    .map_err(ctx(doing))?;
+    local.staged = Some((head_tree, paths.clone()));
+    Ok(paths)
 }
 
 /// Paths whose worktree state differs from HEAD's tree (staged or not,
@@ -338,16 +410,7 @@ fn collect(
         let (filter, _) = gix::filter::Pipeline::new(repo, stack.clone())
             .map_err(ctx(doing))?
             .into_parts();
-        let (pathspec, _) = repo
-            .pathspec(
-                false,
-                None::<&str>,
-                true,
-                &index,
-                Source::WorktreeThenIdMapping,
-            )
-            .map_err(ctx(doing))?
-            .into_parts();
+        let pathspec = match_all()?;
         let objects = repo.objects.clone().into_arc().map_err(ctx(doing))?;
         index_as_worktree(
             &index,
@@ -373,35 +436,10 @@ fn collect(
         .map_err(ctx(doing))?;
     }
     walk_untracked(local, &index, &workdir, &interrupt, &mut scan)?;
-    let repo = &local.repo;
     let mut candidates: BTreeSet<BString> = scan.paths.into_iter().collect();
     // Staged changes: the index against HEAD's tree.
-    let mut pathspec = repo
-        .pathspec(
-            false,
-            None::<&str>,
-            false,
-            &gix::index::State::new(repo.object_hash()),
-            gix::worktree::stack::state::attributes::Source::IdMapping,
-        )
-        .map_err(ctx(doing))?;
-    repo.tree_index_status(
-        &head_tree,
-        &index,
-        Some(&mut pathspec),
-        gix::status::tree_index::TrackRenames::Disabled,
-        |change, _, _| {
-            if let gix::diff::index::ChangeRef::Rewrite {
-                source_location, ..
-            } = &change
-            {
-                candidates.insert(source_location.as_ref().to_owned());
-            }
-            candidates.insert(change.location().to_owned());
-            Ok(std::ops::ControlFlow::Continue(()))
-        },
-    )
-    .map_err(ctx(doing))?;
+    candidates.extend(staged(local, &index, head_tree)?);
+    let repo = &local.repo;
     // Keep the stat refreshes, or every later status pays for them again.
     if !scan.stats.is_empty() || !scan.smudge.is_empty() {
         let entries = index.entries_mut();
@@ -805,6 +843,71 @@ mod tests {
         assert_eq!(git(&p, &["rev-parse", "HEAD"]), id.to_string());
         assert!(paths(&handle).is_empty());
         assert_eq!(git(&p, &["status", "--porcelain"]), "");
+    }
+
+    /// The staged part is kept while index and HEAD's tree stay: HEAD moved
+    /// with the index left as it was must show what now differs.
+    #[test]
+    fn a_kept_handle_sees_head_move_under_an_unchanged_index() {
+        let (_d, p) = repo();
+        let handle = Repo::open(&p).unwrap();
+        let paths = |h: &Repo| -> Vec<String> {
+            let ch = h.changes(&Excluded::default()).unwrap();
+            ch.into_iter().map(|c| c.path).collect()
+        };
+        assert!(paths(&handle).is_empty());
+        std::fs::write(p.join("mod.txt"), "second\n").unwrap();
+        commit_all(&p, "second");
+        assert!(paths(&handle).is_empty());
+        // HEAD back one commit, index and files as they are: mod.txt is staged.
+        git(&p, &["reset", "-q", "--soft", "HEAD~1"]);
+        assert_eq!(paths(&handle), ["mod.txt"]);
+        git(&p, &["reset", "-q", "--soft", "HEAD@{1}"]);
+        assert!(paths(&handle).is_empty());
+    }
+
+    /// In a linked worktree (the runner's case) the worktree's own `.git`
+    /// file is neither a change nor makes the root a nested repository; a
+    /// nested repository below is left out, as `git add -A` records no blobs
+    /// of it; a folder with a `.git` that is no repository is walked.
+    #[test]
+    fn nested_repositories_are_left_out_of_a_linked_worktree() {
+        let (d, p) = repo();
+        let wt = d.path().join("wt");
+        git(
+            &p,
+            &["worktree", "add", "-q", "-b", "side", wt.to_str().unwrap()],
+        );
+        let handle = Repo::open(&wt).unwrap();
+        let paths = |h: &Repo| -> Vec<String> {
+            let ch = h.changes(&Excluded::default()).unwrap();
+            ch.into_iter().map(|c| c.path).collect()
+        };
+        assert!(paths(&handle).is_empty());
+        crate::git::test_support::init_repo_at(&wt.join("inner"));
+        std::fs::write(wt.join("inner/in.txt"), "x\n").unwrap();
+        std::fs::create_dir_all(wt.join("plain/deep")).unwrap();
+        std::fs::write(wt.join("plain/deep/a.txt"), "a\n").unwrap();
+        std::fs::create_dir_all(wt.join("fake")).unwrap();
+        std::fs::write(wt.join("fake/.git"), "not a repository\n").unwrap();
+        std::fs::write(wt.join("fake/f.txt"), "f\n").unwrap();
+        assert_eq!(paths(&handle), ["fake/f.txt", "plain/deep/a.txt"]);
+        let id = {
+            let ch = handle.changes(&Excluded::default()).unwrap();
+            handle
+                .commit_changes(&ch, "add", CommitTarget::Head)
+                .unwrap()
+                .unwrap()
+        };
+        assert_eq!(git(&wt, &["rev-parse", "HEAD"]), id.to_string());
+        assert_eq!(
+            git(&wt, &["ls-tree", "-r", "--name-only", "HEAD"])
+                .lines()
+                .filter(|l| l.contains('/'))
+                .collect::<Vec<_>>(),
+            ["d/x.sh", "fake/f.txt", "plain/deep/a.txt"]
+        );
+        assert!(paths(&handle).is_empty());
     }
 
     #[test]

@@ -16,21 +16,23 @@ pub fn add_args(cmd: &mut tokio::process::Command, _program: &Program, args: &[S
     cmd.args(args);
 }
 
-/// The child writes its own `.proc` line (`pid pgid -`, no start time yet)
-/// before it runs anything: a parent killed between the spawn and its own,
-/// fuller record still leaves the way to end the child (docs/ARCHITECTURE.md,
-/// "Crash safety").
+/// The child writes its own `.proc` line before it runs anything: a parent
+/// killed between the spawn and its record in the database still leaves the
+/// way to end the child (docs/ARCHITECTURE.md, "Crash safety"). On Linux the
+/// line is whole (`pid pgid start`, the start time from `/proc/self/stat`),
+/// so the parent writes none ([`CHILD_RECORDS_ALL`]); elsewhere it is
+/// `pid pgid -` and the parent writes the whole line after the spawn.
 pub fn record_in_child(cmd: &mut tokio::process::Command, proc_path: &std::path::Path) {
     use std::os::unix::ffi::OsStrExt;
     let Ok(path) = std::ffi::CString::new(proc_path.as_os_str().as_bytes()) else {
         return;
     };
     // SAFETY: between fork and exec only async-signal-safe calls (getpid,
-    // open, write, close) on memory made before the fork.
+    // open, read, write, close) on memory made before the fork or on the stack.
     unsafe {
         cmd.pre_exec(move || {
-            let mut buf = [0u8; 32];
-            let n = proc_line(libc::getpid().unsigned_abs(), &mut buf);
+            let mut buf = [0u8; 64];
+            let n = proc_line(libc::getpid().unsigned_abs(), own_start_time(), &mut buf);
             let flags = libc::O_WRONLY | libc::O_CREAT | libc::O_TRUNC | libc::O_CLOEXEC;
             let fd = libc::open(path.as_ptr(), flags, 0o644 as libc::c_uint);
             if fd >= 0 {
@@ -42,30 +44,98 @@ pub fn record_in_child(cmd: &mut tokio::process::Command, proc_path: &std::path:
     }
 }
 
-/// `"<pid> <pid> -\n"` into `buf` without allocating; returns its length.
-fn proc_line(pid: u32, buf: &mut [u8; 32]) -> usize {
-    let mut digits = [0u8; 10];
-    let (mut v, mut k) = (pid, 0);
-    loop {
-        digits[k] = b'0' + (v % 10) as u8;
-        k += 1;
-        v /= 10;
-        if v == 0 {
-            break;
+/// The child's `.proc` line holds all the parent's would (see `record_in_child`).
+pub const CHILD_RECORDS_ALL: bool = cfg!(target_os = "linux");
+
+/// This process's start time (field 22 of `/proc/self/stat`), read without
+/// allocating: called between fork and exec.
+#[cfg(target_os = "linux")]
+fn own_start_time() -> Option<u64> {
+    let mut text = [0u8; 1024];
+    // SAFETY: open/read/close on a stack buffer.
+    let n = unsafe {
+        let fd = libc::open(
+            c"/proc/self/stat".as_ptr(),
+            libc::O_RDONLY | libc::O_CLOEXEC,
+        );
+        if fd < 0 {
+            return None;
+        }
+        let n = libc::read(fd, text.as_mut_ptr().cast(), text.len());
+        libc::close(fd);
+        usize::try_from(n).ok()?
+    };
+    stat_start_time(&text[..n])
+}
+
+#[cfg(not(target_os = "linux"))]
+fn own_start_time() -> Option<u64> {
+    None
+}
+
+/// Field 22 (start time) of a `/proc/<pid>/stat` text: "pid (comm) state
+/// ppid ...", where comm may hold spaces and parentheses.
+#[cfg(target_os = "linux")]
+fn stat_start_time(text: &[u8]) -> Option<u64> {
+    let close = text.iter().rposition(|&b| b == b')')?;
+    // After ')' come fields 3, 4, ...: field 22 is the 20th.
+    let field = text[close + 1..]
+        .split(|b| b.is_ascii_whitespace())
+        .filter(|f| !f.is_empty())
+        .nth(19)?;
+    let mut v: u64 = 0;
+    for &d in field {
+        if !d.is_ascii_digit() {
+            return None;
+        }
+        v = v.checked_mul(10)?.checked_add(u64::from(d - b'0'))?;
+    }
+    Some(v)
+}
+
+/// `"<pid> <pid> <start or ->\n"` into `buf` without allocating; returns its length.
+fn proc_line(pid: u32, start: Option<u64>, buf: &mut [u8; 64]) -> usize {
+    fn put(v: u64, buf: &mut [u8; 64], n: &mut usize) {
+        let mut digits = [0u8; 20];
+        let (mut v, mut k) = (v, 0);
+        loop {
+            digits[k] = b'0' + (v % 10) as u8;
+            k += 1;
+            v /= 10;
+            if v == 0 {
+                break;
+            }
+        }
+        for d in digits[..k].iter().rev() {
+            buf[*n] = *d;
+            *n += 1;
         }
     }
     let mut n = 0;
     for _ in 0..2 {
-        for d in digits[..k].iter().rev() {
-            buf[n] = *d;
-            n += 1;
-        }
+        put(u64::from(pid), buf, &mut n);
         buf[n] = b' ';
         n += 1;
     }
-    buf[n] = b'-';
-    buf[n + 1] = b'\n';
-    n + 2
+    match start {
+        Some(t) => put(t, buf, &mut n),
+        None => {
+            buf[n] = b'-';
+            n += 1;
+        }
+    }
+    buf[n] = b'\n';
+    n + 1
+}
+
+/// The task's stdin: `/dev/null`, opened once per process and duplicated
+/// for each task (`Stdio::null` opens it again for every spawn).
+pub fn null_stdin() -> std::process::Stdio {
+    static NULL: std::sync::OnceLock<Option<std::fs::File>> = std::sync::OnceLock::new();
+    NULL.get_or_init(|| std::fs::File::open("/dev/null").ok())
+        .as_ref()
+        .and_then(|f| f.try_clone().ok())
+        .map_or_else(std::process::Stdio::null, Into::into)
 }
 
 /// The task leads its own process group, so that signals reach all it starts.
@@ -242,6 +312,62 @@ fn answers(ret: libc::c_int) -> bool {
     ret == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
 }
 
+/// Unmap the binary's read-only pages (code, constants): the kernel maps
+/// them in 64 KiB runs around each page first used, so after setup
+/// (argument and plan parsing, the database's schema, ...) nearly all of
+/// them are resident though a run goes on to use a part. They stay in the
+/// page cache; what the run uses is mapped again when first read. Only
+/// mappings never written (no anonymous pages): relocated data would lose
+/// its relocations.
+pub fn shed_startup_code() {
+    #[cfg(target_os = "linux")]
+    {
+        let here = shed_startup_code as *const () as usize;
+        let Ok(smaps) = std::fs::read_to_string("/proc/self/smaps") else {
+            return;
+        };
+        // (start, end, perms, file) of each mapping, with its anonymous kB.
+        let mut maps: Vec<(usize, usize, &str, &str, u64)> = Vec::new();
+        for line in smaps.lines() {
+            if let Some(kb) = line.strip_prefix("Anonymous:") {
+                if let Some(last) = maps.last_mut() {
+                    last.4 = kb.trim().trim_end_matches("kB").trim().parse().unwrap_or(1);
+                }
+                continue;
+            }
+            let mut f = line.split_ascii_whitespace();
+            let (Some(range), Some(perms)) = (f.next(), f.next()) else {
+                continue;
+            };
+            let Some((a, b)) = range.split_once('-') else {
+                continue;
+            };
+            let (Ok(a), Ok(b)) = (usize::from_str_radix(a, 16), usize::from_str_radix(b, 16))
+            else {
+                continue;
+            };
+            let file = f.nth(3).unwrap_or("");
+            // Unknown until its "Anonymous:" line: counted as written.
+            maps.push((a, b, perms, file, 1));
+        }
+        let Some(exe) = maps
+            .iter()
+            .find(|m| (m.0..m.1).contains(&here))
+            .map(|m| m.3)
+            .filter(|f| f.starts_with('/'))
+        else {
+            return;
+        };
+        for &(a, b, perms, file, anon) in &maps {
+            if file == exe && perms.starts_with('r') && !perms.contains('w') && anon == 0 {
+                // SAFETY: a whole mapping of our own binary that was never
+                // written; its pages come back from the file when read.
+                unsafe { libc::madvise(a as *mut libc::c_void, b - a, libc::MADV_DONTNEED) };
+            }
+        }
+    }
+}
+
 /// One malloc arena for the whole process instead of one per thread (up to
 /// eight per core): the coordinator allocates little, and every extra arena
 /// keeps freed memory of its own. glibc only.
@@ -257,11 +383,58 @@ pub fn one_malloc_arena() {
 #[cfg(test)]
 mod tests {
     #[test]
-    fn the_childs_proc_line_reads_back_as_pid_and_group() {
-        let mut buf = [0u8; 32];
+    fn the_childs_proc_line_reads_back_as_pid_group_and_start() {
+        let mut buf = [0u8; 64];
         for pid in [1, 7, 4_294_967_295] {
-            let n = super::proc_line(pid, &mut buf);
+            let n = super::proc_line(pid, None, &mut buf);
             assert_eq!(&buf[..n], format!("{pid} {pid} -\n").as_bytes());
+            let n = super::proc_line(pid, Some(u64::MAX), &mut buf);
+            assert_eq!(&buf[..n], format!("{pid} {pid} {}\n", u64::MAX).as_bytes());
         }
+    }
+
+    /// Shedding drops resident read-only pages of the binary and keeps the
+    /// relocated ones (vtables, function pointers): the process runs on.
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn shedding_read_only_pages_keeps_the_process_working() {
+        fn anon_kb() -> u64 {
+            let smaps = std::fs::read_to_string("/proc/self/smaps").unwrap();
+            smaps
+                .lines()
+                .filter_map(|l| l.strip_prefix("Anonymous:"))
+                .map(|v| {
+                    v.trim()
+                        .trim_end_matches("kB")
+                        .trim()
+                        .parse::<u64>()
+                        .unwrap()
+                })
+                .sum()
+        }
+        let shown: Box<dyn std::fmt::Display> = Box::new(42u32);
+        let before = anon_kb();
+        super::shed_startup_code();
+        // Relocated data is anonymous memory: none of it went.
+        assert!(anon_kb() + 64 >= before);
+        assert_eq!(format!("{shown}"), "42");
+        let f: fn(u32, Option<u64>, &mut [u8; 64]) -> usize = super::proc_line;
+        let mut buf = [0u8; 64];
+        assert_eq!(f(5, None, &mut buf), 6);
+    }
+
+    /// The child reads its start time as the parent reads it of the child.
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn own_start_time_is_the_one_others_see() {
+        let me = std::process::id();
+        assert_eq!(super::own_start_time(), super::process_start_time(me));
+        assert!(super::own_start_time().is_some());
+        assert_eq!(
+            super::stat_start_time(
+                b"9 (a) b) c) S 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 777 19"
+            ),
+            Some(777)
+        );
     }
 }

@@ -42,6 +42,13 @@ pub fn add_args(cmd: &mut tokio::process::Command, program: &Program, args: &[St
 /// Nothing to do: the job object ends the child with a killed parent.
 pub fn record_in_child(_cmd: &mut tokio::process::Command, _proc_path: &std::path::Path) {}
 
+/// No child-side record on Windows: the parent writes the `.proc` line.
+pub const CHILD_RECORDS_ALL: bool = false;
+
+pub fn null_stdin() -> std::process::Stdio {
+    std::process::Stdio::null()
+}
+
 /// The task runs in a job object, so that ending the job ends all it starts.
 pub fn contain(wrap: &mut CommandWrap) {
     wrap.wrap(JobObject);
@@ -124,3 +131,5 @@ pub fn group_alive(_pgid: i64) -> bool {
 
 /// Windows' allocator has no per-thread arenas to limit.
 pub fn one_malloc_arena() {}
+
+pub fn shed_startup_code() {}
