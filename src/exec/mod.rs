@@ -225,12 +225,6 @@ pub fn one_malloc_arena() {
     os::one_malloc_arena()
 }
 
-/// After a coordinator's setup: the code only setup used is not kept
-/// resident (docs/ARCHITECTURE.md, "Per-task cost").
-pub fn shed_startup_code() {
-    os::shed_startup_code()
-}
-
 pub fn default_shell() -> Shell {
     os::DEFAULT_SHELL
 }

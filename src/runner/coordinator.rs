@@ -151,7 +151,6 @@ async fn drive_async(start: Start) -> Result<Finished> {
     }
     c.l.start_listener()?;
     c.l.transition_run(RunState::Running, RunPatch::default())?;
-    crate::exec::shed_startup_code();
 
     let mut signals = Signals::new().map_err(RunError::runtime("cannot listen for SIGTERM"))?;
     let mut tick = tokio::time::interval(Duration::from_millis(200));

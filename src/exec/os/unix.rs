@@ -312,62 +312,6 @@ fn answers(ret: libc::c_int) -> bool {
     ret == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
 }
 
-/// Unmap the binary's read-only pages (code, constants): the kernel maps
-/// them in 64 KiB runs around each page first used, so after setup
-/// (argument and plan parsing, the database's schema, ...) nearly all of
-/// them are resident though a run goes on to use a part. They stay in the
-/// page cache; what the run uses is mapped again when first read. Only
-/// mappings never written (no anonymous pages): relocated data would lose
-/// its relocations.
-pub fn shed_startup_code() {
-    #[cfg(target_os = "linux")]
-    {
-        let here = shed_startup_code as *const () as usize;
-        let Ok(smaps) = std::fs::read_to_string("/proc/self/smaps") else {
-            return;
-        };
-        // (start, end, perms, file) of each mapping, with its anonymous kB.
-        let mut maps: Vec<(usize, usize, &str, &str, u64)> = Vec::new();
-        for line in smaps.lines() {
-            if let Some(kb) = line.strip_prefix("Anonymous:") {
-                if let Some(last) = maps.last_mut() {
-                    last.4 = kb.trim().trim_end_matches("kB").trim().parse().unwrap_or(1);
-                }
-                continue;
-            }
-            let mut f = line.split_ascii_whitespace();
-            let (Some(range), Some(perms)) = (f.next(), f.next()) else {
-                continue;
-            };
-            let Some((a, b)) = range.split_once('-') else {
-                continue;
-            };
-            let (Ok(a), Ok(b)) = (usize::from_str_radix(a, 16), usize::from_str_radix(b, 16))
-            else {
-                continue;
-            };
-            let file = f.nth(3).unwrap_or("");
-            // Unknown until its "Anonymous:" line: counted as written.
-            maps.push((a, b, perms, file, 1));
-        }
-        let Some(exe) = maps
-            .iter()
-            .find(|m| (m.0..m.1).contains(&here))
-            .map(|m| m.3)
-            .filter(|f| f.starts_with('/'))
-        else {
-            return;
-        };
-        for &(a, b, perms, file, anon) in &maps {
-            if file == exe && perms.starts_with('r') && !perms.contains('w') && anon == 0 {
-                // SAFETY: a whole mapping of our own binary that was never
-                // written; its pages come back from the file when read.
-                unsafe { libc::madvise(a as *mut libc::c_void, b - a, libc::MADV_DONTNEED) };
-            }
-        }
-    }
-}
-
 /// One malloc arena for the whole process instead of one per thread (up to
 /// eight per core): the coordinator allocates little, and every extra arena
 /// keeps freed memory of its own. glibc only.
@@ -391,36 +335,6 @@ mod tests {
             let n = super::proc_line(pid, Some(u64::MAX), &mut buf);
             assert_eq!(&buf[..n], format!("{pid} {pid} {}\n", u64::MAX).as_bytes());
         }
-    }
-
-    /// Shedding drops resident read-only pages of the binary and keeps the
-    /// relocated ones (vtables, function pointers): the process runs on.
-    #[cfg(target_os = "linux")]
-    #[test]
-    fn shedding_read_only_pages_keeps_the_process_working() {
-        fn anon_kb() -> u64 {
-            let smaps = std::fs::read_to_string("/proc/self/smaps").unwrap();
-            smaps
-                .lines()
-                .filter_map(|l| l.strip_prefix("Anonymous:"))
-                .map(|v| {
-                    v.trim()
-                        .trim_end_matches("kB")
-                        .trim()
-                        .parse::<u64>()
-                        .unwrap()
-                })
-                .sum()
-        }
-        let shown: Box<dyn std::fmt::Display> = Box::new(42u32);
-        let before = anon_kb();
-        super::shed_startup_code();
-        // Relocated data is anonymous memory: none of it went.
-        assert!(anon_kb() + 64 >= before);
-        assert_eq!(format!("{shown}"), "42");
-        let f: fn(u32, Option<u64>, &mut [u8; 64]) -> usize = super::proc_line;
-        let mut buf = [0u8; 64];
-        assert_eq!(f(5, None, &mut buf), 6);
     }
 
     /// The child reads its start time as the parent reads it of the child.

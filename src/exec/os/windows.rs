@@ -131,5 +131,3 @@ pub fn group_alive(_pgid: i64) -> bool {
 
 /// Windows' allocator has no per-thread arenas to limit.
 pub fn one_malloc_arena() {}
-
-pub fn shed_startup_code() {}
