@@ -109,7 +109,6 @@ async fn drive_async(start: Start) -> Result<Finished> {
         .collect();
     let (tx, mut rx) = mpsc::unbounded_channel();
     let (cancel_tx, _) = watch::channel(Cancel::No);
-    let dag = &loaded.dag;
     let by_class = |class| match class {
         crate::plan::TaskClass::Cpu => slots.cpu,
         crate::plan::TaskClass::Io => slots.io,
@@ -124,6 +123,11 @@ async fn drive_async(start: Start) -> Result<Finished> {
         tx.clone(),
     )
     .map_err(RunError::io(&ctx.layout.adapters()))?;
+    // The context has what the run needs of the plan; the plan itself (a
+    // few MiB at 10,000 tasks) goes (docs/ARCHITECTURE.md, "Per-task cost").
+    let Loaded { plan, dag, .. } = loaded;
+    drop(plan);
+    let dag = &dag;
     let mut c = Coord {
         l: Ledger::load(ctx, store, dag, listener)?,
         sched: Scheduler::new(dag, &info, slots),

@@ -138,6 +138,8 @@ impl<'a> Ledger<'a> {
                 }),
             })
             .collect();
+        let mut store = store;
+        store.keep_status(Some(&ctx.run_id));
         Ok(Ledger {
             ctx,
             store,
@@ -169,6 +171,8 @@ impl<'a> Ledger<'a> {
     }
 
     pub fn finish(&mut self) -> Result<()> {
+        // The last write reads everything anyway: what was kept can go first.
+        self.store.keep_status(None);
         let status = self.store.write_status_files(&self.ctx.run_id)?;
         self.listener.finish(&status);
         Ok(())
@@ -238,7 +242,8 @@ impl<'a> Ledger<'a> {
         self.ws[w].state = to;
         self.emit(ev);
         if to.is_terminal() {
-            self.store.write_status_files_of(&run, Some(&ws))?;
+            self.ctx.ws[w].close_repo();
+            self.store.write_status_files_of(&run, &ws)?;
         }
         Ok(())
     }

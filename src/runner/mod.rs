@@ -335,6 +335,7 @@ pub fn run(
         fail_fast: opts.fail_fast,
         grace_ms: opts.grace.as_millis() as u64,
     };
+    // Dropped once written: it is the size of the plan again.
     let plan_json = serde_json::to_vec_pretty(plan).expect("plan serialises");
     store.create_run(&NewRun {
         id: &p.run_id,
@@ -354,6 +355,7 @@ pub fn run(
             .map(|(w, branch, wt)| new_ws(w, branch.clone(), wt))
             .collect(),
     })?;
+    drop(plan_json);
     if let Some(up) = &opts.upstream {
         let full = crate::import::plan_value_of(&opts.plan)?;
         crate::import::seed_upstreams(
