@@ -41,6 +41,8 @@ struct Coord<'a> {
     units: Vec<Option<Unit>>,
     /// Tasks whose wait for a machine slot has been told (TASK_WAITING).
     told_waiting: Vec<bool>,
+    /// `Ledger::unsuccessful` when blocked tasks were last looked for.
+    seen_unsuccessful: usize,
 }
 
 /// A recorded run, ready for its coordinator.
@@ -142,6 +144,7 @@ async fn drive_async(start: Start) -> Result<Finished> {
         budget,
         units: (0..info.len()).map(|_| None).collect(),
         told_waiting: vec![false; info.len()],
+        seen_unsuccessful: 0,
     };
     if how.resuming {
         // Ending a dead coordinator's processes waits out their grace.
@@ -155,6 +158,8 @@ async fn drive_async(start: Start) -> Result<Finished> {
     }
     c.l.start_listener()?;
     c.l.transition_run(RunState::Running, RunPatch::default())?;
+    // Setup's peak (the plan's forms, the first status) is over.
+    crate::exec::release_free_memory();
 
     let mut signals = Signals::new().map_err(RunError::runtime("cannot listen for SIGTERM"))?;
     let mut tick = tokio::time::interval(Duration::from_millis(200));
@@ -219,21 +224,19 @@ impl Coord<'_> {
     fn done(&self) -> bool {
         self.in_flight == 0
             && !self.l.ws.iter().any(|w| w.phase == WsPhase::Provisioning)
-            && self.l.tasks.iter().all(|t| t.state.is_terminal())
+            && self.l.all_ended()
     }
 
     /// Skip what can never run, provision what can, promote and start tasks.
     fn step(&mut self) -> Result<()> {
-        // Tasks behind a failure never run.
-        loop {
-            let blocked = self.sched.blocked(&self.l.task_states());
-            if blocked.is_empty() {
-                break;
-            }
+        // Tasks behind a failure never run; only a new failure makes more.
+        while self.l.unsuccessful() != self.seen_unsuccessful {
+            self.seen_unsuccessful = self.l.unsuccessful();
+            let blocked = self.sched.blocked(self.l.task_states());
             for i in blocked {
                 // Read again: a task skipped just now may be the first culprit.
                 let states = self.l.task_states();
-                let reason = match self.sched.blocking_dep(i, &states) {
+                let reason = match self.sched.blocking_dep(i, states) {
                     Some(d) => format!(
                         "upstream {}/{} {}",
                         self.l.ctx.ws[self.l.ctx.tasks[d].ws].id, self.l.ctx.tasks[d].id, states[d]
@@ -250,7 +253,7 @@ impl Coord<'_> {
                 "not started: --fail-fast after a failure"
             };
             for i in 0..self.l.tasks.len() {
-                if matches!(self.l.tasks[i].state, TaskState::Pending | TaskState::Ready) {
+                if matches!(self.l.state(i), TaskState::Pending | TaskState::Ready) {
                     self.l.skip_task(i, reason.into())?;
                 }
             }
@@ -258,13 +261,13 @@ impl Coord<'_> {
         }
         self.provision_ready()?;
         let open: Vec<bool> = self.l.ws.iter().map(|w| w.phase == WsPhase::Open).collect();
-        for i in self.sched.newly_ready(&self.l.task_states(), &open) {
+        for i in self.sched.newly_ready(self.l.task_states(), &open) {
             self.l
                 .transition_task(i, TaskState::Ready, TaskPatch::default())?;
         }
         let now = Instant::now();
         let (slots, tasks) = (&self.l.tasks, &self.l.ctx.tasks);
-        let start = self.sched.startable(&self.l.task_states(), &|i| {
+        let start = self.sched.startable(self.l.task_states(), &|i| {
             slots[i].held_until.is_some_and(|t| t > now) || !open[tasks[i].ws]
         });
         self.start(start)
@@ -353,7 +356,7 @@ impl Coord<'_> {
             // Nothing left to run here (all tasks done before a resume): no worktree needed.
             if self.l.dag.ws_tasks[w]
                 .clone()
-                .all(|t| self.l.tasks[t].state.is_terminal())
+                .all(|t| self.l.state(t).is_terminal())
             {
                 continue;
             }
@@ -379,7 +382,7 @@ impl Coord<'_> {
     /// Skip the tasks of a workstream that have not ended.
     fn skip_unfinished(&mut self, w: usize, reason: &str) -> Result<()> {
         for t in self.l.dag.ws_tasks[w].clone() {
-            if !self.l.tasks[t].state.is_terminal() {
+            if !self.l.state(t).is_terminal() {
                 self.l.skip_task(t, reason.to_string())?;
             }
         }

@@ -372,6 +372,19 @@ impl Store {
         )
     }
 
+    /// Events of a run whose facts have the key `key` (e.g. `hint`), in
+    /// order: the few a caller wants, without reading every event.
+    pub fn events_with(&self, run: &str, key: &str) -> Result<Vec<(i64, Event)>> {
+        // Facts are JSON objects: a key is a quoted name before a colon (in a
+        // string value the quotes would be escaped).
+        self.query(
+            "SELECT seq, ts, kind, ws, task, attempt, data, run_id FROM events
+             WHERE run_id = ?1 AND instr(data, ?2) > 0 ORDER BY seq",
+            params![run, format!("\"{key}\":")],
+            rows::event_row,
+        )
+    }
+
     pub fn integrations(&self, run: &str) -> Result<Vec<IntegrationRow>> {
         self.query(
             "SELECT ws, into_branch, state, branch_head, commit_id, conflicts, reason, at
