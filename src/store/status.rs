@@ -131,6 +131,10 @@ impl Store {
     }
 }
 
+/// A workstream's task list's indentation in `run_status.json`: the file's
+/// object, `workstreams`' list, a workstream's object, two spaces each.
+const INDENT: &[u8] = b"      ";
+
 /// How an empty task list of a workstream reads in `run_status.json`.
 const EMPTY_TASKS: &[u8] = b"\"tasks\": []";
 
@@ -151,13 +155,14 @@ struct Fragment {
 impl Fragment {
     fn of(tasks: &[TaskStatus]) -> Fragment {
         let flat = serde_json::to_vec_pretty(tasks).expect("tasks serialise");
-        // Its place: the file's object, `workstreams`' list, a workstream's
-        // object, three levels of two spaces. A string holds no raw newline.
-        let mut json = Vec::with_capacity(flat.len() + flat.len() / 4);
+        // Indented for its place; a string holds no raw newline.
+        let lines = flat.iter().filter(|&&b| b == b'\n').count();
+        // Exactly its size: every workstream's is kept for the whole run.
+        let mut json = Vec::with_capacity(flat.len() + INDENT.len() * lines);
         for line in flat.split_inclusive(|&b| b == b'\n') {
             json.extend_from_slice(line);
             if line.ends_with(b"\n") {
-                json.extend_from_slice(b"      ");
+                json.extend_from_slice(INDENT);
             }
         }
         Fragment {
