@@ -37,8 +37,8 @@ struct Coord<'a> {
     max_provisioning: usize,
     /// The cpu budget shared with the tasks' tools (see `crate::slots`).
     budget: Budget,
-    /// The budget's unit each running cpu task holds.
-    units: Vec<Option<Unit>>,
+    /// The budget's unit each running cpu task holds, by task.
+    units: std::collections::HashMap<usize, Unit>,
     /// Tasks whose wait for a machine slot has been told (TASK_WAITING).
     told_waiting: Vec<bool>,
     /// `Ledger::unsuccessful` when blocked tasks were last looked for.
@@ -142,7 +142,7 @@ async fn drive_async(start: Start) -> Result<Finished> {
         stop_starting: false,
         max_provisioning: slots.max,
         budget,
-        units: (0..info.len()).map(|_| None).collect(),
+        units: std::collections::HashMap::new(),
         told_waiting: vec![false; info.len()],
         seen_unsuccessful: 0,
     };
@@ -288,7 +288,7 @@ impl Coord<'_> {
                 let name = format!("{}/{}", ctx.ws[t.ws].id, t.id);
                 match self.budget.take(&name, t.jobserver).map_err(budget_err)? {
                     Some(unit) => {
-                        self.units[i] = Some(unit);
+                        self.units.insert(i, unit);
                         if std::mem::take(&mut self.told_waiting[i]) {
                             let (run, ws, id) = self.l.ids(i);
                             self.l.store.note_waiting(&run, &ws, &id, None)?;
@@ -449,7 +449,7 @@ impl Coord<'_> {
                 result,
             } => {
                 self.in_flight -= 1;
-                if let Some(unit) = self.units[task].take() {
+                if let Some(unit) = self.units.remove(&task) {
                     let e = |e| RunError::Env(format!("jobserver: {e}"));
                     self.budget.give_back(unit).map_err(e)?;
                 }
