@@ -33,8 +33,9 @@ pub struct Scheduler<'a> {
     dag: &'a Dag,
     info: &'a [TaskInfo],
     slots: Slots,
-    /// Longest chain of tasks from each task to a sink: run long chains first.
-    rank: Vec<usize>,
+    /// Every task, best first: the longest chain of tasks from it to a sink
+    /// (long chains first), then plan order.
+    order: Vec<usize>,
 }
 
 impl<'a> Scheduler<'a> {
@@ -48,11 +49,13 @@ impl<'a> Scheduler<'a> {
         for &i in &order {
             rank[i] = 1 + dependants[i].iter().map(|&d| rank[d]).max().unwrap_or(0);
         }
+        let mut best: Vec<usize> = (0..n).collect();
+        best.sort_by_key(|&i| (std::cmp::Reverse(rank[i]), i));
         Scheduler {
             dag,
             info,
             slots,
-            rank,
+            order: best,
         }
     }
 
@@ -127,14 +130,13 @@ impl<'a> Scheduler<'a> {
                 }
             }
         }
-        let mut candidates: Vec<usize> = (0..states.len())
-            .filter(|&i| states[i] == TaskState::Ready && !held(i))
-            .collect();
-        candidates.sort_by_key(|&i| (std::cmp::Reverse(self.rank[i]), i));
         let mut out = Vec::new();
-        for i in candidates {
+        for &i in &self.order {
             if running >= self.slots.max {
                 break;
+            }
+            if states[i] != TaskState::Ready || held(i) {
+                continue;
             }
             let info = self.info[i];
             let class_room = match info.class {

@@ -125,7 +125,7 @@ fn finish(ctx: &Ctx, fin: runner::Finished, json: bool) -> CliResult {
     if json {
         let _ = writeln!(out, "{}", serde_json::to_string_pretty(&st).unwrap());
     } else {
-        let events = store.events(&fin.run_id, 0)?;
+        let events = store.events_with(&fin.run_id, "hint")?;
         let closing = report::Closing {
             hints: report::task_hints(events.iter().map(|(_, e)| e)),
             layout: &store.layout,

@@ -225,6 +225,11 @@ pub fn one_malloc_arena() {
     os::one_malloc_arena()
 }
 
+/// Free memory back to the system (see the unix version for why).
+pub fn release_free_memory() {
+    os::release_free_memory()
+}
+
 pub fn default_shell() -> Shell {
     os::DEFAULT_SHELL
 }

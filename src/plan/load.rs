@@ -38,14 +38,59 @@ pub(crate) fn jsonc_options() -> ParseOptions {
 
 /// Parses and validates plan text; `path` is only used in messages and
 /// kept in [`Loaded::path`].
+///
+/// Each form of a plan of 10,000 tasks (syntax tree, value, typed plan)
+/// takes several MiB, so no two of them are kept at once: the tree is
+/// consumed into the value, the value into the plan, and the tree is made
+/// again only to place findings (docs/ARCHITECTURE.md, "Per-task cost").
 pub fn parse_str(text: &str, path: &Path, opts: LoadOptions) -> Result<Loaded, PlanError> {
     let text = text.strip_prefix('\u{feff}').unwrap_or(text);
-    let lines = LineIndex::new(text);
+    let mut findings = Vec::new();
+    let value = to_value(
+        syntax_tree(text, path)?,
+        &mut Vec::new(),
+        false,
+        &mut findings,
+    );
+    let again = || {
+        let tree = syntax_tree(text, path).expect("the text parsed before");
+        to_value(tree, &mut Vec::new(), false, &mut Vec::new())
+    };
+    let (plan, dead) = deserialize(value, again, opts, &mut findings);
+    let dag = plan.as_ref().and_then(|p| {
+        let mut semantic = Vec::new();
+        let dag = validate::validate(p, &mut semantic);
+        findings.extend(
+            semantic
+                .into_iter()
+                .filter(|f| !under(&f.diag.pointer, &dead)),
+        );
+        dag
+    });
+    let diags = if findings.is_empty() {
+        Vec::new()
+    } else {
+        place(text, path, findings)?
+    };
+    let has_errors = diags.iter().any(|d| d.severity == Severity::Error);
+    match (plan, dag) {
+        (Some(plan), Some(dag)) if !has_errors => Ok(Loaded {
+            path: path.to_path_buf(),
+            plan,
+            dag,
+            warnings: diags,
+        }),
+        _ => Err(PlanError::Invalid(diags)),
+    }
+}
+
+/// The text's syntax tree, or the syntax error.
+fn syntax_tree<'t>(text: &'t str, path: &Path) -> Result<ast::Value<'t>, PlanError> {
     let syntax = |offset: usize, message: String, help: &str| {
         PlanError::Invalid(vec![Diagnostic {
             severity: Severity::Error,
             pointer: String::new(),
-            location: Some(lines.location(path, offset)),
+            location: Some(LineIndex::new(text).location(path, offset)),
             message,
             help: Some(help.to_string()),
         }])
@@ -58,29 +103,19 @@ pub fn parse_str(text: &str, path: &Path, opts: LoadOptions) -> Result<Loaded, P
                  double quotes around keys and strings, commas between items",
         )
     })?;
-    let Some(ast) = parsed.value else {
-        return Err(syntax(
+    parsed.value.ok_or_else(|| {
+        syntax(
             0,
             "the plan is empty: expected a JSON object".into(),
             "`mpw init` writes a starter plan",
-        ));
-    };
+        )
+    })
+}
 
-    let mut findings = Vec::new();
-    let mut trail = Vec::new();
-    let value = to_value(&ast, &mut trail, false, &mut findings);
-    let (plan, dead) = deserialize(&value, opts, &mut findings);
-    let dag = plan.as_ref().and_then(|p| {
-        let mut semantic = Vec::new();
-        let dag = validate::validate(p, &mut semantic);
-        findings.extend(
-            semantic
-                .into_iter()
-                .filter(|f| !under(&f.diag.pointer, &dead)),
-        );
-        dag
-    });
-
+/// Findings with their places in the text: errors first, each kind in file order.
+fn place(text: &str, path: &Path, findings: Vec<Finding>) -> Result<Vec<Diagnostic>, PlanError> {
+    let ast = syntax_tree(text, path)?;
+    let lines = LineIndex::new(text);
     let mut diags: Vec<(usize, Diagnostic)> = findings
         .into_iter()
         .map(|f| {
@@ -94,30 +129,19 @@ pub fn parse_str(text: &str, path: &Path, opts: LoadOptions) -> Result<Loaded, P
             (offset, d)
         })
         .collect();
-    // Errors first, each kind in file order.
     diags.sort_by_key(|(offset, d)| (d.severity != Severity::Error, *offset));
-    let diags: Vec<Diagnostic> = diags.into_iter().map(|(_, d)| d).collect();
-    let has_errors = diags.iter().any(|d| d.severity == Severity::Error);
-    match (plan, dag) {
-        (Some(plan), Some(dag)) if !has_errors => Ok(Loaded {
-            path: path.to_path_buf(),
-            plan,
-            dag,
-            warnings: diags,
-        }),
-        _ => Err(PlanError::Invalid(diags)),
-    }
+    Ok(diags.into_iter().map(|(_, d)| d).collect())
 }
 
 enum Seg<'a> {
-    Key(&'a str),
+    Key(std::borrow::Cow<'a, str>),
     Index(usize),
 }
 
-fn prop_name<'b>(p: &'b ast::ObjectProp<'_>) -> &'b str {
-    match &p.name {
-        ast::ObjectPropName::String(s) => s.value.as_ref(),
-        ast::ObjectPropName::Word(w) => w.value,
+fn prop_name<'t>(name: ast::ObjectPropName<'t>) -> std::borrow::Cow<'t, str> {
+    match name {
+        ast::ObjectPropName::String(s) => s.value,
+        ast::ObjectPropName::Word(w) => w.value.into(),
     }
 }
 
@@ -133,16 +157,16 @@ fn trail_pointer(trail: &[Seg<'_>]) -> String {
     s
 }
 
-/// AST → Value; duplicate keys (outside `metadata`) are errors: which one
-/// counts would be a guess.
-fn to_value<'b>(
-    v: &'b ast::Value<'_>,
-    trail: &mut Vec<Seg<'b>>,
+/// AST → Value, freeing each node once converted; duplicate keys (outside
+/// `metadata`) are errors: which one counts would be a guess.
+fn to_value<'t>(
+    v: ast::Value<'t>,
+    trail: &mut Vec<Seg<'t>>,
     in_meta: bool,
     out: &mut Vec<Finding>,
 ) -> Value {
     match v {
-        ast::Value::StringLit(s) => Value::String(s.value.to_string()),
+        ast::Value::StringLit(s) => Value::String(s.value.into_owned()),
         ast::Value::NumberLit(n) => match n.value.parse::<serde_json::Number>() {
             Ok(num) => Value::Number(num),
             Err(_) => Value::String(n.value.to_string()),
@@ -151,7 +175,7 @@ fn to_value<'b>(
         ast::Value::NullKeyword(_) => Value::Null,
         ast::Value::Array(a) => Value::Array(
             a.elements
-                .iter()
+                .into_iter()
                 .enumerate()
                 .map(|(i, e)| {
                     trail.push(Seg::Index(i));
@@ -163,11 +187,14 @@ fn to_value<'b>(
         ),
         ast::Value::Object(o) => {
             let mut map = Map::with_capacity(o.properties.len());
-            for p in &o.properties {
-                let name = prop_name(p);
-                trail.push(Seg::Key(name));
+            for p in o.properties {
+                let name = prop_name(p.name);
                 let meta = in_meta || name == "metadata";
-                let v = to_value(&p.value, trail, meta, out);
+                trail.push(Seg::Key(name));
+                let v = to_value(p.value, trail, meta, out);
+                let Some(Seg::Key(name)) = trail.last() else {
+                    unreachable!("pushed above")
+                };
                 if map.insert(name.to_string(), v).is_some() && !in_meta {
                     let mut f = Finding::error(
                         trail_pointer(trail),
@@ -267,8 +294,8 @@ fn error_pointer(path: &serde_path_to_error::Path) -> String {
 
 /// Deserializes one piece of the plan at `base`; unknown keys go to `unknown`.
 /// On failure: the culprit's pointer and serde's message.
-fn de_piece<T: DeserializeOwned>(
-    value: &Value,
+fn de_piece<'de, T: DeserializeOwned>(
+    value: impl serde::Deserializer<'de>,
     base: &str,
     unknown: &mut Vec<String>,
 ) -> Result<T, (String, String)> {
@@ -414,8 +441,11 @@ fn stand_in(v: &mut Value, pointer: &str, field: &str, n: &mut usize) -> Result<
 /// the plan is read again, so the semantic checks still run and every
 /// problem is reported in one pass. Returns the pointers of stand-ins, whose
 /// own findings would be about the stand-in and are dropped.
+/// `again` makes the value anew: the first read takes it by value (its
+/// strings move into the plan); only a plan with problems is read again.
 fn deserialize(
-    value: &Value,
+    value: Value,
+    again: impl FnOnce() -> Value,
     opts: LoadOptions,
     out: &mut Vec<Finding>,
 ) -> (Option<Plan>, Vec<String>) {
@@ -434,6 +464,14 @@ fn deserialize(
         );
         return (None, Vec::new());
     }
+    let mut unknown = Vec::new();
+    if let Ok(plan) = de_piece::<Plan>(value, "", &mut unknown)
+        && unknown.is_empty()
+    {
+        return (Some(plan), Vec::new());
+    }
+    // A type error or an unknown key: its message needs the whole plan.
+    let value = &again();
     let mut v = value.clone();
     let mut dead: Vec<String> = Vec::new();
     let mut removed: Vec<String> = Vec::new();

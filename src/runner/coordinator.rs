@@ -37,10 +37,12 @@ struct Coord<'a> {
     max_provisioning: usize,
     /// The cpu budget shared with the tasks' tools (see `crate::slots`).
     budget: Budget,
-    /// The budget's unit each running cpu task holds.
-    units: Vec<Option<Unit>>,
+    /// The budget's unit each running cpu task holds, by task.
+    units: std::collections::HashMap<usize, Unit>,
     /// Tasks whose wait for a machine slot has been told (TASK_WAITING).
     told_waiting: Vec<bool>,
+    /// `Ledger::unsuccessful` when blocked tasks were last looked for.
+    seen_unsuccessful: usize,
 }
 
 /// A recorded run, ready for its coordinator.
@@ -109,7 +111,6 @@ async fn drive_async(start: Start) -> Result<Finished> {
         .collect();
     let (tx, mut rx) = mpsc::unbounded_channel();
     let (cancel_tx, _) = watch::channel(Cancel::No);
-    let dag = &loaded.dag;
     let by_class = |class| match class {
         crate::plan::TaskClass::Cpu => slots.cpu,
         crate::plan::TaskClass::Io => slots.io,
@@ -124,6 +125,11 @@ async fn drive_async(start: Start) -> Result<Finished> {
         tx.clone(),
     )
     .map_err(RunError::io(&ctx.layout.adapters()))?;
+    // The context has what the run needs of the plan; the plan itself (a
+    // few MiB at 10,000 tasks) goes (docs/ARCHITECTURE.md, "Per-task cost").
+    let Loaded { plan, dag, .. } = loaded;
+    drop(plan);
+    let dag = &dag;
     let mut c = Coord {
         l: Ledger::load(ctx, store, dag, listener)?,
         sched: Scheduler::new(dag, &info, slots),
@@ -136,8 +142,9 @@ async fn drive_async(start: Start) -> Result<Finished> {
         stop_starting: false,
         max_provisioning: slots.max,
         budget,
-        units: (0..info.len()).map(|_| None).collect(),
+        units: std::collections::HashMap::new(),
         told_waiting: vec![false; info.len()],
+        seen_unsuccessful: 0,
     };
     if how.resuming {
         // Ending a dead coordinator's processes waits out their grace.
@@ -151,6 +158,8 @@ async fn drive_async(start: Start) -> Result<Finished> {
     }
     c.l.start_listener()?;
     c.l.transition_run(RunState::Running, RunPatch::default())?;
+    // Setup's peak (the plan's forms, the first status) is over.
+    crate::exec::release_free_memory();
 
     let mut signals = Signals::new().map_err(RunError::runtime("cannot listen for SIGTERM"))?;
     let mut tick = tokio::time::interval(Duration::from_millis(200));
@@ -215,21 +224,19 @@ impl Coord<'_> {
     fn done(&self) -> bool {
         self.in_flight == 0
             && !self.l.ws.iter().any(|w| w.phase == WsPhase::Provisioning)
-            && self.l.tasks.iter().all(|t| t.state.is_terminal())
+            && self.l.all_ended()
     }
 
     /// Skip what can never run, provision what can, promote and start tasks.
     fn step(&mut self) -> Result<()> {
-        // Tasks behind a failure never run.
-        loop {
-            let blocked = self.sched.blocked(&self.l.task_states());
-            if blocked.is_empty() {
-                break;
-            }
+        // Tasks behind a failure never run; only a new failure makes more.
+        while self.l.unsuccessful() != self.seen_unsuccessful {
+            self.seen_unsuccessful = self.l.unsuccessful();
+            let blocked = self.sched.blocked(self.l.task_states());
             for i in blocked {
                 // Read again: a task skipped just now may be the first culprit.
                 let states = self.l.task_states();
-                let reason = match self.sched.blocking_dep(i, &states) {
+                let reason = match self.sched.blocking_dep(i, states) {
                     Some(d) => format!(
                         "upstream {}/{} {}",
                         self.l.ctx.ws[self.l.ctx.tasks[d].ws].id, self.l.ctx.tasks[d].id, states[d]
@@ -246,7 +253,7 @@ impl Coord<'_> {
                 "not started: --fail-fast after a failure"
             };
             for i in 0..self.l.tasks.len() {
-                if matches!(self.l.tasks[i].state, TaskState::Pending | TaskState::Ready) {
+                if matches!(self.l.state(i), TaskState::Pending | TaskState::Ready) {
                     self.l.skip_task(i, reason.into())?;
                 }
             }
@@ -254,13 +261,13 @@ impl Coord<'_> {
         }
         self.provision_ready()?;
         let open: Vec<bool> = self.l.ws.iter().map(|w| w.phase == WsPhase::Open).collect();
-        for i in self.sched.newly_ready(&self.l.task_states(), &open) {
+        for i in self.sched.newly_ready(self.l.task_states(), &open) {
             self.l
                 .transition_task(i, TaskState::Ready, TaskPatch::default())?;
         }
         let now = Instant::now();
         let (slots, tasks) = (&self.l.tasks, &self.l.ctx.tasks);
-        let start = self.sched.startable(&self.l.task_states(), &|i| {
+        let start = self.sched.startable(self.l.task_states(), &|i| {
             slots[i].held_until.is_some_and(|t| t > now) || !open[tasks[i].ws]
         });
         self.start(start)
@@ -281,7 +288,7 @@ impl Coord<'_> {
                 let name = format!("{}/{}", ctx.ws[t.ws].id, t.id);
                 match self.budget.take(&name, t.jobserver).map_err(budget_err)? {
                     Some(unit) => {
-                        self.units[i] = Some(unit);
+                        self.units.insert(i, unit);
                         if std::mem::take(&mut self.told_waiting[i]) {
                             let (run, ws, id) = self.l.ids(i);
                             self.l.store.note_waiting(&run, &ws, &id, None)?;
@@ -349,7 +356,7 @@ impl Coord<'_> {
             // Nothing left to run here (all tasks done before a resume): no worktree needed.
             if self.l.dag.ws_tasks[w]
                 .clone()
-                .all(|t| self.l.tasks[t].state.is_terminal())
+                .all(|t| self.l.state(t).is_terminal())
             {
                 continue;
             }
@@ -375,7 +382,7 @@ impl Coord<'_> {
     /// Skip the tasks of a workstream that have not ended.
     fn skip_unfinished(&mut self, w: usize, reason: &str) -> Result<()> {
         for t in self.l.dag.ws_tasks[w].clone() {
-            if !self.l.tasks[t].state.is_terminal() {
+            if !self.l.state(t).is_terminal() {
                 self.l.skip_task(t, reason.to_string())?;
             }
         }
@@ -442,7 +449,7 @@ impl Coord<'_> {
                 result,
             } => {
                 self.in_flight -= 1;
-                if let Some(unit) = self.units[task].take() {
+                if let Some(unit) = self.units.remove(&task) {
                     let e = |e| RunError::Env(format!("jobserver: {e}"));
                     self.budget.give_back(unit).map_err(e)?;
                 }

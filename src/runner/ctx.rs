@@ -79,11 +79,13 @@ impl RunCtx {
         });
         let ws_rows = store.workstreams(run_id)?;
         let shell = plan_shell(plan);
+        // The plan's rules, made once for every workstream without its own.
+        let mut shared: Option<Arc<IgnoreRules>> = None;
         let ws = plan
             .workstreams
             .iter()
             .enumerate()
-            .map(|(i, w)| WsCtx::new(plan, w, i, &ws_rows[i], shell))
+            .map(|(i, w)| WsCtx::new(plan, w, i, &ws_rows[i], shell, &mut shared))
             .collect::<Result<_>>()?;
         let mut tasks = Vec::with_capacity(loaded.dag.tasks.len());
         for node in &loaded.dag.tasks {
@@ -264,8 +266,8 @@ pub(crate) struct WsCtx {
     /// MPW_SLOT: the workstream's index.
     pub slot: usize,
     /// The worktree's repository, opened by the first task that needs it and
-    /// kept for the run (docs/ARCHITECTURE.md, "Per-task cost").
-    repo: std::sync::OnceLock<crate::git::Repo>,
+    /// kept until the workstream ends (docs/ARCHITECTURE.md, "Per-task cost").
+    repo: std::sync::Mutex<Option<Arc<crate::git::Repo>>>,
 }
 
 impl WsCtx {
@@ -275,6 +277,7 @@ impl WsCtx {
         slot: usize,
         row: &WsRow,
         shell: Shell,
+        shared: &mut Option<Arc<IgnoreRules>>,
     ) -> Result<Self> {
         let allowed = match &w.allowed_paths {
             None => None,
@@ -288,15 +291,26 @@ impl WsCtx {
                 Some(b.build().map_err(|e| bad_ws(w, e.to_string()))?)
             }
         };
-        let ignore = IgnoreRules::new(
-            plan.globals.ignore_defaults.unwrap_or(true),
-            plan.globals
-                .ignore
-                .iter()
-                .chain(&w.ignore)
-                .map(String::as_str),
-        )
-        .map_err(|e| bad_ws(w, e))?;
+        let ignore = match shared {
+            Some(rules) if w.ignore.is_empty() => rules.clone(),
+            _ => {
+                let rules = Arc::new(
+                    IgnoreRules::new(
+                        plan.globals.ignore_defaults.unwrap_or(true),
+                        plan.globals
+                            .ignore
+                            .iter()
+                            .chain(&w.ignore)
+                            .map(String::as_str),
+                    )
+                    .map_err(|e| bad_ws(w, e))?,
+                );
+                if w.ignore.is_empty() {
+                    *shared = Some(rules.clone());
+                }
+                rules
+            }
+        };
         let mut env: Vec<(String, String)> = plan.globals.env.clone().into_iter().collect();
         env.extend(w.env.clone());
         Ok(WsCtx {
@@ -304,7 +318,7 @@ impl WsCtx {
             branch: row.branch.clone(),
             worktree: PathBuf::from(&row.worktree),
             allowed,
-            ignore: Arc::new(ignore),
+            ignore,
             setup: WsSetup {
                 copy: plan.globals.copy.clone(),
                 commands: plan.globals.setup.iter().chain(&w.setup).cloned().collect(),
@@ -313,17 +327,25 @@ impl WsCtx {
                 timeout: Duration::from_secs(plan.globals.timeout_s.unwrap_or(1800)),
             },
             slot,
-            repo: std::sync::OnceLock::new(),
+            repo: std::sync::Mutex::new(None),
         })
     }
 
     /// The worktree's repository (opened once; only after provisioning).
-    pub fn repo(&self) -> std::result::Result<&crate::git::Repo, crate::git::GitError> {
-        if let Some(r) = self.repo.get() {
-            return Ok(r);
+    pub fn repo(&self) -> std::result::Result<Arc<crate::git::Repo>, crate::git::GitError> {
+        let mut kept = self.repo.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(r) = &*kept {
+            return Ok(r.clone());
         }
-        let r = crate::git::Repo::open(&self.worktree)?;
-        Ok(self.repo.get_or_init(|| r))
+        let r = Arc::new(crate::git::Repo::open(&self.worktree)?);
+        *kept = Some(r.clone());
+        Ok(r)
+    }
+
+    /// Let the repository go once the workstream has ended: a run of 100
+    /// workstreams would otherwise keep 100 handles to its end.
+    pub fn close_repo(&self) {
+        self.repo.lock().unwrap_or_else(|e| e.into_inner()).take();
     }
 
     /// The `MPW_*` variables of a command in this workstream.

@@ -23,10 +23,9 @@ pub trait Listener: Send {
     fn finish(&mut self, _status: &RunStatus) {}
 }
 
-/// What the coordinator knows of one task.
+/// What the coordinator knows of one task (its state: `Ledger::states`).
 #[derive(Debug, Clone)]
 pub(super) struct TaskSlot {
-    pub state: TaskState,
     /// Attempts started so far.
     pub attempts: u32,
     pub max_attempts: u32,
@@ -101,8 +100,20 @@ pub(super) struct Ledger<'a> {
     pub store: Store,
     pub dag: &'a Dag,
     pub tasks: Vec<TaskSlot>,
+    /// Each task's state, by global index; changed by `transition_task` only.
+    states: Vec<TaskState>,
+    /// How many tasks have ended, and how many of those did not succeed:
+    /// the coordinator's step looks at every task only when these say it
+    /// may find something (docs/ARCHITECTURE.md, "Per-task cost").
+    ended: usize,
+    unsuccessful: usize,
     pub ws: Vec<WsSlot>,
     listener: Box<dyn Listener>,
+}
+
+/// A task in this state may keep its dependants from ever running.
+fn unsuccessful(s: TaskState) -> bool {
+    s.is_terminal() && s != TaskState::Succeeded
 }
 
 impl<'a> Ledger<'a> {
@@ -114,12 +125,12 @@ impl<'a> Ledger<'a> {
         listener: Box<dyn Listener>,
     ) -> Result<Self> {
         let rows = store.tasks(&ctx.run_id)?;
+        let states: Vec<TaskState> = rows.iter().map(|r| r.state).collect();
         let tasks = ctx
             .tasks
             .iter()
             .zip(&rows)
             .map(|(t, r)| TaskSlot {
-                state: r.state,
                 attempts: r.attempts,
                 max_attempts: t.retries + 1,
                 held_until: None,
@@ -138,18 +149,37 @@ impl<'a> Ledger<'a> {
                 }),
             })
             .collect();
+        let mut store = store;
+        store.keep_status(Some(&ctx.run_id));
         Ok(Ledger {
             ctx,
             store,
             dag,
             tasks,
+            ended: states.iter().filter(|s| s.is_terminal()).count(),
+            unsuccessful: states.iter().filter(|&&s| unsuccessful(s)).count(),
+            states,
             ws,
             listener,
         })
     }
 
-    pub fn task_states(&self) -> Vec<TaskState> {
-        self.tasks.iter().map(|t| t.state).collect()
+    pub fn task_states(&self) -> &[TaskState] {
+        &self.states
+    }
+
+    pub fn state(&self, task: usize) -> TaskState {
+        self.states[task]
+    }
+
+    /// Every task has ended.
+    pub fn all_ended(&self) -> bool {
+        self.ended == self.states.len()
+    }
+
+    /// How many tasks ended without success so far (it only grows).
+    pub fn unsuccessful(&self) -> usize {
+        self.unsuccessful
     }
 
     /// Run, workstream and task ids of a task.
@@ -169,6 +199,8 @@ impl<'a> Ledger<'a> {
     }
 
     pub fn finish(&mut self) -> Result<()> {
+        // The last write reads everything anyway: what was kept can go first.
+        self.store.keep_status(None);
         let status = self.store.write_status_files(&self.ctx.run_id)?;
         self.listener.finish(&status);
         Ok(())
@@ -212,7 +244,10 @@ impl<'a> Ledger<'a> {
     pub fn transition_task(&mut self, i: usize, to: TaskState, patch: TaskPatch) -> Result<()> {
         let (run, ws, task) = self.ids(i);
         let ev = self.store.transition_task(&run, &ws, &task, to, patch)?;
-        self.tasks[i].state = to;
+        let from = std::mem::replace(&mut self.states[i], to);
+        self.ended = self.ended + usize::from(to.is_terminal()) - usize::from(from.is_terminal());
+        self.unsuccessful =
+            self.unsuccessful + usize::from(unsuccessful(to)) - usize::from(unsuccessful(from));
         self.emit(ev);
         if to.is_terminal() || to == TaskState::Running {
             self.update_ws(self.ctx.tasks[i].ws)?;
@@ -238,7 +273,9 @@ impl<'a> Ledger<'a> {
         self.ws[w].state = to;
         self.emit(ev);
         if to.is_terminal() {
-            self.store.write_status_files_of(&run, Some(&ws))?;
+            self.ctx.ws[w].close_repo();
+            self.store.write_status_files_of(&run, &ws)?;
+            crate::exec::release_free_memory();
         }
         Ok(())
     }
@@ -274,7 +311,7 @@ impl<'a> Ledger<'a> {
     pub fn update_ws(&mut self, w: usize) -> Result<()> {
         let tasks: Vec<(TaskState, bool)> = self.dag.ws_tasks[w]
             .clone()
-            .map(|t| (self.tasks[t].state, self.ctx.tasks[t].allow_failure))
+            .map(|t| (self.states[t], self.ctx.tasks[t].allow_failure))
             .collect();
         let cur = self.ws[w].state;
         let next = derive_ws_state(cur, self.ws[w].phase, &tasks);
@@ -303,11 +340,11 @@ impl<'a> Ledger<'a> {
             .filter(|&t| !self.ctx.tasks[t].allow_failure)
             .filter(|&t| {
                 matches!(
-                    self.tasks[t].state,
+                    self.states[t],
                     TaskState::Failed | TaskState::Quarantined | TaskState::Cancelled
                 )
             })
-            .map(|t| format!("{} {}", self.ctx.tasks[t].id, self.tasks[t].state))
+            .map(|t| format!("{} {}", self.ctx.tasks[t].id, self.states[t]))
             .collect();
         if bad.is_empty() {
             "upstream work did not complete".into()

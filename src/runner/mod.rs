@@ -326,6 +326,7 @@ pub fn run(
     crate::slots::machine::size().map_err(RunError::Env)?;
     let mut store = Store::open(p.repo.layout.clone())?;
     let stored = opts.stored.clone();
+    // Dropped once written: it is the size of the plan again.
     let plan_json = serde_json::to_vec_pretty(plan).expect("plan serialises");
     store.create_run(&NewRun {
         id: &p.run_id,
@@ -345,6 +346,7 @@ pub fn run(
             .map(|(w, branch, wt)| new_ws(w, branch.clone(), wt))
             .collect(),
     })?;
+    drop(plan_json);
     if let Some(up) = &opts.upstream {
         let full = crate::import::plan_value_of(&opts.plan)?;
         crate::import::seed_upstreams(

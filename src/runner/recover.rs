@@ -26,7 +26,7 @@ pub(super) fn recover(l: &mut Ledger) -> Result<(Vec<PathBuf>, Option<String>)> 
     let ws_ids = l.ctx.ws.iter().map(|w| w.id.as_str());
     end_dead_coordinators_processes(&l.ctx.layout, &run, ws_ids, &attempts, l.ctx.grace);
     for i in 0..l.tasks.len() {
-        match l.tasks[i].state {
+        match l.state(i) {
             TaskState::Running => recover_running(l, i, &attempts, last_seen.as_deref())?,
             TaskState::Cancelled | TaskState::Skipped => {
                 l.transition_task(
@@ -44,9 +44,7 @@ pub(super) fn recover(l: &mut Ledger) -> Result<(Vec<PathBuf>, Option<String>)> 
     // Workstreams not finished go back to be provisioned (their worktree
     // is checked, reset or re-created there).
     for w in 0..l.ws.len() {
-        let unfinished = l.dag.ws_tasks[w]
-            .clone()
-            .any(|t| !is_done(l.tasks[t].state));
+        let unfinished = l.dag.ws_tasks[w].clone().any(|t| !is_done(l.state(t)));
         let state = l.ws[w].state;
         if unfinished && state.is_terminal() || state == WorkstreamState::Running {
             l.transition_ws(w, WorkstreamState::Pending, WsPatch::default())?;

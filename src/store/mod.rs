@@ -63,6 +63,8 @@ pub struct Store {
     conn: Connection,
     pub layout: Layout,
     jsonl: HashMap<String, File>,
+    /// A coordinator's `run_status.json`, kept between writes (see `keep_status`).
+    kept: Option<status::Kept>,
 }
 
 fn db_err(layout: &Layout) -> impl Fn(rusqlite::Error) -> StoreError + use<> {
@@ -93,6 +95,7 @@ impl Store {
             conn,
             layout,
             jsonl: HashMap::new(),
+            kept: None,
         })
     }
 
@@ -206,6 +209,7 @@ impl Store {
         task: &str,
         why: Option<&str>,
     ) -> Result<()> {
+        self.task_changed(ws);
         self.conn
             .execute(
                 "UPDATE tasks SET reason = ?4 WHERE run_id = ?1 AND ws = ?2 AND id = ?3",
@@ -325,6 +329,17 @@ impl Store {
         )
     }
 
+    /// Tasks of one workstream in plan order.
+    pub fn ws_tasks(&self, run: &str, ws: &str) -> Result<Vec<TaskRow>> {
+        self.query(
+            "SELECT ws, id, idx, name, state, attempts, exit_code, commit_id, preserved_ref,
+                    reason, started_at, finished_at, duration_ms
+             FROM tasks WHERE run_id = ?1 AND ws = ?2 ORDER BY idx",
+            [run, ws],
+            rows::task_row,
+        )
+    }
+
     /// Tasks of a run in plan order.
     pub fn tasks(&self, run: &str) -> Result<Vec<TaskRow>> {
         self.query(
@@ -357,6 +372,19 @@ impl Store {
         )
     }
 
+    /// Events of a run whose facts have the key `key` (e.g. `hint`), in
+    /// order: the few a caller wants, without reading every event.
+    pub fn events_with(&self, run: &str, key: &str) -> Result<Vec<(i64, Event)>> {
+        // Facts are JSON objects: a key is a quoted name before a colon (in a
+        // string value the quotes would be escaped).
+        self.query(
+            "SELECT seq, ts, kind, ws, task, attempt, data, run_id FROM events
+             WHERE run_id = ?1 AND instr(data, ?2) > 0 ORDER BY seq",
+            params![run, format!("\"{key}\":")],
+            rows::event_row,
+        )
+    }
+
     pub fn integrations(&self, run: &str) -> Result<Vec<IntegrationRow>> {
         self.query(
             "SELECT ws, into_branch, state, branch_head, commit_id, conflicts, reason, at
@@ -370,7 +398,7 @@ impl Store {
     pub fn run_events(&self, run: &str) -> Result<Vec<Event>> {
         self.query(
             "SELECT seq, ts, kind, ws, task, attempt, data, run_id FROM events
-             WHERE run_id = ?1 AND kind LIKE 'RUN\\_%' ESCAPE '\\' ORDER BY seq",
+             WHERE run_id = ?1 AND ws IS NULL AND kind LIKE 'RUN\\_%' ESCAPE '\\' ORDER BY seq",
             [run],
             |r| rows::event_row(r).map(|(_, e)| e),
         )

@@ -112,6 +112,11 @@ CREATE TABLE gate_runs (
     at TEXT NOT NULL
 );
 "#,
+    // The run's own events (RUN_*, when it ran), found without reading
+    // every task's: `mpw status` and each status write need them.
+    r#"
+CREATE INDEX events_run_level ON events (run_id, seq) WHERE ws IS NULL;
+"#,
 ];
 
 pub(super) fn configure(conn: &Connection) -> rusqlite::Result<()> {

@@ -2,79 +2,216 @@
 //! database and rewritten atomically (docs/ARCHITECTURE.md).
 
 use super::layout::write_atomic_with;
-use super::rows::{GateRunRow, TaskRow};
+use super::rows::{GateRunRow, RunRow, TaskRow, WsRow};
 use super::{Result, Store};
 use crate::model::{Event, EventData, Integration, RunState, TaskState, WorkstreamState};
 use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
 
 impl Store {
     /// The `run_status.json` object (docs/ARCHITECTURE.md), from the database.
     pub fn run_status(&self, run: &str) -> Result<RunStatus> {
         let r = self.run(run)?;
         let wss = self.workstreams(run)?;
-        let tasks = self.tasks(run)?;
-        let now = ms_of(&crate::model::now()).unwrap_or(0);
-        let active = Active::of(&self.run_events(run)?, now);
+        // In plan order, as the workstreams: each takes its run of rows.
+        let mut tasks = self.tasks(run)?.into_iter().peekable();
+        let active = self.active(run)?;
         let mut counts = Counts::default();
         let mut out = Vec::with_capacity(wss.len());
         for ws in wss {
-            let mut wc = Counts::default();
-            let trs: Vec<TaskStatus> = tasks.iter().filter(|t| t.ws == ws.id).cloned().collect();
-            for t in &trs {
-                wc.add(t.state);
-                counts.add(t.state);
+            let mut trs = Vec::new();
+            while let Some(t) = tasks.next_if(|t| t.ws == ws.id) {
+                trs.push(t);
             }
-            out.push(WsStatus {
-                id: ws.id,
-                name: ws.name,
-                state: ws.state,
-                branch: ws.branch,
-                worktree: ws.worktree,
-                base: ws.start_commit,
-                head: ws.head,
-                reason: ws.reason,
-                duration_ms: active.within(ws.started_at.as_deref(), ws.finished_at.as_deref()),
-                started_at: ws.started_at,
-                finished_at: ws.finished_at,
-                counts: wc,
-                integration: ws.integration,
-                tasks: trs,
-            });
+            let wc = Counts::of(&trs);
+            counts.merge(&wc);
+            out.push(ws_status(ws, &active, wc, trs));
         }
-        Ok(RunStatus {
-            schema: 1,
-            run_id: r.id,
-            name: r.name,
-            state: r.state,
-            repo: r.repo,
-            base: r.base,
-            base_ref: r.base_ref,
-            duration_ms: r.started_at.as_ref().map(|_| active.total()),
-            started_at: r.started_at,
-            finished_at: r.finished_at,
-            counts,
-            workstreams: out,
-            gate_runs: self.gate_runs(run, 0)?,
-        })
+        Ok(run_status(r, &active, counts, out, self.gate_runs(run, 0)?))
+    }
+
+    /// When the run ran, as of now.
+    fn active(&self, run: &str) -> Result<Active> {
+        let now = ms_of(&crate::model::now()).unwrap_or(0);
+        Ok(Active::of(&self.run_events(run)?, now))
     }
 
     /// Rewrite `run_status.json` and every `workstreams/<ws>.json` atomically.
     pub fn write_status_files(&self, run: &str) -> Result<RunStatus> {
-        self.write_status_files_of(run, None)
-    }
-
-    /// Rewrite `run_status.json` and the one workstream's file (all when None).
-    pub fn write_status_files_of(&self, run: &str, only: Option<&str>) -> Result<RunStatus> {
         let st = self.run_status(run)?;
         write_atomic_with(&self.layout.run_status(run), |w| pretty(w, &st))?;
-        for ws in st
-            .workstreams
-            .iter()
-            .filter(|w| only.is_none_or(|o| o == w.id))
-        {
+        for ws in &st.workstreams {
             write_atomic_with(&self.layout.ws_json(run, &ws.id), |w| pretty(w, ws))?;
         }
         Ok(st)
+    }
+
+    /// Keep each workstream's tasks as serialised in `run_status.json`
+    /// between writes of `run` (None: stop, and let them go). For a
+    /// coordinator, which writes the file at every workstream end.
+    pub fn keep_status(&mut self, run: Option<&str>) {
+        self.kept = run.map(|r| Kept {
+            run: r.to_string(),
+            ws: HashMap::new(),
+        });
+    }
+
+    /// A task row of `ws` changed: its kept tasks are stale.
+    pub(super) fn task_changed(&mut self, ws: &str) {
+        if let Some(k) = &mut self.kept {
+            k.ws.remove(ws);
+        }
+    }
+
+    /// Rewrite `run_status.json` and the one workstream's file. Kept tasks
+    /// (see `keep_status`) are written as they are; only the workstreams
+    /// whose tasks changed since are read and serialised again, so a write
+    /// costs about the size of the file rather than a read of every row
+    /// (docs/ARCHITECTURE.md, "Per-task cost"). The bytes are those of
+    /// `write_status_files`.
+    pub fn write_status_files_of(&mut self, run: &str, only: &str) -> Result<()> {
+        let Some(mut kept) = self.kept.take_if(|k| k.run == run) else {
+            self.write_status_files(run)?;
+            return Ok(());
+        };
+        let written = self.write_kept(run, only, &mut kept);
+        self.kept = Some(kept);
+        written
+    }
+
+    fn write_kept(&self, run: &str, only: &str, kept: &mut Kept) -> Result<()> {
+        let r = self.run(run)?;
+        let wss = self.workstreams(run)?;
+        let active = self.active(run)?;
+        let mut counts = Counts::default();
+        let mut out = Vec::with_capacity(wss.len());
+        let mut only_tasks = None;
+        for ws in wss {
+            let fresh = !kept.ws.contains_key(&ws.id);
+            if fresh || ws.id == only {
+                let trs = self.ws_tasks(run, &ws.id)?;
+                if fresh {
+                    kept.ws.insert(ws.id.clone(), Fragment::of(&trs));
+                }
+                if ws.id == only {
+                    only_tasks = Some(trs);
+                }
+            }
+            let f = &kept.ws[&ws.id];
+            counts.merge(&f.counts);
+            out.push(ws_status(ws, &active, f.counts.clone(), Vec::new()));
+        }
+        let mut st = run_status(r, &active, counts, out, self.gate_runs(run, 0)?);
+        // The file with every workstream's tasks left empty, then each
+        // `"tasks": []` in turn filled with the kept ones: only a key can
+        // hold that text (in a string its quotes would be escaped).
+        let head = serde_json::to_vec_pretty(&st).expect("status serialises");
+        let marks: Vec<usize> = (0..head.len())
+            .filter(|&i| head[i..].starts_with(EMPTY_TASKS))
+            .collect();
+        if marks.len() != st.workstreams.len() {
+            self.write_status_files(run)?;
+            return Ok(());
+        }
+        write_atomic_with(&self.layout.run_status(run), |w| {
+            let mut at = 0;
+            for (m, ws) in marks.iter().zip(&st.workstreams) {
+                w.write_all(&head[at..*m])?;
+                w.write_all(b"\"tasks\": ")?;
+                w.write_all(&kept.ws[&ws.id].json)?;
+                at = m + EMPTY_TASKS.len();
+            }
+            w.write_all(&head[at..])
+        })?;
+        if let Some(ws) = st.workstreams.iter_mut().find(|w| w.id == only) {
+            ws.tasks = only_tasks.unwrap_or_default();
+            write_atomic_with(&self.layout.ws_json(run, only), |w| pretty(w, ws))?;
+        }
+        Ok(())
+    }
+}
+
+/// A workstream's task list's indentation in `run_status.json`: the file's
+/// object, `workstreams`' list, a workstream's object, two spaces each.
+const INDENT: &[u8] = b"      ";
+
+/// How an empty task list of a workstream reads in `run_status.json`.
+const EMPTY_TASKS: &[u8] = b"\"tasks\": []";
+
+/// What a coordinator keeps of `run_status.json` between its writes.
+pub(super) struct Kept {
+    run: String,
+    /// By workstream id; absent: to read again.
+    ws: HashMap<String, Fragment>,
+}
+
+/// One workstream's tasks as they stand in `run_status.json`.
+struct Fragment {
+    counts: Counts,
+    /// The list, indented for its place in the file.
+    json: Vec<u8>,
+}
+
+impl Fragment {
+    fn of(tasks: &[TaskStatus]) -> Fragment {
+        let flat = serde_json::to_vec_pretty(tasks).expect("tasks serialise");
+        // Indented for its place; a string holds no raw newline.
+        let lines = flat.iter().filter(|&&b| b == b'\n').count();
+        // Exactly its size: every workstream's is kept for the whole run.
+        let mut json = Vec::with_capacity(flat.len() + INDENT.len() * lines);
+        for line in flat.split_inclusive(|&b| b == b'\n') {
+            json.extend_from_slice(line);
+            if line.ends_with(b"\n") {
+                json.extend_from_slice(INDENT);
+            }
+        }
+        Fragment {
+            counts: Counts::of(tasks),
+            json,
+        }
+    }
+}
+
+fn ws_status(ws: WsRow, active: &Active, counts: Counts, tasks: Vec<TaskStatus>) -> WsStatus {
+    WsStatus {
+        id: ws.id,
+        name: ws.name,
+        state: ws.state,
+        branch: ws.branch,
+        worktree: ws.worktree,
+        base: ws.start_commit,
+        head: ws.head,
+        reason: ws.reason,
+        duration_ms: active.within(ws.started_at.as_deref(), ws.finished_at.as_deref()),
+        started_at: ws.started_at,
+        finished_at: ws.finished_at,
+        counts,
+        integration: ws.integration,
+        tasks,
+    }
+}
+
+fn run_status(
+    r: RunRow,
+    active: &Active,
+    counts: Counts,
+    workstreams: Vec<WsStatus>,
+    gate_runs: Vec<GateRunRow>,
+) -> RunStatus {
+    RunStatus {
+        schema: 1,
+        run_id: r.id,
+        name: r.name,
+        state: r.state,
+        repo: r.repo,
+        base: r.base,
+        base_ref: r.base_ref,
+        duration_ms: r.started_at.as_ref().map(|_| active.total()),
+        started_at: r.started_at,
+        finished_at: r.finished_at,
+        counts,
+        workstreams,
+        gate_runs,
     }
 }
 
@@ -171,6 +308,19 @@ impl Counts {
     fn add(&mut self, s: TaskState) {
         self.tasks += 1;
         *self.by_state.entry(s.as_str().into()).or_default() += 1;
+    }
+    fn of(tasks: &[TaskStatus]) -> Counts {
+        let mut c = Counts::default();
+        for t in tasks {
+            c.add(t.state);
+        }
+        c
+    }
+    fn merge(&mut self, other: &Counts) {
+        self.tasks += other.tasks;
+        for (state, n) in &other.by_state {
+            *self.by_state.entry(state.clone()).or_default() += n;
+        }
     }
     pub fn get(&self, s: TaskState) -> usize {
         self.by_state.get(s.as_str()).copied().unwrap_or(0)

@@ -250,6 +250,7 @@ impl Store {
         to: TaskState,
         patch: TaskPatch,
     ) -> Result<Option<Event>> {
+        self.task_changed(ws);
         let (ts, e) = (now(), self.err());
         let (tx, (from, attempts)): (_, (TaskState, u32)) = self.begin_change(
             "SELECT state, attempts FROM tasks WHERE run_id = ?1 AND ws = ?2 AND id = ?3",
