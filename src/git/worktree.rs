@@ -847,6 +847,94 @@ mod tests {
         git(&p, &["fsck", "--no-progress"]);
     }
 
+    /// Files, modes and symlinks of a worktree, `.git` left out.
+    fn tree_of(root: &Path) -> Vec<(String, String)> {
+        use std::os::unix::fs::PermissionsExt;
+        let mut out = Vec::new();
+        let mut todo = vec![root.to_path_buf()];
+        while let Some(d) = todo.pop() {
+            for e in std::fs::read_dir(&d).unwrap().flatten() {
+                let p = e.path();
+                let rel = p.strip_prefix(root).unwrap().to_string_lossy().into_owned();
+                let md = std::fs::symlink_metadata(&p).unwrap();
+                if rel == ".git" {
+                    continue;
+                } else if md.file_type().is_symlink() {
+                    let to = std::fs::read_link(&p).unwrap();
+                    out.push((rel, format!("link {}", to.display())));
+                } else if md.is_dir() {
+                    todo.push(p);
+                } else {
+                    let mode = md.permissions().mode() & 0o111 != 0;
+                    let text = String::from_utf8_lossy(&std::fs::read(&p).unwrap()).into_owned();
+                    out.push((rel, format!("exec {mode} {text:?}")));
+                }
+            }
+        }
+        out.sort();
+        out
+    }
+
+    /// The shared index and objects give each worktree exactly what git's
+    /// checkout gives, with an index git finds clean without a refresh, also
+    /// when the commit changes between worktrees.
+    #[test]
+    fn worktrees_of_one_commit_check_out_as_git_does() {
+        use crate::git::test_support::{commit_all, set_exec, write_files};
+        let (d, p) = repo();
+        write_files(
+            &p,
+            &[
+                ("bin/run.sh", "#!/bin/sh\necho hi\n"),
+                ("deep/a/b/c.txt", "deep\n"),
+                ("deep/a/d.txt", "d\n"),
+                (".gitattributes", "*.bat eol=crlf\n"),
+                ("x.bat", "echo one\necho two\n"),
+            ],
+        );
+        set_exec(&p.join("bin/run.sh"), true);
+        std::os::unix::fs::symlink("a.txt", p.join("link")).unwrap();
+        std::os::unix::fs::symlink("deep/a", p.join("dirlink")).unwrap();
+        let first = commit_all(&p, "kinds");
+        std::fs::write(p.join("deep/a/d.txt"), "changed\n").unwrap();
+        let second = commit_all(&p, "second");
+        let w = Worktrees::open(&p).unwrap();
+        for (i, commit) in [first, first, second, first].into_iter().enumerate() {
+            let branch = format!("mpw/R/W{i}");
+            w.create_branch(&branch, commit).unwrap();
+            assert_eq!(w.branch_tip(&branch).unwrap(), Some(commit));
+            let wt = d.path().join(format!("r.mpw/R/W{i}"));
+            w.add_worktree(&wt, &branch).unwrap();
+            // git's own checkout of the same commit, to compare with.
+            let theirs = d.path().join(format!("git{i}"));
+            git(
+                &p,
+                &[
+                    "worktree",
+                    "add",
+                    "-q",
+                    "--detach",
+                    theirs.to_str().unwrap(),
+                    &commit.to_string(),
+                ],
+            );
+            assert_eq!(tree_of(&wt), tree_of(&theirs), "worktree {i}");
+            assert_eq!(git(&wt, &["diff-files"]), "", "worktree {i}: stat data");
+            assert_eq!(git(&wt, &["status", "--porcelain"]), "", "worktree {i}");
+            assert_eq!(
+                git(&wt, &["ls-files", "-s"]),
+                git(&theirs, &["ls-files", "-s"]),
+                "worktree {i}"
+            );
+            assert_eq!(git(&wt, &["rev-parse", "--abbrev-ref", "HEAD"]), branch);
+        }
+        assert!(tree_of(&d.path().join("r.mpw/R/W0")).contains(&(
+            "x.bat".to_string(),
+            format!("exec false {:?}", "echo one\r\necho two\r\n")
+        )));
+        git(&p, &["fsck", "--no-progress"]);
+    }
+
     /// Each state a kill can leave while gix adds a worktree (in the order
     /// gix writes: registration folder, worktree folder, `locked`, `gitdir`,
     /// `commondir`, `.git`, HEAD, files, index) or while one is removed.
