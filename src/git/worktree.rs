@@ -293,7 +293,7 @@ struct SharedObjects {
 
 #[derive(Default)]
 struct Kept {
-    map: std::sync::RwLock<std::collections::HashMap<Oid, (gix::object::Kind, Box<[u8]>)>>,
+    map: std::sync::RwLock<gix::hashtable::HashMap<Oid, (gix::object::Kind, Box<[u8]>)>>,
     bytes: std::sync::atomic::AtomicUsize,
 }
 
