@@ -291,9 +291,12 @@ struct SharedObjects {
     kept: Arc<Kept>,
 }
 
+/// An object as read: its kind and its (inflated) data.
+type KeptObject = (gix::object::Kind, Box<[u8]>);
+
 #[derive(Default)]
 struct Kept {
-    map: std::sync::RwLock<gix::hashtable::HashMap<Oid, (gix::object::Kind, Box<[u8]>)>>,
+    map: std::sync::RwLock<gix::hashtable::HashMap<Oid, KeptObject>>,
     bytes: std::sync::atomic::AtomicUsize,
 }
 
