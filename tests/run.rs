@@ -473,3 +473,110 @@ fn same_size_rewrites_in_the_same_second_are_committed() {
     assert_eq!(repo.git(&["show", "mpw/RACY/A:v.txt"]), "v3");
     assert_eq!(repo.git(&["show", "mpw/RACY/A~1:v.txt"]), "v2");
 }
+
+/// Files, exec bits and symlink targets under `root`, `.git` left out.
+#[cfg(unix)]
+fn worktree_files(root: &std::path::Path) -> Vec<String> {
+    use std::os::unix::fs::PermissionsExt;
+    let mut out = Vec::new();
+    let mut todo = vec![root.to_path_buf()];
+    while let Some(d) = todo.pop() {
+        for e in std::fs::read_dir(&d).unwrap().flatten() {
+            let p = e.path();
+            let rel = p.strip_prefix(root).unwrap().to_string_lossy().into_owned();
+            let md = std::fs::symlink_metadata(&p).unwrap();
+            if rel == ".git" {
+                continue;
+            } else if md.file_type().is_symlink() {
+                out.push(format!(
+                    "{rel} -> {}",
+                    std::fs::read_link(&p).unwrap().display()
+                ));
+            } else if md.is_dir() {
+                todo.push(p);
+            } else {
+                let exec = md.permissions().mode() & 0o111 != 0;
+                out.push(format!(
+                    "{rel} exec={exec} {:?}",
+                    std::fs::read(&p).unwrap()
+                ));
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+/// Each provisioned worktree is what `git worktree add` makes (files, exec
+/// bits, symlinks, eol conversion) with an index git finds clean without a
+/// refresh: the tasks look before mpw's own status could refresh it. W4
+/// changes the tree W5 starts from.
+#[cfg(unix)]
+#[test]
+fn provisioned_worktrees_match_git_and_need_no_index_refresh() {
+    let repo = repo()
+        .with_file("bin/run.sh", "#!/bin/sh\necho hi\n")
+        .with_file("deep/a/b/c.txt", "c\n")
+        .with_file("deep/a/d.txt", "d\n")
+        .with_file(".gitattributes", "*.bat eol=crlf\n")
+        .with_file("x.bat", "echo one\necho two\n")
+        .with_many_files("many", 300)
+        .init();
+    use std::os::unix::fs::PermissionsExt;
+    let script = repo.path.join("bin/run.sh");
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::os::unix::fs::symlink("deep/a/d.txt", repo.path.join("link")).unwrap();
+    std::os::unix::fs::symlink("deep/a", repo.path.join("dirlink")).unwrap();
+    repo.commit_all("kinds");
+    let check = r#"{ "id": "check", "read_only": true, "run": "test -z \"$(git diff-files)\" && test -z \"$(git status --porcelain)\"" }"#;
+    let ws = |id: &str, extra: &str| format!(r#"{{ "id": "{id}", {extra} "tasks": [ {check} ] }}"#);
+    let plan = format!(
+        r#"{{ "run_id": "RP", "globals": {{ "max_concurrency": 3 }}, "workstreams": [ {}, {}, {},
+            {{ "id": "W4", "tasks": [ {{ "id": "add", "run": "echo new > deep/a/new.txt && chmod -x bin/run.sh" }} ] }},
+            {} ] }}"#,
+        ws("W1", ""),
+        ws("W2", ""),
+        ws("W3", ""),
+        ws("W5", r#""depends_on": ["W4"],"#),
+    );
+    let (code, _, stdout, stderr) = run_plan(&repo, &plan, &[]);
+    assert_eq!(code, 0, "{stdout}\n{stderr}");
+    for w in ["W1", "W2", "W3", "W4", "W5"] {
+        let wt = repo.worktree_root().join("RP").join(w);
+        let theirs = repo.dir.path().join(format!("git-{w}"));
+        let branch = format!("mpw/RP/{w}");
+        repo.git(&[
+            "worktree",
+            "add",
+            "-q",
+            "--detach",
+            theirs.to_str().unwrap(),
+            &branch,
+        ]);
+        assert_eq!(worktree_files(&wt), worktree_files(&theirs), "{w}");
+        assert_eq!(
+            run_git(&wt, &["ls-files", "-s"]),
+            run_git(&theirs, &["ls-files", "-s"]),
+            "{w}"
+        );
+        assert_eq!(run_git(&wt, &["diff-files"]), "", "{w}");
+        assert_eq!(run_git(&wt, &["status", "--porcelain"]), "", "{w}");
+    }
+    assert!(
+        worktree_files(&repo.worktree_root().join("RP/W1")).contains(&format!(
+            "x.bat exec=false {:?}",
+            b"echo one\r\necho two\r\n"
+        ))
+    );
+    let exec_bit = |w: &str| {
+        worktree_files(&repo.worktree_root().join("RP").join(w))
+            .into_iter()
+            .find(|l| l.starts_with("bin/run.sh "))
+            .unwrap()
+    };
+    assert!(exec_bit("W1").contains("exec=true"));
+    assert!(
+        exec_bit("W5").contains("exec=false"),
+        "W5 starts from W4's commit"
+    );
+}

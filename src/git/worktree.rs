@@ -5,6 +5,7 @@ use super::error::{GitError, ctx, removed};
 use super::repo::open_repo;
 use gix::refs::transaction::PreviousValue;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 
 /// Facts about the repository around a path.
@@ -82,7 +83,10 @@ pub fn branch_tip(repo: &Path, short: &str) -> Result<Option<Oid>, GitError> {
 
 /// The commit any reference points at (peeled), if it exists.
 pub fn ref_target(repo: &Path, full_name: &str) -> Result<Option<Oid>, GitError> {
-    let r = open_repo(repo)?;
+    ref_target_in(&open_repo(repo)?, full_name)
+}
+
+fn ref_target_in(r: &gix::Repository, full_name: &str) -> Result<Option<Oid>, GitError> {
     let Some(mut reference) = r
         .try_find_reference(full_name)
         .map_err(ctx(format!("reading {full_name}")))?
@@ -97,7 +101,11 @@ pub fn ref_target(repo: &Path, full_name: &str) -> Result<Option<Oid>, GitError>
 
 /// Create a branch at `target`; fine if it already points exactly there.
 pub fn create_branch(repo: &Path, short: &str, target: Oid) -> Result<(), GitError> {
-    if let Some(tip) = branch_tip(repo, short)? {
+    create_branch_in(&open_repo(repo)?, short, target)
+}
+
+fn create_branch_in(r: &gix::Repository, short: &str, target: Oid) -> Result<(), GitError> {
+    if let Some(tip) = ref_target_in(r, &format!("refs/heads/{short}"))? {
         if tip == target {
             return Ok(());
         }
@@ -106,7 +114,6 @@ pub fn create_branch(repo: &Path, short: &str, target: Oid) -> Result<(), GitErr
             format!("it already exists at {tip}"),
         ));
     }
-    let r = open_repo(repo)?;
     r.reference(
         format!("refs/heads/{short}"),
         target,
@@ -117,52 +124,253 @@ pub fn create_branch(repo: &Path, short: &str, target: Oid) -> Result<(), GitErr
     Ok(())
 }
 
-fn add(repo: &Path, path: &Path, head: gix::worktree::add::Head) -> Result<(), GitError> {
-    let r = open_repo(repo)?;
-    if let Some(parent) = path.parent() {
-        std::fs::create_dir_all(parent).map_err(|source| GitError::Io {
-            path: parent.to_path_buf(),
+/// The main repository, opened once for the branches and worktrees a run
+/// adds, and what worktrees of one commit share: the index built from its
+/// tree (each worktree gets a copy that its checkout fills with its own stat
+/// data) and the objects read for the first of them. See
+/// docs/ARCHITECTURE.md, "Provisioning".
+pub struct Worktrees {
+    repo: gix::ThreadSafeRepository,
+    /// The last tree checked out and its index: most runs start every
+    /// workstream at one commit.
+    index: std::sync::Mutex<Option<(Oid, Arc<gix::index::State>)>>,
+    kept: Arc<Kept>,
+}
+
+impl Worktrees {
+    pub fn open(repo: &Path) -> Result<Worktrees, GitError> {
+        Ok(Worktrees {
+            repo: open_repo(repo)?.into_sync(),
+            index: std::sync::Mutex::new(None),
+            kept: Arc::default(),
+        })
+    }
+
+    /// The commit a branch points at, if it exists.
+    pub fn branch_tip(&self, short: &str) -> Result<Option<Oid>, GitError> {
+        ref_target_in(&self.repo.to_thread_local(), &format!("refs/heads/{short}"))
+    }
+
+    /// Create a branch at `target`; fine if it already points exactly there.
+    pub fn create_branch(&self, short: &str, target: Oid) -> Result<(), GitError> {
+        create_branch_in(&self.repo.to_thread_local(), short, target)
+    }
+
+    /// Add a linked worktree at `path` with `branch_short` checked out.
+    pub fn add_worktree(&self, path: &Path, branch_short: &str) -> Result<(), GitError> {
+        let name: gix::refs::FullName = format!("refs/heads/{branch_short}")
+            .try_into()
+            .map_err(ctx(format!("branch name {branch_short}")))?;
+        self.add(path, gix::worktree::add::Head::Attached(name))
+    }
+
+    fn add(&self, path: &Path, head: gix::worktree::add::Head) -> Result<(), GitError> {
+        let r = self.repo.to_thread_local();
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent).map_err(|source| GitError::Io {
+                path: parent.to_path_buf(),
+                source,
+            })?;
+        }
+        // gix reads every registered worktree while adding one and fails on an
+        // entry another process is half-way through creating: one at a time.
+        let lock_dir = r.common_dir().join("mpw");
+        let io = |source| GitError::Io {
+            path: lock_dir.clone(),
             source,
-        })?;
+        };
+        std::fs::create_dir_all(&lock_dir).map_err(io)?;
+        let lock = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(lock_dir.join("worktree-add.lock"))
+            .map_err(io)?;
+        lock.lock().map_err(io)?;
+        clear_leftovers(&r, path)?;
+        let interrupt = AtomicBool::new(false);
+        let doing = || format!("adding worktree {}", path.display());
+        let prepared = r
+            .prepare_add_worktree(path, head, &interrupt)
+            .map_err(ctx(doing()))?;
+        // Registered: checkouts of several worktrees may run side by side.
+        drop(lock);
+        if let Some(name) = path.file_name() {
+            crate::fault::kill_point(&format!("kill-adding-worktree:{}", name.to_string_lossy()));
+        }
+        if sparse(prepared.repo()) {
+            // gix's own checkout applies the sparse patterns.
+            prepared
+                .checkout(gix::progress::Discard, &interrupt)
+                .map_err(ctx(doing()))?;
+            return Ok(());
+        }
+        // As gix's checkout does: files, then the index, then the
+        // registration is finished (its "initializing" lock removed); a
+        // failure removes what was written.
+        match self.checkout(&r, prepared.repo(), &interrupt) {
+            Ok(()) => {
+                prepared.persist().map_err(ctx(doing()))?;
+                Ok(())
+            }
+            Err(e) => {
+                if let Err(undo) = prepared.rollback() {
+                    tracing::debug!("could not undo adding {}: {undo}", path.display());
+                }
+                Err(e)
+            }
+        }
     }
-    // gix reads every registered worktree while adding one and fails on an
-    // entry another process is half-way through creating: one at a time.
-    let lock_dir = r.common_dir().join("mpw");
-    let io = |source| GitError::Io {
-        path: lock_dir.clone(),
-        source,
-    };
-    std::fs::create_dir_all(&lock_dir).map_err(io)?;
-    let lock = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(lock_dir.join("worktree-add.lock"))
-        .map_err(io)?;
-    lock.lock().map_err(io)?;
-    clear_leftovers(&r, path)?;
-    let interrupt = AtomicBool::new(false);
-    let doing = || format!("adding worktree {}", path.display());
-    let prepared = r
-        .prepare_add_worktree(path, head, &interrupt)
+
+    /// Write HEAD's tree into the new, empty worktree of `wr`, and its index.
+    fn checkout(
+        &self,
+        main: &gix::Repository,
+        wr: &gix::Repository,
+        interrupt: &AtomicBool,
+    ) -> Result<(), GitError> {
+        let doing = || {
+            format!(
+                "checking out {}",
+                wr.workdir().unwrap_or(wr.git_dir()).display()
+            )
+        };
+        let workdir = wr
+            .workdir()
+            .ok_or_else(|| GitError::gix(doing(), "no worktree"))?;
+        let tree = wr.head_tree_id().map_err(ctx(doing()))?.detach();
+        let state = self.index_of(main, tree)?;
+        let mut index =
+            gix::index::File::from_state(gix::index::State::clone(&state), wr.index_path());
+        let mut options = wr
+            .checkout_options(gix::worktree::stack::state::attributes::Source::IdMapping)
+            .map_err(ctx(doing()))?;
+        options.destination_is_initially_empty = true;
+        gix::worktree::state::checkout(
+            &mut index,
+            workdir,
+            SharedObjects::new(main, &self.kept)?,
+            &gix::progress::Discard,
+            &gix::progress::Discard,
+            interrupt,
+            options,
+        )
         .map_err(ctx(doing()))?;
-    // Registered: checkouts of several worktrees may run side by side.
-    drop(lock);
-    if let Some(name) = path.file_name() {
-        crate::fault::kill_point(&format!("kill-adding-worktree:{}", name.to_string_lossy()));
+        index.write(Default::default()).map_err(ctx(doing()))?;
+        Ok(())
     }
-    prepared
-        .checkout(gix::progress::Discard, &interrupt)
-        .map_err(ctx(doing()))?;
-    Ok(())
+
+    /// The index of `tree` (no stat data yet), built once per tree.
+    fn index_of(
+        &self,
+        main: &gix::Repository,
+        tree: Oid,
+    ) -> Result<Arc<gix::index::State>, GitError> {
+        let mut last = self.index.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((t, state)) = last.as_ref()
+            && *t == tree
+        {
+            return Ok(state.clone());
+        }
+        let file = main
+            .index_from_tree(&tree)
+            .map_err(ctx(format!("reading tree {tree}")))?;
+        let state = Arc::new(gix::index::State::clone(&file));
+        *last = Some((tree, state.clone()));
+        Ok(state)
+    }
+}
+
+/// Objects for checkouts: the main repository's object store (its pack
+/// indexes read once), and the objects read so far kept in memory for the
+/// next worktree, up to `SHARED_BYTES`: each would otherwise be inflated
+/// again, and its delta chain resolved again, for every worktree.
+#[derive(Clone)]
+struct SharedObjects {
+    odb: gix::OdbHandleArc,
+    kept: Arc<Kept>,
+}
+
+/// An object as read: its kind and its (inflated) data.
+type KeptObject = (gix::object::Kind, Box<[u8]>);
+
+#[derive(Default)]
+struct Kept {
+    map: std::sync::RwLock<gix::hashtable::HashMap<Oid, KeptObject>>,
+    bytes: std::sync::atomic::AtomicUsize,
+}
+
+const SHARED_BYTES: usize = 64 << 20;
+
+impl SharedObjects {
+    fn new(r: &gix::Repository, kept: &Arc<Kept>) -> Result<SharedObjects, GitError> {
+        Ok(SharedObjects {
+            odb: r
+                .objects
+                .clone()
+                .into_arc()
+                .map_err(ctx("opening the object store"))?,
+            kept: kept.clone(),
+        })
+    }
+}
+
+impl gix::objs::Find for SharedObjects {
+    fn try_find<'a>(
+        &self,
+        id: &gix::oid,
+        buffer: &'a mut Vec<u8>,
+    ) -> gix::Result<Option<gix::objs::Data<'a>>> {
+        use std::sync::atomic::Ordering::Relaxed;
+        let found = {
+            let map = self.kept.map.read().unwrap_or_else(|e| e.into_inner());
+            map.get(id).map(|(kind, data)| {
+                buffer.clear();
+                buffer.extend_from_slice(data);
+                *kind
+            })
+        };
+        let kind = match found {
+            Some(kind) => kind,
+            None => {
+                let Some(data) = self.odb.try_find(id, buffer)? else {
+                    return Ok(None);
+                };
+                let kind = data.kind;
+                if self.kept.bytes.load(Relaxed) + buffer.len() <= SHARED_BYTES {
+                    let mut map = self.kept.map.write().unwrap_or_else(|e| e.into_inner());
+                    if map
+                        .insert(id.to_owned(), (kind, buffer.as_slice().into()))
+                        .is_none()
+                    {
+                        self.kept.bytes.fetch_add(buffer.len(), Relaxed);
+                    }
+                }
+                kind
+            }
+        };
+        Ok(Some(gix::objs::Data {
+            kind,
+            object_hash: id.kind(),
+            data: buffer,
+        }))
+    }
+}
+
+/// Is sparse checkout on for this worktree?
+fn sparse(r: &gix::Repository) -> bool {
+    r.config_snapshot()
+        .boolean("core.sparseCheckout")
+        .unwrap_or(false)
+}
+
+fn add(repo: &Path, path: &Path, head: gix::worktree::add::Head) -> Result<(), GitError> {
+    Worktrees::open(repo)?.add(path, head)
 }
 
 /// Add a linked worktree at `path` with `branch_short` checked out.
 pub fn add_worktree(repo: &Path, path: &Path, branch_short: &str) -> Result<(), GitError> {
-    let name: gix::refs::FullName = format!("refs/heads/{branch_short}")
-        .try_into()
-        .map_err(ctx(format!("branch name {branch_short}")))?;
-    add(repo, path, gix::worktree::add::Head::Attached(name))
+    Worktrees::open(repo)?.add_worktree(path, branch_short)
 }
 
 /// Add a scratch worktree at `path` with a detached HEAD at `commit`.
@@ -638,6 +846,94 @@ mod tests {
         assert!(!git(&p, &["worktree", "list"]).contains("R/X"));
         delete_branches(&p, &["mpw/R/W".into()]).unwrap();
         assert_eq!(branch_tip(&p, "mpw/R/W").unwrap(), None);
+        git(&p, &["fsck", "--no-progress"]);
+    }
+
+    /// Files, modes and symlinks of a worktree, `.git` left out.
+    fn tree_of(root: &Path) -> Vec<(String, String)> {
+        use std::os::unix::fs::PermissionsExt;
+        let mut out = Vec::new();
+        let mut todo = vec![root.to_path_buf()];
+        while let Some(d) = todo.pop() {
+            for e in std::fs::read_dir(&d).unwrap().flatten() {
+                let p = e.path();
+                let rel = p.strip_prefix(root).unwrap().to_string_lossy().into_owned();
+                let md = std::fs::symlink_metadata(&p).unwrap();
+                if rel == ".git" {
+                    continue;
+                } else if md.file_type().is_symlink() {
+                    let to = std::fs::read_link(&p).unwrap();
+                    out.push((rel, format!("link {}", to.display())));
+                } else if md.is_dir() {
+                    todo.push(p);
+                } else {
+                    let mode = md.permissions().mode() & 0o111 != 0;
+                    let text = String::from_utf8_lossy(&std::fs::read(&p).unwrap()).into_owned();
+                    out.push((rel, format!("exec {mode} {text:?}")));
+                }
+            }
+        }
+        out.sort();
+        out
+    }
+
+    /// The shared index and objects give each worktree exactly what git's
+    /// checkout gives, with an index git finds clean without a refresh, also
+    /// when the commit changes between worktrees.
+    #[test]
+    fn worktrees_of_one_commit_check_out_as_git_does() {
+        use crate::git::test_support::{commit_all, set_exec, write_files};
+        let (d, p) = repo();
+        write_files(
+            &p,
+            &[
+                ("bin/run.sh", "#!/bin/sh\necho hi\n"),
+                ("deep/a/b/c.txt", "deep\n"),
+                ("deep/a/d.txt", "d\n"),
+                (".gitattributes", "*.bat eol=crlf\n"),
+                ("x.bat", "echo one\necho two\n"),
+            ],
+        );
+        set_exec(&p.join("bin/run.sh"), true);
+        std::os::unix::fs::symlink("a.txt", p.join("link")).unwrap();
+        std::os::unix::fs::symlink("deep/a", p.join("dirlink")).unwrap();
+        let first = commit_all(&p, "kinds");
+        std::fs::write(p.join("deep/a/d.txt"), "changed\n").unwrap();
+        let second = commit_all(&p, "second");
+        let w = Worktrees::open(&p).unwrap();
+        for (i, commit) in [first, first, second, first].into_iter().enumerate() {
+            let branch = format!("mpw/R/W{i}");
+            w.create_branch(&branch, commit).unwrap();
+            assert_eq!(w.branch_tip(&branch).unwrap(), Some(commit));
+            let wt = d.path().join(format!("r.mpw/R/W{i}"));
+            w.add_worktree(&wt, &branch).unwrap();
+            // git's own checkout of the same commit, to compare with.
+            let theirs = d.path().join(format!("git{i}"));
+            git(
+                &p,
+                &[
+                    "worktree",
+                    "add",
+                    "-q",
+                    "--detach",
+                    theirs.to_str().unwrap(),
+                    &commit.to_string(),
+                ],
+            );
+            assert_eq!(tree_of(&wt), tree_of(&theirs), "worktree {i}");
+            assert_eq!(git(&wt, &["diff-files"]), "", "worktree {i}: stat data");
+            assert_eq!(git(&wt, &["status", "--porcelain"]), "", "worktree {i}");
+            assert_eq!(
+                git(&wt, &["ls-files", "-s"]),
+                git(&theirs, &["ls-files", "-s"]),
+                "worktree {i}"
+            );
+            assert_eq!(git(&wt, &["rev-parse", "--abbrev-ref", "HEAD"]), branch);
+        }
+        assert!(tree_of(&d.path().join("r.mpw/R/W0")).contains(&(
+            "x.bat".to_string(),
+            format!("exec false {:?}", "echo one\r\necho two\r\n")
+        )));
         git(&p, &["fsck", "--no-progress"]);
     }
 

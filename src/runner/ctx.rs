@@ -55,6 +55,8 @@ pub(crate) struct RunCtx {
     pub tasks: Vec<TaskCtx>,
     /// Given to the tasks whose `jobserver` is true (see `crate::slots`).
     pub jobserver: Option<crate::slots::Jobserver>,
+    /// The main repository for provisioning, opened at the first one.
+    worktrees: std::sync::OnceLock<crate::git::Worktrees>,
 }
 
 impl RunCtx {
@@ -101,7 +103,18 @@ impl RunCtx {
             ws,
             tasks,
             jobserver: None,
+            worktrees: std::sync::OnceLock::new(),
         })
+    }
+
+    /// The main repository for adding branches and worktrees, opened once
+    /// per run (docs/ARCHITECTURE.md, "Provisioning").
+    pub fn worktrees(&self) -> std::result::Result<&crate::git::Worktrees, crate::git::GitError> {
+        if let Some(w) = self.worktrees.get() {
+            return Ok(w);
+        }
+        let w = crate::git::Worktrees::open(&self.repo)?;
+        Ok(self.worktrees.get_or_init(|| w))
     }
 }
 

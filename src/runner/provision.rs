@@ -23,9 +23,9 @@ pub(crate) async fn provision(
             .await
             .map_err(|e| format!("provisioning panicked: {e}"))??;
     let ws = &ctx.ws[w];
-    let fresh = match prepared {
+    let (fresh, start) = match prepared {
         Prep::Ready(p) => return Ok(p),
-        Prep::NeedsSetup { fresh } => fresh,
+        Prep::NeedsSetup { fresh, start } => (fresh, start),
     };
     let setup = &ws.setup;
     let mut copy = setup.copy.clone();
@@ -78,7 +78,12 @@ pub(crate) async fn provision(
             .map(|c| c.path)
             .collect()
     };
-    let head = git::head_of(&ws.worktree).map_err(|e| e.to_string())?;
+    // Only a setup command can have moved HEAD from where the worktree started.
+    let head = if ws.setup.commands.is_empty() {
+        start
+    } else {
+        git::head_of(&ws.worktree).map_err(|e| e.to_string())?
+    };
     Ok(Provisioned {
         start_commit: head,
         baseline,
@@ -90,7 +95,7 @@ pub(crate) async fn provision(
 
 enum Prep {
     Ready(Provisioned),
-    NeedsSetup { fresh: bool },
+    NeedsSetup { fresh: bool, start: Oid },
 }
 
 /// Branch and worktree. `Ready` when an earlier invocation already finished
@@ -107,13 +112,18 @@ fn prepare_worktree(
         let what = what.to_string();
         move |err: git::GitError| format!("{what}: {err}")
     };
-    let tip = git::branch_tip(repo, &ws.branch).map_err(e("reading the branch"))?;
+    let worktrees = ctx.worktrees().map_err(e("opening the repository"))?;
+    let tip = worktrees
+        .branch_tip(&ws.branch)
+        .map_err(e("reading the branch"))?;
     let fresh = tip.is_none();
     let start = match tip {
         Some(t) => t,
         None => {
             let start = start_commit(ctx, w, from)?;
-            git::create_branch(repo, &ws.branch, start).map_err(e("creating the branch"))?;
+            worktrees
+                .create_branch(&ws.branch, start)
+                .map_err(e("creating the branch"))?;
             start
         }
     };
@@ -162,8 +172,10 @@ fn prepare_worktree(
             ));
         }
     }
-    git::add_worktree(repo, &ws.worktree, &ws.branch).map_err(e("adding the worktree"))?;
-    Ok(Prep::NeedsSetup { fresh })
+    worktrees
+        .add_worktree(&ws.worktree, &ws.branch)
+        .map_err(e("adding the worktree"))?;
+    Ok(Prep::NeedsSetup { fresh, start })
 }
 
 fn same_path(a: &Path, b: &Path) -> bool {
