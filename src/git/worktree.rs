@@ -146,6 +146,16 @@ impl Worktrees {
         })
     }
 
+    /// Let go of the kept index and objects: no worktree is left to add.
+    pub fn forget_checkouts(&self) {
+        *self.index.lock().unwrap_or_else(|e| e.into_inner()) = None;
+        let mut map = self.kept.map.write().unwrap_or_else(|e| e.into_inner());
+        *map = Default::default();
+        self.kept
+            .bytes
+            .store(0, std::sync::atomic::Ordering::Relaxed);
+    }
+
     /// The commit a branch points at, if it exists.
     pub fn branch_tip(&self, short: &str) -> Result<Option<Oid>, GitError> {
         ref_target_in(&self.repo.to_thread_local(), &format!("refs/heads/{short}"))
@@ -875,6 +885,31 @@ mod tests {
         }
         out.sort();
         out
+    }
+
+    /// What the first checkout kept is let go of, and a later add still works.
+    #[test]
+    fn forgetting_the_kept_checkout_frees_it_and_adds_still_work() {
+        use crate::git::test_support::commit_all;
+        use std::sync::atomic::Ordering::Relaxed;
+        let (d, p) = repo();
+        std::fs::write(p.join("b.txt"), "b\n").unwrap();
+        let commit = commit_all(&p, "b");
+        let w = Worktrees::open(&p).unwrap();
+        w.create_branch("mpw/R/A", commit).unwrap();
+        w.add_worktree(&d.path().join("A"), "mpw/R/A").unwrap();
+        assert!(w.kept.bytes.load(Relaxed) > 0);
+        assert!(w.index.lock().unwrap().is_some());
+        w.forget_checkouts();
+        assert_eq!(w.kept.bytes.load(Relaxed), 0);
+        assert!(w.kept.map.read().unwrap().is_empty());
+        assert!(w.index.lock().unwrap().is_none());
+        w.create_branch("mpw/R/B", commit).unwrap();
+        w.add_worktree(&d.path().join("B"), "mpw/R/B").unwrap();
+        assert_eq!(
+            std::fs::read_to_string(d.path().join("B/b.txt")).unwrap(),
+            "b\n"
+        );
     }
 
     /// The shared index and objects give each worktree exactly what git's

@@ -456,18 +456,28 @@ impl Coord<'_> {
                 self.finish_attempt(task, attempt, result)?;
             }
             Msg::Worker(data) => self.l.event(None, None, None, data)?,
-            Msg::Provisioned { ws, result } => match result {
-                Ok(p) => self.open_ws(ws, p)?,
-                Err(reason) => {
-                    self.l.ws[ws].phase = WsPhase::Closed;
-                    let data = EventData::SetupFailed(SetupFailed {
-                        reason: reason.clone(),
-                    });
-                    self.l.event(Some(ws), None, None, data)?;
-                    self.skip_unfinished(ws, &format!("workstream could not start: {reason}"))?;
-                    self.l.end_ws(ws, WorkstreamState::Failed, reason)?;
+            Msg::Provisioned { ws, result } => {
+                match result {
+                    Ok(p) => self.open_ws(ws, p)?,
+                    Err(reason) => {
+                        self.l.ws[ws].phase = WsPhase::Closed;
+                        let data = EventData::SetupFailed(SetupFailed {
+                            reason: reason.clone(),
+                        });
+                        self.l.event(Some(ws), None, None, data)?;
+                        let why = format!("workstream could not start: {reason}");
+                        self.skip_unfinished(ws, &why)?;
+                        self.l.end_ws(ws, WorkstreamState::Failed, reason)?;
+                    }
                 }
-            },
+                let to_provision = self.l.ws.iter().any(|w| {
+                    w.phase == WsPhase::Provisioning
+                        || (w.phase == WsPhase::Closed && !w.state.is_terminal())
+                });
+                if !to_provision {
+                    self.l.ctx.forget_checkouts();
+                }
+            }
         }
         Ok(())
     }

@@ -107,6 +107,14 @@ impl RunCtx {
         })
     }
 
+    /// No workstream is left to provision: the checkout's kept index and
+    /// objects (up to 64 MiB) are not held for the rest of the run.
+    pub fn forget_checkouts(&self) {
+        if let Some(w) = self.worktrees.get() {
+            w.forget_checkouts();
+        }
+    }
+
     /// The main repository for adding branches and worktrees, opened once
     /// per run (docs/ARCHITECTURE.md, "Provisioning").
     pub fn worktrees(&self) -> std::result::Result<&crate::git::Worktrees, crate::git::GitError> {
