@@ -802,16 +802,18 @@ mod tests {
         Excluded::paths([".env".to_string()])
     }
 
+    /// What a kept handle sees changed.
+    fn paths(h: &Repo) -> Vec<String> {
+        let ch = h.changes(&Excluded::default()).unwrap();
+        ch.into_iter().map(|c| c.path).collect()
+    }
+
     /// One handle kept across tasks sees what changed between its uses:
     /// files, the index (staged by git itself), `.gitignore` edits, commits.
     #[test]
     fn one_kept_handle_sees_every_change_between_uses() {
         let (_d, p) = repo();
         let handle = Repo::open(&p).unwrap();
-        let paths = |h: &Repo| -> Vec<String> {
-            let ch = h.changes(&Excluded::default()).unwrap();
-            ch.into_iter().map(|c| c.path).collect()
-        };
         assert!(paths(&handle).is_empty());
         std::fs::write(p.join("keep.txt"), "same size\n").unwrap();
         assert_eq!(paths(&handle), ["keep.txt"]);
@@ -851,10 +853,6 @@ mod tests {
     fn a_kept_handle_sees_head_move_under_an_unchanged_index() {
         let (_d, p) = repo();
         let handle = Repo::open(&p).unwrap();
-        let paths = |h: &Repo| -> Vec<String> {
-            let ch = h.changes(&Excluded::default()).unwrap();
-            ch.into_iter().map(|c| c.path).collect()
-        };
         assert!(paths(&handle).is_empty());
         std::fs::write(p.join("mod.txt"), "second\n").unwrap();
         commit_all(&p, "second");
@@ -879,10 +877,6 @@ mod tests {
             &["worktree", "add", "-q", "-b", "side", wt.to_str().unwrap()],
         );
         let handle = Repo::open(&wt).unwrap();
-        let paths = |h: &Repo| -> Vec<String> {
-            let ch = h.changes(&Excluded::default()).unwrap();
-            ch.into_iter().map(|c| c.path).collect()
-        };
         assert!(paths(&handle).is_empty());
         crate::git::test_support::init_repo_at(&wt.join("inner"));
         std::fs::write(wt.join("inner/in.txt"), "x\n").unwrap();

@@ -447,6 +447,11 @@ mod tests {
                 r#"{{{H},"kind":"{kind}","run":"R","workstream":"W","head":"abc","reason":"why"}}"#
             )
         };
+        let locks_line = |kind: &str| {
+            format!(
+                r#"{{{H},"kind":"{kind}","run":"R","stale_locks_removed":["/r/.git/index.lock"],"coordinator_last_seen":"2026-01-02T03:00:00.000Z"}}"#
+            )
+        };
         let wsi_line = |kind: &str| {
             format!(
                 r#"{{{H},"kind":"{kind}","run":"R","workstream":"W","into":"main","conflicts":["a.txt"],"detail":"d"}}"#
@@ -460,9 +465,7 @@ mod tests {
             ),
             (
                 ev(false, false, D::RunResumed(locks())),
-                format!(
-                    r#"{{{H},"kind":"RUN_RESUMED","run":"R","stale_locks_removed":["/r/.git/index.lock"],"coordinator_last_seen":"2026-01-02T03:00:00.000Z"}}"#
-                ),
+                locks_line("RUN_RESUMED"),
             ),
             (
                 ev(
@@ -501,9 +504,7 @@ mod tests {
             ),
             (
                 ev(false, false, D::RunCancelled(locks())),
-                format!(
-                    r#"{{{H},"kind":"RUN_CANCELLED","run":"R","stale_locks_removed":["/r/.git/index.lock"],"coordinator_last_seen":"2026-01-02T03:00:00.000Z"}}"#
-                ),
+                locks_line("RUN_CANCELLED"),
             ),
             (
                 ev(
