@@ -93,7 +93,7 @@ fn retry_then_success_records_each_attempt() {
 #[test]
 fn final_failure_keeps_work_under_a_ref_and_skips_dependants() {
     let repo = repo().commit("init");
-    let (code, _, stdout, _) = run_plan(
+    let (code, _, stdout, stderr) = run_plan(
         &repo,
         r#"{ "run_id": "R3", "workstreams": [
             { "id": "A", "tasks": [
@@ -104,7 +104,7 @@ fn final_failure_keeps_work_under_a_ref_and_skips_dependants() {
         ] }"#,
         &[],
     );
-    assert_eq!(code, 1);
+    assert_eq!(code, 1, "{stderr}");
     let st = repo.run_status("R3");
     assert_eq!(st["state"], "FAILED");
     let t1 = task(&st, "A", "T1");

@@ -31,14 +31,18 @@ impl ProcInfo {
     }
 }
 
-/// Write the `.proc` file of the task whose stdout goes to `stdout`; returns
-/// its path. A failure is only logged: the task runs on without it.
-pub(super) fn record(stdout: &Path, info: &ProcInfo) -> PathBuf {
-    let path = stdout.with_extension("proc");
-    if let Err(e) = std::fs::write(&path, info.to_line()) {
+/// Write the `.proc` line of a started task into `file` (made before the
+/// spawn, see `os::mark_child`) or else into a new file at `path`. A failure
+/// is only logged: the task runs on without it.
+pub(super) fn record(path: &Path, file: Option<std::fs::File>, info: &ProcInfo) {
+    use std::io::Write;
+    let written = match file {
+        Some(mut f) => f.write_all(info.to_line().as_bytes()),
+        None => std::fs::write(path, info.to_line()),
+    };
+    if let Err(e) = written {
         debug!(pid = info.pid, "writing {}: {e}", path.display());
     }
-    path
 }
 
 /// The task's tree has ended: nothing left to find.
@@ -62,10 +66,15 @@ pub fn end_leftovers(dirs: &[PathBuf], grace: Duration) -> usize {
             let info = std::fs::read_to_string(&p)
                 .ok()
                 .and_then(|t| ProcInfo::from_line(&t));
-            if let Some(info) = info
-                && kill_stale(&info, grace)
-            {
-                ended += 1;
+            // No line: the coordinator died between the spawn and writing it.
+            let infos = match info {
+                Some(info) => vec![info],
+                None => os::marked(&p),
+            };
+            for info in infos {
+                if kill_stale(&info, grace) {
+                    ended += 1;
+                }
             }
             forget(&p);
         }
@@ -151,8 +160,7 @@ mod tests {
             pgid: None,
             start_time: None,
         };
-        let path = record(&stdout, &dead);
-        assert_eq!(path, dir.path().join("T1.proc"));
+        record(&stdout.with_extension("proc"), None, &dead);
         std::fs::write(dir.path().join("T2.proc"), "garbage").unwrap();
         std::fs::write(dir.path().join("T1.out"), "kept").unwrap();
 
@@ -163,5 +171,34 @@ mod tests {
             .map(|e| e.unwrap().file_name())
             .collect();
         assert_eq!(left, ["T1.out"]);
+    }
+
+    /// A coordinator killed between a spawn and the `.proc` line leaves the
+    /// empty file made before the spawn: its process is found by the mark in
+    /// its environment and ended.
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn a_process_without_its_line_is_found_by_its_mark_and_ended() {
+        use std::os::unix::process::CommandExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("T1.1.proc");
+        std::fs::write(&path, "").unwrap();
+        let other = dir.path().join("T2.1.proc");
+        let mut child = std::process::Command::new("sleep")
+            .arg("30")
+            .env(os::MARK, &path)
+            .process_group(0)
+            .spawn()
+            .unwrap();
+        let pids = |p: &Path| os::marked(p).iter().map(|i| i.pid).collect::<Vec<_>>();
+        assert_eq!(pids(&path), [child.id()]);
+        assert!(
+            pids(&other).is_empty(),
+            "another task's mark is not this one"
+        );
+        let logs = [dir.path().to_path_buf()];
+        assert_eq!(end_leftovers(&logs, Duration::from_secs(5)), 1);
+        assert_eq!(child.wait().unwrap().code(), None, "ended by a signal");
+        assert!(!path.exists());
     }
 }

@@ -133,7 +133,7 @@ pub async fn run_with(
         js.configure(cmd.as_std_mut());
     }
     let proc_path = spec.stdout.with_extension("proc");
-    os::record_in_child(&mut cmd, &proc_path);
+    let proc_file = os::mark_child(&mut cmd, &proc_path);
     let mut wrap = CommandWrap::from(cmd);
     os::contain(&mut wrap);
     wrap.wrap(KillOnDrop);
@@ -157,9 +157,7 @@ pub async fn run_with(
     if let Some(name) = spec.stdout.file_stem() {
         crate::fault::kill_point(&format!("kill-before-proc:{}", name.to_string_lossy()));
     }
-    if !os::CHILD_RECORDS_ALL {
-        proc::record(&spec.stdout, &info);
-    }
+    proc::record(&proc_path, proc_file, &info);
 
     let (stop_tx, stop_rx) = watch::channel(false);
     let pumps = Pumps::start(

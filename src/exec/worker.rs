@@ -92,7 +92,8 @@ impl Worker {
             pgid: os::group_id(pid),
             start_time: os::process_start_time(pid),
         };
-        let proc_path = proc::record(&spec.stderr, &info);
+        let proc_path = spec.stderr.with_extension("proc");
+        proc::record(&proc_path, None, &info);
         let (Some(stdin), Some(stdout)) = (child.stdin().take(), child.stdout().take()) else {
             return Err(format!("worker {name}: no pipes to talk to it"));
         };

@@ -16,23 +16,45 @@ pub fn add_args(cmd: &mut tokio::process::Command, _program: &Program, args: &[S
     cmd.args(args);
 }
 
-/// The child writes its own `.proc` line before it runs anything: a parent
-/// killed between the spawn and its record in the database still leaves the
-/// way to end the child (docs/ARCHITECTURE.md, "Crash safety"). On Linux the
-/// line is whole (`pid pgid start`, the start time from `/proc/self/stat`),
-/// so the parent writes none ([`CHILD_RECORDS_ALL`]); elsewhere it is
-/// `pid pgid -` and the parent writes the whole line after the spawn.
-pub fn record_in_child(cmd: &mut tokio::process::Command, proc_path: &std::path::Path) {
+/// Environment variable that marks a task's processes with its `.proc` path.
+pub const MARK: &str = "MPW_PROC_FILE";
+
+/// Make sure a child is found again if the parent is killed between the
+/// spawn and its `.proc` line (docs/ARCHITECTURE.md, "Crash safety").
+///
+/// Linux: an empty `.proc` file is made before the spawn and the child's
+/// environment carries its path ([`MARK`]); recovery finds a process of an
+/// empty `.proc` by that mark ([`marked`]). Nothing runs in the child before
+/// its exec, so the standard library spawns with `posix_spawn` (no copy of
+/// the coordinator's page tables: a fork cost more than the rest of a task).
+/// The returned file is where the parent writes the line after the spawn.
+///
+/// Elsewhere the child writes `pid pgid -` itself between fork and exec and
+/// the parent writes the whole line after the spawn.
+#[cfg(target_os = "linux")]
+pub fn mark_child(
+    cmd: &mut tokio::process::Command,
+    proc_path: &std::path::Path,
+) -> Option<std::fs::File> {
+    cmd.env(MARK, proc_path);
+    std::fs::File::create(proc_path).ok()
+}
+
+#[cfg(not(target_os = "linux"))]
+pub fn mark_child(
+    cmd: &mut tokio::process::Command,
+    proc_path: &std::path::Path,
+) -> Option<std::fs::File> {
     use std::os::unix::ffi::OsStrExt;
     let Ok(path) = std::ffi::CString::new(proc_path.as_os_str().as_bytes()) else {
-        return;
+        return None;
     };
     // SAFETY: between fork and exec only async-signal-safe calls (getpid,
-    // open, read, write, close) on memory made before the fork or on the stack.
+    // open, write, close) on memory made before the fork or on the stack.
     unsafe {
         cmd.pre_exec(move || {
             let mut buf = [0u8; 64];
-            let n = proc_line(libc::getpid().unsigned_abs(), own_start_time(), &mut buf);
+            let n = proc_line(libc::getpid().unsigned_abs(), None, &mut buf);
             let flags = libc::O_WRONLY | libc::O_CREAT | libc::O_TRUNC | libc::O_CLOEXEC;
             let fd = libc::open(path.as_ptr(), flags, 0o644 as libc::c_uint);
             if fd >= 0 {
@@ -42,58 +64,48 @@ pub fn record_in_child(cmd: &mut tokio::process::Command, proc_path: &std::path:
             Ok(())
         });
     }
-}
-
-/// The child's `.proc` line holds all the parent's would (see `record_in_child`).
-pub const CHILD_RECORDS_ALL: bool = cfg!(target_os = "linux");
-
-/// This process's start time (field 22 of `/proc/self/stat`), read without
-/// allocating: called between fork and exec.
-#[cfg(target_os = "linux")]
-fn own_start_time() -> Option<u64> {
-    let mut text = [0u8; 1024];
-    // SAFETY: open/read/close on a stack buffer.
-    let n = unsafe {
-        let fd = libc::open(
-            c"/proc/self/stat".as_ptr(),
-            libc::O_RDONLY | libc::O_CLOEXEC,
-        );
-        if fd < 0 {
-            return None;
-        }
-        let n = libc::read(fd, text.as_mut_ptr().cast(), text.len());
-        libc::close(fd);
-        usize::try_from(n).ok()?
-    };
-    stat_start_time(&text[..n])
-}
-
-#[cfg(not(target_os = "linux"))]
-fn own_start_time() -> Option<u64> {
     None
 }
 
-/// Field 22 (start time) of a `/proc/<pid>/stat` text: "pid (comm) state
-/// ppid ...", where comm may hold spaces and parentheses.
+/// The processes whose environment carries `proc_path` as [`MARK`]: those a
+/// killed coordinator started but did not record. Read from `/proc`.
 #[cfg(target_os = "linux")]
-fn stat_start_time(text: &[u8]) -> Option<u64> {
-    let close = text.iter().rposition(|&b| b == b')')?;
-    // After ')' come fields 3, 4, ...: field 22 is the 20th.
-    let field = text[close + 1..]
-        .split(|b| b.is_ascii_whitespace())
-        .filter(|f| !f.is_empty())
-        .nth(19)?;
-    let mut v: u64 = 0;
-    for &d in field {
-        if !d.is_ascii_digit() {
-            return None;
+pub fn marked(proc_path: &std::path::Path) -> Vec<ProcInfo> {
+    use std::os::unix::ffi::OsStrExt;
+    let mut want = format!("{MARK}=").into_bytes();
+    want.extend_from_slice(proc_path.as_os_str().as_bytes());
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    let mut found = Vec::new();
+    for e in entries.flatten() {
+        let Some(pid) = e.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else {
+            continue;
+        };
+        let Ok(env) = std::fs::read(e.path().join("environ")) else {
+            continue;
+        };
+        if env.split(|&b| b == 0).any(|v| v == want.as_slice()) {
+            // SAFETY: getpgid has no memory effects.
+            let pgid = unsafe { libc::getpgid(pid as libc::pid_t) };
+            found.push(ProcInfo {
+                pid,
+                pgid: (pgid > 0).then_some(i64::from(pgid)),
+                start_time: process_start_time(pid),
+            });
         }
-        v = v.checked_mul(10)?.checked_add(u64::from(d - b'0'))?;
     }
-    Some(v)
+    found
+}
+
+/// Elsewhere the child writes its own line: nothing to search for.
+#[cfg(not(target_os = "linux"))]
+pub fn marked(_proc_path: &std::path::Path) -> Vec<ProcInfo> {
+    Vec::new()
 }
 
 /// `"<pid> <pid> <start or ->\n"` into `buf` without allocating; returns its length.
+#[cfg_attr(target_os = "linux", allow(dead_code))]
 fn proc_line(pid: u32, start: Option<u64>, buf: &mut [u8; 64]) -> usize {
     fn put(v: u64, buf: &mut [u8; 64], n: &mut usize) {
         let mut digits = [0u8; 20];
@@ -324,9 +336,9 @@ pub fn one_malloc_arena() {
     }
 }
 
-/// Give the allocator's free pages back to the system. A spawn forks, and a
-/// fork copies the page tables of every page the coordinator has, free or
-/// not: what setup used and freed would cost at every task.
+/// Give the allocator's free pages back to the system. A spawn that must run
+/// code in the child (outside Linux, or with the jobserver) forks, and a fork
+/// copies the page tables of every page the coordinator has, free or not.
 pub fn release_free_memory() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     // SAFETY: malloc_trim only returns free memory; any thread may call it.
@@ -346,20 +358,5 @@ mod tests {
             let n = super::proc_line(pid, Some(u64::MAX), &mut buf);
             assert_eq!(&buf[..n], format!("{pid} {pid} {}\n", u64::MAX).as_bytes());
         }
-    }
-
-    /// The child reads its start time as the parent reads it of the child.
-    #[cfg(target_os = "linux")]
-    #[test]
-    fn own_start_time_is_the_one_others_see() {
-        let me = std::process::id();
-        assert_eq!(super::own_start_time(), super::process_start_time(me));
-        assert!(super::own_start_time().is_some());
-        assert_eq!(
-            super::stat_start_time(
-                b"9 (a) b) c) S 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 777 19"
-            ),
-            Some(777)
-        );
     }
 }

@@ -40,10 +40,17 @@ pub fn add_args(cmd: &mut tokio::process::Command, program: &Program, args: &[St
 }
 
 /// Nothing to do: the job object ends the child with a killed parent.
-pub fn record_in_child(_cmd: &mut tokio::process::Command, _proc_path: &std::path::Path) {}
+pub fn mark_child(
+    _cmd: &mut tokio::process::Command,
+    _proc_path: &std::path::Path,
+) -> Option<std::fs::File> {
+    None
+}
 
-/// No child-side record on Windows: the parent writes the `.proc` line.
-pub const CHILD_RECORDS_ALL: bool = false;
+/// Nothing to search for: see `mark_child`.
+pub fn marked(_proc_path: &std::path::Path) -> Vec<crate::exec::ProcInfo> {
+    Vec::new()
+}
 
 pub fn null_stdin() -> std::process::Stdio {
     std::process::Stdio::null()
