@@ -90,6 +90,33 @@ fn retry_then_success_records_each_attempt() {
     assert!(repo.mpw_dir().join("runs/R2/logs/W/T.2.out").exists());
 }
 
+/// A workstream whose tasks are all skipped while its worktree is still being
+/// made (its setup runs) ends SKIPPED; the worktree, ready later, does not
+/// reopen it (a run once exited 3: "cannot go from SKIPPED to RUNNING").
+#[test]
+fn a_workstream_skipped_while_its_worktree_is_made_stays_skipped() {
+    let repo = repo().commit("init");
+    let (code, _, _, stderr) = run_plan(
+        &repo,
+        r#"{ "run_id": "R9", "workstreams": [
+            { "id": "A", "tasks": [ { "id": "T1", "run": "exit 3" } ] },
+            { "id": "B", "setup": ["sleep 1"], "tasks": [
+                { "id": "T1", "run": "echo b > b.txt", "depends_on": ["A/T1"] } ] }
+        ] }"#,
+        &[],
+    );
+    assert_eq!(code, 1, "{stderr}");
+    let st = repo.run_status("R9");
+    let b = st["workstreams"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|w| w["id"] == "B")
+        .unwrap();
+    assert_eq!(b["state"], "SKIPPED", "{st}");
+    assert_eq!(task(&st, "B", "T1")["state"], "SKIPPED");
+}
+
 #[test]
 fn final_failure_keeps_work_under_a_ref_and_skips_dependants() {
     let repo = repo().commit("init");

@@ -500,6 +500,11 @@ impl Coord<'_> {
         if p.created {
             self.l.event(Some(w), None, None, data)?;
         }
+        // Every task was skipped or cancelled while the worktree was being
+        // made: the workstream has ended and stays as it ended.
+        if self.l.ws[w].state.is_terminal() {
+            return Ok(());
+        }
         let patch = WsPatch {
             start_commit: p.fresh.then(|| p.start_commit.to_string()),
             head: Some(p.start_commit.to_string()),
