@@ -144,6 +144,21 @@ fn kill_9_while_the_slow_task_runs(repo: &TestRepo, plan: &Path, run: &str) -> i
     pid
 }
 
+/// A repository with run `id` finished: one workstream A, its task
+/// committed `a.txt`; ready to integrate.
+fn finished_run(id: &str) -> TestRepo {
+    let repo = repo().commit("init");
+    let plan = repo.plan(
+        &id.to_lowercase(),
+        &format!(
+            r#"{{ "run_id": "{id}", "workstreams": [ {{ "id": "A", "tasks": [ {{ "id": "T", "run": "echo a > a.txt" }} ] }} ] }}"#
+        ),
+    );
+    let out = repo.mpw().arg("run").arg(&plan).output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr_of(&out));
+    repo
+}
+
 #[test]
 fn kill_9_while_a_task_runs_then_resume_finishes_exactly_once() {
     let repo = repo().commit("init");
@@ -404,13 +419,7 @@ fn a_resume_killed_while_removing_a_half_made_worktree_is_resumed_again() {
 
 #[test]
 fn an_integration_killed_while_adding_the_gates_worktree_is_integrated_again() {
-    let repo = repo().commit("init");
-    let plan = repo.plan(
-        "gw",
-        r#"{ "run_id": "GW", "workstreams": [ { "id": "A", "tasks": [ { "id": "T", "run": "echo a > a.txt" } ] } ] }"#,
-    );
-    let out = repo.mpw().arg("run").arg(&plan).output().unwrap();
-    assert_eq!(out.status.code(), Some(0), "{}", stderr_of(&out));
+    let repo = finished_run("GW");
     let out = repo
         .mpw()
         .args(["integrate", "--gate", "test -f a.txt"])
@@ -967,13 +976,7 @@ fn a_second_ctrl_c_kills_at_once() {
 
 #[test]
 fn a_second_ctrl_c_during_a_gate_kills_it_at_once() {
-    let repo = repo().commit("init");
-    let plan = repo.plan(
-        "g2",
-        r#"{ "run_id": "G2", "workstreams": [ { "id": "A", "tasks": [ { "id": "T", "run": "echo a > a.txt" } ] } ] }"#,
-    );
-    let out = repo.mpw().arg("run").arg(&plan).output().unwrap();
-    assert_eq!(out.status.code(), Some(0), "{}", stderr_of(&out));
+    let repo = finished_run("G2");
     let tip = repo.head("main");
     let (started, termed) = (
         repo.dir.path().join("started"),
@@ -997,13 +1000,7 @@ fn a_second_ctrl_c_during_a_gate_kills_it_at_once() {
 
 #[test]
 fn ctrl_c_during_a_gate_ends_it_and_leaves_the_target_and_states_alone() {
-    let repo = repo().commit("init");
-    let plan = repo.plan(
-        "g",
-        r#"{ "run_id": "G", "workstreams": [ { "id": "A", "tasks": [ { "id": "T", "run": "echo a > a.txt" } ] } ] }"#,
-    );
-    let out = repo.mpw().arg("run").arg(&plan).output().unwrap();
-    assert_eq!(out.status.code(), Some(0), "{}", stderr_of(&out));
+    let repo = finished_run("G");
     let tip = repo.head("main");
     let dir = tempfile::tempdir().unwrap();
     let pid_file = dir.path().join("gate.pid");
@@ -1195,13 +1192,7 @@ fn a_big_copy_in_one_workstream_does_not_delay_anothers_timeout() {
 
 #[test]
 fn a_gate_left_by_a_killed_integration_is_ended_by_the_next_one() {
-    let repo = repo().commit("init");
-    let plan = repo.plan(
-        "gk",
-        r#"{ "run_id": "GK", "workstreams": [ { "id": "A", "tasks": [ { "id": "T", "run": "echo a > a.txt" } ] } ] }"#,
-    );
-    let out = repo.mpw().arg("run").arg(&plan).output().unwrap();
-    assert_eq!(out.status.code(), Some(0), "{}", stderr_of(&out));
+    let repo = finished_run("GK");
     let pid_file = repo.dir.path().join("gate.pid");
     let mut integrate = Command::new(assert_cmd::cargo::cargo_bin("mpw"))
         .args(["-q", "integrate", "--gate"])
@@ -1231,13 +1222,7 @@ fn a_gate_left_by_a_killed_integration_is_ended_by_the_next_one() {
 
 #[test]
 fn a_gate_whose_integration_was_killed_before_recording_it_is_ended_by_the_next() {
-    let repo = repo().commit("init");
-    let plan = repo.plan(
-        "gp",
-        r#"{ "run_id": "GP", "workstreams": [ { "id": "A", "tasks": [ { "id": "T", "run": "echo a > a.txt" } ] } ] }"#,
-    );
-    let out = repo.mpw().arg("run").arg(&plan).output().unwrap();
-    assert_eq!(out.status.code(), Some(0), "{}", stderr_of(&out));
+    let repo = finished_run("GP");
     // Slow only the first time: the next integration's gate passes at once.
     let pid_file = repo.dir.path().join("gate.pid");
     let gate = format!(

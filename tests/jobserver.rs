@@ -98,6 +98,17 @@ fn three_makes(repo: &TestRepo, cpu_slots: usize, command: &str, extra: &str) ->
     )
 }
 
+/// Three plain `make`s of 8 half-second jobs each, 4 cpu slots.
+fn plain_makes(repo: &TestRepo) -> PathBuf {
+    let mk = makefile(repo, 8, "0.5");
+    three_makes(
+        repo,
+        4,
+        &format!("make -s -f {} LOG={{log}}", mk.display()),
+        "",
+    )
+}
+
 fn run(repo: &TestRepo, plan: &Path, machine_slots: &str) -> std::process::Output {
     repo.mpw()
         .args(["-q", "run", "--grace", "1"])
@@ -119,13 +130,7 @@ fn assert_ok(out: &std::process::Output) {
 #[test]
 fn three_plain_makes_share_four_cpu_slots() {
     let repo = repo().with_file("README.md", "x\n").commit("init");
-    let mk = makefile(&repo, 8, "0.5");
-    let plan = three_makes(
-        &repo,
-        4,
-        &format!("make -s -f {} LOG={{log}}", mk.display()),
-        "",
-    );
+    let plan = plain_makes(&repo);
     let out = run(&repo, &plan, "0");
     assert_ok(&out);
     let logs = log_dir(&repo);
@@ -260,13 +265,7 @@ fn run_id(repo: &TestRepo) -> String {
 #[test]
 fn under_make_j3_mpw_takes_its_slots_from_make() {
     let repo = repo().with_file("README.md", "x\n").commit("init");
-    let mk = makefile(&repo, 8, "0.5");
-    let plan = three_makes(
-        &repo,
-        4,
-        &format!("make -s -f {} LOG={{log}}", mk.display()),
-        "",
-    );
+    let plan = plain_makes(&repo);
     // `+`: make passes its jobserver to the recipe.
     let outer = repo.dir.path().join("outer.mk");
     std::fs::write(
