@@ -8,6 +8,8 @@
 //! - `kill-before-proc:NAME`: a process started (it wrote its own `.proc`
 //!   line), before mpw's record of it; NAME is its log's stem (`T2.1`, `A.1`)
 //! - `kill-before-pid:WS/T`: between a task's start and the row with its pid
+//! - `kill-before-launch:WS/T`: a task recorded RUNNING (committed, its
+//!   event's line written), its process not started yet
 //! - `kill-adding-worktree:NAME`: half-way through creating a worktree
 //!   (registered, not checked out; NAME is a workstream or `_gate-…`)
 //! - `kill-removing-worktree:NAME`: half-way through removing one (folder

@@ -364,6 +364,7 @@ fn one_kill_at_each_fault_point() {
         "kill-between-plan-and-run-row",
         "kill-after-commit:A/T4",
         "kill-before-pid:B/T2",
+        "kill-before-launch:A/T3",
         "kill-adding-worktree:C",
         "kill-before-event-line:TASK_SUCCEEDED",
         "kill-before-event-line:WORKSTREAM_COMPLETED",

@@ -353,6 +353,38 @@ fn a_task_started_but_not_yet_recorded_is_ended_by_resume_and_cancel() {
     }
 }
 
+/// A step's changes commit together, and a task's process starts only once
+/// its RUNNING state is committed, with its event's line written.
+#[test]
+fn a_task_runs_only_once_its_start_is_recorded() {
+    let repo = repo().commit("init");
+    let plan = counting_plan(&repo, "KR", "none");
+    let mut child = spawn_run(&repo, &plan, &[("MPW_FAULT", "kill-before-launch:A/T2")]);
+    assert!(!child.wait().unwrap().success(), "the coordinator died");
+    let db = rusqlite::Connection::open(repo.mpw_dir().join("mpw.db")).unwrap();
+    let state: String = db
+        .query_row(
+            "SELECT state FROM attempts WHERE run_id = 'KR' AND ws = 'A' AND task = 'T2'",
+            [],
+            |r| r.get(0),
+        )
+        .expect("A/T2's attempt is recorded");
+    assert_eq!(state, "RUNNING");
+    let lines = std::fs::read_to_string(repo.mpw_dir().join("runs/KR/events.jsonl")).unwrap();
+    assert!(
+        lines.lines().any(|l| l.contains("\"TASK_STARTED\"")
+            && l.contains("\"workstream\":\"A\"")
+            && l.contains("\"task\":\"T2\"")),
+        "A/T2's start is in events.jsonl:\n{lines}"
+    );
+    assert!(
+        !repo.dir.path().join("counts/AT2.count").exists(),
+        "not started"
+    );
+    resume_ok(&repo, "KR");
+    assert_each_task_once(&repo, "KR");
+}
+
 #[test]
 fn a_worktree_half_created_when_the_coordinator_died_is_made_again_on_resume() {
     let repo = repo().commit("init");
@@ -1150,11 +1182,18 @@ fn a_kill_between_an_events_commit_and_its_line_is_caught_up_by_resume() {
     );
     assert!(!child.wait().unwrap().success(), "the coordinator died");
     let (table, lines) = event_kinds(&repo, "EV");
-    assert_eq!(
-        table.len(),
-        lines.len() + 1,
-        "the line of the last commit is missing"
+    // The lines of the last commit (a task's end and what it started) are
+    // missing; the file never runs ahead of the table.
+    assert!(
+        table.len() > lines.len(),
+        "the last commit's lines are missing"
     );
+    assert_eq!(
+        lines,
+        table[..lines.len()],
+        "the lines written are the table's first"
+    );
+    assert!(table[lines.len()..].contains(&"TASK_SUCCEEDED".to_string()));
     resume_ok(&repo, "EV");
     let (table, lines) = event_kinds(&repo, "EV");
     assert_eq!(lines, table, "every event once, in the table's order");

@@ -10,7 +10,10 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-/// Read buffer for each output pipe (the only per-stream memory besides the scan line).
+/// Read buffer for each output pipe (the only per-stream memory besides the
+/// scan line): it starts small, since most tasks print little, and grows to
+/// the most once a read fills it.
+const FIRST_READ_BUF: usize = 4 * 1024;
 const READ_BUF: usize = 64 * 1024;
 /// Longest line scanned as one piece; longer lines are scanned in chunks of this size.
 const MAX_SCAN_LINE: usize = 64 * 1024;
@@ -267,7 +270,7 @@ async fn pump<R: AsyncRead + Unpin>(
 ) -> (Scanner, Option<String>) {
     let mut error: Option<String> = None;
     if let Some(mut reader) = reader {
-        let mut buf = vec![0u8; READ_BUF];
+        let mut buf = vec![0u8; FIRST_READ_BUF];
         loop {
             let n = tokio::select! {
                 r = reader.read(&mut buf) => match r {
@@ -288,6 +291,9 @@ async fn pump<R: AsyncRead + Unpin>(
                 && let Err(e) = write_log(&mut file, data).await
             {
                 error = Some(e.to_string());
+            }
+            if n == buf.len() && n < READ_BUF {
+                buf.resize(READ_BUF, 0);
             }
         }
     }

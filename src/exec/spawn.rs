@@ -6,8 +6,12 @@ use super::capture::{self, Pumps};
 use super::{Cancel, Ending, Outcome, ProcInfo, Spec, command_line, os, proc};
 use crate::slots::Jobserver;
 use process_wrap::tokio::{ChildWrapper, CommandWrap, KillOnDrop};
+use std::collections::HashMap;
+use std::ffi::OsString;
 use std::io;
+use std::path::PathBuf;
 use std::process::{ExitStatus, Stdio};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 use tokio::sync::watch;
 use tracing::debug;
@@ -56,6 +60,33 @@ impl Drop for Tree {
             self.kill();
         }
     }
+}
+
+/// The file of a task's shell on the task's `PATH`, looked up once per
+/// `PATH` value and checked still there at each use: a spawn by name walks
+/// `PATH` with one failed `exec` per entry before the shell's, and forks
+/// when the task sets its own `PATH` (docs/ARCHITECTURE.md, "Per-task
+/// cost"). A shell installed mid-run in an earlier `PATH` entry is not seen.
+fn shell_file(prog: &str, spec: &Spec) -> Option<PathBuf> {
+    static FOUND: Mutex<Option<HashMap<(OsString, String), PathBuf>>> = Mutex::new(None);
+    if !matches!(spec.program, super::Program::Shell { .. }) {
+        return None;
+    }
+    let path = match spec.env.iter().rfind(|(k, _)| k == "PATH") {
+        Some((_, v)) => OsString::from(v),
+        None => std::env::var_os("PATH")?,
+    };
+    let key = (path, prog.to_string());
+    let mut found = FOUND.lock().unwrap_or_else(|e| e.into_inner());
+    let found = found.get_or_insert_default();
+    if let Some(file) = found.get(&key)
+        && file.is_file()
+    {
+        return Some(file.clone());
+    }
+    let file = os::find_on_path(prog, &key.0)?;
+    found.insert(key, file.clone());
+    Some(file)
 }
 
 /// Why `prog` cannot be started in `spec.cwd`, found before trying.
@@ -117,7 +148,10 @@ pub async fn run_with(
         return spawn_failed(why);
     }
 
-    let mut cmd = tokio::process::Command::new(&prog);
+    let mut cmd = match shell_file(&prog, spec) {
+        Some(file) => os::program_named(&file, &prog),
+        None => tokio::process::Command::new(&prog),
+    };
     os::add_args(&mut cmd, &spec.program, &args);
     if jobserver.is_none() {
         crate::slots::withhold(cmd.as_std_mut());

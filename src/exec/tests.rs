@@ -543,3 +543,39 @@ fn verdict_messages() {
     };
     assert_eq!(failing.verdict(), Verdict::Cancelled);
 }
+
+/// The shell is found on the task's own `PATH` (looked up once per `PATH`
+/// value), shows its bare name as `$0`, and is looked up again once it is
+/// gone from where it was found.
+#[cfg(unix)]
+#[tokio::test]
+async fn the_shell_is_found_on_the_tasks_path_once_and_again_when_it_moves() {
+    use std::os::unix::fs::PermissionsExt;
+    let f = Fixture::new();
+    let bin = f.path("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    let fake = bin.join("sh");
+    std::fs::write(
+        &fake,
+        "#!/bin/sh\necho fake >> calls\nexec /bin/sh \"$@\"\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(&fake, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let plain = f.sh("echo \"$0\"");
+    assert_eq!(run_plain(&plain).await.exit_code, Some(0));
+    assert_eq!(f.read("logs/task.out"), b"sh\n", "argv[0] is the bare name");
+    let path = format!("{}:{}", bin.display(), std::env::var("PATH").unwrap());
+    let mut spec = f.sh("true");
+    spec.env.push(("PATH".into(), path));
+    for _ in 0..2 {
+        assert_eq!(run_plain(&spec).await.exit_code, Some(0));
+    }
+    assert_eq!(
+        f.read("calls"),
+        b"fake\nfake\n",
+        "the task's PATH came first"
+    );
+    std::fs::remove_file(&fake).unwrap();
+    assert_eq!(run_plain(&spec).await.exit_code, Some(0), "found again");
+    assert_eq!(f.read("calls"), b"fake\nfake\n");
+}

@@ -43,6 +43,20 @@ struct Coord<'a> {
     told_waiting: Vec<bool>,
     /// `Ledger::unsuccessful` when blocked tasks were last looked for.
     seen_unsuccessful: usize,
+    /// Attempts recorded RUNNING in the open batch, not started yet.
+    launch: Vec<Launch>,
+    /// Started attempts whose pid row waits for the next commit.
+    pids: Vec<(usize, u32, crate::exec::ProcInfo)>,
+}
+
+/// What an attempt recorded RUNNING needs to start.
+struct Launch {
+    task: usize,
+    attempt: u32,
+    start: Oid,
+    excluded: Arc<Excluded>,
+    will_retry: bool,
+    cancel: watch::Receiver<Cancel>,
 }
 
 /// A recorded run, ready for its coordinator.
@@ -145,6 +159,8 @@ async fn drive_async(start: Start) -> Result<Finished> {
         units: std::collections::HashMap::new(),
         told_waiting: vec![false; info.len()],
         seen_unsuccessful: 0,
+        launch: Vec::new(),
+        pids: Vec::new(),
     };
     if how.resuming {
         // Ending a dead coordinator's processes waits out their grace.
@@ -167,21 +183,23 @@ async fn drive_async(start: Start) -> Result<Finished> {
     let mut token_poll = tokio::time::interval(Duration::from_millis(20));
     token_poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     // Scheduling looks at every task: only after something that can change
-    // what may start (a pid recorded or a worker's event cannot).
-    let mut changed = true;
-    loop {
-        if changed {
-            c.step()?;
-            if c.done() {
-                break;
-            }
-        }
-        changed = true;
+    // what may start (a pid recorded or a worker's event cannot). Messages
+    // that arrived together and the step after them commit as one.
+    c.batch(Coord::step)?;
+    while !c.done() {
         tokio::select! {
             msg = rx.recv() => {
                 if let Some(msg) = msg {
-                    changed = !matches!(msg, Msg::Started { .. } | Msg::Worker(_));
-                    c.handle(msg)?;
+                    c.batch(|c| {
+                        let (mut next, mut changed) = (Some(msg), false);
+                        while let Some(msg) = next {
+                            changed |= !matches!(msg, Msg::Started { .. } | Msg::Worker(_));
+                            c.handle(msg)?;
+                            next = rx.try_recv().ok();
+                        }
+                        if changed { c.step() } else { Ok(()) }
+                    })?;
+                    continue;
                 }
             }
             _ = token_poll.tick(), if c.budget.waiting() => {}
@@ -189,17 +207,22 @@ async fn drive_async(start: Start) -> Result<Finished> {
                 if !c.cancelled && c.l.store.run(run_id)?.cancel_requested {
                     c.cancel(Cancel::Graceful);
                 }
+                c.batch(Coord::record_pids)?;
             }
             level = signals.next() => {
                 let level = if c.cancelled { Cancel::Immediate } else { level };
                 c.cancel(level);
             }
         }
+        c.batch(Coord::step)?;
     }
     // Events of workers that ended with their last request, then the idle ones.
-    while let Ok(msg) = rx.try_recv() {
-        c.handle(msg)?;
-    }
+    c.batch(|c| {
+        while let Ok(msg) = rx.try_recv() {
+            c.handle(msg)?;
+        }
+        c.record_pids()
+    })?;
     for data in c.pools.shutdown().await {
         c.l.event(None, None, None, data)?;
     }
@@ -389,6 +412,9 @@ impl Coord<'_> {
         Ok(())
     }
 
+    /// Record an attempt RUNNING; its process starts once that is committed
+    /// (`launch`): a process the database does not know of could not be
+    /// recovered after a crash.
     fn start_attempt(&mut self, i: usize) -> Result<()> {
         let w = self.l.ctx.tasks[i].ws;
         let attempt = self.l.tasks[i].attempts + 1;
@@ -404,31 +430,80 @@ impl Coord<'_> {
             },
         )?;
         self.in_flight += 1;
-        let ctx = self.l.ctx.clone();
-        let pools = self.pools.clone();
-        let tx = self.tx.clone();
-        let tx2 = self.tx.clone();
-        let cancel = self.cancel_tx.subscribe();
-        let excluded = self.l.ws[w].baseline.clone().unwrap_or_default();
-        let will_retry = attempt < self.l.tasks[i].max_attempts;
-        tokio::spawn(async move {
-            let on_start = move |proc| {
-                let _ = tx2.send(Msg::Started {
-                    task: i,
-                    attempt,
-                    proc,
-                });
-            };
-            let result = attempt::run_attempt(
-                ctx, pools, i, attempt, start, excluded, will_retry, cancel, on_start,
-            )
-            .await;
-            let _ = tx.send(Msg::Finished {
+        self.launch.push(Launch {
+            task: i,
+            attempt,
+            start,
+            excluded: self.l.ws[w].baseline.clone().unwrap_or_default(),
+            will_retry: attempt < self.l.tasks[i].max_attempts,
+            cancel: self.cancel_tx.subscribe(),
+        });
+        Ok(())
+    }
+
+    /// Start the attempts recorded RUNNING (by a committed batch).
+    fn launch(&mut self) {
+        for l in self.launch.drain(..) {
+            let Launch {
                 task: i,
                 attempt,
-                result,
+                start,
+                excluded,
+                will_retry,
+                cancel,
+            } = l;
+            let (_, ws, id) = self.l.ids(i);
+            crate::fault::kill_point(&format!("kill-before-launch:{ws}/{id}"));
+            let ctx = self.l.ctx.clone();
+            let pools = self.pools.clone();
+            let tx = self.tx.clone();
+            let tx2 = self.tx.clone();
+            tokio::spawn(async move {
+                let on_start = move |proc| {
+                    let _ = tx2.send(Msg::Started {
+                        task: i,
+                        attempt,
+                        proc,
+                    });
+                };
+                let result = attempt::run_attempt(
+                    ctx, pools, i, attempt, start, excluded, will_retry, cancel, on_start,
+                )
+                .await;
+                let _ = tx.send(Msg::Finished {
+                    task: i,
+                    attempt,
+                    result,
+                });
             });
-        });
+        }
+    }
+
+    /// Make `f`'s changes as one commit (a task's end, the next one's start:
+    /// docs/ARCHITECTURE.md, "Per-task cost"), then start the attempts it
+    /// recorded. Committed even when `f` fails: each change is whole.
+    fn batch(&mut self, f: impl FnOnce(&mut Self) -> Result<()>) -> Result<()> {
+        self.l.begin_batch();
+        let mut done = f(self);
+        if done.is_ok() && self.l.store.batch_written() {
+            done = self.record_pids();
+        }
+        let committed = self.l.end_batch();
+        done?;
+        committed?;
+        self.launch();
+        Ok(())
+    }
+
+    /// The pids of started attempts, into the database. Their `.proc`
+    /// lines are what recovery reads first (written before `Started` is
+    /// sent), so the rows wait for a commit that happens anyway: the
+    /// attempt's end, another change, or the next tick.
+    fn record_pids(&mut self) -> Result<()> {
+        for (task, attempt, proc) in std::mem::take(&mut self.pids) {
+            let (run, ws, id) = self.l.ids(task);
+            self.l.store.record_proc(&run, &ws, &id, attempt, &proc)?;
+        }
         Ok(())
     }
 
@@ -439,9 +514,9 @@ impl Coord<'_> {
                 attempt,
                 proc,
             } => {
-                let (run, ws, id) = self.l.ids(task);
+                let (_, ws, id) = self.l.ids(task);
                 crate::fault::kill_point(&format!("kill-before-pid:{ws}/{id}"));
-                self.l.store.record_proc(&run, &ws, &id, attempt, &proc)?;
+                self.pids.push((task, attempt, proc));
             }
             Msg::Finished {
                 task,

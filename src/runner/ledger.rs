@@ -109,6 +109,16 @@ pub(super) struct Ledger<'a> {
     unsuccessful: usize,
     pub ws: Vec<WsSlot>,
     listener: Box<dyn Listener>,
+    /// Inside `begin_batch`: what waits for the batch's commit.
+    batch: Option<Batch>,
+}
+
+/// What a batch's changes tell the world once they are committed: the
+/// listener's events and the status files of the workstreams that ended.
+#[derive(Default)]
+struct Batch {
+    events: Vec<Event>,
+    ended_ws: Vec<String>,
 }
 
 /// A task in this state may keep its dependants from ever running.
@@ -161,6 +171,7 @@ impl<'a> Ledger<'a> {
             states,
             ws,
             listener,
+            batch: None,
         })
     }
 
@@ -206,11 +217,39 @@ impl<'a> Ledger<'a> {
         Ok(())
     }
 
+    /// From here to `end_batch`, changes commit together (see
+    /// `Store::begin_batch`); listeners and status files hear of them after.
+    pub fn begin_batch(&mut self) {
+        self.store.begin_batch();
+        self.batch.get_or_insert_default();
+    }
+
+    /// Commit the batch, then tell the listener and write the status files.
+    pub fn end_batch(&mut self) -> Result<()> {
+        let Some(batch) = self.batch.take() else {
+            return Ok(());
+        };
+        self.store.end_batch()?;
+        for ev in &batch.events {
+            self.listener.event(ev);
+        }
+        for ws in &batch.ended_ws {
+            self.store.write_status_files_of(&self.ctx.run_id, ws)?;
+        }
+        if !batch.ended_ws.is_empty() {
+            crate::exec::release_free_memory();
+        }
+        Ok(())
+    }
+
     // ---- the one place each kind of state changes ----
 
     fn emit(&mut self, ev: Option<Event>) {
         if let Some(ev) = ev {
-            self.listener.event(&ev);
+            match &mut self.batch {
+                Some(b) => b.events.push(ev),
+                None => self.listener.event(&ev),
+            }
         }
     }
 
@@ -274,8 +313,13 @@ impl<'a> Ledger<'a> {
         self.emit(ev);
         if to.is_terminal() {
             self.ctx.ws[w].close_repo();
-            self.store.write_status_files_of(&run, &ws)?;
-            crate::exec::release_free_memory();
+            match &mut self.batch {
+                Some(b) => b.ended_ws.push(ws),
+                None => {
+                    self.store.write_status_files_of(&run, &ws)?;
+                    crate::exec::release_free_memory();
+                }
+            }
         }
         Ok(())
     }

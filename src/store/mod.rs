@@ -65,6 +65,17 @@ pub struct Store {
     jsonl: HashMap<String, File>,
     /// A coordinator's `run_status.json`, kept between writes (see `keep_status`).
     kept: Option<status::Kept>,
+    /// Between `begin_batch` and `end_batch`.
+    batch: Option<Batch>,
+}
+
+/// A batch's transaction, begun at its first write (a step that changes
+/// nothing takes no lock), and the events whose `events.jsonl` lines wait
+/// for its commit.
+#[derive(Default)]
+struct Batch {
+    open: bool,
+    events: Vec<Event>,
 }
 
 fn db_err(layout: &Layout) -> impl Fn(rusqlite::Error) -> StoreError + use<> {
@@ -75,10 +86,71 @@ fn db_err(layout: &Layout) -> impl Fn(rusqlite::Error) -> StoreError + use<> {
     }
 }
 
-/// A write transaction that takes the database's write lock at once, so that
-/// what it read stays true until it commits.
-fn begin(conn: &mut Connection) -> rusqlite::Result<rusqlite::Transaction<'_>> {
-    conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+/// Run one of the few fixed statements that steer transactions, parsed once.
+fn exec(conn: &Connection, sql: &str) -> rusqlite::Result<()> {
+    conn.prepare_cached(sql)?.execute([])?;
+    Ok(())
+}
+
+/// A change's write transaction: its own, which takes the database's write
+/// lock at once so that what it read stays true until it commits; or, inside
+/// a batch (which holds that lock), a savepoint of the batch's transaction,
+/// so that a change is still all or nothing. Rolled back when dropped
+/// uncommitted.
+pub(super) struct Tx<'a> {
+    conn: &'a Connection,
+    nested: bool,
+    open: bool,
+}
+
+fn begin(conn: &Connection, nested: bool) -> rusqlite::Result<Tx<'_>> {
+    exec(
+        conn,
+        if nested {
+            "SAVEPOINT change"
+        } else {
+            "BEGIN IMMEDIATE"
+        },
+    )?;
+    Ok(Tx {
+        conn,
+        nested,
+        open: true,
+    })
+}
+
+impl Tx<'_> {
+    pub(super) fn commit(mut self) -> rusqlite::Result<()> {
+        self.open = false;
+        exec(
+            self.conn,
+            if self.nested {
+                "RELEASE change"
+            } else {
+                "COMMIT"
+            },
+        )
+    }
+}
+
+impl std::ops::Deref for Tx<'_> {
+    type Target = Connection;
+    fn deref(&self) -> &Connection {
+        self.conn
+    }
+}
+
+impl Drop for Tx<'_> {
+    fn drop(&mut self) {
+        if self.open {
+            let _ = if self.nested {
+                exec(self.conn, "ROLLBACK TO change")
+                    .and_then(|()| exec(self.conn, "RELEASE change"))
+            } else {
+                exec(self.conn, "ROLLBACK")
+            };
+        }
+    }
 }
 
 impl Store {
@@ -96,6 +168,7 @@ impl Store {
             layout,
             jsonl: HashMap::new(),
             kept: None,
+            batch: None,
         })
     }
 
@@ -111,10 +184,58 @@ impl Store {
         db_err(&self.layout)
     }
 
+    /// A change's transaction (see `Tx`).
+    fn begin(&mut self) -> rusqlite::Result<Tx<'_>> {
+        let nested = self.batch.is_some();
+        self.write()?;
+        begin(&self.conn, nested)
+    }
+
+    /// Before a write: inside a batch, its transaction is begun if it is not yet.
+    fn write(&mut self) -> rusqlite::Result<()> {
+        if let Some(b) = &mut self.batch
+            && !b.open
+        {
+            exec(&self.conn, "BEGIN IMMEDIATE")?;
+            b.open = true;
+        }
+        Ok(())
+    }
+
+    /// From here to `end_batch`, every change commits as one transaction: a
+    /// coordinator's step (a task's end, the next one's READY and RUNNING)
+    /// costs one commit, not one per change (docs/ARCHITECTURE.md, "Per-task
+    /// cost"). Once written to, the batch holds the write lock: nothing
+    /// inside it may wait.
+    pub fn begin_batch(&mut self) {
+        self.batch.get_or_insert_default();
+    }
+
+    /// Has the open batch written anything (so it will commit)?
+    pub fn batch_written(&self) -> bool {
+        self.batch.as_ref().is_some_and(|b| b.open)
+    }
+
+    /// Commit the batch, then write its events' `events.jsonl` lines.
+    /// A failed commit rolls the whole batch back.
+    pub fn end_batch(&mut self) -> Result<()> {
+        let Some(batch) = self.batch.take() else {
+            return Ok(());
+        };
+        if batch.open
+            && let Err(e) = exec(&self.conn, "COMMIT")
+        {
+            let _ = exec(&self.conn, "ROLLBACK");
+            return Err(self.err()(e));
+        }
+        batch.events.iter().try_for_each(|ev| self.append_jsonl(ev))
+    }
+
     /// Record a new run with all its workstreams and tasks as PENDING.
     pub fn create_run(&mut self, run: &NewRun) -> Result<()> {
         let e = self.err();
-        let tx = begin(&mut self.conn).map_err(&e)?;
+        // Never inside a batch: a run is recorded before its coordinator starts.
+        let tx = begin(&self.conn, false).map_err(&e)?;
         let exists: bool = tx
             .query_row("SELECT 1 FROM runs WHERE id = ?1", [run.id], |_| Ok(true))
             .optional()
@@ -190,12 +311,23 @@ impl Store {
         proc: &crate::exec::ProcInfo,
     ) -> Result<()> {
         let (pid, pgid, start) = (proc.pid, proc.pgid, proc.start_time);
+        self.write().map_err(self.err())?;
         self.conn
-            .execute(
+            .prepare_cached(
                 "UPDATE attempts SET pid = ?5, pgid = ?6, proc_start = ?7
                  WHERE run_id = ?1 AND ws = ?2 AND task = ?3 AND attempt = ?4",
-                params![run, ws, task, attempt, pid, pgid, start.map(|s| s as i64)],
             )
+            .and_then(|mut st| {
+                st.execute(params![
+                    run,
+                    ws,
+                    task,
+                    attempt,
+                    pid,
+                    pgid,
+                    start.map(|s| s as i64)
+                ])
+            })
             .map_err(self.err())?;
         Ok(())
     }
@@ -210,11 +342,12 @@ impl Store {
         why: Option<&str>,
     ) -> Result<()> {
         self.task_changed(ws);
+        self.write().map_err(self.err())?;
         self.conn
-            .execute(
+            .prepare_cached(
                 "UPDATE tasks SET reason = ?4 WHERE run_id = ?1 AND ws = ?2 AND id = ?3",
-                params![run, ws, task, why],
             )
+            .and_then(|mut st| st.execute(params![run, ws, task, why]))
             .map_err(self.err())?;
         Ok(())
     }

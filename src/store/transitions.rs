@@ -3,7 +3,7 @@
 //! the events table (the record).
 
 use super::rows::{RunPatch, TaskPatch, WsPatch, parse_col};
-use super::{Result, Store, StoreError, begin};
+use super::{Result, Store, StoreError, Tx};
 use crate::model::{
     AttemptState, Event, EventData, RunState, StaleLocks, StateMachine, TaskFacts, TaskState,
     WorkstreamFacts, WorkstreamState, WsIntegration, now,
@@ -30,8 +30,9 @@ impl Store {
             attempt,
             data,
         };
+        self.write().map_err(self.err())?;
         insert_event(&self.conn, &ev).map_err(self.err())?;
-        self.append_jsonl(&ev)?;
+        self.after_commit(&ev)?;
         Ok(ev)
     }
 
@@ -42,25 +43,40 @@ impl Store {
         params: impl rusqlite::Params,
         row: impl FnOnce(&rusqlite::Row) -> rusqlite::Result<T>,
         missing: impl FnOnce() -> StoreError,
-    ) -> Result<(rusqlite::Transaction<'_>, T)> {
+    ) -> Result<(Tx<'_>, T)> {
         let e = self.err();
-        let tx = begin(&mut self.conn).map_err(&e)?;
-        let cur = tx.query_row(sql, params, row).optional().map_err(&e)?;
+        let tx = self.begin().map_err(&e)?;
+        let cur = tx
+            .prepare_cached(sql)
+            .and_then(|mut st| st.query_row(params, row).optional())
+            .map_err(&e)?;
         Ok((tx, cur.ok_or_else(missing)?))
     }
 
     /// After the commit: the same event to `events.jsonl`.
     fn append(&mut self, ev: Option<Event>) -> Result<Option<Event>> {
         if let Some(ev) = &ev {
-            self.append_jsonl(ev)?;
+            self.after_commit(ev)?;
         }
         Ok(ev)
+    }
+
+    /// The line of an event just recorded: now, or inside a batch once the
+    /// batch commits (the file never runs ahead of the table).
+    fn after_commit(&mut self, ev: &Event) -> Result<()> {
+        match &mut self.batch {
+            Some(b) => {
+                b.events.push(ev.clone());
+                Ok(())
+            }
+            None => self.append_jsonl(ev),
+        }
     }
 
     /// `events.jsonl` follows the events table. The first append of a
     /// process brings the file up to the table (a process killed between its
     /// commit and its append left lines out); that catch-up writes `ev` too.
-    fn append_jsonl(&mut self, ev: &Event) -> Result<()> {
+    pub(super) fn append_jsonl(&mut self, ev: &Event) -> Result<()> {
         crate::fault::kill_point(&format!("kill-before-event-line:{}", ev.data.kind()));
         let path = self.layout.events_jsonl(&ev.run);
         let io = |source| StoreError::Io {
@@ -363,7 +379,7 @@ fn insert_event(conn: &Connection, ev: &Event) -> rusqlite::Result<()> {
 }
 
 /// Record the state change's event in its transaction and commit both.
-fn commit_with(tx: rusqlite::Transaction, ev: &Option<Event>) -> rusqlite::Result<()> {
+fn commit_with(tx: Tx, ev: &Option<Event>) -> rusqlite::Result<()> {
     if let Some(ev) = ev {
         insert_event(&tx, ev)?;
     }

@@ -12,6 +12,35 @@ pub fn pwsh_program() -> String {
     "pwsh".into()
 }
 
+/// Where `exec` finds `prog` on `path` (a `PATH` value): the first entry
+/// holding an executable file of that name. `None` for a name with a slash,
+/// or when a relative entry comes first (it depends on the task's folder).
+pub fn find_on_path(prog: &str, path: &std::ffi::OsStr) -> Option<std::path::PathBuf> {
+    use std::os::unix::fs::PermissionsExt;
+    if prog.contains('/') {
+        return None;
+    }
+    for dir in std::env::split_paths(path) {
+        if !dir.is_absolute() {
+            return None;
+        }
+        let file = dir.join(prog);
+        if std::fs::metadata(&file)
+            .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+        {
+            return Some(file);
+        }
+    }
+    None
+}
+
+/// Start `file` showing `name` as its `argv[0]`, as a `PATH` search would.
+pub fn program_named(file: &std::path::Path, name: &str) -> tokio::process::Command {
+    let mut cmd = tokio::process::Command::new(file);
+    cmd.arg0(name);
+    cmd
+}
+
 pub fn add_args(cmd: &mut tokio::process::Command, _program: &Program, args: &[String]) {
     cmd.args(args);
 }

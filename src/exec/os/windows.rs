@@ -23,6 +23,16 @@ pub fn pwsh_program() -> String {
     if found { "pwsh" } else { "powershell" }.into()
 }
 
+/// Windows searches for a program by its own rules (the application's
+/// folder, the system folders, `PATHEXT`): left to `CreateProcess`.
+pub fn find_on_path(_prog: &str, _path: &std::ffi::OsStr) -> Option<std::path::PathBuf> {
+    None
+}
+
+pub fn program_named(file: &std::path::Path, _name: &str) -> tokio::process::Command {
+    tokio::process::Command::new(file)
+}
+
 pub fn add_args(cmd: &mut tokio::process::Command, program: &Program, args: &[String]) {
     match program {
         Program::Shell {
