@@ -67,6 +67,19 @@ fn task_state(st: &Value, ws: &str, t: &str) -> String {
 
 /// Each task appends a line to a counter file outside the repo, so running
 /// twice would show; and writes a file into the worktree to be committed.
+/// A fresh repository whose run `id` of the counting plan (`slow_task` as
+/// there) was killed at the fault point `fault`.
+fn killed_run(id: &str, slow_task: &str, fault: &str) -> TestRepo {
+    let repo = repo().commit("init");
+    let plan = counting_plan(&repo, id, slow_task);
+    let mut child = spawn_run(&repo, &plan, &[("MPW_FAULT", fault)]);
+    assert!(
+        !child.wait().unwrap().success(),
+        "the coordinator died at {fault}"
+    );
+    repo
+}
+
 fn counting_plan(repo: &TestRepo, id: &str, slow_task: &str) -> std::path::PathBuf {
     let c = repo.dir.path().join("counts");
     std::fs::create_dir_all(&c).unwrap();
@@ -188,11 +201,7 @@ fn kill_9_while_a_task_runs_then_resume_finishes_exactly_once() {
 
 #[test]
 fn kill_9_right_after_a_commit_is_recognised_on_resume() {
-    let repo = repo().commit("init");
-    let plan = counting_plan(&repo, "K2", "none");
-    let mut child = spawn_run(&repo, &plan, &[("MPW_FAULT", "kill-after-commit:A/T2")]);
-    let status_code = child.wait().unwrap();
-    assert!(!status_code.success(), "the coordinator died");
+    let repo = killed_run("K2", "none", "kill-after-commit:A/T2");
     // The commit exists, the database still says RUNNING.
     let msg = repo.git(&["log", "-1", "--format=%B", "mpw/K2/A"]);
     assert!(msg.contains("Mpw-Task: A/T2"), "{msg}");
@@ -215,10 +224,7 @@ fn kill_9_right_after_a_commit_is_recognised_on_resume() {
 
 #[test]
 fn resume_removes_git_locks_a_kill_left_in_the_runs_worktrees_and_refs() {
-    let repo = repo().commit("init");
-    let plan = counting_plan(&repo, "K5", "none");
-    let mut child = spawn_run(&repo, &plan, &[("MPW_FAULT", "kill-after-commit:A/T1")]);
-    assert!(!child.wait().unwrap().success(), "the coordinator died");
+    let repo = killed_run("K5", "none", "kill-after-commit:A/T1");
     // What a kill -9 in the middle of a write leaves: git's lock files.
     // A's worktree exists for sure: its first task just committed there.
     let list = repo.git(&["worktree", "list", "--porcelain"]);
@@ -328,12 +334,8 @@ fn mpw_cancel_after_a_crash_keeps_the_running_attempts_work() {
 #[test]
 fn a_task_started_but_not_yet_recorded_is_ended_by_resume_and_cancel() {
     for (run, how) in [("K7", "resume"), ("K8", "cancel")] {
-        let repo = repo().commit("init");
-        let plan = counting_plan(&repo, run, "A/T2");
         // Killed after A/T2 started, before its pid reached the database.
-        let fault = "kill-before-pid:A/T2";
-        let mut child = spawn_run(&repo, &plan, &[("MPW_FAULT", fault)]);
-        assert!(!child.wait().unwrap().success(), "the coordinator died");
+        let repo = killed_run(run, "A/T2", "kill-before-pid:A/T2");
         let task_pid = read_pid(&repo.dir.path().join("counts/slow.pid"));
         assert!(alive(task_pid), "the unrecorded task runs on");
         let out = repo
@@ -357,20 +359,17 @@ fn a_task_started_but_not_yet_recorded_is_ended_by_resume_and_cancel() {
 /// its RUNNING state is committed, with its event's line written.
 #[test]
 fn a_task_runs_only_once_its_start_is_recorded() {
-    let repo = repo().commit("init");
-    let plan = counting_plan(&repo, "KR", "none");
-    let mut child = spawn_run(&repo, &plan, &[("MPW_FAULT", "kill-before-launch:A/T2")]);
-    assert!(!child.wait().unwrap().success(), "the coordinator died");
+    let repo = killed_run("KL", "none", "kill-before-launch:A/T2");
     let db = rusqlite::Connection::open(repo.mpw_dir().join("mpw.db")).unwrap();
     let state: String = db
         .query_row(
-            "SELECT state FROM attempts WHERE run_id = 'KR' AND ws = 'A' AND task = 'T2'",
+            "SELECT state FROM attempts WHERE run_id = 'KL' AND ws = 'A' AND task = 'T2'",
             [],
             |r| r.get(0),
         )
         .expect("A/T2's attempt is recorded");
     assert_eq!(state, "RUNNING");
-    let lines = std::fs::read_to_string(repo.mpw_dir().join("runs/KR/events.jsonl")).unwrap();
+    let lines = std::fs::read_to_string(repo.mpw_dir().join("runs/KL/events.jsonl")).unwrap();
     assert!(
         lines.lines().any(|l| l.contains("\"TASK_STARTED\"")
             && l.contains("\"workstream\":\"A\"")
@@ -381,16 +380,13 @@ fn a_task_runs_only_once_its_start_is_recorded() {
         !repo.dir.path().join("counts/AT2.count").exists(),
         "not started"
     );
-    resume_ok(&repo, "KR");
-    assert_each_task_once(&repo, "KR");
+    resume_ok(&repo, "KL");
+    assert_each_task_once(&repo, "KL");
 }
 
 #[test]
 fn a_worktree_half_created_when_the_coordinator_died_is_made_again_on_resume() {
-    let repo = repo().commit("init");
-    let plan = counting_plan(&repo, "K9", "none");
-    let mut child = spawn_run(&repo, &plan, &[("MPW_FAULT", "kill-adding-worktree:A")]);
-    assert!(!child.wait().unwrap().success(), "the coordinator died");
+    let repo = killed_run("K9", "none", "kill-adding-worktree:A");
     // What git and gix leave mid-creation: the worktree locked "initializing".
     let admin = repo.path.join(".git/worktrees/A");
     assert_eq!(
@@ -419,13 +415,7 @@ fn assert_worktrees_clean(repo: &TestRepo) {
 
 #[test]
 fn a_resume_killed_while_removing_a_half_made_worktree_is_resumed_again() {
-    let repo = repo().commit("init");
-    let plan = counting_plan(&repo, "KR", "none");
-    let mut child = spawn_run(&repo, &plan, &[("MPW_FAULT", "kill-adding-worktree:A")]);
-    assert!(
-        !child.wait().unwrap().success(),
-        "the coordinator died adding A"
-    );
+    let repo = killed_run("KR", "none", "kill-adding-worktree:A");
     // The resume clears A's unfinished worktree; killed half-way through.
     let out = repo
         .mpw()
@@ -1173,14 +1163,7 @@ fn event_kinds(repo: &TestRepo, run: &str) -> (Vec<String>, Vec<String>) {
 
 #[test]
 fn a_kill_between_an_events_commit_and_its_line_is_caught_up_by_resume() {
-    let repo = repo().commit("init");
-    let plan = counting_plan(&repo, "EV", "none");
-    let mut child = spawn_run(
-        &repo,
-        &plan,
-        &[("MPW_FAULT", "kill-before-event-line:TASK_SUCCEEDED")],
-    );
-    assert!(!child.wait().unwrap().success(), "the coordinator died");
+    let repo = killed_run("EV", "none", "kill-before-event-line:TASK_SUCCEEDED");
     let (table, lines) = event_kinds(&repo, "EV");
     // The lines of the last commit (a task's end and what it started) are
     // missing; the file never runs ahead of the table.
