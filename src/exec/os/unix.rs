@@ -273,16 +273,34 @@ fn proc_stat(pid: u32) -> Option<ProcStat> {
     if pid == 0 {
         return None;
     }
-    let text = std::fs::read(format!("/proc/{pid}/stat")).ok()?;
+    use std::io::Read;
+    // Read once per spawn: into a buffer on the stack, without the size
+    // query `fs::read` makes (procfs answers 0). The fields used come in
+    // the first few hundred bytes.
+    let mut file = std::fs::File::open(format!("/proc/{pid}/stat")).ok()?;
+    let mut buf = [0u8; 1024];
+    let mut n = 0;
+    while n < buf.len() {
+        match file.read(&mut buf[n..]) {
+            Ok(0) => break,
+            Ok(k) => n += k,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(_) => return None,
+        }
+    }
+    let text = &buf[..n];
     // "pid (comm) state ppid pgrp ...": comm may hold spaces and parentheses.
     let close = text.iter().rposition(|&b| b == b')')?;
     let rest = std::str::from_utf8(&text[close + 1..]).ok()?;
-    let fields: Vec<&str> = rest.split_ascii_whitespace().collect();
-    // fields[0] is field 3 (state), so field N is fields[N - 3].
+    let mut fields = rest.split_ascii_whitespace();
+    // The first is field 3 (state), so field N is the (N - 3)th.
+    let state = fields.next()?.bytes().next()?;
+    let pgrp = fields.nth(1).and_then(|f| f.parse().ok());
+    let starttime = fields.nth(16).and_then(|f| f.parse().ok());
     Some(ProcStat {
-        state: fields.first()?.bytes().next()?,
-        pgrp: fields.get(2).and_then(|f| f.parse().ok()),
-        starttime: fields.get(19).and_then(|f| f.parse().ok()),
+        state,
+        pgrp,
+        starttime,
     })
 }
 
@@ -378,6 +396,34 @@ pub fn release_free_memory() {
 
 #[cfg(test)]
 mod tests {
+    /// State, group and start time read as `ps` reads them: fields 3, 5
+    /// and 22 of `/proc/<pid>/stat`, after a name with spaces and parentheses.
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn the_stat_fields_are_read_past_an_odd_process_name() {
+        use std::os::unix::process::CommandExt;
+        // A process's name is the name of the file it runs.
+        let dir = tempfile::tempdir().unwrap();
+        let odd = dir.path().join("a) b (c");
+        std::os::unix::fs::symlink("/bin/sleep", &odd).unwrap();
+        let mut child = std::process::Command::new(&odd)
+            .arg("30")
+            .process_group(0)
+            .spawn()
+            .unwrap();
+        let pid = child.id();
+        let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+        let fields: Vec<&str> = text[text.rfind(')').unwrap() + 2..].split(' ').collect();
+        assert!(text.contains("(a) b (c)"), "{text}");
+        let st = super::proc_stat(pid).unwrap();
+        assert_eq!(st.state, fields[0].as_bytes()[0]);
+        assert_eq!(st.pgrp, Some(i64::from(pid)));
+        assert_eq!(st.starttime, fields[19].parse().ok());
+        assert_eq!(super::process_start_time(pid), st.starttime);
+        child.kill().unwrap();
+        child.wait().unwrap();
+    }
+
     #[test]
     fn the_childs_proc_line_reads_back_as_pid_group_and_start() {
         let mut buf = [0u8; 64];
