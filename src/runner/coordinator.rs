@@ -79,7 +79,13 @@ pub(super) fn drive(start: Start) -> Result<Finished> {
         .enable_all()
         .build()
         .map_err(RunError::runtime("cannot start the runtime"))?;
-    rt.block_on(drive_async(start))
+    // The coordinator runs on a worker, beside the attempts: their messages
+    // wake it there, not on another thread (docs/ARCHITECTURE.md, "Per-task cost").
+    rt.block_on(async {
+        tokio::spawn(drive_async(start))
+            .await
+            .map_err(|e| RunError::runtime("the coordinator stopped")(std::io::Error::other(e)))?
+    })
 }
 
 /// The run's fixed context, from its recorded row and plan.
