@@ -21,14 +21,25 @@
 //!   in `events.jsonl` (e.g. `kill-before-event-line:TASK_SUCCEEDED`)
 //! - `log-write`: every write to a task's log fails as on a full disk
 
+/// The point the crash test asked for, read once: the checks sit on every
+/// task's path.
+fn asked() -> Option<&'static str> {
+    static ASKED: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
+    ASKED
+        .get_or_init(|| std::env::var("MPW_FAULT").ok())
+        .as_deref()
+}
+
 /// Is `name` the point the crash test asked for?
 pub fn armed(name: &str) -> bool {
-    std::env::var("MPW_FAULT").is_ok_and(|f| f == name)
+    asked() == Some(name)
 }
 
 /// Die at `name` the way a power cut would: no cleanup, no destructors.
-pub fn kill_point(name: &str) {
-    if armed(name) {
+/// `name` is only put together when a point was asked for
+/// (`format_args!`).
+pub fn kill_point(name: impl std::fmt::Display) {
+    if asked().is_some_and(|a| a == name.to_string()) {
         #[cfg(unix)]
         // SAFETY: plain syscall.
         unsafe {

@@ -189,7 +189,7 @@ pub async fn run_with(
     // Before anything else: a coordinator killed before it records the pid
     // still leaves the way to end this process.
     if let Some(name) = spec.stdout.file_stem() {
-        crate::fault::kill_point(&format!("kill-before-proc:{}", name.to_string_lossy()));
+        crate::fault::kill_point(format_args!("kill-before-proc:{}", name.to_string_lossy()));
     }
     proc::record(&proc_path, proc_file, &info);
 

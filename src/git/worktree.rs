@@ -206,7 +206,10 @@ impl Worktrees {
         // Registered: checkouts of several worktrees may run side by side.
         drop(lock);
         if let Some(name) = path.file_name() {
-            crate::fault::kill_point(&format!("kill-adding-worktree:{}", name.to_string_lossy()));
+            crate::fault::kill_point(format_args!(
+                "kill-adding-worktree:{}",
+                name.to_string_lossy()
+            ));
         }
         if sparse(prepared.repo()) {
             // gix's own checkout applies the sparse patterns.
@@ -589,7 +592,7 @@ fn discard(common: &Path, admin: &Path, base: Option<&Path>) -> Result<(), GitEr
         remove_dir(base)?;
     }
     if let Some(name) = admin.file_name() {
-        crate::fault::kill_point(&format!(
+        crate::fault::kill_point(format_args!(
             "kill-removing-worktree:{}",
             name.to_string_lossy()
         ));

@@ -160,7 +160,7 @@ fn settle_inner(
     Ok(match &verdict {
         Verdict::Succeeded => {
             let c = repo.commit_changes(&changes, &message, CommitTarget::Head)?;
-            crate::fault::kill_point(&format!("kill-after-commit:{}/{}", ws.id, t.id));
+            crate::fault::kill_point(format_args!("kill-after-commit:{}/{}", ws.id, t.id));
             let hint = c.and_then(|_| generated_output_hint(&changes));
             Settled {
                 commit: c,

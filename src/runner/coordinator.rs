@@ -458,9 +458,12 @@ impl Coord<'_> {
                 will_retry,
                 cancel,
             } = l;
-            let (_, ws, id) = self.l.ids(i);
-            crate::fault::kill_point(&format!("kill-before-launch:{ws}/{id}"));
             let ctx = self.l.ctx.clone();
+            let t = &ctx.tasks[i];
+            crate::fault::kill_point(format_args!(
+                "kill-before-launch:{}/{}",
+                ctx.ws[t.ws].id, t.id
+            ));
             let pools = self.pools.clone();
             let tx = self.tx.clone();
             let tx2 = self.tx.clone();
@@ -520,8 +523,11 @@ impl Coord<'_> {
                 attempt,
                 proc,
             } => {
-                let (_, ws, id) = self.l.ids(task);
-                crate::fault::kill_point(&format!("kill-before-pid:{ws}/{id}"));
+                let t = &self.l.ctx.tasks[task];
+                crate::fault::kill_point(format_args!(
+                    "kill-before-pid:{}/{}",
+                    self.l.ctx.ws[t.ws].id, t.id
+                ));
                 self.pids.push((task, attempt, proc));
             }
             Msg::Finished {

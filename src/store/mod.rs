@@ -228,7 +228,7 @@ impl Store {
             let _ = exec(&self.conn, "ROLLBACK");
             return Err(self.err()(e));
         }
-        batch.events.iter().try_for_each(|ev| self.append_jsonl(ev))
+        self.append_jsonl_all(&batch.events)
     }
 
     /// Record a new run with all its workstreams and tasks as PENDING.

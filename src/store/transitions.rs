@@ -76,8 +76,31 @@ impl Store {
     /// `events.jsonl` follows the events table. The first append of a
     /// process brings the file up to the table (a process killed between its
     /// commit and its append left lines out); that catch-up writes `ev` too.
+    /// The lines of a batch's events: one write for those of one run once
+    /// its file is open (appends of one write do not interleave either).
+    pub(super) fn append_jsonl_all(&mut self, evs: &[Event]) -> Result<()> {
+        let Some(first) = evs.first() else {
+            return Ok(());
+        };
+        if evs.len() == 1
+            || !self.jsonl.contains_key(&first.run)
+            || evs.iter().any(|e| e.run != first.run)
+        {
+            return evs.iter().try_for_each(|ev| self.append_jsonl(ev));
+        }
+        let mut lines = Vec::new();
+        for ev in evs {
+            crate::fault::kill_point(format_args!("kill-before-event-line:{}", ev.data.kind()));
+            lines.extend(line_of(ev));
+        }
+        let path = self.layout.events_jsonl(&first.run);
+        let f = self.jsonl.get_mut(&first.run).expect("checked above");
+        f.write_all(&lines)
+            .map_err(|source| StoreError::Io { path, source })
+    }
+
     pub(super) fn append_jsonl(&mut self, ev: &Event) -> Result<()> {
-        crate::fault::kill_point(&format!("kill-before-event-line:{}", ev.data.kind()));
+        crate::fault::kill_point(format_args!("kill-before-event-line:{}", ev.data.kind()));
         let path = self.layout.events_jsonl(&ev.run);
         let io = |source| StoreError::Io {
             path: path.clone(),
