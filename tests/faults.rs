@@ -10,21 +10,6 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-fn spawn_run(repo: &TestRepo, plan: &Path, envs: &[(&str, &str)]) -> Child {
-    let mut c = Command::new(assert_cmd::cargo::cargo_bin("mpw"));
-    c.arg("-q")
-        .arg("run")
-        .arg(plan)
-        .current_dir(&repo.path)
-        .env("NO_COLOR", "1")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    for (k, v) in envs {
-        c.env(k, v);
-    }
-    c.spawn().unwrap()
-}
-
 /// The pid a task wrote with `echo $$ > FILE`; waits for the whole line,
 /// since the file exists a moment before its content does.
 fn read_pid(p: &Path) -> i32 {
@@ -72,7 +57,7 @@ fn task_state(st: &Value, ws: &str, t: &str) -> String {
 fn killed_run(id: &str, slow_task: &str, fault: &str) -> TestRepo {
     let repo = repo().commit("init");
     let plan = counting_plan(&repo, id, slow_task);
-    let mut child = spawn_run(&repo, &plan, &[("MPW_FAULT", fault)]);
+    let mut child = repo.spawn_run(&plan, &[("MPW_FAULT", fault)]);
     assert!(
         !child.wait().unwrap().success(),
         "the coordinator died at {fault}"
@@ -145,7 +130,7 @@ fn assert_each_task_once(repo: &TestRepo, run: &str) {
 /// noted its process, kill -9 the coordinator; returns the task's pid (left
 /// running, as after a real crash).
 fn kill_9_while_the_slow_task_runs(repo: &TestRepo, plan: &Path, run: &str) -> i32 {
-    let mut child = spawn_run(repo, plan, &[]);
+    let mut child = repo.spawn_run(plan, &[]);
     let pidfile = repo.dir.path().join("counts/slow.pid");
     let noted = repo.mpw_dir().join(format!("runs/{run}/logs/A/T2.1.proc"));
     wait_until("the slow task to start", Duration::from_secs(30), || {
@@ -309,7 +294,7 @@ fn mpw_cancel_after_a_crash_keeps_the_running_attempts_work() {
             pidfile.display()
         ),
     );
-    let mut child = spawn_run(&repo, &plan, &[]);
+    let mut child = repo.spawn_run(&plan, &[]);
     let noted = repo.mpw_dir().join("runs/KC/logs/A/T.1.proc");
     wait_until("the task to write", Duration::from_secs(30), || {
         noted.exists() && std::fs::read_to_string(&pidfile).is_ok_and(|s| s.ends_with('\n'))
@@ -498,11 +483,7 @@ fn recovery_writes_the_workstreams_it_reopens() {
 fn a_run_killed_between_its_plan_and_its_row_can_be_run_again() {
     let repo = repo().commit("init");
     let plan = counting_plan(&repo, "KP", "none");
-    let mut child = spawn_run(
-        &repo,
-        &plan,
-        &[("MPW_FAULT", "kill-between-plan-and-run-row")],
-    );
+    let mut child = repo.spawn_run(&plan, &[("MPW_FAULT", "kill-between-plan-and-run-row")]);
     assert!(!child.wait().unwrap().success(), "the run died");
     let out = repo
         .mpw()
@@ -530,7 +511,7 @@ fn ctrl_c_cancels_within_seconds_and_leaves_no_process() {
                 {{ "id": "B", "tasks": [ {{ "id": "T1", "run": "trap '' TERM; echo $$ > {p}/b; sleep 60" }} ] }} ] }}"#
         ),
     );
-    let mut child = spawn_run(&repo, &plan, &[]);
+    let mut child = repo.spawn_run(&plan, &[]);
     wait_until("tasks to start", Duration::from_secs(30), || {
         pids.join("a").exists() && pids.join("b").exists()
     });
@@ -565,7 +546,7 @@ fn mpw_cancel_from_another_terminal_stops_the_run() {
             flag.display()
         ),
     );
-    let mut child = spawn_run(&repo, &plan, &[]);
+    let mut child = repo.spawn_run(&plan, &[]);
     wait_until("the task", Duration::from_secs(30), || flag.exists());
     let out = repo
         .mpw()
@@ -674,8 +655,8 @@ fn two_runs_at_once_and_status_while_they_write() {
         )
     };
     let (p1, p2) = (mk("P1"), mk("P2"));
-    let mut a = spawn_run(&repo, &p1, &[]);
-    let mut b = spawn_run(&repo, &p2, &[]);
+    let mut a = repo.spawn_run(&p1, &[]);
+    let mut b = repo.spawn_run(&p2, &[]);
     let mut polls = 0;
     while a.try_wait().unwrap().is_none() || b.try_wait().unwrap().is_none() {
         let out = repo.mpw().args(["status", "--json"]).output().unwrap();
@@ -865,7 +846,7 @@ fn resume_itself_killed_and_resumed_again_finishes_once() {
                     {{ "id": "T3", "depends_on": ["T2"], "run": "echo 3 >> {cs}/T3; echo 3 > t3.txt" }} ] }} ] }}"#
         ),
     );
-    let mut run = spawn_run(&repo, &plan, &[]);
+    let mut run = repo.spawn_run(&plan, &[]);
     let noted = |n: u32| repo.mpw_dir().join(format!("runs/RR/logs/A/T2.{n}.proc"));
     wait_until("attempt 1", Duration::from_secs(30), || {
         c.join("pid.1").exists() && noted(1).exists()
@@ -912,7 +893,7 @@ fn resume_provisions_a_deleted_worktree_again_from_its_branch() {
                     {{ "id": "T2", "depends_on": ["T1"], "run": "echo $$ > {cs}/pid; test -f {cs}/fast || sleep 30; echo 2 > t2.txt" }} ] }} ] }}"#
         ),
     );
-    let mut run = spawn_run(&repo, &plan, &[]);
+    let mut run = repo.spawn_run(&plan, &[]);
     let noted = repo.mpw_dir().join("runs/GONE/logs/A/T2.1.proc");
     wait_until("T2", Duration::from_secs(30), || {
         c.join("pid").exists() && noted.exists()

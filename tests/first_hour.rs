@@ -8,22 +8,9 @@ mod common;
 use common::*;
 use serde_json::Value;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 /// `mpw run PLAN` in the background, as a user's terminal would hold it.
-fn spawn_run(repo: &TestRepo, plan: &Path) -> Child {
-    Command::new(assert_cmd::cargo::cargo_bin("mpw"))
-        .args(["-q", "run"])
-        .arg(plan)
-        .current_dir(&repo.path)
-        .env("NO_COLOR", "1")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap()
-}
-
 /// A plan whose workstream A has a task T1 that, the first time only,
 /// writes `marks/slow` and sleeps; then T2. Workstream B is stacked on A.
 fn slow_once_plan(repo: &TestRepo, id: &str) -> (PathBuf, PathBuf) {
@@ -46,7 +33,7 @@ fn slow_once_plan(repo: &TestRepo, id: &str) -> (PathBuf, PathBuf) {
 /// Start the plan and kill -9 its coordinator once A/T1 runs and mpw has
 /// noted its process; returns when the coordinator is dead.
 fn kill_9_while_a_task_runs(repo: &TestRepo, plan: &Path, run: &str, mark: &Path) {
-    let mut child = spawn_run(repo, plan);
+    let mut child = repo.spawn_run(plan, &[]);
     let noted = repo.mpw_dir().join(format!("runs/{run}/logs/A/T1.1.proc"));
     wait_until("A/T1 to run", Duration::from_secs(60), || {
         mark.exists() && noted.exists()

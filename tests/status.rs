@@ -7,7 +7,6 @@ mod common;
 
 use common::*;
 use serde_json::Value;
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
 /// The times that run up to now differ between two reads of a running run:
@@ -85,16 +84,7 @@ fn the_status_file_after_each_workstream_end_equals_a_fresh_render() {
         ],
     });
     let plan = repo.plan("p", &plan.to_string());
-    let mut child = Command::new(assert_cmd::cargo::cargo_bin("mpw"))
-        .args(["-q", "run"])
-        .arg(&plan)
-        .current_dir(&repo.path)
-        .env("NO_COLOR", "1")
-        .env("XDG_STATE_HOME", repo.state_home())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut child = repo.spawn_run(&plan, &[]);
     wait_until("every gate task to run", Duration::from_secs(60), || {
         let Some(st) = fresh_try(&repo, "S1") else {
             return false;

@@ -8,7 +8,7 @@ mod common;
 use common::*;
 use serde_json::Value;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 fn have_python() -> bool {
@@ -68,19 +68,6 @@ fn pid_in(repo: &TestRepo, rev: &str, name: &str) -> String {
 
 fn wait_for(what: &str, f: impl FnMut() -> bool) {
     wait_until(what, Duration::from_secs(60), f)
-}
-
-fn spawn_run(repo: &TestRepo, plan: &Path) -> Child {
-    Command::new(assert_cmd::cargo::cargo_bin("mpw"))
-        .args(["-q", "run"])
-        .arg(plan)
-        .current_dir(&repo.path)
-        .env("NO_COLOR", "1")
-        .env("XDG_STATE_HOME", repo.state_home())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap()
 }
 
 #[test]
@@ -279,7 +266,7 @@ fn cancel_stops_the_request_and_no_worker_outlives_the_run() {
             pidfile.display()
         ),
     );
-    let child = spawn_run(&repo, &plan);
+    let child = repo.spawn_run(&plan, &[]);
     wait_for("the slow request to start", || pidfile.exists());
     let cancel = repo.mpw().args(["cancel", "W4"]).output().unwrap();
     assert!(cancel.status.success(), "{}", stderr_of(&cancel));
@@ -324,7 +311,7 @@ fn kill_9_of_the_coordinator_mid_request_then_resume_runs_each_task_once() {
             effects.display()
         ),
     );
-    let mut child = spawn_run(&repo, &plan);
+    let mut child = repo.spawn_run(&plan, &[]);
     let pidfile = repo.dir.path().join("gate.pid");
     wait_for("the slow request to start", || pidfile.exists());
     unsafe { libc::kill(child.id() as i32, libc::SIGKILL) };

@@ -6,8 +6,7 @@ use super::capture::{self, Pumps};
 use super::{Cancel, Ending, Outcome, ProcInfo, Spec, command_line, os, proc};
 use crate::slots::Jobserver;
 use process_wrap::tokio::{ChildWrapper, CommandWrap, KillOnDrop};
-use std::collections::HashMap;
-use std::ffi::OsString;
+use std::ffi::{OsStr, OsString};
 use std::io;
 use std::path::PathBuf;
 use std::process::{ExitStatus, Stdio};
@@ -68,24 +67,31 @@ impl Drop for Tree {
 /// when the task sets its own `PATH` (docs/ARCHITECTURE.md, "Per-task
 /// cost"). A shell installed mid-run in an earlier `PATH` entry is not seen.
 fn shell_file(prog: &str, spec: &Spec) -> Option<PathBuf> {
-    static FOUND: Mutex<Option<HashMap<(OsString, String), PathBuf>>> = Mutex::new(None);
+    // (PATH, shell, file): a run sees one or two PATH values.
+    static FOUND: Mutex<Vec<(OsString, String, PathBuf)>> = Mutex::new(Vec::new());
     if !matches!(spec.program, super::Program::Shell { .. }) {
         return None;
     }
-    let path = match spec.env.iter().rfind(|(k, _)| k == "PATH") {
-        Some((_, v)) => OsString::from(v),
-        None => std::env::var_os("PATH")?,
+    let own;
+    let path: &OsStr = match spec.env.iter().rfind(|(k, _)| k == "PATH") {
+        Some((_, v)) => v.as_ref(),
+        None => {
+            own = std::env::var_os("PATH")?;
+            &own
+        }
     };
-    let key = (path, prog.to_string());
     let mut found = FOUND.lock().unwrap_or_else(|e| e.into_inner());
-    let found = found.get_or_insert_default();
-    if let Some(file) = found.get(&key)
-        && file.is_file()
+    let known = found.iter().position(|(p, s, _)| p == path && s == prog);
+    if let Some(i) = known
+        && found[i].2.is_file()
     {
-        return Some(file.clone());
+        return Some(found[i].2.clone());
     }
-    let file = os::find_on_path(prog, &key.0)?;
-    found.insert(key, file.clone());
+    let file = os::find_on_path(prog, path)?;
+    match known {
+        Some(i) => found[i].2 = file.clone(),
+        None => found.push((path.to_owned(), prog.to_string(), file.clone())),
+    }
     Some(file)
 }
 

@@ -808,6 +808,14 @@ mod tests {
         ch.into_iter().map(|c| c.path).collect()
     }
 
+    /// What a kept handle sees changed, committed onto HEAD through it.
+    fn commit_through(h: &Repo, message: &str) -> Oid {
+        let ch = h.changes(&Excluded::default()).unwrap();
+        h.commit_changes(&ch, message, CommitTarget::Head)
+            .unwrap()
+            .unwrap()
+    }
+
     /// One handle kept across tasks sees what changed between its uses:
     /// files, the index (staged by git itself), `.gitignore` edits, commits.
     #[test]
@@ -834,14 +842,8 @@ mod tests {
         // A commit made elsewhere moves HEAD; the handle follows.
         commit_all(&p, "more");
         assert!(paths(&handle).is_empty());
-        let id = {
-            std::fs::write(p.join("mod.txt"), "newer\n").unwrap();
-            let ch = handle.changes(&Excluded::default()).unwrap();
-            handle
-                .commit_changes(&ch, "by the handle", CommitTarget::Head)
-                .unwrap()
-                .unwrap()
-        };
+        std::fs::write(p.join("mod.txt"), "newer\n").unwrap();
+        let id = commit_through(&handle, "by the handle");
         assert_eq!(git(&p, &["rev-parse", "HEAD"]), id.to_string());
         assert!(paths(&handle).is_empty());
         assert_eq!(git(&p, &["status", "--porcelain"]), "");
@@ -886,13 +888,7 @@ mod tests {
         std::fs::write(wt.join("fake/.git"), "not a repository\n").unwrap();
         std::fs::write(wt.join("fake/f.txt"), "f\n").unwrap();
         assert_eq!(paths(&handle), ["fake/f.txt", "plain/deep/a.txt"]);
-        let id = {
-            let ch = handle.changes(&Excluded::default()).unwrap();
-            handle
-                .commit_changes(&ch, "add", CommitTarget::Head)
-                .unwrap()
-                .unwrap()
-        };
+        let id = commit_through(&handle, "add");
         assert_eq!(git(&wt, &["rev-parse", "HEAD"]), id.to_string());
         assert_eq!(
             git(&wt, &["ls-tree", "-r", "--name-only", "HEAD"])

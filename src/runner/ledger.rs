@@ -113,11 +113,11 @@ pub(super) struct Ledger<'a> {
     batch: Option<Batch>,
 }
 
-/// What a batch's changes tell the world once they are committed: the
-/// listener's events and the status files of the workstreams that ended.
+/// What a batch's changes tell the world once they are committed, besides
+/// their events (which the store keeps for its commit): the status files of
+/// the workstreams that ended.
 #[derive(Default)]
 struct Batch {
-    events: Vec<Event>,
     ended_ws: Vec<String>,
 }
 
@@ -229,9 +229,8 @@ impl<'a> Ledger<'a> {
         let Some(batch) = self.batch.take() else {
             return Ok(());
         };
-        self.store.end_batch()?;
-        for ev in &batch.events {
-            self.listener.event(ev);
+        for ev in self.store.end_batch()? {
+            self.listener.event(&ev);
         }
         for ws in &batch.ended_ws {
             self.store.write_status_files_of(&self.ctx.run_id, ws)?;
@@ -244,12 +243,13 @@ impl<'a> Ledger<'a> {
 
     // ---- the one place each kind of state changes ----
 
+    /// Inside a batch the store keeps the event until its commit
+    /// (`end_batch` tells the listener then).
     fn emit(&mut self, ev: Option<Event>) {
-        if let Some(ev) = ev {
-            match &mut self.batch {
-                Some(b) => b.events.push(ev),
-                None => self.listener.event(&ev),
-            }
+        if let Some(ev) = ev
+            && self.batch.is_none()
+        {
+            self.listener.event(&ev);
         }
     }
 

@@ -216,11 +216,11 @@ impl Store {
         self.batch.as_ref().is_some_and(|b| b.open)
     }
 
-    /// Commit the batch, then write its events' `events.jsonl` lines.
-    /// A failed commit rolls the whole batch back.
-    pub fn end_batch(&mut self) -> Result<()> {
+    /// Commit the batch, then write its events' `events.jsonl` lines; the
+    /// events, for the listeners. A failed commit rolls the whole batch back.
+    pub fn end_batch(&mut self) -> Result<Vec<Event>> {
         let Some(batch) = self.batch.take() else {
-            return Ok(());
+            return Ok(Vec::new());
         };
         if batch.open
             && let Err(e) = exec(&self.conn, "COMMIT")
@@ -228,7 +228,8 @@ impl Store {
             let _ = exec(&self.conn, "ROLLBACK");
             return Err(self.err()(e));
         }
-        self.append_jsonl_all(&batch.events)
+        self.append_jsonl_all(&batch.events)?;
+        Ok(batch.events)
     }
 
     /// Record a new run with all its workstreams and tasks as PENDING.

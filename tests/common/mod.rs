@@ -143,6 +143,23 @@ impl TestRepo {
         c
     }
 
+    /// `mpw -q run PLAN` started in the background, as from a second
+    /// terminal: the same environment as `mpw()`, plus `envs`; output piped.
+    pub fn spawn_run(&self, plan: &Path, envs: &[(&str, &str)]) -> std::process::Child {
+        Command::new(assert_cmd::cargo::cargo_bin("mpw"))
+            .args(["-q", "run"])
+            .arg(plan)
+            .current_dir(&self.path)
+            .env("NO_COLOR", "1")
+            .env_remove("RUST_LOG")
+            .env("XDG_STATE_HOME", self.state_home())
+            .envs(envs.iter().copied())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap()
+    }
+
     /// This test's `XDG_STATE_HOME`: its machine slots, shared by nobody else.
     pub fn state_home(&self) -> PathBuf {
         self.dir.path().join("state")
