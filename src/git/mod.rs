@@ -8,6 +8,7 @@ mod history;
 mod ignore;
 mod ignored;
 mod merge;
+mod quick_status;
 mod remote;
 mod repo;
 mod snapshot;

@@ -82,6 +82,24 @@ impl Repo {
         })
     }
 
+    /// The index was just written from `tree` (a fresh checkout): its file
+    /// need not be read again, and nothing is staged against `tree`.
+    pub(super) fn knows_index(&self, mut index: gix::index::File, tree: Oid) {
+        let Ok(md) = gix::index::fs::Metadata::from_path_no_follow(index.path()) else {
+            return;
+        };
+        let stat = gix::index::entry::Stat::from_fs(&md).ok();
+        // As a read of the file would have it: racy entries are judged by it.
+        let Ok(written) = std::fs::metadata(index.path()) else {
+            return;
+        };
+        index.set_timestamp(filetime::FileTime::from_last_modification_time(&written));
+        self.with(|local| {
+            local.index = stat.map(|s| (s, index));
+            local.staged = Some((tree, Vec::new()));
+        });
+    }
+
     pub(super) fn with<T>(&self, f: impl FnOnce(&mut Local) -> T) -> T {
         // A panic in an earlier use leaves nothing half-done in `Local`.
         let mut local = self.local.lock().unwrap_or_else(|e| e.into_inner());

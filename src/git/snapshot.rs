@@ -178,69 +178,6 @@ fn status_threads(small: bool) -> usize {
     *CORES.get_or_init(|| std::thread::available_parallelism().map_or(1, Into::into))
 }
 
-/// True when every index entry's file still has the stat data the index
-/// recorded and none is racily clean: then no tracked file changed, as git's
-/// `refresh_index` concludes, without reading attributes or any file. Anything
-/// else (a conflict, special flags, a changed stat) is left to gix's full
-/// comparison.
-fn tracked_unchanged(
-    repo: &gix::Repository,
-    index: &gix::index::File,
-    workdir: &Path,
-) -> Result<bool, GitError> {
-    use gix::index::entry::{Flags, Stat};
-    let doing = "reading the worktree status";
-    let fs = repo.filesystem_options().map_err(ctx(doing))?;
-    let opts = repo.stat_options().map_err(ctx(doing))?;
-    let timestamp = index.timestamp();
-    // Folders seen to be real folders (not symlinks): git counts a file
-    // under a symlinked folder as removed.
-    let mut real_dirs: BTreeSet<&BStr> = BTreeSet::new();
-    for entry in index.entries() {
-        let special = Flags::INTENT_TO_ADD | Flags::SKIP_WORKTREE | Flags::ASSUME_VALID;
-        if entry.stage_raw() != 0 || entry.flags.intersects(special) || entry.mode.is_submodule() {
-            return Ok(false);
-        }
-        let path = entry.path(index);
-        let mut end = 0;
-        while let Some(i) = path[end..].find_byte(b'/') {
-            end += i;
-            let dir = path[..end].as_bstr();
-            if !real_dirs.contains(dir) {
-                let real =
-                    std::fs::symlink_metadata(full_path(workdir, dir)?).is_ok_and(|m| m.is_dir());
-                if !real {
-                    return Ok(false);
-                }
-                real_dirs.insert(dir);
-            }
-            end += 1;
-        }
-        let Ok(md) = gix::index::fs::Metadata::from_path_no_follow(&full_path(workdir, path)?)
-        else {
-            return Ok(false);
-        };
-        if md.is_dir()
-            || entry
-                .mode
-                .change_to_match_fs(&md, fs.symlink, fs.executable_bit)
-                .is_some()
-        {
-            return Ok(false);
-        }
-        let Ok(stat) = Stat::from_fs(&md) else {
-            return Ok(false);
-        };
-        if !stat.matches(&entry.stat, opts)
-            || (entry.id.is_empty_blob() && entry.stat.size != 0)
-            || stat.is_racy(timestamp, opts)
-        {
-            return Ok(false);
-        }
-    }
-    Ok(true)
-}
-
 /// The walk's delegate: untracked files into `scan`. Nested repositories
 /// are found here, as gix finds them, but only below the worktree's root:
 /// gix would also take the worktree itself for a nested repository (its
@@ -401,7 +338,10 @@ fn collect(
     // "Per-task cost").
     let small = index.entries().len() < SMALL_INDEX;
     let repo = &local.repo;
-    if !(small && tracked_unchanged(repo, &index, &workdir)?) {
+    let fs = repo.filesystem_options().map_err(ctx(doing))?;
+    let stat = repo.stat_options().map_err(ctx(doing))?;
+    let quick = super::quick_status::tracked_unchanged(&index, &workdir, fs, stat);
+    if quick.is_none() {
         use gix::worktree::stack::state::attributes::Source;
         let stack = repo
             .attributes_only(&index, Source::WorktreeThenIdMapping)
@@ -427,15 +367,18 @@ fn collect(
                 should_interrupt: &interrupt,
             },
             index_as_worktree::Options {
-                fs: repo.filesystem_options().map_err(ctx(doing))?,
+                fs,
                 thread_limit: Some(status_threads(small)),
-                stat: repo.stat_options().map_err(ctx(doing))?,
+                stat,
                 fscache: false,
             },
         )
         .map_err(ctx(doing))?;
     }
-    walk_untracked(local, &index, &workdir, &interrupt, &mut scan)?;
+    // Nothing in the worktree but tracked files: nothing untracked either.
+    if quick.is_none_or(|q| q.others) {
+        walk_untracked(local, &index, &workdir, &interrupt, &mut scan)?;
+    }
     let mut candidates: BTreeSet<BString> = scan.paths.into_iter().collect();
     // Staged changes: the index against HEAD's tree.
     candidates.extend(staged(local, &index, head_tree)?);

@@ -2,7 +2,7 @@
 
 use super::Oid;
 use super::error::{GitError, ctx, removed};
-use super::repo::open_repo;
+use super::repo::{Repo, open_repo};
 use gix::refs::transaction::PreviousValue;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -166,15 +166,27 @@ impl Worktrees {
         create_branch_in(&self.repo.to_thread_local(), short, target)
     }
 
-    /// Add a linked worktree at `path` with `branch_short` checked out.
-    pub fn add_worktree(&self, path: &Path, branch_short: &str) -> Result<(), GitError> {
+    /// Add a linked worktree at `path` with `branch_short` checked out, and
+    /// open it for its tasks, knowing the index just written.
+    pub fn add_worktree(&self, path: &Path, branch_short: &str) -> Result<Repo, GitError> {
         let name: gix::refs::FullName = format!("refs/heads/{branch_short}")
             .try_into()
             .map_err(ctx(format!("branch name {branch_short}")))?;
-        self.add(path, gix::worktree::add::Head::Attached(name))
+        let written = self.add(path, gix::worktree::add::Head::Attached(name))?;
+        let repo = Repo::open(path)?;
+        if let Some((tree, index)) = written {
+            repo.knows_index(index, tree);
+        }
+        Ok(repo)
     }
 
-    fn add(&self, path: &Path, head: gix::worktree::add::Head) -> Result<(), GitError> {
+    /// The tree checked out and the index written for it (None for a sparse
+    /// checkout, which gix writes itself).
+    fn add(
+        &self,
+        path: &Path,
+        head: gix::worktree::add::Head,
+    ) -> Result<Option<(Oid, gix::index::File)>, GitError> {
         let r = self.repo.to_thread_local();
         if let Some(parent) = path.parent() {
             std::fs::create_dir_all(parent).map_err(|source| GitError::Io {
@@ -216,15 +228,15 @@ impl Worktrees {
             prepared
                 .checkout(gix::progress::Discard, &interrupt)
                 .map_err(ctx(doing()))?;
-            return Ok(());
+            return Ok(None);
         }
         // As gix's checkout does: files, then the index, then the
         // registration is finished (its "initializing" lock removed); a
         // failure removes what was written.
         match self.checkout(&r, prepared.repo(), &interrupt) {
-            Ok(()) => {
+            Ok(written) => {
                 prepared.persist().map_err(ctx(doing()))?;
-                Ok(())
+                Ok(Some(written))
             }
             Err(e) => {
                 if let Err(undo) = prepared.rollback() {
@@ -241,7 +253,7 @@ impl Worktrees {
         main: &gix::Repository,
         wr: &gix::Repository,
         interrupt: &AtomicBool,
-    ) -> Result<(), GitError> {
+    ) -> Result<(Oid, gix::index::File), GitError> {
         let doing = || {
             format!(
                 "checking out {}",
@@ -270,7 +282,7 @@ impl Worktrees {
         )
         .map_err(ctx(doing()))?;
         index.write(Default::default()).map_err(ctx(doing()))?;
-        Ok(())
+        Ok((tree, index))
     }
 
     /// The index of `tree` (no stat data yet), built once per tree.
@@ -378,12 +390,14 @@ fn sparse(r: &gix::Repository) -> bool {
 }
 
 fn add(repo: &Path, path: &Path, head: gix::worktree::add::Head) -> Result<(), GitError> {
-    Worktrees::open(repo)?.add(path, head)
+    Worktrees::open(repo)?.add(path, head)?;
+    Ok(())
 }
 
 /// Add a linked worktree at `path` with `branch_short` checked out.
 pub fn add_worktree(repo: &Path, path: &Path, branch_short: &str) -> Result<(), GitError> {
-    Worktrees::open(repo)?.add_worktree(path, branch_short)
+    Worktrees::open(repo)?.add_worktree(path, branch_short)?;
+    Ok(())
 }
 
 /// Add a scratch worktree at `path` with a detached HEAD at `commit`.
@@ -791,7 +805,7 @@ fn collect_locks(dir: &Path, out: &mut Vec<PathBuf>) {
 #[cfg(all(test, unix))]
 mod tests {
     use super::*;
-    use crate::git::test_support::{commit_file, git, init_repo_named};
+    use crate::git::test_support::{commit_file, git, init_repo_named, oid};
 
     fn repo() -> (tempfile::TempDir, PathBuf) {
         let (d, p) = init_repo_named("r");
@@ -913,6 +927,32 @@ mod tests {
             std::fs::read_to_string(d.path().join("B/b.txt")).unwrap(),
             "b\n"
         );
+    }
+
+    /// The handle an add returns knows the index it wrote: it sees nothing
+    /// changed, then every kind of change made right after, staged ones too.
+    #[test]
+    fn the_handle_of_a_new_worktree_sees_changes_made_right_after() {
+        let (d, p) = repo();
+        let head = git(&p, &["rev-parse", "HEAD"]);
+        let w = Worktrees::open(&p).unwrap();
+        w.create_branch("mpw/R/A", oid(&head)).unwrap();
+        let wt = d.path().join("A");
+        let handle = w.add_worktree(&wt, "mpw/R/A").unwrap();
+        let changed = |h: &Repo| -> Vec<String> {
+            let ch = h.changes(&Default::default()).unwrap();
+            ch.into_iter().map(|c| c.path).collect()
+        };
+        assert!(changed(&handle).is_empty());
+        // Same size, at once: only the stat data tells.
+        std::fs::write(wt.join("a.txt"), "b\n").unwrap();
+        assert_eq!(changed(&handle), ["a.txt"]);
+        std::fs::write(wt.join("a.txt"), "a\n").unwrap();
+        assert!(changed(&handle).is_empty());
+        // Staged by git: index and file agree, only the index against HEAD tells.
+        std::fs::write(wt.join("n.txt"), "n\n").unwrap();
+        git(&wt, &["add", "n.txt"]);
+        assert_eq!(changed(&handle), ["n.txt"]);
     }
 
     /// The shared index and objects give each worktree exactly what git's

@@ -363,6 +363,11 @@ impl WsCtx {
         Ok(r)
     }
 
+    /// The repository as provisioning opened it, with the index it wrote.
+    pub fn keep_repo(&self, repo: crate::git::Repo) {
+        *self.repo.lock().unwrap_or_else(|e| e.into_inner()) = Some(Arc::new(repo));
+    }
+
     /// Let the repository go once the workstream has ended: a run of 100
     /// workstreams would otherwise keep 100 handles to its end.
     pub fn close_repo(&self) {

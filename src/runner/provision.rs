@@ -172,9 +172,10 @@ fn prepare_worktree(
             ));
         }
     }
-    worktrees
+    let opened = worktrees
         .add_worktree(&ws.worktree, &ws.branch)
         .map_err(e("adding the worktree"))?;
+    ws.keep_repo(opened);
     Ok(Prep::NeedsSetup { fresh, start })
 }
 
