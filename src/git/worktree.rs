@@ -281,6 +281,7 @@ impl Worktrees {
             options,
         )
         .map_err(ctx(doing()))?;
+        past_newest_file(&index, wr.git_dir());
         index.write(Default::default()).map_err(ctx(doing()))?;
         Ok((tree, index))
     }
@@ -304,6 +305,36 @@ impl Worktrees {
         *last = Some((tree, state.clone()));
         Ok(state)
     }
+}
+
+/// Let the file system's clock pass the newest file of `index` before the
+/// index is written: a file as new as its index is racily clean, and the
+/// first status would read it again. The clock behind file times moves in
+/// ticks of a few milliseconds, so the last files of a checkout often share
+/// the index's tick. Bounded: a coarse file system (FAT's 2 s) is left to
+/// the racy check.
+fn past_newest_file(index: &gix::index::State, git_dir: &Path) {
+    let newest = index
+        .entries()
+        .iter()
+        .map(|e| (u64::from(e.stat.mtime.secs), e.stat.mtime.nsecs))
+        .max();
+    let Some(newest) = newest else { return };
+    let probe = git_dir.join("mpw-clock");
+    for _ in 0..20 {
+        let now = std::fs::write(&probe, b"x")
+            .and_then(|()| std::fs::metadata(&probe))
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok());
+        // gix keeps the low 32 bits of the seconds, as git does.
+        match now {
+            Some(t) if (t.as_secs() & u64::from(u32::MAX), t.subsec_nanos()) > newest => break,
+            Some(_) => std::thread::sleep(std::time::Duration::from_millis(1)),
+            None => break,
+        }
+    }
+    let _ = std::fs::remove_file(&probe);
 }
 
 /// Objects for checkouts: the main repository's object store (its pack
@@ -927,6 +958,33 @@ mod tests {
             std::fs::read_to_string(d.path().join("B/b.txt")).unwrap(),
             "b\n"
         );
+    }
+
+    /// The index is written only once the file system's clock has passed
+    /// its newest file, here one dated 5 ms ahead: a file written after the
+    /// wait is newer, so an index written then finds no entry racily clean.
+    #[test]
+    fn the_index_waits_for_the_clock_to_pass_its_newest_file() {
+        use gix::index::entry::{Flags, Mode, Stat, stat::Time};
+        let d = tempfile::tempdir().unwrap();
+        let ahead = std::time::SystemTime::now() + std::time::Duration::from_millis(5);
+        let t = ahead.duration_since(std::time::UNIX_EPOCH).unwrap();
+        let mut state = gix::index::State::new(gix::hash::Kind::Sha1);
+        let stat = Stat {
+            mtime: Time {
+                secs: t.as_secs() as u32,
+                nsecs: t.subsec_nanos(),
+            },
+            ..Default::default()
+        };
+        let id = gix::hash::ObjectId::empty_blob(gix::hash::Kind::Sha1);
+        state.dangerously_push_entry(stat, id, Flags::empty(), Mode::FILE, "a.txt".into());
+        past_newest_file(&state, d.path());
+        let after = d.path().join("after");
+        std::fs::write(&after, "x").unwrap();
+        let written = std::fs::metadata(&after).unwrap().modified().unwrap();
+        assert!(written > ahead, "{written:?} is not past {ahead:?}");
+        assert!(!d.path().join("mpw-clock").exists());
     }
 
     /// The handle an add returns knows the index it wrote: it sees nothing
