@@ -3,7 +3,9 @@
 use super::Oid;
 use super::error::{GitError, ctx, removed};
 use super::repo::{Repo, open_repo};
+use gix::bstr::ByteSlice;
 use gix::refs::transaction::PreviousValue;
+use gix::worktree::add::Head;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
@@ -172,7 +174,7 @@ impl Worktrees {
         let name: gix::refs::FullName = format!("refs/heads/{branch_short}")
             .try_into()
             .map_err(ctx(format!("branch name {branch_short}")))?;
-        let written = self.add(path, gix::worktree::add::Head::Attached(name))?;
+        let written = self.add(path, Head::Attached(name))?;
         let repo = Repo::open(path)?;
         if let Some((tree, index)) = written {
             repo.knows_index(index, tree);
@@ -182,11 +184,7 @@ impl Worktrees {
 
     /// The tree checked out and the index written for it (None for a sparse
     /// checkout, which gix writes itself).
-    fn add(
-        &self,
-        path: &Path,
-        head: gix::worktree::add::Head,
-    ) -> Result<Option<(Oid, gix::index::File)>, GitError> {
+    fn add(&self, path: &Path, head: Head) -> Result<Option<(Oid, gix::index::File)>, GitError> {
         let r = self.repo.to_thread_local();
         if let Some(parent) = path.parent() {
             std::fs::create_dir_all(parent).map_err(|source| GitError::Io {
@@ -212,9 +210,46 @@ impl Worktrees {
         clear_leftovers(&r, path)?;
         let interrupt = AtomicBool::new(false);
         let doing = || format!("adding worktree {}", path.display());
+        // gix checks that a branch is not checked out elsewhere by opening
+        // every worktree, once per add: a run of 100 workstreams spent half
+        // its CPU there. The same check from the HEAD files, then the
+        // worktree added at the branch's commit and HEAD attached to it.
+        let (head, attach) = match head {
+            Head::Attached(name) => {
+                refuse_checked_out(&r, &name)?;
+                let commit = ref_target_in(&r, name.as_bstr().to_str_lossy().as_ref())?
+                    .ok_or_else(|| {
+                        GitError::gix(doing(), format!("no branch {}", name.as_bstr()))
+                    })?;
+                (Head::Detached(commit), Some(name))
+            }
+            detached => (detached, None),
+        };
         let prepared = r
             .prepare_add_worktree(path, head, &interrupt)
             .map_err(ctx(doing()))?;
+        if let Some(name) = attach {
+            use gix::refs::transaction::{Change, LogChange, RefEdit, RefLog};
+            let attached = prepared.repo().edit_reference(RefEdit {
+                change: Change::Update {
+                    log: LogChange {
+                        mode: RefLog::AndReference,
+                        force_create_reflog: false,
+                        message: "mpw: attach".into(),
+                    },
+                    expected: PreviousValue::Any,
+                    new: gix::refs::Target::Symbolic(name),
+                },
+                name: "HEAD".try_into().expect("a valid ref name"),
+                deref: false,
+            });
+            if let Err(e) = attached {
+                if let Err(undo) = prepared.rollback() {
+                    tracing::debug!("could not undo adding {}: {undo}", path.display());
+                }
+                return Err(GitError::gix(doing(), e));
+            }
+        }
         // Registered: checkouts of several worktrees may run side by side.
         drop(lock);
         if let Some(name) = path.file_name() {
@@ -420,7 +455,7 @@ fn sparse(r: &gix::Repository) -> bool {
         .unwrap_or(false)
 }
 
-fn add(repo: &Path, path: &Path, head: gix::worktree::add::Head) -> Result<(), GitError> {
+fn add(repo: &Path, path: &Path, head: Head) -> Result<(), GitError> {
     Worktrees::open(repo)?.add(path, head)?;
     Ok(())
 }
@@ -433,7 +468,7 @@ pub fn add_worktree(repo: &Path, path: &Path, branch_short: &str) -> Result<(), 
 
 /// Add a scratch worktree at `path` with a detached HEAD at `commit`.
 pub fn add_detached_worktree(repo: &Path, path: &Path, commit: Oid) -> Result<(), GitError> {
-    add(repo, path, gix::worktree::add::Head::Detached(commit))
+    add(repo, path, Head::Detached(commit))
 }
 
 /// Remove a linked worktree (also when its directory is already gone);
@@ -577,6 +612,35 @@ fn registrations(common: &Path) -> Vec<Registration> {
         });
     }
     out
+}
+
+/// Refuse a branch that a worktree (the main one included) has checked
+/// out, as git and gix do, from the HEAD files alone.
+fn refuse_checked_out(r: &gix::Repository, name: &gix::refs::FullName) -> Result<(), GitError> {
+    let common = r.common_dir();
+    let want = format!("ref: {}", name.as_bstr());
+    let main = common.join("HEAD");
+    let main_dir = (common.file_name() == Some(".git".as_ref()))
+        .then(|| common.parent().map(Path::to_path_buf))
+        .flatten();
+    let heads = std::iter::once((main, main_dir)).chain(
+        registrations(common)
+            .into_iter()
+            .map(|g| (g.admin.join("HEAD"), g.base)),
+    );
+    for (head, base) in heads {
+        let Ok(text) = std::fs::read_to_string(&head) else {
+            continue;
+        };
+        if text.trim_end() == want {
+            let at = base.unwrap_or_else(|| common.to_path_buf());
+            return Err(GitError::gix(
+                format!("checking out {}", name.shorten()),
+                format!("it is already checked out in {}", at.display()),
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// A creation or removal was cut short: still marked "initializing", or its
@@ -985,6 +1049,30 @@ mod tests {
         let written = std::fs::metadata(&after).unwrap().modified().unwrap();
         assert!(written > ahead, "{written:?} is not past {ahead:?}");
         assert!(!d.path().join("mpw-clock").exists());
+    }
+
+    /// A branch checked out in another worktree, or in the main one, is
+    /// refused, as git refuses it, and nothing is left at the path; a new
+    /// worktree's HEAD is attached to its branch, as git's is.
+    #[test]
+    fn a_branch_checked_out_elsewhere_is_refused() {
+        let (d, p) = repo();
+        let head = git(&p, &["rev-parse", "HEAD"]);
+        let w = Worktrees::open(&p).unwrap();
+        w.create_branch("mpw/R/A", oid(&head)).unwrap();
+        let a = d.path().join("A");
+        w.add_worktree(&a, "mpw/R/A").unwrap();
+        assert_eq!(git(&a, &["symbolic-ref", "HEAD"]), "refs/heads/mpw/R/A");
+        assert_eq!(git(&a, &["status", "--porcelain"]), "");
+        let b = d.path().join("B");
+        let err = w.add_worktree(&b, "mpw/R/A").err().unwrap().to_string();
+        assert!(err.contains("already checked out in") && err.contains("A"), "{err}");
+        assert!(!b.exists());
+        let main = git(&p, &["symbolic-ref", "--short", "HEAD"]);
+        let err = w.add_worktree(&b, &main).err().unwrap().to_string();
+        assert!(err.contains("already checked out in"), "{err}");
+        assert!(!b.exists());
+        assert_eq!(git(&p, &["worktree", "list"]).lines().count(), 2);
     }
 
     /// The handle an add returns knows the index it wrote: it sees nothing
