@@ -207,7 +207,9 @@ impl Worktrees {
             .open(lock_dir.join("worktree-add.lock"))
             .map_err(io)?;
         lock.lock().map_err(io)?;
-        clear_leftovers(&r, path)?;
+        let common = canon(r.common_dir());
+        let registered = registrations(&common);
+        clear_leftovers(&common, &registered, path)?;
         let interrupt = AtomicBool::new(false);
         let doing = || format!("adding worktree {}", path.display());
         // gix checks that a branch is not checked out elsewhere by opening
@@ -216,7 +218,7 @@ impl Worktrees {
         // worktree added at the branch's commit and HEAD attached to it.
         let (head, attach) = match head {
             Head::Attached(name) => {
-                refuse_checked_out(&r, &name)?;
+                refuse_checked_out(&common, &registered, &name)?;
                 let commit = ref_target_in(&r, name.as_bstr().to_str_lossy().as_ref())?
                     .ok_or_else(|| {
                         GitError::gix(doing(), format!("no branch {}", name.as_bstr()))
@@ -616,17 +618,20 @@ fn registrations(common: &Path) -> Vec<Registration> {
 
 /// Refuse a branch that a worktree (the main one included) has checked
 /// out, as git and gix do, from the HEAD files alone.
-fn refuse_checked_out(r: &gix::Repository, name: &gix::refs::FullName) -> Result<(), GitError> {
-    let common = r.common_dir();
+fn refuse_checked_out(
+    common: &Path,
+    registered: &[Registration],
+    name: &gix::refs::FullName,
+) -> Result<(), GitError> {
     let want = format!("ref: {}", name.as_bstr());
     let main = common.join("HEAD");
     let main_dir = (common.file_name() == Some(".git".as_ref()))
         .then(|| common.parent().map(Path::to_path_buf))
         .flatten();
     let heads = std::iter::once((main, main_dir)).chain(
-        registrations(common)
-            .into_iter()
-            .map(|g| (g.admin.join("HEAD"), g.base)),
+        registered
+            .iter()
+            .map(|g| (g.admin.join("HEAD"), g.base.clone())),
     );
     for (head, base) in heads {
         let Ok(text) = std::fs::read_to_string(&head) else {
@@ -732,25 +737,29 @@ fn discard(common: &Path, admin: &Path, base: Option<&Path>) -> Result<(), GitEr
 /// registering one): registrations without a readable `gitdir` (gix cannot
 /// list worktrees while one exists), an unfinished registration at `dest`,
 /// and the trash of removals cut short.
-fn clear_leftovers(r: &gix::Repository, dest: &Path) -> Result<(), GitError> {
-    let common = canon(r.common_dir());
+/// `registered`: the registrations of `common` (the common dir's real path).
+fn clear_leftovers(
+    common: &Path,
+    registered: &[Registration],
+    dest: &Path,
+) -> Result<(), GitError> {
     let want = canon(dest);
-    for g in registrations(&common) {
+    for g in registered {
         let foreign_lock = g
             .lock_reason
             .as_deref()
             .is_some_and(|w| w != "initializing");
         match &g.base {
-            None if !foreign_lock => discard(&common, &g.admin, None)?,
-            Some(b) if canon(b) == want && unfinished(&g) && !foreign_lock => {
-                discard(&common, &g.admin, Some(dest))?
+            None if !foreign_lock => discard(common, &g.admin, None)?,
+            Some(b) if canon(b) == want && unfinished(g) && !foreign_lock => {
+                discard(common, &g.admin, Some(dest))?
             }
             _ => {}
         }
     }
-    if !dest.join(".git").exists() || dangling_dot_git(&common, dest) {
+    if !dest.join(".git").exists() || dangling_dot_git(common, dest) {
         // An empty directory, or one a cut removal left: gix wants it absent or empty.
-        if dest.exists() && (is_empty_dir(dest) || dangling_dot_git(&common, dest)) {
+        if dest.exists() && (is_empty_dir(dest) || dangling_dot_git(common, dest)) {
             remove_dir(dest)?;
         }
     }
@@ -1066,7 +1075,10 @@ mod tests {
         assert_eq!(git(&a, &["status", "--porcelain"]), "");
         let b = d.path().join("B");
         let err = w.add_worktree(&b, "mpw/R/A").err().unwrap().to_string();
-        assert!(err.contains("already checked out in") && err.contains("A"), "{err}");
+        assert!(
+            err.contains("already checked out in") && err.contains("A"),
+            "{err}"
+        );
         assert!(!b.exists());
         let main = git(&p, &["symbolic-ref", "--short", "HEAD"]);
         let err = w.add_worktree(&b, &main).err().unwrap().to_string();
