@@ -12,6 +12,9 @@
     Targets: <= 12 openat, <= 30 statx, <= 1 thread.
 (b) 20 workstreams provisioned on a 5,000-file repository against a loop of
     `git worktree add -b` (target: <= 0.5x).
+(w) 100 workstreams provisioned on a one-file repository, the same way as
+    (b): what adding many worktrees costs beyond their files (not in the
+    default sections).
 (c) peak memory (max RSS) of the coordinator over (a) (target: <= 20 MiB).
 (d) scale: a 100 x 100 plan (10,000 no-op tasks) to COMPLETED: per-task
     wall against (a)'s (target: <= 1.3x), coordinator RSS (target: <= 40 MiB),
@@ -242,7 +245,7 @@ def main():
     ap.add_argument("--no-scale", action="store_true", help="leave out the 10,000-task run")
     ap.add_argument("--tmp", help="where the repositories go (e.g. /dev/shm to leave the disk out)")
     ap.add_argument("--only", default="a,b,d",
-                    help="sections to run: a (tasks, with s and c), b (provisioning), d (scale)")
+                    help="sections to run: a (tasks, with s and c), b (provisioning), w (100 worktrees), d (scale)")
     ap.add_argument("--loose", action="store_true", help="keep the objects loose (a fresh `git add` of 5,000 files)")
     args = ap.parse_args()
     only = set(args.only.split(","))
@@ -264,6 +267,7 @@ def main():
         rss = []
         anon = []
         pm, pg = [], []
+        wm, wg = [], []
         for rep in range(args.repeat):
             # Alternate so that whatever else loads the machine hits both sides alike.
             for kind in ("ro", "mut") if "a" in only or "d" in only else ():
@@ -276,6 +280,10 @@ def main():
                 m, g = bench_provision(mpw, tmp, rep, not args.loose, n_wt, n_files)
                 pm.append(m)
                 pg.append(g)
+            if "w" in only:
+                m, g = bench_provision(mpw, tmp, f"w{rep}", True, 10 if args.quick else 100, 1)
+                wm.append(m)
+                wg.append(g)
         med = statistics.median
         n = tasks.n
         print(f"machine: {os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f} at the end; "
@@ -306,6 +314,11 @@ def main():
             print(f"(b) {n_wt} worktrees on {n_files:,} files ({layout}): mpw {m_wall:.2f}s  "
                   f"git worktree add loop {g_wall:.2f}s  ratio {m_wall / g_wall:.2f}x (target <= 0.5x); "
                   f"cpu mpw {m_cpu:.2f}s, git {g_cpu:.2f}s ({m_cpu / g_cpu:.2f}x)")
+        if wm:
+            m_wall, g_wall = med(r[0] for r in wm), med(r[0] for r in wg)
+            m_cpu, g_cpu = med(r[1] for r in wm), med(r[1] for r in wg)
+            print(f"(w) {10 if args.quick else 100} worktrees on one file: mpw {m_wall:.2f}s, cpu {m_cpu:.2f}s  "
+                  f"git worktree add loop {g_wall:.2f}s, cpu {g_cpu:.2f}s  ratio {m_wall / g_wall:.2f}x")
         if rss:
             private = f"{max(anon):.1f} MiB" if max(anon) else "not sampled (no /proc)"
             print(f"(c) coordinator peak RSS over (a): {max(rss):.1f} MiB (target <= 20 MiB); "
