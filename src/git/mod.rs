@@ -9,6 +9,7 @@ mod ignore;
 mod ignored;
 mod merge;
 mod quick_status;
+mod registrations;
 mod remote;
 mod repo;
 mod snapshot;

@@ -243,32 +243,30 @@ mod tests {
             theirs.sort();
             assert_eq!(mine, theirs);
         };
-        assert_eq!(verdict(), Some(false));
-        agree();
+        // The pass's verdict, and `changes()` against `git status`.
+        let check = |want: Option<bool>| {
+            assert_eq!(verdict(), want);
+            agree();
+        };
+        check(Some(false));
         // Ignored or untracked names, and an empty folder: the walk judges.
         std::fs::write(p.join("b/c/x.log"), "x\n").unwrap();
-        assert_eq!(verdict(), Some(true));
-        agree();
+        check(Some(true));
         std::fs::create_dir(p.join("a/empty")).unwrap();
-        assert_eq!(verdict(), Some(true));
-        agree();
+        check(Some(true));
         std::fs::write(p.join("a/new.txt"), "n\n").unwrap();
-        assert_eq!(verdict(), Some(true));
-        agree();
+        check(Some(true));
         std::fs::remove_file(p.join("a/new.txt")).unwrap();
         // A tracked file gone, changed, or a folder turned into a symlink.
         std::fs::rename(p.join("a0.txt"), p.join("a0.bak")).unwrap();
-        assert_eq!(verdict(), None);
-        agree();
+        check(None);
         std::fs::rename(p.join("a0.bak"), p.join("a0.txt")).unwrap();
         std::fs::write(p.join("a-b/c.txt"), "9\n").unwrap();
-        assert_eq!(verdict(), None);
-        agree();
+        check(None);
         git(&p, &["checkout", "--", "a-b/c.txt"]);
         std::fs::rename(p.join("b"), p.join("b2")).unwrap();
         std::os::unix::fs::symlink("b2", p.join("b")).unwrap();
-        assert_eq!(verdict(), None);
-        agree();
+        check(None);
     }
 
     /// The stat this pass computes is the one gix computes by path, so the
