@@ -28,7 +28,6 @@ pub(super) fn tracked_unchanged(
 ) -> Option<Unchanged> {
     let mut pass = Pass {
         index,
-        entries: index.entries(),
         fs,
         opts,
         others: false,
@@ -41,7 +40,6 @@ pub(super) fn tracked_unchanged(
 
 struct Pass<'a> {
     index: &'a gix::index::File,
-    entries: &'a [gix::index::Entry],
     fs: gix::fs::Capabilities,
     opts: gix::index::entry::stat::Options,
     others: bool,
@@ -56,7 +54,7 @@ enum Child {
 
 impl<'a> Pass<'a> {
     fn path(&self, i: usize) -> &'a BStr {
-        self.entries[i].path(self.index)
+        self.index.entries()[i].path(self.index)
     }
 
     /// The folder whose entries are `range`, all starting with the first
@@ -114,7 +112,7 @@ impl<'a> Pass<'a> {
     }
 
     fn file(&self, i: usize, item: &std::fs::DirEntry) -> Option<()> {
-        let entry = &self.entries[i];
+        let entry = &self.index.entries()[i];
         let special = Flags::INTENT_TO_ADD | Flags::SKIP_WORKTREE | Flags::ASSUME_VALID;
         if entry.stage_raw() != 0 || entry.flags.intersects(special) || entry.mode.is_submodule() {
             return None;
@@ -143,7 +141,7 @@ impl<'a> Pass<'a> {
     }
 }
 
-struct Kind {
+pub(super) struct Kind {
     is_file: bool,
     is_dir: bool,
     is_symlink: bool,
@@ -153,7 +151,7 @@ struct Kind {
 /// What gix's `Metadata` and `Stat::from_fs` make of a file's lstat, from the
 /// standard library's metadata (gix's own type cannot be built from it on Unix).
 #[cfg(unix)]
-fn facts(md: &std::fs::Metadata) -> Option<(Kind, Stat)> {
+pub(super) fn facts(md: &std::fs::Metadata) -> Option<(Kind, Stat)> {
     use gix::index::entry::stat::Time;
     use std::os::unix::fs::{MetadataExt, PermissionsExt};
     // gix takes a time before 1970 as zero.
@@ -186,7 +184,7 @@ fn facts(md: &std::fs::Metadata) -> Option<(Kind, Stat)> {
 }
 
 #[cfg(windows)]
-fn facts(md: &std::fs::Metadata) -> Option<(Kind, Stat)> {
+pub(super) fn facts(md: &std::fs::Metadata) -> Option<(Kind, Stat)> {
     let md = gix::index::fs::Metadata::from(md.clone());
     let kind = Kind {
         is_file: md.is_file(),

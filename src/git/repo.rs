@@ -85,17 +85,16 @@ impl Repo {
     /// The index was just written from `tree` (a fresh checkout): its file
     /// need not be read again, and nothing is staged against `tree`.
     pub(super) fn knows_index(&self, mut index: gix::index::File, tree: Oid) {
-        let Ok(md) = gix::index::fs::Metadata::from_path_no_follow(index.path()) else {
+        let Some((md, (_, stat))) = std::fs::symlink_metadata(index.path())
+            .ok()
+            .and_then(|md| super::quick_status::facts(&md).map(|f| (md, f)))
+        else {
             return;
         };
-        let stat = gix::index::entry::Stat::from_fs(&md).ok();
         // As a read of the file would have it: racy entries are judged by it.
-        let Ok(written) = std::fs::metadata(index.path()) else {
-            return;
-        };
-        index.set_timestamp(filetime::FileTime::from_last_modification_time(&written));
+        index.set_timestamp(filetime::FileTime::from_last_modification_time(&md));
         self.with(|local| {
-            local.index = stat.map(|s| (s, index));
+            local.index = Some((stat, index));
             local.staged = Some((tree, Vec::new()));
         });
     }

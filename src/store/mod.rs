@@ -228,7 +228,7 @@ impl Store {
             let _ = exec(&self.conn, "ROLLBACK");
             return Err(self.err()(e));
         }
-        self.append_jsonl_all(&batch.events)?;
+        self.append_jsonl(&batch.events)?;
         Ok(batch.events)
     }
 

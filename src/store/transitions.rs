@@ -69,47 +69,59 @@ impl Store {
                 b.events.push(ev.clone());
                 Ok(())
             }
-            None => self.append_jsonl(ev),
+            None => self.append_jsonl(std::slice::from_ref(ev)),
         }
     }
 
-    /// `events.jsonl` follows the events table. The first append of a
-    /// process brings the file up to the table (a process killed between its
-    /// commit and its append left lines out); that catch-up writes `ev` too.
-    /// The lines of a batch's events: one write for those of one run once
-    /// its file is open (appends of one write do not interleave either).
-    pub(super) fn append_jsonl_all(&mut self, evs: &[Event]) -> Result<()> {
-        let Some(first) = evs.first() else {
-            return Ok(());
-        };
-        if evs.len() == 1
-            || !self.jsonl.contains_key(&first.run)
-            || evs.iter().any(|e| e.run != first.run)
-        {
-            return evs.iter().try_for_each(|ev| self.append_jsonl(ev));
-        }
-        let mut lines = Vec::new();
+    /// `events.jsonl` follows the events table: the lines of `evs`, all
+    /// committed, in one write per run (the lines of one write do not
+    /// interleave with another process's). The first append of a process
+    /// opens the file and brings it up to the table (a process killed
+    /// between its commit and its append left lines out); that catch-up
+    /// writes the rest of `evs` of its run too.
+    pub(super) fn append_jsonl(&mut self, evs: &[Event]) -> Result<()> {
+        let mut caught_up: Vec<&str> = Vec::new();
+        let mut pending: Option<(&str, Vec<u8>)> = None;
         for ev in evs {
             crate::fault::kill_point(format_args!("kill-before-event-line:{}", ev.data.kind()));
-            lines.extend(line_of(ev));
+            if caught_up.contains(&ev.run.as_str()) {
+                continue;
+            }
+            if !self.jsonl.contains_key(&ev.run) {
+                self.open_jsonl(&ev.run)?;
+                caught_up.push(&ev.run);
+                continue;
+            }
+            match &mut pending {
+                Some((run, lines)) if *run == ev.run => lines.extend(line_of(ev)),
+                _ => {
+                    if let Some((run, lines)) = pending.replace((&ev.run, line_of(ev))) {
+                        self.write_jsonl(run, &lines)?;
+                    }
+                }
+            }
         }
-        let path = self.layout.events_jsonl(&first.run);
-        let f = self.jsonl.get_mut(&first.run).expect("checked above");
-        f.write_all(&lines)
+        match pending {
+            Some((run, lines)) => self.write_jsonl(run, &lines),
+            None => Ok(()),
+        }
+    }
+
+    fn write_jsonl(&mut self, run: &str, lines: &[u8]) -> Result<()> {
+        let path = self.layout.events_jsonl(run);
+        let f = self.jsonl.get_mut(run).expect("opened before its lines");
+        f.write_all(lines)
             .map_err(|source| StoreError::Io { path, source })
     }
 
-    pub(super) fn append_jsonl(&mut self, ev: &Event) -> Result<()> {
-        crate::fault::kill_point(format_args!("kill-before-event-line:{}", ev.data.kind()));
-        let path = self.layout.events_jsonl(&ev.run);
+    /// Open `run`'s `events.jsonl` and write every event of the table that
+    /// it lacks.
+    fn open_jsonl(&mut self, run: &str) -> Result<()> {
+        let path = self.layout.events_jsonl(run);
         let io = |source| StoreError::Io {
             path: path.clone(),
             source,
         };
-        if let Some(f) = self.jsonl.get_mut(&ev.run) {
-            // One write call per line: appends from two processes do not interleave.
-            return f.write_all(&line_of(ev)).map_err(io);
-        }
         fs::create_dir_all(path.parent().unwrap_or(&path)).map_err(io)?;
         let mut f = OpenOptions::new()
             .create(true)
@@ -126,11 +138,11 @@ impl Store {
         }
         let written = text[..whole].iter().filter(|&&b| b == b'\n').count();
         let mut missing = Vec::new();
-        for (_, e) in self.events(&ev.run, 0)?.iter().skip(written) {
+        for (_, e) in self.events(run, 0)?.iter().skip(written) {
             missing.extend(line_of(e));
         }
         f.write_all(&missing).map_err(io)?;
-        self.jsonl.insert(ev.run.clone(), f);
+        self.jsonl.insert(run.to_string(), f);
         Ok(())
     }
 
