@@ -24,7 +24,8 @@ pub struct Options {
     pub out: Option<PathBuf>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+/// One pull request, as `mpw pr --json` lists it.
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct Draft {
     pub workstream: String,
     pub title: String,
@@ -32,9 +33,13 @@ pub struct Draft {
     /// workstream the branch it stacks on.
     pub base: String,
     pub head: String,
+    /// The PR body, written to a file.
     pub body_file: PathBuf,
+    /// The `gh pr create` arguments that open it.
     pub gh: Vec<String>,
+    /// `--push`: the branch was pushed.
     pub pushed: bool,
+    /// `--create`: the new PR's address.
     pub created: Option<String>,
 }
 

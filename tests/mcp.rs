@@ -129,6 +129,18 @@ fn an_mcp_client_checks_runs_watches_and_integrates_a_plan() {
             .iter()
             .any(|r| r == "task")
     );
+    // A result's schema is that of the type the command prints: every key
+    // the run's status has is described, and states are enumerations.
+    let status_schema = &tools["run_status"]["output_schema"];
+    let described = status_schema["properties"].as_object().unwrap();
+    for key in s["final_status"]["structured"].as_object().unwrap().keys() {
+        assert!(described.contains_key(key), "run_status schema lacks {key}");
+    }
+    let task_state = &status_schema["$defs"]["TaskState"];
+    assert!(
+        task_state.to_string().contains("\"QUARANTINED\""),
+        "{task_state}"
+    );
     // The plan schema is the one `mpw plan schema` prints.
     let cli_schema: Value = serde_json::from_str(&stdout_of(
         &repo.mpw().args(["plan", "schema"]).output().unwrap(),

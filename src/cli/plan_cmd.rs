@@ -1,7 +1,7 @@
 //! `mpw plan check | schema | graph`. None of them touches anything on disk.
 
 use super::{CliError, CliResult, Ctx, Exit};
-use crate::plan::{self, Diagnostic, GraphFormat, LoadOptions, Loaded, PlanError};
+use crate::plan::{self, CheckReport, Diagnostic, GraphFormat, LoadOptions, Loaded, PlanError};
 use clap::{Args, Subcommand, ValueEnum};
 use std::path::{Path, PathBuf};
 
@@ -73,7 +73,7 @@ pub fn run(cmd: PlanCmd, ctx: &Ctx) -> CliResult {
             check(&plan, load.options(), json, ctx)
         }
         PlanCmd::Schema => {
-            out(&(pretty(&plan::schema()) + "\n"));
+            out(&pretty(&plan::schema()));
             Ok(Exit::Ok)
         }
         PlanCmd::Graph { plan, format, load } => {
@@ -98,8 +98,9 @@ fn out(text: &str) {
         .and_then(|()| stdout.flush());
 }
 
-fn pretty(v: &serde_json::Value) -> String {
-    serde_json::to_string_pretty(v).expect("a Value always serializes")
+/// Pretty JSON and a newline.
+fn pretty(v: &impl serde::Serialize) -> String {
+    serde_json::to_string_pretty(v).expect("plain data serializes") + "\n"
 }
 
 fn print_warnings(warnings: &[Diagnostic]) {
@@ -114,17 +115,7 @@ fn check(path: &Path, opts: LoadOptions, json: bool, ctx: &Ctx) -> CliResult {
             print_warnings(&loaded.warnings);
             let included = included_copies(&loaded, ctx);
             if json {
-                let json = serde_json::json!({
-                    "ok": true,
-                    "plan": loaded.plan,
-                    "summary": plan::summary(&loaded),
-                    "copy": {
-                        "globals": loaded.plan.globals.copy,
-                        "worktreeinclude": included,
-                    },
-                    "warnings": loaded.warnings,
-                });
-                out(&(pretty(&json) + "\n"));
+                out(&pretty(&CheckReport::valid(&loaded, included)));
             } else {
                 print_summary(path, &loaded, ctx);
                 print_copies(&loaded.plan.globals.copy, &included);
@@ -132,22 +123,19 @@ fn check(path: &Path, opts: LoadOptions, json: bool, ctx: &Ctx) -> CliResult {
             Ok(Exit::Ok)
         }
         Err(PlanError::Invalid(diags)) if json => {
-            let (errors, warnings): (Vec<&Diagnostic>, Vec<&Diagnostic>) = diags
-                .iter()
-                .partition(|d| d.severity == plan::Severity::Error);
-            out(&(pretty(
-                &serde_json::json!({ "ok": false, "errors": errors, "warnings": warnings }),
-            ) + "\n"));
+            out(&pretty(&CheckReport::invalid(&diags)));
             Err(failure(path, PlanError::Invalid(diags)))
         }
         Err(e @ PlanError::Read { .. }) if json => {
             let message = e.to_string();
-            let json = serde_json::json!({
-                "ok": false,
-                "errors": [{ "severity": "error", "pointer": "", "location": null, "message": message }],
-                "warnings": [],
-            });
-            out(&(pretty(&json) + "\n"));
+            let unread = Diagnostic {
+                severity: plan::Severity::Error,
+                pointer: String::new(),
+                location: None,
+                message: message.clone(),
+                help: None,
+            };
+            out(&pretty(&CheckReport::invalid(&[unread])));
             Err(CliError::usage(message))
         }
         Err(e) => Err(failure(path, e)),

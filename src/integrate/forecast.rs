@@ -8,13 +8,15 @@ use serde::Serialize;
 use std::collections::BTreeMap;
 use std::path::Path;
 
-/// The conflict forecast of `--dry-run`.
-#[derive(Debug, Clone, Serialize)]
+/// The conflict forecast of `--dry-run`. The MCP server advertises this
+/// type's schema.
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct Forecast {
     pub run_id: String,
     pub into: String,
+    /// The target's commit.
     pub target: String,
-    /// Each candidate merged alone onto the target.
+    /// Each candidate merged alone onto the target: its conflicting paths.
     pub against_target: BTreeMap<String, Vec<String>>,
     /// Pairs of candidates whose branches conflict with each other.
     pub pairs: Vec<PairConflict>,
@@ -34,14 +36,14 @@ impl Forecast {
 }
 
 /// What a forecast says of one candidate merged onto the ones before it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum WouldMerge {
     Clean,
     Conflict,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct PairConflict {
     pub a: String,
     pub b: String,

@@ -58,22 +58,26 @@ pub struct Gate {
 
 /// What happened to one workstream: its state after integrating, or in a
 /// forecast what would happen.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct Outcome<S = WorkstreamState> {
     pub workstream: String,
     pub state: S,
+    /// The commit that brought it into the target.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub commit: Option<String>,
+    /// Conflicting paths.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub conflicts: Vec<String>,
     pub detail: String,
 }
 
-#[derive(Debug, Clone, Serialize)]
+/// `mpw integrate --json`. The MCP server advertises this type's schema.
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct Report {
     pub run_id: String,
     pub into: String,
     pub strategy: Strategy,
+    /// The target's commit before and after.
     pub before: String,
     pub after: String,
     pub outcomes: Vec<Outcome>,

@@ -3,6 +3,9 @@
 use super::invoke::{self, Output};
 use super::schema::*;
 use super::{McpError, Workspace, confine};
+use crate::integrate::{Forecast, Report as IntegrateReport};
+use crate::plan::CheckReport;
+use crate::store::RunStatus;
 use rmcp::handler::server::router::tool::ToolRouter;
 use rmcp::handler::server::tool::schema_for_output;
 use rmcp::handler::server::wrapper::Parameters;
@@ -116,7 +119,7 @@ impl MpwServer {
     /// Validate a plan, given as text (`plan`) or as a file in the repository
     /// (`path`). Returns ok, or every error with its file, line and column.
     #[tool(
-        output_schema = out_schema::<PlanCheckOut>(),
+        output_schema = out_schema::<CheckReport>(),
         annotations(read_only_hint = true, open_world_hint = false)
     )]
     async fn plan_check(&self, Parameters(p): Parameters<PlanCheckIn>) -> CallToolResult {

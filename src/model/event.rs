@@ -305,7 +305,7 @@ pub enum RestackMode {
 }
 
 /// A workstream's last integration, kept on its row and in `run_status.json`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Integration {
     pub into: String,
     pub commit: Option<String>,

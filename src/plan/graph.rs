@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::fmt::Write as _;
 
 /// What `mpw plan check` reports about a valid plan.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 pub struct Summary {
     pub name: Option<String>,
     pub workstreams: usize,
@@ -19,7 +19,7 @@ pub struct Summary {
     pub critical_path_len: usize,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 pub struct WorkstreamSummary {
     pub id: String,
     pub tasks: usize,

@@ -26,14 +26,14 @@ use std::ops::Range;
 use std::path::PathBuf;
 
 /// Where in the plan file something is (1-based).
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, schemars::JsonSchema)]
 pub struct Location {
     pub file: PathBuf,
     pub line: usize,
     pub col: usize,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, schemars::JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Severity {
     Error,
@@ -41,11 +41,12 @@ pub enum Severity {
 }
 
 /// One problem found in a plan.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, schemars::JsonSchema)]
 pub struct Diagnostic {
     pub severity: Severity,
     /// JSON pointer of the culprit, e.g. `/workstreams/1/tasks/0/id`.
     pub pointer: String,
+    /// Null when the file could not be read.
     pub location: Option<Location>,
     pub message: String,
     /// One line saying what to do about it ("did you mean `depends_on`?").
@@ -94,6 +95,68 @@ fn render(d: &[Diagnostic]) -> String {
     let mut s: Vec<String> = d.iter().map(|d| d.to_string()).collect();
     s.push(format!("plan is invalid: {errors} error(s)"));
     s.join("\n")
+}
+
+/// `mpw plan check --json`: the verdict, and for a valid plan what a run of
+/// it would use. The MCP server advertises this type's schema.
+#[derive(Debug, Clone, serde::Serialize, schemars::JsonSchema)]
+pub struct CheckReport {
+    pub ok: bool,
+    /// Every error, with its location (when `ok` is false).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub errors: Vec<Diagnostic>,
+    /// The plan with defaults applied (when `ok`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub plan: Option<Plan>,
+    /// Workstreams, tasks, levels and the critical path (when `ok`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub summary: Option<Summary>,
+    /// What each new worktree gets copied from the main one (when `ok`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub copy: Option<Copies>,
+    pub warnings: Vec<Diagnostic>,
+}
+
+/// Untracked files copied into each new worktree.
+#[derive(Debug, Clone, serde::Serialize, schemars::JsonSchema)]
+pub struct Copies {
+    /// The plan's `globals.copy` patterns.
+    pub globals: Vec<String>,
+    /// The paths `.worktreeinclude` names.
+    pub worktreeinclude: Vec<String>,
+}
+
+impl CheckReport {
+    /// A valid plan.
+    pub fn valid(loaded: &Loaded, worktreeinclude: Vec<String>) -> Self {
+        CheckReport {
+            ok: true,
+            errors: Vec::new(),
+            plan: Some(loaded.plan.clone()),
+            summary: Some(summary(loaded)),
+            copy: Some(Copies {
+                globals: loaded.plan.globals.copy.clone(),
+                worktreeinclude,
+            }),
+            warnings: loaded.warnings.clone(),
+        }
+    }
+
+    /// An invalid plan: its problems, errors apart from warnings.
+    pub fn invalid(diags: &[Diagnostic]) -> Self {
+        let (errors, warnings) = diags
+            .iter()
+            .cloned()
+            .partition(|d| d.severity == Severity::Error);
+        CheckReport {
+            ok: false,
+            errors,
+            plan: None,
+            summary: None,
+            copy: None,
+            warnings,
+        }
+    }
 }
 
 /// The task DAG with every dependency resolved to indices.

@@ -19,14 +19,7 @@ fn ms_of(ts: &str) -> Option<i64> {
 }
 
 fn color(state: &str) -> &'static str {
-    match state {
-        "SUCCEEDED" | "COMPLETED" | "INTEGRATED" => "#2e9e5b",
-        "FAILED" | "CONFLICT" | "GATE_FAILED" => "#d64545",
-        "QUARANTINED" => "#9b4dca",
-        "CANCELLED" | "INTERRUPTED" => "#e09b2d",
-        "RUNNING" => "#3b82c4",
-        _ => "#9aa5b1",
-    }
+    crate::report::Tone::of(state).css()
 }
 
 const CSS: &str = r#"

@@ -43,15 +43,62 @@ impl Style {
     }
 }
 
-fn state_colour(s: &str) -> &'static str {
-    match s {
-        "SUCCEEDED" | "COMPLETED" | "INTEGRATED" => "32",
-        "FAILED" | "CONFLICT" | "GATE_FAILED" => "31",
-        "QUARANTINED" => "35",
-        "RUNNING" | "READY" => "36",
-        "SKIPPED" | "CANCELLED" | "PENDING" => "33",
-        _ => "0",
+/// What a state's colour says, the same in the terminal and in the HTML
+/// report.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Tone {
+    Done,
+    Failed,
+    Quarantined,
+    Active,
+    Stopped,
+    Waiting,
+    /// Not a state.
+    Plain,
+}
+
+impl Tone {
+    pub(crate) fn of(state: &str) -> Tone {
+        match state {
+            "SUCCEEDED" | "COMPLETED" | "INTEGRATED" | "PASSED" | "CLEAN" | "RESTACKED"
+            | "UP_TO_DATE" => Tone::Done,
+            "FAILED" | "CONFLICT" | "GATE_FAILED" => Tone::Failed,
+            "QUARANTINED" => Tone::Quarantined,
+            "RUNNING" | "READY" => Tone::Active,
+            "SKIPPED" | "CANCELLED" | "INTERRUPTED" => Tone::Stopped,
+            "PENDING" => Tone::Waiting,
+            _ => Tone::Plain,
+        }
     }
+
+    /// The SGR code of a terminal.
+    fn ansi(self) -> &'static str {
+        match self {
+            Tone::Done => "32",
+            Tone::Failed => "31",
+            Tone::Quarantined => "35",
+            Tone::Active => "36",
+            Tone::Stopped => "33",
+            Tone::Waiting => "2",
+            Tone::Plain => "0",
+        }
+    }
+
+    /// The same hue for a web page.
+    pub(crate) fn css(self) -> &'static str {
+        match self {
+            Tone::Done => "#2e9e5b",
+            Tone::Failed => "#d64545",
+            Tone::Quarantined => "#9b4dca",
+            Tone::Active => "#3b82c4",
+            Tone::Stopped => "#e09b2d",
+            Tone::Waiting | Tone::Plain => "#9aa5b1",
+        }
+    }
+}
+
+fn state_colour(s: &str) -> &'static str {
+    Tone::of(s).ansi()
 }
 
 /// `1.2s`, `3m04s`, `1h02m`.
@@ -615,5 +662,27 @@ impl Listener for BarListener {
             human_ms(self.started.elapsed().as_millis() as i64)
         ));
         let _ = self.multi.clear();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Tone;
+    use crate::model::{AttemptState, RunState, TaskState, WorkstreamState};
+
+    #[test]
+    fn every_state_has_a_colour_of_its_own_kind() {
+        let names = TaskState::ALL
+            .iter()
+            .map(|s| s.as_str())
+            .chain(AttemptState::ALL.iter().map(|s| s.as_str()))
+            .chain(WorkstreamState::ALL.iter().map(|s| s.as_str()))
+            .chain(RunState::ALL.iter().map(|s| s.as_str()));
+        for n in names {
+            let tone = Tone::of(n);
+            assert_ne!(tone, Tone::Plain, "{n} has no colour");
+            assert_eq!(tone == Tone::Waiting, n == "PENDING", "{n}");
+        }
+        assert_eq!(Tone::of("gate flaky"), Tone::Plain);
     }
 }

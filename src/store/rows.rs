@@ -46,7 +46,7 @@ pub struct WsRow {
 
 /// A task as recorded; also its entry in `run_status.json`, where the
 /// workstream and the position are those of the list it sits in.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct TaskRow {
     #[serde(skip)]
     pub ws: String,
@@ -95,7 +95,7 @@ pub struct IntegrationRow {
 }
 
 /// One run of an integration gate on the merge of the workstreams it covered.
-#[derive(Debug, Clone, Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct GateRunRow {
     pub id: i64,
     pub into_branch: String,

@@ -5,6 +5,7 @@ use super::layout::write_atomic_with;
 use super::rows::{GateRunRow, RunRow, TaskRow, WsRow};
 use super::{Result, Store};
 use crate::model::{Event, EventData, Integration, RunState, TaskState, WorkstreamState};
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 
@@ -297,7 +298,8 @@ impl Active {
 }
 
 /// Task counts by state; `tasks` is the total.
-#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+/// Task counts: `tasks` is the total, then one count per state present.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, JsonSchema)]
 pub struct Counts {
     pub tasks: usize,
     #[serde(flatten)]
@@ -329,11 +331,13 @@ impl Counts {
 
 /// `run_status.json`, schema 1. Fields may be added, never renamed.
 /// An `Option` field that an older file lacks reads as `None`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+/// The MCP server advertises this type's schema.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 pub struct RunStatus {
     pub schema: u32,
     pub run_id: String,
     pub name: Option<String>,
+    /// RUNNING until the run ends.
     pub state: RunState,
     pub repo: String,
     pub base: String,
@@ -349,7 +353,7 @@ pub struct RunStatus {
     pub gate_runs: Vec<GateRunRow>,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 pub struct WsStatus {
     pub id: String,
     pub name: Option<String>,
@@ -365,6 +369,7 @@ pub struct WsStatus {
     /// Its time between `started_at` and `finished_at` while the run ran.
     pub duration_ms: Option<i64>,
     pub counts: Counts,
+    /// Set once `integrate` has tried the workstream.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub integration: Option<Integration>,
     pub tasks: Vec<TaskStatus>,
