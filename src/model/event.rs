@@ -458,108 +458,87 @@ mod tests {
             )
         };
         use EventData as D;
+        let run_ev = |data| ev(false, false, data);
+        let ws_ev = |data| ev(true, false, data);
         let mut out: Vec<(Event, String)> = vec![
             (
-                ev(false, false, D::RunStarted),
+                run_ev(D::RunStarted),
                 format!(r#"{{{H},"kind":"RUN_STARTED","run":"R"}}"#),
             ),
+            (run_ev(D::RunResumed(locks())), locks_line("RUN_RESUMED")),
             (
-                ev(false, false, D::RunResumed(locks())),
-                locks_line("RUN_RESUMED"),
-            ),
-            (
-                ev(
-                    true,
-                    false,
-                    D::WorktreeCreated(WorktreeCreated {
-                        path: "/wt/W".into(),
-                        branch: "mpw/R/W".into(),
-                        commit: "abc".into(),
-                        missing_copies: vec![".env".into()],
-                    }),
-                ),
+                ws_ev(D::WorktreeCreated(WorktreeCreated {
+                    path: "/wt/W".into(),
+                    branch: "mpw/R/W".into(),
+                    commit: "abc".into(),
+                    missing_copies: vec![".env".into()],
+                })),
                 format!(
                     r#"{{{H},"kind":"WORKTREE_CREATED","run":"R","workstream":"W","path":"/wt/W","branch":"mpw/R/W","commit":"abc","missing_copies":[".env"]}}"#
                 ),
             ),
             (
-                ev(
-                    true,
-                    false,
-                    D::SetupFailed(SetupFailed {
-                        reason: "why".into(),
-                    }),
-                ),
+                ws_ev(D::SetupFailed(SetupFailed {
+                    reason: "why".into(),
+                })),
                 format!(
                     r#"{{{H},"kind":"SETUP_FAILED","run":"R","workstream":"W","reason":"why"}}"#
                 ),
             ),
             (
-                ev(false, false, D::RunCompleted),
+                run_ev(D::RunCompleted),
                 format!(r#"{{{H},"kind":"RUN_COMPLETED","run":"R"}}"#),
             ),
             (
-                ev(false, false, D::RunFailed),
+                run_ev(D::RunFailed),
                 format!(r#"{{{H},"kind":"RUN_FAILED","run":"R"}}"#),
             ),
             (
-                ev(false, false, D::RunCancelled(locks())),
+                run_ev(D::RunCancelled(locks())),
                 locks_line("RUN_CANCELLED"),
             ),
             (
-                ev(
-                    false,
-                    false,
-                    D::IntegrationStarted(IntegrationStarted {
-                        into: "main".into(),
-                        strategy: Strategy::Squash,
-                        target: "abc".into(),
-                    }),
-                ),
+                run_ev(D::IntegrationStarted(IntegrationStarted {
+                    into: "main".into(),
+                    strategy: Strategy::Squash,
+                    target: "abc".into(),
+                })),
                 format!(
                     r#"{{{H},"kind":"INTEGRATION_STARTED","run":"R","into":"main","strategy":"squash","target":"abc"}}"#
                 ),
             ),
             (
-                ev(
-                    false,
-                    false,
-                    D::IntegrationCompleted(IntegrationDone {
-                        into: "main".into(),
-                        target: "def".into(),
-                    }),
-                ),
+                run_ev(D::IntegrationCompleted(IntegrationDone {
+                    into: "main".into(),
+                    target: "def".into(),
+                })),
                 format!(
                     r#"{{{H},"kind":"INTEGRATION_COMPLETED","run":"R","into":"main","target":"def"}}"#
                 ),
             ),
             (
-                ev(false, false, D::WorkerStarted(worker_facts(None))),
+                run_ev(D::WorkerStarted(worker_facts(None))),
                 format!(
                     r#"{{{H},"kind":"WORKER_STARTED","run":"R","worker":"py","pid":42,"requests":0}}"#
                 ),
             ),
             (
-                ev(false, false, D::WorkerExited(worker_facts(Some("crashed")))),
+                run_ev(D::WorkerExited(worker_facts(Some("crashed")))),
                 format!(
                     r#"{{{H},"kind":"WORKER_EXITED","run":"R","worker":"py","pid":42,"requests":0,"reason":"crashed"}}"#
                 ),
             ),
             (
-                ev(false, false, D::WorkerRecycled(worker_facts(None))),
+                run_ev(D::WorkerRecycled(worker_facts(None))),
                 format!(
                     r#"{{{H},"kind":"WORKER_RECYCLED","run":"R","worker":"py","pid":42,"requests":0}}"#
                 ),
             ),
             (
-                ev(
-                    false,
-                    false,
-                    D::IntegrationCancelled(IntegrationCancelled {
-                        into: "main".into(),
-                        reason: "interrupted".into(),
-                    }),
-                ),
+                run_ev(D::IntegrationCancelled(IntegrationCancelled {
+                    into: "main".into(),
+                    reason: "interrupted".into(),
+                })),
                 format!(
                     r#"{{{H},"kind":"INTEGRATION_CANCELLED","run":"R","into":"main","reason":"interrupted"}}"#
                 ),
@@ -567,10 +546,7 @@ mod tests {
         ];
         out.extend([
             (
-                ev(
-                    false,
-                    false,
-                    D::BatchStarted(BatchStarted {
+                run_ev(D::BatchStarted(BatchStarted {
                         into: "main".into(),
                         batch: 1,
                         candidates: vec!["A".into(), "B".into()],
@@ -582,10 +558,7 @@ mod tests {
                 ),
             ),
             (
-                ev(
-                    false,
-                    false,
-                    D::GatePassed(GatePassed {
+                run_ev(D::GatePassed(GatePassed {
                         gate_run: 7,
                         covered: vec!["A".into(), "B".into()],
                         duration_ms: 42,
@@ -597,10 +570,7 @@ mod tests {
                 ),
             ),
             (
-                ev(
-                    false,
-                    false,
-                    D::BisectSplit(BisectSplit {
+                run_ev(D::BisectSplit(BisectSplit {
                         gate_run: 7,
                         first: vec!["A".into()],
                         rest: vec!["B".into()],
@@ -611,10 +581,7 @@ mod tests {
                 ),
             ),
             (
-                ev(
-                    true,
-                    false,
-                    D::Restacked(Restacked {
+                ws_ev(D::Restacked(Restacked {
                         upstreams: vec!["A".into()],
                         mode: RestackMode::Rebase,
                         from: "c1".into(),
@@ -626,10 +593,7 @@ mod tests {
                 ),
             ),
             (
-                ev(
-                    true,
-                    false,
-                    D::GateFailed(WsIntegration {
+                ws_ev(D::GateFailed(WsIntegration {
                         covered: vec!["A".into(), "W".into()],
                         ..ws_integration()
                     }),
