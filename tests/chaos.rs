@@ -11,7 +11,7 @@ use common::*;
 use serde_json::Value;
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 const RUN: &str = "CH";
@@ -82,11 +82,10 @@ fn chaos_plan(repo: &TestRepo) -> std::path::PathBuf {
 /// Start `mpw ARGS`; with `kill_after`, SIGKILL it then (if still running).
 /// Returns the exit code, None when killed.
 fn mpw_maybe_killed(repo: &TestRepo, args: &[&str], kill_after: Option<Duration>) -> Option<i32> {
-    let mut child = Command::new(assert_cmd::cargo::cargo_bin("mpw"))
+    let mut child = repo
+        .mpw_process()
         .arg("-q")
         .args(args)
-        .current_dir(&repo.path)
-        .env("XDG_STATE_HOME", repo.state_home())
         .stdout(Stdio::null())
         .stderr(Stdio::from(log(repo)))
         .spawn()

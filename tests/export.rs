@@ -5,7 +5,7 @@
 mod common;
 
 use common::scale::{Remote, install_built_mpw, python_with, remote_with_plan, script, states};
-use common::{stderr_of, stdout_of};
+use common::{assert_ok, stderr_of, stdout_of};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -491,12 +491,7 @@ fn exported_argo_workflow_validates_against_argo_models() {
             .arg(f)
             .output()
             .unwrap();
-        assert!(
-            out.status.success(),
-            "{}{}",
-            stdout_of(&out),
-            stderr_of(&out)
-        );
+        assert_ok(&out);
     }
     let broken = remote.dir.path().join("broken.yml");
     std::fs::write(&broken, text.replace("image:", "imagee:")).unwrap();

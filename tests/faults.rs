@@ -33,13 +33,7 @@ fn resume_ok(repo: &TestRepo, run: &str) {
         .timeout(Duration::from_secs(60))
         .output()
         .unwrap();
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}{}",
-        stdout_of(&out),
-        stderr_of(&out)
-    );
+    assert_ok(&out);
 }
 
 fn status(repo: &TestRepo, run: &str) -> Value {
@@ -854,9 +848,9 @@ fn resume_itself_killed_and_resumed_again_finishes_once() {
     unsafe { libc::kill(run.id() as i32, libc::SIGKILL) };
     run.wait().unwrap();
     // Resume, and kill the resume while the task runs again.
-    let mut resume = Command::new(assert_cmd::cargo::cargo_bin("mpw"))
+    let mut resume = repo
+        .mpw_process()
         .args(["-q", "resume", "RR"])
-        .current_dir(&repo.path)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
@@ -964,10 +958,10 @@ fn a_second_ctrl_c_kills_at_once() {
             ignores_term(&started, &termed)
         ),
     );
-    let mut child = Command::new(assert_cmd::cargo::cargo_bin("mpw"))
+    let mut child = repo
+        .mpw_process()
         .args(["-q", "run", "--grace", "600"])
         .arg(&plan)
-        .current_dir(&repo.path)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
@@ -985,11 +979,10 @@ fn a_second_ctrl_c_during_a_gate_kills_it_at_once() {
         repo.dir.path().join("started"),
         repo.dir.path().join("termed"),
     );
-    let mut child = Command::new(assert_cmd::cargo::cargo_bin("mpw"))
+    let mut child = repo
+        .mpw_process()
         .args(["-q", "integrate", "--grace", "600", "--gate"])
         .arg(ignores_term(&started, &termed))
-        .current_dir(&repo.path)
-        .env("XDG_STATE_HOME", repo.state_home())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
@@ -1007,7 +1000,8 @@ fn ctrl_c_during_a_gate_ends_it_and_leaves_the_target_and_states_alone() {
     let tip = repo.head("main");
     let dir = tempfile::tempdir().unwrap();
     let pid_file = dir.path().join("gate.pid");
-    let integrate = Command::new(assert_cmd::cargo::cargo_bin("mpw"))
+    let integrate = repo
+        .mpw_process()
         .args(["-q", "integrate", "--grace", "2", "--gate"])
         .arg(format!("echo $$ > {}; sleep 120", pid_file.display()))
         .current_dir(&repo.path)
@@ -1130,16 +1124,7 @@ fn event_kinds(repo: &TestRepo, run: &str) -> (Vec<String>, Vec<String>) {
         .collect();
     let text =
         std::fs::read_to_string(repo.mpw_dir().join(format!("runs/{run}/events.jsonl"))).unwrap();
-    let lines = text
-        .lines()
-        .map(|l| {
-            serde_json::from_str::<Value>(l).unwrap()["kind"]
-                .as_str()
-                .unwrap()
-                .to_string()
-        })
-        .collect();
-    (table, lines)
+    (table, kinds_of(&text))
 }
 
 #[test]
@@ -1197,7 +1182,8 @@ fn a_big_copy_in_one_workstream_does_not_delay_anothers_timeout() {
 fn a_gate_left_by_a_killed_integration_is_ended_by_the_next_one() {
     let repo = finished_run("GK");
     let pid_file = repo.dir.path().join("gate.pid");
-    let mut integrate = Command::new(assert_cmd::cargo::cargo_bin("mpw"))
+    let mut integrate = repo
+        .mpw_process()
         .args(["-q", "integrate", "--gate"])
         .arg(format!("echo $$ > {}; sleep 120", pid_file.display()))
         .current_dir(&repo.path)

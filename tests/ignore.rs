@@ -130,12 +130,7 @@ fn an_invalid_ignore_pattern_is_a_plan_error_with_its_location() {
         "bad",
         "{ \"workstreams\": [ { \"id\": \"W\",\n  \"ignore\": [\"a[z-a]\"],\n  \"tasks\": [ { \"id\": \"t\", \"run\": \"true\" } ] } ] }",
     );
-    let out = repo
-        .mpw()
-        .args(["plan", "check"])
-        .arg(&plan)
-        .output()
-        .unwrap();
+    let out = repo.plan_check(&plan);
     assert_eq!(out.status.code(), Some(2));
     let err = stderr_of(&out) + &stdout_of(&out);
     assert!(err.contains("bad.jsonc:2:"), "{err}");

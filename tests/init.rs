@@ -74,12 +74,7 @@ fn init_copilot_writes_instructions_with_valid_frontmatter_and_a_valid_example()
         .map(|(e, _)| e)
         .expect("one example");
     let plan = repo.plan("example", example);
-    let out = repo
-        .mpw()
-        .args(["plan", "check"])
-        .arg(&plan)
-        .output()
-        .unwrap();
+    let out = repo.plan_check(&plan);
     assert_eq!(out.status.code(), Some(0), "{}", stderr_of(&out));
 }
 

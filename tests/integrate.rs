@@ -27,6 +27,18 @@ fn finished_run(repo: &TestRepo, id: &str, writes: &[(&str, &str, &str)]) {
     assert_eq!(out.status.code(), Some(0), "{}", stderr_of(&out));
 }
 
+/// Hold `integrate.lock` as another integration would, until dropped.
+fn hold_integrate_lock(repo: &TestRepo) -> std::fs::File {
+    let f = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(repo.mpw_dir().join("integrate.lock"))
+        .unwrap();
+    f.lock().unwrap();
+    f
+}
+
 fn integrate(repo: &TestRepo, args: &[&str]) -> std::process::Output {
     repo.mpw().arg("integrate").args(args).output().unwrap()
 }
@@ -45,13 +57,7 @@ fn merges_each_workstream_and_keeps_the_checkout_clean() {
     );
     let before = repo.head("main");
     let out = integrate(&repo, &[]);
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}{}",
-        stdout_of(&out),
-        stderr_of(&out)
-    );
+    assert_ok(&out);
     // Two merge commits, first-parent chain back to the old tip.
     let log = repo.git(&[
         "log",
@@ -261,10 +267,8 @@ fn two_integrations_at_once_both_land() {
     // Integrate into a branch not checked out anywhere.
     repo.git(&["branch", "target"]);
     let spawn = |run: &str| {
-        std::process::Command::new(assert_cmd::cargo::cargo_bin("mpw"))
+        repo.mpw_process()
             .args(["integrate", run, "--into", "target"])
-            .current_dir(&repo.path)
-            .env("NO_COLOR", "1")
             .output()
     };
     let (r1, r2) = std::thread::scope(|s| {
@@ -288,14 +292,7 @@ fn two_integrations_at_once_both_land() {
 fn no_wait_exits_3_while_another_integration_holds_the_lock() {
     let repo = repo().commit("init");
     finished_run(&repo, "I9", &[("A", "a.txt", "a\n")]);
-    let lock = repo.mpw_dir().join("integrate.lock");
-    let f = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&lock)
-        .unwrap();
-    f.lock().unwrap();
+    let f = hold_integrate_lock(&repo);
     let out = integrate(&repo, &["--no-wait"]);
     assert_eq!(out.status.code(), Some(3), "{}", stderr_of(&out));
     assert!(stderr_of(&out).contains("lock"));
@@ -467,17 +464,10 @@ fn a_target_deleted_while_waiting_for_the_lock_is_a_clear_error() {
     let repo = repo().commit("init");
     finished_run(&repo, "IG", &[("A", "a.txt", "a\n")]);
     repo.git(&["branch", "release"]);
-    let lock = repo.mpw_dir().join("integrate.lock");
-    let f = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&lock)
-        .unwrap();
-    f.lock().unwrap();
-    let mut waiting = std::process::Command::new(assert_cmd::cargo::cargo_bin("mpw"))
+    let f = hold_integrate_lock(&repo);
+    let mut waiting = repo
+        .mpw_process()
         .args(["integrate", "--into", "release"])
-        .current_dir(&repo.path)
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()

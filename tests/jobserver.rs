@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::{TestRepo, repo};
+use common::{TestRepo, assert_ok, repo};
 use std::path::{Path, PathBuf};
 
 /// A Makefile of `n` jobs, each logging its start and end (seconds since the
@@ -116,15 +116,6 @@ fn run(repo: &TestRepo, plan: &Path, machine_slots: &str) -> std::process::Outpu
         .env("MPW_MACHINE_SLOTS", machine_slots)
         .output()
         .unwrap()
-}
-
-fn assert_ok(out: &std::process::Output) {
-    assert!(
-        out.status.success(),
-        "mpw run failed\nstdout:\n{}\nstderr:\n{}",
-        common::stdout_of(out),
-        common::stderr_of(out)
-    );
 }
 
 #[test]
@@ -330,13 +321,11 @@ fn two_runs_share_the_machine_pool_and_mpw_slots_names_the_holders() {
     // One machine: both runs use the same state directory.
     let state = a.state_home();
     let spawn = |repo: &TestRepo, plan: &Path| {
-        std::process::Command::new(assert_cmd::cargo::cargo_bin("mpw"))
+        repo.mpw_process()
             .args(["run", "--grace", "1"])
             .arg(plan)
-            .current_dir(&repo.path)
             .env("XDG_STATE_HOME", &state)
             .env("MPW_MACHINE_SLOTS", "4")
-            .env("NO_COLOR", "1")
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::piped())
             .spawn()
@@ -533,11 +522,10 @@ fn an_integration_gate_waits_for_the_machine_slot_a_run_holds() {
             log = log.display()
         ),
     );
-    let mut busy_run = std::process::Command::new(assert_cmd::cargo::cargo_bin("mpw"))
+    let mut busy_run = repo
+        .mpw_process()
         .args(["-q", "run"])
         .arg(&busy)
-        .current_dir(&repo.path)
-        .env("XDG_STATE_HOME", repo.state_home())
         .env("MPW_MACHINE_SLOTS", "1")
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())

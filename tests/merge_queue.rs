@@ -88,20 +88,6 @@ fn state_of(report: &Value, ws: &str) -> String {
         .to_string()
 }
 
-/// Kinds of the run's events, in order, from `events.jsonl`.
-fn events(repo: &TestRepo, run: &str) -> Vec<Value> {
-    let p = repo.mpw_dir().join("runs").join(run).join("events.jsonl");
-    std::fs::read_to_string(&p)
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect()
-}
-
-fn of_kind<'a>(evs: &'a [Value], kind: &str) -> Vec<&'a Value> {
-    evs.iter().filter(|e| e["kind"] == kind).collect()
-}
-
 #[test]
 fn eight_good_workstreams_take_exactly_one_gate_run() {
     let repo = repo().commit("init");
@@ -134,7 +120,7 @@ fn eight_good_workstreams_take_exactly_one_gate_run() {
     assert_eq!(runs.len(), 1);
     assert_eq!(runs[0]["passed"], true);
     assert_eq!(runs[0]["covered"].as_array().unwrap().len(), 8);
-    let evs = events(&repo, "Q1");
+    let evs = repo.events("Q1");
     assert_eq!(of_kind(&evs, "BATCH_STARTED").len(), 1);
     assert_eq!(of_kind(&evs, "GATE_PASSED").len(), 1);
     assert!(of_kind(&evs, "BISECT_SPLIT").is_empty());
@@ -158,7 +144,7 @@ fn one_culprit_among_eight_is_isolated_in_at_most_seven_gate_runs() {
     }
     assert!(std::fs::metadata(repo.path.join("BAD-W1")).is_err());
     assert_eq!(repo.read("W8.txt"), "W8");
-    let evs = events(&repo, "Q2");
+    let evs = repo.events("Q2");
     assert!(!of_kind(&evs, "BISECT_SPLIT").is_empty());
     let failed = of_kind(&evs, "GATE_FAILED");
     assert_eq!(failed.len(), 1);
@@ -255,7 +241,7 @@ fn a_forecast_conflict_is_taken_out_before_any_gate_runs() {
             .contains("conflicts with A on shared.txt"),
         "{b}"
     );
-    let evs = events(&repo, "Q4");
+    let evs = repo.events("Q4");
     assert_eq!(
         of_kind(&evs, "BATCH_STARTED")[0]["taken_out"],
         serde_json::json!(["B"])
@@ -322,7 +308,7 @@ fn a_gate_that_fails_once_passes_on_retry_and_is_recorded_as_flaky() {
     assert_eq!(runs.len(), 1);
     assert_eq!(runs[0]["flaky"], true);
     assert_eq!(runs[0]["attempts"], 2);
-    let evs = events(&repo, "Q6");
+    let evs = repo.events("Q6");
     assert_eq!(of_kind(&evs, "GATE_PASSED")[0]["flaky"], true);
     assert!(err.contains("flaky"), "{err}");
 }
@@ -341,7 +327,7 @@ fn batch_without_a_gate_is_a_usage_error() {
 #[cfg(unix)]
 #[test]
 fn ctrl_c_during_a_bisection_leaves_the_target_and_states_alone() {
-    use std::process::{Command, Stdio};
+    use std::process::Stdio;
     use std::time::{Duration, Instant};
     let repo = repo().commit("init");
     finished_run(&repo, "Q8", &["W1", "W2"], &["W2"]);
@@ -352,10 +338,9 @@ fn ctrl_c_during_a_bisection_leaves_the_target_and_states_alone() {
         "if ls BAD-* >/dev/null 2>&1; then exit 1; fi; echo $$ > '{}'; sleep 120",
         pid_file.display()
     );
-    let integrate = Command::new(assert_cmd::cargo::cargo_bin("mpw"))
+    let integrate = repo
+        .mpw_process()
         .args(["-q", "integrate", "--grace", "2", "--batch", "--gate", &g])
-        .current_dir(&repo.path)
-        .env("XDG_STATE_HOME", repo.state_home())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()

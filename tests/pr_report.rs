@@ -232,10 +232,10 @@ fn status_watch_redraws_until_the_run_ends() {
         "w",
         r#"{ "run_id": "WAT", "workstreams": [ { "id": "A", "tasks": [ { "id": "T", "run": "sleep 1.5" } ] } ] }"#,
     );
-    let mut run = Command::new(assert_cmd::cargo::cargo_bin("mpw"))
+    let mut run = repo
+        .mpw_process()
         .args(["-q", "run"])
         .arg(&plan)
-        .current_dir(&repo.path)
         .stdout(std::process::Stdio::null())
         .spawn()
         .unwrap();

@@ -5,21 +5,6 @@ mod common;
 use common::*;
 use serde_json::Value;
 
-/// Run a plan; returns (exit code, run id, stdout, stderr).
-fn run_plan(repo: &TestRepo, plan_text: &str, extra: &[&str]) -> (i32, String, String, String) {
-    let plan = repo.plan("p", plan_text);
-    let out = repo
-        .mpw()
-        .arg("run")
-        .arg(&plan)
-        .args(extra)
-        .output()
-        .unwrap();
-    let stdout = stdout_of(&out);
-    let id = stdout.lines().next().unwrap_or("").trim().to_string();
-    (out.status.code().unwrap_or(-1), id, stdout, stderr_of(&out))
-}
-
 #[test]
 fn commits_each_changing_task_with_trailers_and_skips_no_ops() {
     let repo = repo().with_file("src/a.txt", "a\n").commit("init");
@@ -412,15 +397,7 @@ fn reading_commands_show_the_run() {
         .args(["events", "R11", "--json"])
         .output()
         .unwrap();
-    let kinds: Vec<String> = stdout_of(&out)
-        .lines()
-        .map(|l| {
-            serde_json::from_str::<Value>(l).unwrap()["kind"]
-                .as_str()
-                .unwrap()
-                .to_string()
-        })
-        .collect();
+    let kinds = kinds_of(&stdout_of(&out));
     for k in [
         "RUN_STARTED",
         "WORKTREE_CREATED",

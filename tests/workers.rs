@@ -6,7 +6,6 @@
 mod common;
 
 use common::*;
-use serde_json::Value;
 use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
@@ -32,33 +31,6 @@ fn python_repo() -> RepoBuilder {
              open(f'out_{name}.txt', 'w').write(str(os.getpid()))\n\
              print('step', name, 'attempt', os.environ['MPW_ATTEMPT'])\n",
     )
-}
-
-/// Run a plan to its end; returns (exit code, stderr).
-fn run_plan(repo: &TestRepo, text: &str, extra: &[&str]) -> (i32, String) {
-    let plan = repo.plan("p", text);
-    let out = repo
-        .mpw()
-        .arg("run")
-        .arg(&plan)
-        .args(extra)
-        .output()
-        .unwrap();
-    (out.status.code().unwrap_or(-1), stderr_of(&out))
-}
-
-/// The run's events, parsed.
-fn events(repo: &TestRepo, run: &str) -> Vec<Value> {
-    let p = repo.mpw_dir().join(format!("runs/{run}/events.jsonl"));
-    std::fs::read_to_string(p)
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect()
-}
-
-fn of_kind<'a>(evs: &'a [Value], kind: &str) -> Vec<&'a Value> {
-    evs.iter().filter(|e| e["kind"] == kind).collect()
 }
 
 /// The pid a task wrote into `out_<name>.txt` on its branch.
@@ -91,7 +63,7 @@ fn each_task_is_committed_and_few_workers_serve_many_tasks() {
         chain("a"),
         chain("b")
     );
-    let (code, err) = run_plan(&repo, &plan, &[]);
+    let (code, _, _, err) = run_plan(&repo, &plan, &[]);
     assert_eq!(code, 0, "{err}");
     let mut pids = std::collections::BTreeSet::new();
     for ws in ["A", "B"] {
@@ -111,7 +83,7 @@ fn each_task_is_committed_and_few_workers_serve_many_tasks() {
         pids.len() <= 2,
         "8 tasks ran in at most 2 worker processes: {pids:?}"
     );
-    let evs = events(&repo, "W1");
+    let evs = repo.events("W1");
     assert_eq!(of_kind(&evs, "WORKER_STARTED").len(), pids.len());
     assert_eq!(
         of_kind(&evs, "WORKER_EXITED").len(),
@@ -134,7 +106,7 @@ fn max_requests_recycles_workers() {
         return;
     }
     let repo = python_repo().commit("init");
-    let (code, err) = run_plan(
+    let (code, _, _, err) = run_plan(
         &repo,
         r#"{ "run_id": "W8", "globals": { "workers": { "py": { "adapter": "python", "max": 1, "max_requests": 2 } } },
              "workstreams": [ { "id": "A", "tasks": [
@@ -147,7 +119,7 @@ fn max_requests_recycles_workers() {
     let b = "mpw/W8/A";
     assert_eq!(pid_in(&repo, b, "1"), pid_in(&repo, b, "2"));
     assert_ne!(pid_in(&repo, b, "2"), pid_in(&repo, b, "3"));
-    let evs = events(&repo, "W8");
+    let evs = repo.events("W8");
     let recycled = of_kind(&evs, "WORKER_RECYCLED");
     assert_eq!(recycled.len(), 1);
     assert_eq!(recycled[0]["requests"], 2);
@@ -167,7 +139,7 @@ fn a_worker_that_exits_mid_request_fails_the_attempt_and_the_retry_gets_a_fresh_
              open('out_crash.txt', 'w').write(str(os.getpid()))\n",
         )
         .commit("init");
-    let (code, err) = run_plan(
+    let (code, _, _, err) = run_plan(
         &repo,
         r#"{ "run_id": "W2", "globals": { "workers": { "py": { "adapter": "python", "max": 1 } } },
              "workstreams": [ { "id": "A", "tasks": [ { "id": "T1", "worker": "py", "args": ["crash.py"], "retries": 1 } ] } ] }"#,
@@ -177,7 +149,7 @@ fn a_worker_that_exits_mid_request_fails_the_attempt_and_the_retry_gets_a_fresh_
     let st = repo.run_status("W2");
     assert_eq!(task(&st, "A", "T1")["state"], "SUCCEEDED");
     assert_eq!(task(&st, "A", "T1")["attempts"], 2);
-    let evs = events(&repo, "W2");
+    let evs = repo.events("W2");
     let retry = of_kind(&evs, "TASK_RETRY");
     assert_eq!(
         retry[0]["reason"],
@@ -214,7 +186,7 @@ fn a_timed_out_request_that_ignores_cancel_kills_and_replaces_the_worker() {
                {{ "id": "T2", "worker": "py", "args": ["-m", "pkg.step", "after"] }} ] }} ] }}"#,
         pidfile.display()
     );
-    let (code, err) = run_plan(&repo, &plan, &["--grace", "1"]);
+    let (code, _, _, err) = run_plan(&repo, &plan, &["--grace", "1"]);
     assert_eq!(code, 0, "{err}");
     let st = repo.run_status("W3");
     assert_eq!(task(&st, "A", "T1")["state"], "FAILED");
@@ -232,7 +204,7 @@ fn a_timed_out_request_that_ignores_cancel_kills_and_replaces_the_worker() {
         stubborn.to_string(),
         "the next request got a fresh worker"
     );
-    let evs = events(&repo, "W3");
+    let evs = repo.events("W3");
     let exited = of_kind(&evs, "WORKER_EXITED");
     assert!(
         exited[0]["reason"]
@@ -335,7 +307,7 @@ fn kill_9_of_the_coordinator_mid_request_then_resume_runs_each_task_once() {
     assert_eq!(ran.lines().collect::<Vec<_>>(), ["quick", "slow", "last"]);
     let log = repo.git(&["log", "--format=%s", "main..mpw/W5/A"]);
     assert_eq!(log.lines().count(), 3, "{log}");
-    let evs = events(&repo, "W5");
+    let evs = repo.events("W5");
     assert_eq!(of_kind(&evs, "TASK_INTERRUPTED").len(), 1);
 }
 
@@ -372,9 +344,9 @@ fn a_line_that_is_not_a_response_fails_the_attempt_quoting_it_and_restarts_the_w
                   "guardrails": {{ "require": ["raw ok"] }} }} ] }} ] }}"#,
         worker.display()
     );
-    let (code, err) = run_plan(&repo, &plan, &[]);
+    let (code, _, _, err) = run_plan(&repo, &plan, &[]);
     assert_eq!(code, 0, "{err}");
-    let evs = events(&repo, "W6");
+    let evs = repo.events("W6");
     let retry = of_kind(&evs, "TASK_RETRY");
     assert_eq!(
         retry[0]["reason"],
@@ -394,7 +366,7 @@ fn a_worker_that_never_starts_gets_a_clear_error() {
         return;
     }
     let repo = python_repo().commit("init");
-    let (code, _) = run_plan(
+    let (code, ..) = run_plan(
         &repo,
         r#"{ "run_id": "W7", "globals": { "workers": {
                "mute": { "argv": ["python3", "-c", "import time; time.sleep(60)"], "startup_timeout_s": 1 },
@@ -428,12 +400,7 @@ fn worker_plan_errors_name_file_line_and_column() {
     { "id": "T2", "worker": "py", "run": "true" },
     { "id": "T3", "run": "true", "args": ["x"] } ] } ] }"#,
     );
-    let out = repo
-        .mpw()
-        .args(["plan", "check"])
-        .arg(&plan)
-        .output()
-        .unwrap();
+    let out = repo.plan_check(&plan);
     assert_eq!(out.status.code(), Some(2));
     let err = stderr_of(&out) + &stdout_of(&out);
     let file = plan.display().to_string();

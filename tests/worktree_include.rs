@@ -65,12 +65,7 @@ fn plan_check_names_the_files_each_worktree_gets() {
         r#"{ "globals": { "copy": ["notes.txt"] },
              "workstreams": [ { "id": "A", "tasks": [ { "id": "T1", "run": "true" } ] } ] }"#,
     );
-    let out = repo
-        .mpw()
-        .args(["plan", "check"])
-        .arg(&plan)
-        .output()
-        .unwrap();
+    let out = repo.plan_check(&plan);
     assert_eq!(out.status.code(), Some(0), "{}", stderr_of(&out));
     let text = stdout_of(&out);
     assert!(text.contains("copied into each new worktree"), "{text}");

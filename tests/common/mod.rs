@@ -134,6 +134,25 @@ impl TestRepo {
         p
     }
 
+    /// `mpw plan check PLAN`, finished.
+    pub fn plan_check(&self, plan: &Path) -> std::process::Output {
+        self.mpw()
+            .args(["plan", "check"])
+            .arg(plan)
+            .output()
+            .unwrap()
+    }
+
+    /// The run's events, parsed from its `events.jsonl`, in order.
+    pub fn events(&self, run: &str) -> Vec<serde_json::Value> {
+        let p = self.mpw_dir().join("runs").join(run).join("events.jsonl");
+        std::fs::read_to_string(&p)
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    }
+
     /// The `mpw` binary, run inside the repository, colours off, with the
     /// test's own machine slot pool.
     pub fn mpw(&self) -> assert_cmd::Command {
@@ -143,16 +162,23 @@ impl TestRepo {
         c
     }
 
+    /// The `mpw` binary as a process to start and then watch, signal or
+    /// kill: the same environment as `mpw()`.
+    pub fn mpw_process(&self) -> Command {
+        let mut c = Command::new(assert_cmd::cargo::cargo_bin("mpw"));
+        c.current_dir(&self.path)
+            .env("NO_COLOR", "1")
+            .env_remove("RUST_LOG")
+            .env("XDG_STATE_HOME", self.state_home());
+        c
+    }
+
     /// `mpw -q run PLAN` started in the background, as from a second
     /// terminal: the same environment as `mpw()`, plus `envs`; output piped.
     pub fn spawn_run(&self, plan: &Path, envs: &[(&str, &str)]) -> std::process::Child {
-        Command::new(assert_cmd::cargo::cargo_bin("mpw"))
+        self.mpw_process()
             .args(["-q", "run"])
             .arg(plan)
-            .current_dir(&self.path)
-            .env("NO_COLOR", "1")
-            .env_remove("RUST_LOG")
-            .env("XDG_STATE_HOME", self.state_home())
             .envs(envs.iter().copied())
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::piped())
@@ -247,6 +273,51 @@ pub fn stdout_of(out: &std::process::Output) -> String {
 
 pub fn stderr_of(out: &std::process::Output) -> String {
     String::from_utf8_lossy(&out.stderr).to_string()
+}
+
+/// `mpw run` of a plan written from `plan_text`, with `extra` arguments;
+/// returns (exit code, the run id from stdout's first line, stdout, stderr).
+pub fn run_plan(repo: &TestRepo, plan_text: &str, extra: &[&str]) -> (i32, String, String, String) {
+    let plan = repo.plan("p", plan_text);
+    let out = repo
+        .mpw()
+        .arg("run")
+        .arg(&plan)
+        .args(extra)
+        .output()
+        .unwrap();
+    let stdout = stdout_of(&out);
+    let id = stdout.lines().next().unwrap_or("").trim().to_string();
+    (out.status.code().unwrap_or(-1), id, stdout, stderr_of(&out))
+}
+
+/// The `kind` of each event of a JSON-lines text (`events.jsonl`, `mpw events --json`).
+pub fn kinds_of(jsonl: &str) -> Vec<String> {
+    jsonl
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).unwrap()["kind"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
+        .collect()
+}
+
+/// The command succeeded; else fail showing what it printed.
+pub fn assert_ok(out: &std::process::Output) {
+    assert!(
+        out.status.success(),
+        "exit {:?}\nstdout:\n{}\nstderr:\n{}",
+        out.status.code(),
+        stdout_of(out),
+        stderr_of(out)
+    );
+}
+
+/// The events of one kind.
+pub fn of_kind<'a>(evs: &'a [serde_json::Value], kind: &str) -> Vec<&'a serde_json::Value> {
+    evs.iter().filter(|e| e["kind"] == kind).collect()
 }
 
 /// One workstream of a `run_status.json`.
