@@ -503,58 +503,44 @@ fn exported_argo_workflow_validates_against_argo_models() {
     assert!(!out.status.success(), "the check catches a misspelt field");
 }
 
+/// `mpw export PLAN --to TARGET` in `c`, which must refuse it (exit 2,
+/// nothing on stdout); what it said.
+fn export_refused(c: &common::scale::Clone, plan: &str, target: &str) -> String {
+    let out = c
+        .mpw()
+        .args(["export", plan, "--to", target])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", stderr_of(&out));
+    assert!(stdout_of(&out).is_empty());
+    stderr_of(&out)
+}
+
 #[test]
 fn plans_that_cannot_fit_a_runner_are_refused() {
     let long = r#"{ "globals": { "timeout_s": 7200 }, "workstreams": [
         { "id": "slow", "tasks": [ { "id": "A", "run": "x" }, { "id": "B", "run": "x", "retries": 2 } ] },
         { "id": "quick", "tasks": [ { "id": "A", "run": "x", "timeout_s": 60 } ] } ] }"#;
     let remote = remote_with_plan(long);
-    let c = remote.clone_as("c");
-    let out = c
-        .mpw()
-        .args(["export", remote.plan_rel, "--to", "github-actions"])
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(2));
-    let err = stderr_of(&out);
+    let err = export_refused(&remote.clone_as("c"), remote.plan_rel, "github-actions");
     assert!(
         err.contains("360 minutes") && err.contains("slow (") && !err.contains("quick"),
         "{err}"
     );
-    assert!(stdout_of(&out).is_empty());
 
     let crossed = r#"{ "workstreams": [
         { "id": "x", "tasks": [ { "id": "A", "run": "x" }, { "id": "B", "run": "x", "depends_on": ["y/A"] } ] },
         { "id": "y", "tasks": [ { "id": "A", "run": "x", "depends_on": ["x/A"] } ] } ] }"#;
     let remote = remote_with_plan(crossed);
     let c = remote.clone_as("c");
-    let out = c
-        .mpw()
-        .args(["export", remote.plan_rel, "--to", "argo"])
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(2));
-    assert!(
-        stderr_of(&out).contains("wait for each other"),
-        "{}",
-        stderr_of(&out)
-    );
+    let err = export_refused(&c, remote.plan_rel, "argo");
+    assert!(err.contains("wait for each other"), "{err}");
 
     // A plan outside the repository is not in the runners' checkout.
     let outside = remote.dir.path().join("outside.jsonc");
     std::fs::write(&outside, TWO).unwrap();
-    let out = c
-        .mpw()
-        .args([
-            "export",
-            outside.to_str().unwrap(),
-            "--to",
-            "github-actions",
-        ])
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(2));
-    assert!(stderr_of(&out).contains("inside the repository"));
+    let err = export_refused(&c, outside.to_str().unwrap(), "github-actions");
+    assert!(err.contains("inside the repository"), "{err}");
 }
 
 #[test]
