@@ -281,6 +281,12 @@ fn an_mcp_client_checks_runs_watches_and_integrates_a_plan() {
     assert_eq!(repo.git(&["show", "main:b.txt"]), "b");
     assert_eq!(repo.git(&["status", "--porcelain"]), "");
     assert_eq!(ws(&repo.run_status(run), "A")["state"], "INTEGRATED");
+    // The gate ran on each merge; the status (checked against its schema
+    // by the client) now holds the integrations and the gate runs.
+    assert!(!r["gate_runs"].as_array().unwrap().is_empty(), "{r:#}");
+    let after = &s["status_after_integrate"]["structured"];
+    assert_eq!(ws(after, "C")["integration"]["conflicts"][0], "a.txt");
+    assert_eq!(after["gate_runs"], r["gate_runs"]);
 
     // Pull request drafts, for the integrated workstreams.
     let drafts = s["pr"]["structured"]["drafts"].as_array().unwrap();

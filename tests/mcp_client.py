@@ -90,7 +90,8 @@ async def main(mpw, repo):
 
             # Forecast, then integrate.
             out["forecast"] = await call("integrate_forecast", {"run": run})
-            out["integrate"] = await call("integrate", {"run": run, "into": "main"})
+            out["integrate"] = await call("integrate", {"run": run, "into": "main", "gate": "test -f a.txt"})
+            out["status_after_integrate"] = await call("run_status", {"run": run})
             out["pr"] = await call("pr_prepare", {"run": run})
 
             # A second run, stopped half way.
