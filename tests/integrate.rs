@@ -58,6 +58,12 @@ fn merges_each_workstream_and_keeps_the_checkout_clean() {
     let before = repo.head("main");
     let out = integrate(&repo, &[]);
     assert_ok(&out);
+    // The strategy as `--strategy` spells it.
+    assert!(
+        stdout_of(&out).contains("run I1 into main (merge): "),
+        "{}",
+        stdout_of(&out)
+    );
     // Two merge commits, first-parent chain back to the old tip.
     let log = repo.git(&[
         "log",

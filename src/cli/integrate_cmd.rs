@@ -205,7 +205,7 @@ fn outcome_rows<'a>(
 
 fn render_report(r: &Report, style: Style) -> String {
     let mut s = format!(
-        "integrate run {} into {} ({:?}): {} -> {}\n",
+        "integrate run {} into {} ({}): {} -> {}\n",
         r.run_id,
         r.into,
         r.strategy,

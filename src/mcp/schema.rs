@@ -73,24 +73,6 @@ pub struct ForecastIn {
     pub into: Option<String>,
 }
 
-#[derive(Debug, Clone, Copy, Deserialize, JsonSchema)]
-#[serde(rename_all = "lowercase")]
-pub enum StrategyIn {
-    /// A two-parent merge commit per workstream.
-    Merge,
-    /// One single-parent commit per workstream.
-    Squash,
-}
-
-impl StrategyIn {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            StrategyIn::Merge => "merge",
-            StrategyIn::Squash => "squash",
-        }
-    }
-}
-
 #[derive(Debug, Default, Deserialize, JsonSchema)]
 #[serde(default)]
 pub struct IntegrateIn {
@@ -101,7 +83,7 @@ pub struct IntegrateIn {
     /// Command that must pass on each merge result, in a scratch checkout,
     /// before the branch moves (as `mpw integrate --gate`).
     pub gate: Option<String>,
-    pub strategy: Option<StrategyIn>,
+    pub strategy: Option<crate::model::Strategy>,
 }
 
 // ---- results ----

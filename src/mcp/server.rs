@@ -4,6 +4,7 @@ use super::invoke::{self, Output};
 use super::schema::*;
 use super::{McpError, Workspace, confine};
 use crate::integrate::{Forecast, Report as IntegrateReport};
+use crate::model::Strategy;
 use crate::plan::CheckReport;
 use crate::store::RunStatus;
 use rmcp::handler::server::router::tool::ToolRouter;
@@ -267,7 +268,7 @@ impl MpwServer {
         let mut a = args(["integrate", "--json", "--no-wait"]);
         option(&mut a, "into", p.into);
         option(&mut a, "gate", p.gate);
-        option(&mut a, "strategy", p.strategy.map(StrategyIn::as_str));
+        option(&mut a, "strategy", p.strategy.map(Strategy::as_str));
         json_result(self.call(a, p.run.as_deref()).await)
     }
 

@@ -279,6 +279,22 @@ pub enum Strategy {
     Squash,
 }
 
+impl Strategy {
+    /// As the command line and JSON spell it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Strategy::Merge => "merge",
+            Strategy::Squash => "squash",
+        }
+    }
+}
+
+impl fmt::Display for Strategy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// Current time as RFC 3339 UTC with milliseconds.
 pub fn now() -> String {
     chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
