@@ -1,10 +1,13 @@
 //! The map in docs/ARCHITECTURE.md must agree with the code: each state
 //! machine drawn there is the transition table in `mpw::model`, arrow for
 //! arrow, and no comment cites a document the repository does not have.
+//! The shape the architecture pass gave the code stays: no file grows past
+//! about 800 lines of code, and the runner's files import each other
+//! without a cycle.
 
 use mpw::model::{RunState, StateMachine, TaskState, WorkstreamState};
-use std::collections::BTreeSet;
-use std::path::Path;
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
 
 fn doc() -> String {
     let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/ARCHITECTURE.md");
@@ -85,10 +88,10 @@ fn a_changed_arrow_is_caught() {
     assert_ne!(drawn(&doc, "### Task"), table::<TaskState>());
 }
 
-#[test]
-fn comments_point_to_the_architecture_doc_not_to_a_missing_design_file() {
-    let mut bad = Vec::new();
-    let mut stack = vec![Path::new(env!("CARGO_MANIFEST_DIR")).join("src")];
+/// Every `.rs` file below `dir` (relative to the crate), with its text.
+fn sources(dir: &str) -> Vec<(PathBuf, String)> {
+    let mut out = Vec::new();
+    let mut stack = vec![Path::new(env!("CARGO_MANIFEST_DIR")).join(dir)];
     while let Some(dir) = stack.pop() {
         for e in std::fs::read_dir(&dir).unwrap() {
             let p = e.unwrap().path();
@@ -96,13 +99,104 @@ fn comments_point_to_the_architecture_doc_not_to_a_missing_design_file() {
                 stack.push(p);
             } else if p.extension().is_some_and(|x| x == "rs") {
                 let text = std::fs::read_to_string(&p).unwrap();
-                for (n, line) in text.lines().enumerate() {
-                    if line.contains("DESIGN.md") || line.contains("DESIGN section") {
-                        bad.push(format!("{}:{}", p.display(), n + 1));
-                    }
-                }
+                out.push((p, text));
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+/// A file's code: what comes before its unit tests' module.
+fn code_of(text: &str) -> &str {
+    let tests =
+        regex::Regex::new(r"(?m)^#\[cfg\([^\]]*\btest\b[^\]]*\)\]\s*\n(pub )?mod ").unwrap();
+    tests.find(text).map_or(text, |m| &text[..m.start()])
+}
+
+#[test]
+fn comments_point_to_the_architecture_doc_not_to_a_missing_design_file() {
+    let mut bad = Vec::new();
+    for (p, text) in sources("src") {
+        for (n, line) in text.lines().enumerate() {
+            if line.contains("DESIGN.md") || line.contains("DESIGN section") {
+                bad.push(format!("{}:{}", p.display(), n + 1));
             }
         }
     }
     assert!(bad.is_empty(), "cite docs/ARCHITECTURE.md instead: {bad:?}");
+}
+
+#[test]
+fn no_source_file_is_over_800_lines_of_code() {
+    let mut long = Vec::new();
+    for (p, text) in sources("src") {
+        let name = p.file_stem().unwrap().to_string_lossy();
+        // Test modules in files of their own are tests.
+        if name.starts_with("tests") || name == "test_support" {
+            continue;
+        }
+        let n = code_of(&text).lines().count();
+        if n > 800 {
+            long.push(format!("{}: {n} lines", p.display()));
+        }
+    }
+    assert!(long.is_empty(), "split these by job: {long:?}");
+}
+
+/// The sibling modules a file of `src/runner/` names through `super::`.
+fn siblings_named(code: &str, siblings: &BTreeSet<String>) -> BTreeSet<String> {
+    let one = regex::Regex::new(r"super::(\w+)").unwrap();
+    let list = regex::Regex::new(r"super::\{([^}]*)\}").unwrap();
+    let mut named: BTreeSet<String> = one.captures_iter(code).map(|c| c[1].to_string()).collect();
+    for c in list.captures_iter(code) {
+        for item in c[1].split(',') {
+            let first = item.trim().split("::").next().unwrap_or("").trim();
+            named.insert(first.to_string());
+        }
+    }
+    named.retain(|n| siblings.contains(n));
+    named
+}
+
+#[test]
+fn the_runners_files_import_each_other_without_a_cycle() {
+    let files: BTreeMap<String, String> = sources("src/runner")
+        .into_iter()
+        .map(|(p, text)| (p.file_stem().unwrap().to_string_lossy().into_owned(), text))
+        .filter(|(name, _)| name != "mod")
+        .collect();
+    let siblings: BTreeSet<String> = files.keys().cloned().collect();
+    let edges: BTreeMap<&str, BTreeSet<String>> = files
+        .iter()
+        .map(|(n, text)| (n.as_str(), siblings_named(code_of(text), &siblings)))
+        .collect();
+    // The executors and the context import nothing from the coordinator.
+    for (n, to) in &edges {
+        assert!(!to.contains("coordinator"), "{n} imports the coordinator");
+    }
+    // Depth-first, with the path so far: a file met again on it is a cycle.
+    fn visit<'a>(
+        n: &'a str,
+        edges: &'a BTreeMap<&'a str, BTreeSet<String>>,
+        path: &mut Vec<&'a str>,
+        done: &mut BTreeSet<&'a str>,
+    ) {
+        if let Some(i) = path.iter().position(|p| *p == n) {
+            panic!("import cycle: {} -> {n}", path[i..].join(" -> "));
+        }
+        if !done.insert(n) {
+            return;
+        }
+        path.push(n);
+        for m in &edges[n] {
+            visit(m, edges, path, done);
+        }
+        path.pop();
+    }
+    let mut done = BTreeSet::new();
+    for n in edges.keys() {
+        visit(n, &edges, &mut Vec::new(), &mut done);
+    }
+    assert!(edges["coordinator"].contains("attempt"), "{edges:?}");
 }
