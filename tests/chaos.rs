@@ -8,7 +8,6 @@
 mod common;
 
 use common::*;
-use serde_json::Value;
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::Stdio;
@@ -270,12 +269,7 @@ fn check_records_agree(repo: &TestRepo, what: &str) {
             .map(Result::unwrap)
             .collect()
     };
-    let text =
-        std::fs::read_to_string(repo.mpw_dir().join(format!("runs/{RUN}/events.jsonl"))).unwrap();
-    let lines: Vec<Value> = text
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+    let lines = repo.events(RUN);
     let line_kinds: Vec<String> = lines
         .iter()
         .map(|l| l["kind"].as_str().unwrap().to_string())

@@ -90,11 +90,9 @@ fn ignore_defaults_false_commits_cache_files_and_says_so() {
         stdout.contains(&format!("hint: W/edit: {hint}")),
         "{stdout}"
     );
-    let events = std::fs::read_to_string(repo.mpw_dir().join("runs/R/events.jsonl")).unwrap();
-    let succeeded = events
-        .lines()
-        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
-        .find(|e| e["kind"] == "TASK_SUCCEEDED")
+    let events = repo.events("R");
+    let succeeded = *of_kind(&events, "TASK_SUCCEEDED")
+        .first()
         .expect("a TASK_SUCCEEDED event");
     assert_eq!(succeeded["hint"], hint, "{succeeded:#}");
 }

@@ -57,13 +57,8 @@ fn outcome<'a>(report: &'a Value, ws: &str) -> &'a Value {
 }
 
 fn restacked_events(repo: &TestRepo, run: &str) -> Vec<Value> {
-    let p = repo.mpw_dir().join("runs").join(run).join("events.jsonl");
-    std::fs::read_to_string(p)
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str::<Value>(l).unwrap())
-        .filter(|e| e["kind"] == "RESTACKED")
-        .collect()
+    let evs = repo.events(run);
+    of_kind(&evs, "RESTACKED").into_iter().cloned().collect()
 }
 
 #[test]
